@@ -1,0 +1,410 @@
+"""The ``maild`` command line.
+
+Exit statuses follow sysexits(3): 0 ok, 65 EX_DATAERR (input is not a
+message), 75 EX_TEMPFAIL (try again later), 78 EX_CONFIG (one line naming
+the bad key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import mailbox
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from maild import __version__
+from maild.addresses import ServedAddresses, normalize_address
+from maild.clock import SystemClock
+from maild.config import Settings, load_settings
+from maild.errors import ConfigError
+
+log = logging.getLogger("maild")
+
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+
+def setup_logging(level: str) -> None:
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    # Libraries log every SMTP command and every job run at INFO: keep them quiet.
+    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for name in ("mail.log", "alembic", "apscheduler"):
+        logging.getLogger(name).setLevel(quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maild", description="Help-desk mail gateway.")
+    p.add_argument("--config", metavar="PATH", help="TOML file (default: $MAILD_CONFIG)")
+    p.add_argument("--version", action="version", version=f"maild {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("serve", help="run the daemon in the foreground")
+    sub.add_parser("check-config", help="validate the configuration and exit")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("upgrade", help="create or upgrade the schema")
+
+    ingest = sub.add_parser("ingest", help="store one message from stdin (for MTA pipes)")
+    ingest.add_argument("--to", metavar="ADDRESS", help="the help-desk address it was sent to")
+    ingest.add_argument("--no-notify", action="store_true", help="send no acknowledgement")
+
+    imp = sub.add_parser("import", help="import an mbox file or a Maildir folder")
+    imp.add_argument("path", type=Path)
+    imp.add_argument("--no-notify", action="store_true", help="record without acknowledgements")
+
+    tickets = sub.add_parser("tickets", help="list tickets")
+    t_sub = tickets.add_subparsers(dest="tickets_command", required=True, metavar="ACTION")
+    t_list = t_sub.add_parser("list")
+    t_list.add_argument("--status")
+    t_list.add_argument("--json", action="store_true")
+
+    ticket = sub.add_parser("ticket", help="one ticket")
+    tk_sub = ticket.add_subparsers(dest="ticket_command", required=True, metavar="ACTION")
+    tk_show = tk_sub.add_parser("show")
+    tk_show.add_argument("number", type=int)
+    tk_show.add_argument("--json", action="store_true")
+
+    outbox = sub.add_parser("outbox", help="outgoing mail")
+    o_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    o_list = o_sub.add_parser("list")
+    o_list.add_argument("--status")
+    o_list.add_argument("--json", action="store_true")
+
+    quarantine = sub.add_parser("quarantine", help="messages set aside")
+    q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
+    q_list = q_sub.add_parser("list")
+    q_list.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"maild: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    setup_logging(settings.log.level)
+    try:
+        return _dispatch(args, settings)
+    except ConfigError as exc:
+        print(f"maild: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    cmd = args.command
+    if cmd == "check-config":
+        return cmd_check_config(settings)
+    if cmd == "serve":
+        from maild.daemon import Daemon
+
+        return asyncio.run(Daemon(settings).run())
+    if cmd == "db":
+        return cmd_db_upgrade(settings)
+    if cmd == "ingest":
+        return cmd_ingest(settings, args.to, notify=not args.no_notify)
+    if cmd == "import":
+        return cmd_import(settings, args.path, notify=not args.no_notify)
+    return cmd_view(args, settings)
+
+
+def _sessions(settings: Settings, *, ensure: bool = True) -> Any:
+    from maild.db import ensure_schema, make_engine, session_factory
+
+    engine = make_engine(settings.database.url)
+    if ensure:
+        ensure_schema(engine)
+    return session_factory(engine)
+
+
+def cmd_check_config(settings: Settings) -> int:
+    from maild.render import Renderer
+
+    Renderer.from_settings(settings)  # templates compile, or a ConfigError
+    print(f"configuration OK ({settings.source})")
+    print(f"  serving:  {', '.join(settings.helpdesk.addresses)}")
+    print(f"  database: {settings.database.url}")
+    smtp = f"{'LMTP' if settings.smtp.lmtp else 'SMTP'} on {settings.smtp.listen}"
+    print(f"  intake:   {smtp if settings.smtp.enabled else 'SMTP disabled'}")
+    if settings.outgoing.transport == "smtp":
+        print(f"  outgoing: SMTP relay {settings.outgoing.smtp_host}:{settings.outgoing.smtp_port}")
+    else:
+        print(f"  outgoing: Maildir {settings.outgoing.maildir}")
+    return EX_OK
+
+
+def cmd_db_upgrade(settings: Settings) -> int:
+    from maild.db import current_revision, head_revision, make_engine, upgrade
+
+    engine = make_engine(settings.database.url)
+    before = current_revision(engine)
+    upgrade(engine)
+    after = current_revision(engine)
+    if before == after:
+        print(f"database is up to date (revision {after})")
+    else:
+        print(f"database upgraded: {before or 'empty'} -> {after} (head {head_revision(engine)})")
+    return EX_OK
+
+
+# --- ingest and import --------------------------------------------------------
+
+
+def _recipient(raw: bytes, served: ServedAddresses, default: str) -> str:
+    from maild.parse import peek_recipients
+
+    for addr in peek_recipients(raw):
+        base = served.base_of(addr)
+        if base:
+            return base
+    return default
+
+
+def cmd_ingest(settings: Settings, to: str | None, *, notify: bool) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from maild.intake import Delivery, store_one
+    from maild.parse import looks_like_message
+    from maild.states import InboundStatus, Source
+
+    limit = settings.limits.max_message_bytes
+    raw = sys.stdin.buffer.read(limit + 1)
+    if len(raw) > limit:
+        print(f"maild: message larger than limits.max_message_bytes ({limit})", file=sys.stderr)
+        return EX_DATAERR
+    served = ServedAddresses.of(settings.helpdesk.addresses)
+    if to:
+        recipient = served.base_of(to) or normalize_address(to)
+    else:
+        recipient = _recipient(raw, served, served_default(settings))
+    is_message = looks_like_message(raw)
+    delivery = Delivery(
+        raw=raw,
+        source=Source.INGEST,
+        recipient=recipient,
+        envelope_from=os.environ.get("SENDER"),
+        envelope_to=(recipient,),
+        notify=notify,
+        status=InboundStatus.PENDING if is_message else InboundStatus.QUARANTINED,
+        error=None if is_message else "not an email message: no header fields found",
+    )
+    try:
+        sessions = _sessions(settings)
+        stored = store_one(sessions, delivery, SystemClock())
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"maild: cannot store the message now ({type(exc).__name__}); try again later",
+              file=sys.stderr)  # fmt: skip
+        return EX_TEMPFAIL
+    if not is_message:
+        print(f"maild: input is not an email message (kept in quarantine as inbound "
+              f"{stored.inbound_id})", file=sys.stderr)  # fmt: skip
+        return EX_DATAERR
+    word = "duplicate of" if stored.duplicate else "stored as"
+    print(f"{word} inbound {stored.inbound_id}", file=sys.stderr)
+    return EX_OK
+
+
+def served_default(settings: Settings) -> str:
+    return normalize_address(settings.helpdesk.primary_address)
+
+
+def iter_source(path: Path) -> tuple[int, Iterator[bytes]]:
+    """(count, messages in arrival order) of an mbox file or a Maildir folder."""
+    if path.is_dir():
+        files = [
+            p for sub in ("cur", "new") if (path / sub).is_dir() for p in (path / sub).iterdir()
+        ]
+        if not files and not (path / "cur").is_dir() and not (path / "new").is_dir():
+            raise ConfigError("import", f"{path} is neither an mbox file nor a Maildir folder")
+
+        def key(p: Path) -> tuple[float, str]:
+            head = p.name.split(".", 1)[0]
+            try:
+                return float(head), p.name
+            except ValueError:
+                return p.stat().st_mtime, p.name
+
+        files.sort(key=key)
+        return len(files), (p.read_bytes() for p in files)
+    if not path.is_file():
+        raise ConfigError("import", f"no such file or folder: {path}")
+    box = mailbox.mbox(path, create=False)
+    keys = list(box.keys())
+    return len(keys), (box.get_bytes(k) for k in keys)
+
+
+class Progress:
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = max(total, 1)
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.done = 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * self.done / self.total)
+        pct = 100 * self.done // self.total
+        self.stream.write(
+            f"\r  [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {pct}%"
+        )
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+
+def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
+    from maild.apply import Applier
+    from maild.intake import Delivery, store
+    from maild.render import Renderer
+    from maild.sender import Sender, transport_from_settings
+    from maild.states import Outcome, Source
+    from maild.worker import Worker
+
+    total, messages = iter_source(path)
+    sessions = _sessions(settings)
+    clock = SystemClock()
+    served = ServedAddresses.of(settings.helpdesk.addresses)
+    default = served_default(settings)
+    worker = Worker(sessions, settings, clock, Applier(settings, Renderer.from_settings(settings)))
+    mine: set[int] = set()
+    tally: Counter[str] = Counter()
+    progress = Progress(total, sys.stderr)
+    batch: list[Delivery] = []
+
+    def flush() -> None:
+        with sessions.begin() as session:
+            results = store(session, batch, clock.now())
+        for stored in results:
+            if stored.duplicate:
+                tally["duplicates"] += 1
+            else:
+                mine.add(stored.inbound_id)
+        # Process as we go, in arrival order, so replies find their tickets.
+        for processed in worker.drain():
+            if processed.inbound_id in mine and processed.outcome is not None:
+                tally[str(processed.outcome)] += 1
+        progress.update(len(batch))
+        batch.clear()
+
+    for raw in messages:
+        batch.append(Delivery(raw=raw, source=Source.IMPORT, recipient=_recipient(raw, served, default),
+                              notify=notify))  # fmt: skip
+        if len(batch) >= 200:
+            flush()
+    if batch:
+        flush()
+    progress.finish()
+    sent = (
+        Sender(sessions, settings, clock, transport_from_settings(settings)).drain()
+        if notify
+        else None
+    )
+    print(f"imported {total} message(s) from {path}")
+    print(f"  tickets created:   {tally[str(Outcome.NEW_TICKET)]}")
+    print(f"  replies threaded:  {tally[str(Outcome.APPENDED)]}")
+    print(f"  ignored:           {tally[str(Outcome.IGNORED)]}")
+    print(f"  quarantined:       {tally[str(Outcome.QUARANTINED)]}")
+    print(f"  already stored:    {tally['duplicates']}")
+    if sent is not None:
+        print(f"  acknowledgements:  {sent.sent} sent, {sent.retried} to retry, {sent.dead} dead")
+    return EX_OK
+
+
+# --- views ---------------------------------------------------------------------------
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def cmd_view(args: argparse.Namespace, settings: Settings) -> int:
+    from maild import views
+
+    sessions = _sessions(settings)
+    with sessions() as session:
+        if args.command == "tickets":
+            rows = views.list_tickets(session, args.status)
+            if args.json:
+                _print_json(rows)
+            else:
+                for t in rows:
+                    print(f"#{t['number']:<6} {t['status']:<12} {t['priority']} {t['type']:<8} "
+                          f"{t['requester']['email']:<32} {t['subject'][:60]}")  # fmt: skip
+            return EX_OK
+        if args.command == "ticket":
+            data = views.show_ticket(session, args.number)
+            if data is None:
+                print(f"maild: no ticket #{args.number}", file=sys.stderr)
+                return EX_NOINPUT
+            if args.json:
+                _print_json(data)
+            else:
+                _print_ticket(data)
+            return EX_OK
+        if args.command == "outbox":
+            rows = views.list_outbox(session, args.status)
+            if args.json:
+                _print_json(rows)
+            else:
+                for o in rows:
+                    print(f"{o['id']:<6} {o['status']:<8} #{o['ticket'] or '-':<6} {o['kind']:<10} "
+                          f"{', '.join(o['to']):<32} tries={o['attempts']} {o['last_error'] or ''}")  # fmt: skip
+            return EX_OK
+        if args.command == "quarantine":
+            rows = views.list_quarantine(session)
+            if args.json:
+                _print_json(rows)
+            else:
+                for q in rows:
+                    print(f"{q['id']:<6} {q['received_at']} {q['source']:<6} "
+                          f"{q['message_id'] or '(no Message-ID)'}: {q['reason']}")  # fmt: skip
+            return EX_OK
+    return EX_USAGE  # pragma: no cover
+
+
+def _print_ticket(t: dict[str, Any]) -> None:
+    print(f"Ticket #{t['number']}: {t['subject']}")
+    print(
+        f"  status {t['status']}, {t['type']}, {t['category']}, {t['priority']}, tier {t['tier']}"
+    )
+    print(f"  requester {t['requester']['name']} <{t['requester']['email']}>")
+    print(f"  created {t['created_at']}, first response due {t['first_response_due']}")
+    for a in t["articles"]:
+        print(f"\n--- {a['direction']} {a['kind']} ({a['visibility']}) {a['created_at']} "
+              f"from {a['from']['email']}")  # fmt: skip
+        print(f"    Subject: {a['subject']}")
+        for line in a["text"].splitlines()[:40]:
+            print(f"    {line}")
+        for att in a["attachments"]:
+            print(
+                f"    [attachment] {att['filename']} ({att['content_type']}, {att['size']} bytes)"
+            )
+    print("\nEvents:")
+    for e in t["events"]:
+        change = f" {e['old']} -> {e['new']}" if e["old"] or e["new"] else ""
+        print(f"  {e['at']} {e['actor']}: {e['kind']}{change}")

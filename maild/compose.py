@@ -1,0 +1,144 @@
+"""Compose the bytes of every mail maild sends.
+
+Every header value is cleaned before use (no CR, LF or other control
+character survives, raw or inside an encoded-word's decoded text), and the
+serialised header block is checked against the list of headers we set, so a
+subject or a name can never add or split a header. Every mail carries a
+Message-ID from our domain, ``Auto-Submitted``, ``X-Auto-Response-Suppress:
+All`` and our loop header.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.charset import QP, Charset
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.policy import compat32
+from email.utils import format_datetime, formataddr
+
+from maild.addresses import is_valid_address
+from maild.errors import PermanentError
+from maild.parse import Address
+from maild.screen import LOOP_HEADER
+
+_POLICY = compat32.clone(linesep="\r\n", max_line_length=78)
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
+_ID_RE = re.compile(r"^<[!-;=?-~]{1,994}>$")  # printable ASCII, no '<', '>' or space
+MAX_HEADER_CHARS = 900
+
+
+def clean_header_text(value: str, limit: int = MAX_HEADER_CHARS) -> str:
+    """One line of text: control and format characters become spaces."""
+    out = []
+    for ch in value:
+        cat = unicodedata.category(ch)
+        out.append(" " if cat in ("Cc", "Cf", "Zl", "Zp") else ch)
+    text = re.sub(r"\s+", " ", "".join(out)).strip()
+    return text[:limit]
+
+
+def new_message_id(domain: str) -> str:
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def _safe_id(value: str | None) -> str | None:
+    return value if value and _ID_RE.match(value) else None
+
+
+def _addr(address: Address) -> str:
+    if not is_valid_address(address.email):
+        raise PermanentError(f"refusing to send to invalid address {address.email!r}")
+    return formataddr((clean_header_text(address.name, 200), address.email), charset="utf-8")
+
+
+def _text_header(value: str) -> str | Header:
+    value = clean_header_text(value)
+    if value.isascii():
+        return value
+    return Header(value, "utf-8", header_name="Subject")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    sender: Address  # From
+    to: tuple[Address, ...]
+    subject: str
+    text: str
+    html: str | None
+    message_id: str
+    date: datetime
+    auto_submitted: str
+    loop_domain: str
+    reply_to: Address | None = None
+    in_reply_to: str | None = None
+    references: Sequence[str] = ()
+    language: str | None = None
+
+
+def _text_part(subtype: str, body: str) -> MIMENonMultipart:
+    part = MIMENonMultipart("text", subtype)
+    del part["MIME-Version"]  # belongs on the message, not on every part
+    part.set_payload(body, _UTF8_QP)
+    return part
+
+
+def compose(mail: Outgoing) -> bytes:
+    """The wire bytes (CRLF) of `mail`."""
+    if _safe_id(mail.message_id) is None:
+        raise PermanentError(f"bad Message-ID {mail.message_id!r}")
+    text_part = _text_part("plain", mail.text)
+    msg: MIMEMultipart | MIMENonMultipart
+    if mail.html is not None:
+        msg = MIMEMultipart("alternative", _subparts=[text_part, _text_part("html", mail.html)])
+    else:
+        msg = text_part
+        msg["MIME-Version"] = "1.0"
+
+    headers: list[tuple[str, str | Header]] = [
+        ("From", _addr(mail.sender)),
+        ("To", ", ".join(_addr(a) for a in mail.to)),
+        ("Subject", _text_header(mail.subject)),
+        ("Date", format_datetime(mail.date)),
+        ("Message-ID", mail.message_id),
+    ]
+    if mail.reply_to is not None:
+        headers.append(("Reply-To", _addr(mail.reply_to)))
+    if (irt := _safe_id(mail.in_reply_to)) is not None:
+        headers.append(("In-Reply-To", irt))
+    refs = [r for r in (_safe_id(x) for x in mail.references) if r]
+    if refs:
+        headers.append(("References", " ".join(refs[-20:])))
+    headers += [
+        ("Auto-Submitted", mail.auto_submitted),
+        ("X-Auto-Response-Suppress", "All"),
+        ("Precedence", "bulk"),
+        (LOOP_HEADER, mail.loop_domain),
+    ]
+    if mail.language and re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{1,8})*", mail.language):
+        headers.append(("Content-Language", mail.language))
+    for name, value in headers:
+        msg[name] = value
+    raw = msg.as_bytes(policy=_POLICY)
+    _check_header_block(raw, {name.lower() for name, _ in headers} | _MIME_HEADERS)
+    return raw
+
+
+_MIME_HEADERS = {"content-type", "mime-version", "content-transfer-encoding"}
+
+
+def _check_header_block(raw: bytes, allowed: set[str]) -> None:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            continue
+        name = line.split(b":", 1)[0].decode("ascii", "replace").lower()
+        if name not in allowed or b"\n" in line or b"\r" in line:
+            raise PermanentError(f"composed mail has an unexpected header line: {line[:80]!r}")

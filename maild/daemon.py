@@ -1,0 +1,151 @@
+"""``maild serve``: wire the parts together and run until told to stop.
+
+Threads: the intake writer (group commit), the worker, the sender; the
+asyncio loop runs the SMTP/LMTP listener; APScheduler runs the periodic,
+idempotent sweeps. SIGTERM/SIGINT stop accepting, commit what was received,
+finish the batch in hand and exit 0; SIGHUP reloads the templates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.apply import Applier
+from maild.clock import Clock, SystemClock
+from maild.config import Settings
+from maild.db import ensure_schema, is_sqlite, make_engine, session_factory
+from maild.intake import GroupCommitter
+from maild.render import Renderer
+from maild.sender import Sender, transport_from_settings
+from maild.smtp import IntakeHandler, start_server
+from maild.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class Loop:
+    """A thread that runs `step` whenever woken (or every `interval` seconds)."""
+
+    def __init__(self, name: str, step: Callable[[], bool], interval: float) -> None:
+        self.name = name
+        self.step = step
+        self.interval = interval
+        self.wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self.wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            while not self._stopping.is_set():
+                try:
+                    more = self.step()
+                except Exception:
+                    log.exception(
+                        "%s: step failed; trying again in %.0fs", self.name, self.interval
+                    )
+                    break
+                if not more:
+                    break
+
+
+class Daemon:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.engine: Engine = make_engine(settings.database.url)
+        ensure_schema(self.engine)
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self.renderer = Renderer.from_settings(settings)
+        self.applier = Applier(settings, self.renderer)
+        self.sender = Sender(self.sessions, settings, self.clock, transport_from_settings(settings))
+        self.sender_loop = Loop("sender", self._send_step, settings.worker.poll_seconds)
+        self.worker = Worker(
+            self.sessions, settings, self.clock, self.applier, on_outbox=self.sender_loop.wake
+        )
+        self.worker_loop = Loop("worker", self._work_step, settings.worker.poll_seconds)
+        self.committer = GroupCommitter(
+            self.sessions, self.clock, on_commit=self.worker_loop.wake.set
+        )
+        self.handler = IntakeHandler(settings, self.committer, lmtp=settings.smtp.lmtp)
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.server: asyncio.Server | None = None
+        self._stop = asyncio.Event()
+
+    def _work_step(self) -> bool:
+        return bool(self.worker.run_batch())
+
+    def _send_step(self) -> bool:
+        return self.sender.run_batch().total > 0
+
+    def _recover_stuck(self) -> None:
+        self.worker.recover()
+
+    async def run(self) -> int:
+        single = is_sqlite(self.engine)
+        self.worker.recover(all_rows=single)
+        if single:
+            self.sender.recover()
+        self.committer.start()
+        self.worker_loop.start()
+        self.sender_loop.start()
+        self.scheduler.add_job(self._recover_stuck, "interval", seconds=60, id="recover_stuck",
+                               max_instances=1, coalesce=True)  # fmt: skip
+        self.scheduler.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self.settings.smtp.enabled:
+            self.server = await start_server(self.settings, self.handler)
+            where = ", ".join(str(s.getsockname()[:2]) for s in self.server.sockets)
+            log.info("maild ready: %s on %s, database %s, outgoing %s",
+                     "LMTP" if self.settings.smtp.lmtp else "SMTP", where,
+                     self.engine.url.render_as_string(hide_password=True),
+                     self.settings.outgoing.transport)  # fmt: skip
+        else:
+            log.info("maild ready (SMTP intake disabled)")
+        await self._stop.wait()
+        await self.shutdown()
+        return 0
+
+    def reload(self) -> None:
+        try:
+            self.renderer.reload()
+            log.info("SIGHUP: templates reloaded")
+        except Exception as exc:
+            log.error("SIGHUP: reload failed, keeping the old templates: %s", exc)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        log.info("stopping: no new mail accepted; finishing what is in hand")
+        self.handler.accepting = False
+        if self.server is not None:
+            self.server.close()
+        # Commit everything already received, then stop the threads after
+        # their current batch.
+        await asyncio.to_thread(self.committer.stop)
+        self.scheduler.shutdown(wait=False)
+        await asyncio.to_thread(self.worker_loop.stop)
+        await asyncio.to_thread(self.sender_loop.stop)
+        self.engine.dispose()
+        log.info("stopped")

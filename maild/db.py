@@ -1,0 +1,148 @@
+"""Engines, sessions, migrations, and the only backend-specific SQL in maild.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` and
+foreign keys on; every transaction starts with ``BEGIN IMMEDIATE`` so a writer
+never fails half-way on a lock upgrade. PostgreSQL gets the same models and
+migrations; row claims use ``FOR UPDATE SKIP LOCKED`` there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.models import Base
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine for `url`; creates the directory of a SQLite file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=10)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_sqlite(engine_or_session: Engine | Session) -> bool:
+    bind = (
+        engine_or_session.get_bind()
+        if isinstance(engine_or_session, Session)
+        else engine_or_session
+    )
+    return bind.dialect.name == "sqlite"
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False, autoflush=True)
+
+
+def insert_ignore(
+    session: Session, model: type[Base], rows: Sequence[dict[str, Any]], *returning: Any
+) -> list[Any]:
+    """INSERT rows, skipping those that hit a unique constraint.
+
+    Returns the `returning` columns of the rows actually inserted, as rows.
+    """
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(model).on_conflict_do_nothing()
+    if returning:
+        return list(session.execute(stmt.returning(*returning), list(rows)).all())
+    session.execute(stmt, list(rows))
+    return []
+
+
+def claim_order(stmt: Any) -> Any:
+    """Add row locking that skips rows another instance already holds.
+
+    Rendered as ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises
+    writers with ``BEGIN IMMEDIATE`` and ignores it.
+    """
+    return stmt.with_for_update(skip_locked=True)
+
+
+# --- migrations ------------------------------------------------------------
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision(engine: Engine) -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), revision)
+
+
+def is_empty(engine: Engine) -> bool:
+    names = set(inspect(engine).get_table_names())
+    return not (names - {"alembic_version"})
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade an empty database; refuse one that is behind (say what to run)."""
+    from maild.errors import ConfigError
+
+    if is_empty(engine):
+        log.info("empty database: creating the schema")
+        upgrade(engine)
+        return
+    current, head = current_revision(engine), head_revision(engine)
+    if current != head:
+        raise ConfigError(
+            "database.url",
+            f"database schema is at revision {current}, this maild needs {head}: "
+            "run 'maild db upgrade'",
+        )

@@ -1,0 +1,294 @@
+"""decide: run the pure stages and return one frozen `Decision`.
+
+``screen -> correlate -> identify -> triage -> decide``. No database, no
+network, no clock: the worker passes in the `Facts` it looked up and "now".
+`apply` writes the Decision in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from maild.addresses import ServedAddresses, is_valid_address, normalize_address
+from maild.config import Settings
+from maild.correlate import Facts, TicketFacts, correlate
+from maild.identify import Role, identify
+from maild.parse import Address, ParsedAttachment, ParsedMessage
+from maild.screen import Envelope, Verdict, screen
+from maild.states import (
+    FINISHED_STATUSES,
+    ArticleKind,
+    Direction,
+    Outcome,
+    TicketStatus,
+    Visibility,
+)
+from maild.triage import classify
+
+SUMMARY_CHARS = 600
+
+
+@dataclass(frozen=True)
+class InboundMeta:
+    id: int
+    recipient: str | None
+    envelope_from: str | None
+    notify: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class ArticleSpec:
+    kind: ArticleKind
+    visibility: Visibility
+    author: Address
+    subject: str
+    text: str
+    html: str | None
+    message_id: str | None
+    in_reply_to: str | None
+    sent_at: datetime | None
+    attachments: tuple[ParsedAttachment, ...] = ()
+    direction: Direction = Direction.IN
+
+
+@dataclass(frozen=True)
+class TicketSpec:
+    type: str
+    category: str
+    impact: int
+    urgency: int
+    priority: int
+    tier: int
+    security: bool
+    subject: str
+    requester: Address
+    language: str
+    address: str
+    first_response_due: datetime | None
+    resolution_due: datetime | None
+    status: TicketStatus = TicketStatus.NEW
+    parent_id: int | None = None
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    kind: str
+    actor: str
+    old: str | None = None
+    new: str | None = None
+    detail: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An automatic mail to send; rendered from `template` when applied."""
+
+    template: str
+    to: tuple[Address, ...]
+    kind: str  # "ack", "update", ...
+    auto_submitted: str  # "auto-replied" (answers a mail) or "auto-generated"
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str = ""
+    ticket_id: int | None = None  # existing ticket the message goes to
+    new_ticket: TicketSpec | None = None
+    article: ArticleSpec | None = None
+    status: TicketStatus | None = None  # new status for an existing ticket
+    events: tuple[EventSpec, ...] = ()
+    notices: tuple[Notice, ...] = ()
+    how: str = ""  # how the ticket was found
+
+
+def decide(
+    msg: ParsedMessage,
+    inbound: InboundMeta,
+    facts: Facts,
+    settings: Settings,
+    now: datetime,
+) -> Decision:
+    served = ServedAddresses.of(settings.helpdesk.addresses)
+    sender = _sender(msg, inbound)
+    env = Envelope(mail_from=inbound.envelope_from, recipient=inbound.recipient)
+    screening = screen(msg, env, settings)
+    correlation = correlate(msg, facts)
+    ticket = facts.tickets.get(correlation.ticket_id) if correlation.ticket_id else None
+
+    if screening.verdict == Verdict.OWN_LOOP:
+        return Decision(Outcome.IGNORED, f"own mail: {screening.reason}")
+    if screening.verdict in (Verdict.BOUNCE, Verdict.AUTOMATED):
+        if ticket is None:
+            return Decision(Outcome.IGNORED, f"{screening.verdict}: {screening.reason}")
+        kind = ArticleKind.BOUNCE if screening.verdict == Verdict.BOUNCE else ArticleKind.AUTOMATED
+        return Decision(
+            Outcome.APPENDED,
+            f"{screening.verdict}: {screening.reason}",
+            ticket_id=ticket.id,
+            article=_article(msg, sender, kind, Visibility.INTERNAL),
+            events=(
+                EventSpec(f"{kind}_received", sender.email, detail={"reason": screening.reason}),
+            ),
+            how=correlation.how,
+        )
+
+    if facts.already_stored_on is not None:
+        return Decision(
+            Outcome.IGNORED,
+            f"already recorded on ticket #{facts.already_stored_on} (same Message-ID)",
+        )
+    if served.serves(sender.email):
+        return Decision(Outcome.IGNORED, f"sent from our own address {sender.email}")
+    if not is_valid_address(sender.email):
+        return Decision(Outcome.QUARANTINED, "no usable sender address (From or envelope)")
+
+    if ticket is not None:
+        role = identify(msg, ticket)
+        if ticket.status in FINISHED_STATUSES and role == Role.REQUESTER:
+            finished_at = ticket.closed_at or ticket.resolved_at or now
+            if now - finished_at > timedelta(days=settings.helpdesk.reopen_days):
+                return _new_ticket(
+                    msg, inbound, sender, settings, now, parent=ticket,
+                    note=f"reply to #{ticket.id} after the reopen window",
+                )  # fmt: skip
+            return Decision(
+                Outcome.APPENDED,
+                f"requester reply reopens #{ticket.id}",
+                ticket_id=ticket.id,
+                article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
+                status=TicketStatus.OPEN,
+                events=(
+                    EventSpec("article_added", sender.email, detail={"role": str(role)}),
+                    EventSpec(
+                        "status",
+                        sender.email,
+                        old=ticket.status,
+                        new=TicketStatus.OPEN,
+                        detail={"reason": "requester replied"},
+                    ),
+                ),  # fmt: skip
+                how=correlation.how,
+            )
+        events = [EventSpec("article_added", sender.email, detail={"role": str(role)})]
+        status = None
+        if ticket.status == TicketStatus.PENDING_USER and role == Role.REQUESTER:
+            status = TicketStatus.OPEN
+            events.append(EventSpec("status", sender.email, old=ticket.status, new=status,
+                                    detail={"reason": "requester replied"}))  # fmt: skip
+        return Decision(
+            Outcome.APPENDED,
+            f"{role} reply to #{ticket.id} ({correlation.how})",
+            ticket_id=ticket.id,
+            article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
+            status=status,
+            events=tuple(events),
+            how=correlation.how,
+        )
+    return _new_ticket(msg, inbound, sender, settings, now, note=correlation.note)
+
+
+def _sender(msg: ParsedMessage, inbound: InboundMeta) -> Address:
+    if msg.sender is not None:
+        return msg.sender
+    envelope = normalize_address(inbound.envelope_from or "")
+    return Address(name="", email=envelope)
+
+
+def _article(
+    msg: ParsedMessage, sender: Address, kind: ArticleKind, visibility: Visibility
+) -> ArticleSpec:
+    return ArticleSpec(
+        kind=kind,
+        visibility=visibility,
+        author=sender,
+        subject=msg.subject,
+        text=msg.text,
+        html=msg.html,
+        message_id=msg.message_id,
+        in_reply_to=msg.in_reply_to[0] if msg.in_reply_to else None,
+        sent_at=msg.date,
+        attachments=msg.attachments,
+    )
+
+
+def _summary(text: str) -> str:
+    text = text.strip()
+    if len(text) <= SUMMARY_CHARS:
+        return text
+    cut = text[:SUMMARY_CHARS].rsplit(" ", 1)[0]
+    return cut + " …"
+
+
+def _new_ticket(
+    msg: ParsedMessage,
+    inbound: InboundMeta,
+    sender: Address,
+    settings: Settings,
+    now: datetime,
+    *,
+    parent: TicketFacts | None = None,
+    note: str = "",
+) -> Decision:
+    triage = classify(msg, inbound.recipient, settings)
+    language = msg.language if msg.language in ("en", "fi") else settings.helpdesk.default_language
+    due = now + timedelta(hours=settings.helpdesk.first_response_hours)
+    subject = msg.subject or "(no subject)"
+    spec = TicketSpec(
+        type=triage.type,
+        category=triage.category,
+        impact=triage.impact,
+        urgency=triage.urgency,
+        priority=triage.priority,
+        tier=triage.tier,
+        security=triage.security,
+        subject=subject,
+        requester=sender,
+        language=language,
+        address=inbound.recipient or settings.helpdesk.primary_address,
+        first_response_due=due,
+        resolution_due=None,
+        parent_id=parent.id if parent else None,
+    )
+    events = [EventSpec("created", sender.email, new=TicketStatus.NEW,
+                        detail={"note": note} if note else None)]  # fmt: skip
+    if parent is not None:
+        events.append(EventSpec("linked", sender.email, new=str(parent.id),
+                                detail={"reason": "reply after the reopen window"}))  # fmt: skip
+    notices: tuple[Notice, ...] = ()
+    if inbound.notify:
+        spec = replace(spec, status=TicketStatus.OPEN)
+        events.append(EventSpec("status", "maild", old=TicketStatus.NEW, new=TicketStatus.OPEN,
+                                detail={"reason": "acknowledged"}))  # fmt: skip
+        to = msg.reply_to[:1] or (sender,)
+        references = (*msg.references, msg.message_id) if msg.message_id else msg.references
+        notices = (
+            Notice(
+                template="ack",
+                to=to,
+                kind="ack",
+                auto_submitted="auto-replied",
+                in_reply_to=msg.message_id,
+                references=references[-20:],
+                context={
+                    "summary": _summary(msg.text),
+                    "first_response_due": due,
+                    "parent_id": parent.id if parent else None,
+                },
+            ),
+        )
+    return Decision(
+        Outcome.NEW_TICKET,
+        note or "new ticket",
+        new_ticket=spec,
+        article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
+        events=tuple(events),
+        notices=notices,
+    )

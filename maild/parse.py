@@ -1,0 +1,344 @@
+"""Parse raw bytes once into a frozen `ParsedMessage`.
+
+This is the only module that imports mail-parser. Later stages never see a
+`email.message.Message`; they read the fields of `ParsedMessage`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
+from functools import cached_property
+from types import MappingProxyType
+
+import mailparser
+from mailparser.exceptions import MailParserError
+
+from maild.addresses import normalize_address
+from maild.errors import PermanentError
+from maild.htmltext import html_to_text
+
+log = logging.getLogger(__name__)
+
+MAX_IDS_PER_HEADER = 100
+MAX_ID_LENGTH = 998
+_ID_RE_STR = re.compile(r"<[^<>\s]{1,996}>")
+_HEADER_LINE_RE = re.compile(rb"^[!-9;-~]{1,76}:")
+_MESSAGE_HEADERS = frozenset(
+    {b"from", b"to", b"subject", b"date", b"message-id", b"received", b"sender", b"return-path"}
+)
+# Display names must not smuggle control or bidi-override characters.
+_BIDI = dict.fromkeys(
+    map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"), None
+)
+
+
+class NotAMessage(PermanentError):
+    """The bytes are not an Internet message at all."""
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    email: str  # normalised: lower-case, no brackets
+
+    def formatted(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+@dataclass(frozen=True)
+class ParsedAttachment:
+    filename: str  # a safe display name, never a path
+    content_type: str
+    data: bytes = field(repr=False)
+    content_id: str | None = None
+    inline: bool = False
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    size: int
+    message_id: str | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    subject: str
+    sender: Address | None
+    reply_to: tuple[Address, ...]
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    date: datetime | None
+    headers: Mapping[str, tuple[str, ...]]  # lower-case name -> unfolded raw values
+    content_type: str
+    text: str
+    html: str | None
+    attachments: tuple[ParsedAttachment, ...]
+    language: str | None
+    defects: tuple[str, ...]
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    def thread_ids(self) -> tuple[str, ...]:
+        """Message-IDs this message refers to, most specific first."""
+        seen: dict[str, None] = {}
+        for mid in (*self.in_reply_to, *reversed(self.references)):
+            seen.setdefault(mid, None)
+        return tuple(seen)
+
+
+# --- cheap looks at raw bytes, before any full parse ----------------------
+
+
+def header_block(raw: bytes, limit: int = 256 * 1024) -> bytes:
+    """The bytes before the first empty line (at most `limit`)."""
+    head = raw[:limit]
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = head.find(sep)
+        if end != -1:
+            return head[: end + len(sep) // 2]
+    return head
+
+
+def looks_like_message(raw: bytes) -> bool:
+    """True when the bytes start with header fields a message would have."""
+    head = header_block(raw)
+    if head.startswith(b"From "):  # an mbox separator line
+        head = head.split(b"\n", 1)[1] if b"\n" in head else b""
+    if not head.strip() or b"\0" in head:
+        return False
+    if not _HEADER_LINE_RE.match(head):
+        return False
+    names = {
+        line.split(b":", 1)[0].strip().lower()
+        for line in head.splitlines()
+        if line and line[:1] not in (b" ", b"\t") and b":" in line
+    }
+    return bool(names & _MESSAGE_HEADERS)
+
+
+def _peek(raw: bytes) -> Message | None:
+    try:
+        return BytesHeaderParser(policy=compat32).parsebytes(header_block(raw, limit=64 * 1024))
+    except Exception:  # a header block bad enough to break the parser tells us nothing
+        return None
+
+
+def peek_message_id(raw: bytes) -> str | None:
+    """The Message-ID from the header block, without parsing the body."""
+    msg = _peek(raw)
+    value = msg.get("Message-ID") if msg is not None else None
+    return normalize_message_id(str(value)) if value is not None else None
+
+
+def peek_recipients(raw: bytes) -> list[str]:
+    """Addresses in Delivered-To, X-Original-To, To and Cc (in that order)."""
+    msg = _peek(raw)
+    if msg is None:
+        return []
+    values: list[str] = []
+    for name in ("Delivered-To", "X-Original-To", "To", "Cc"):
+        values.extend(str(v) for v in msg.get_all(name, []))
+    return [normalize_address(addr) for _name, addr in getaddresses(values) if "@" in addr]
+
+
+def normalize_message_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    match = _ID_RE_STR.search(value)
+    if match:
+        return match.group(0)
+    token = value.strip()
+    if not token or any(c.isspace() for c in token) or len(token) > MAX_ID_LENGTH - 2:
+        return None
+    return f"<{token}>"
+
+
+def message_ids(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    ids = _ID_RE_STR.findall(value)
+    return tuple(ids[-MAX_IDS_PER_HEADER:])
+
+
+# --- the full parse --------------------------------------------------------
+
+
+def parse(raw: bytes) -> ParsedMessage:
+    """Parse `raw`; raise `NotAMessage` / `PermanentError` when it cannot be done."""
+    if not looks_like_message(raw):
+        raise NotAMessage("not an email message: no header fields found")
+    try:
+        mp = mailparser.parse_from_bytes(raw)
+    except MailParserError as exc:
+        raise PermanentError(f"unparseable message: {exc}") from None
+    except RecursionError:
+        raise PermanentError("unparseable message: MIME nesting too deep") from None
+
+    msg: Message = mp.message
+    headers: dict[str, list[str]] = {}
+    for name, value in msg.items():
+        headers.setdefault(name.lower(), []).append(_unfold(str(value)))
+    frozen_headers = MappingProxyType({k: tuple(v) for k, v in headers.items()})
+
+    text_parts = [_clean_text(t) for t in mp.text_plain]
+    html_parts = list(mp.text_html)
+    if "CharsetDecodeDefect" in mp.defects_categories:
+        text_parts, html_parts = _redecode_bodies(msg)
+    html = "\n".join(html_parts) if html_parts else None
+    text = "\n\n".join(t for t in text_parts if t.strip())
+    if not text.strip() and html:
+        text = html_to_text(html)
+
+    senders = _addresses(mp.from_)
+    language = None
+    if content_language := frozen_headers.get("content-language"):
+        language = content_language[0].split(",")[0].strip().split("-")[0].lower() or None
+
+    return ParsedMessage(
+        size=len(raw),
+        message_id=normalize_message_id(frozen_headers.get("message-id", (None,))[0]),
+        in_reply_to=message_ids(" ".join(frozen_headers.get("in-reply-to", ()))),
+        references=message_ids(" ".join(frozen_headers.get("references", ()))),
+        subject=_single_line(mp.subject or ""),
+        sender=senders[0] if senders else None,
+        reply_to=_addresses(mp.reply_to),
+        to=_addresses(mp.to),
+        cc=_addresses(mp.cc),
+        date=_utc(mp.date),
+        headers=frozen_headers,
+        content_type=msg.get_content_type(),
+        text=text,
+        html=html,
+        attachments=tuple(_attachments(mp.attachments)),
+        language=language,
+        defects=tuple(sorted(mp.defects_categories)),
+    )
+
+
+def _unfold(value: str) -> str:
+    return re.sub(r"\r?\n[ \t]*", " ", value).strip()
+
+
+def _single_line(value: str) -> str:
+    """Decoded header text with every control character turned into a space."""
+    value = "".join(" " if unicodedata.category(c) == "Cc" else c for c in value)
+    return re.sub(r" {2,}", " ", value.translate(_BIDI)).strip()
+
+
+def _clean_text(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _addresses(pairs: list[tuple[str, str]] | str | None) -> tuple[Address, ...]:
+    if not pairs or isinstance(pairs, str):
+        return ()
+    out = []
+    for name, addr in pairs:
+        if addr and "@" in addr:
+            out.append(Address(name=_single_line(name or ""), email=normalize_address(addr)))
+    return tuple(out)
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """Bytes of a text part to str: declared charset, else UTF-8, else windows-1252."""
+    for candidate in (charset, "utf-8"):
+        if not candidate:
+            continue
+        try:
+            return data.decode(candidate)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("cp1252", errors="replace")
+
+
+def _redecode_bodies(msg: Message) -> tuple[list[str], list[str]]:
+    """Text bodies again, when a declared charset was wrong or missing."""
+    texts: list[str] = []
+    htmls: list[str] = []
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        if part.get_content_disposition() == "attachment" or part.get_filename():
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        body = _clean_text(decode_text(payload, part.get_content_charset()))
+        if part.get_content_subtype() == "html":
+            htmls.append(body)
+        elif part.get_content_subtype() == "plain":
+            texts.append(body)
+    return texts, htmls
+
+
+def safe_filename(name: str | None, content_type: str = "application/octet-stream") -> str:
+    """A display name that is never a path and carries no control characters."""
+    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf"))
+    name = name.translate(_BIDI).strip().lstrip(".").strip()
+    if not name:
+        subtype = content_type.partition("/")[2] or "bin"
+        name = f"attachment.{re.sub(r'[^a-z0-9]+', '', subtype.lower())[:10] or 'bin'}"
+    encoded = name.encode("utf-8")
+    if len(encoded) > 200:
+        stem, dot, ext = name.rpartition(".")
+        ext = ext[:20] if dot else ""
+        keep = 200 - len(ext.encode()) - 1
+        stem = (stem if dot else name).encode("utf-8")[:keep].decode("utf-8", "ignore")
+        name = f"{stem}.{ext}" if ext else stem
+    return name
+
+
+def _attachments(items: list[dict[str, object]]) -> list[ParsedAttachment]:
+    out = []
+    for item in items:
+        content_type = str(item.get("mail_content_type") or "application/octet-stream")
+        payload = item.get("payload") or ""
+        if item.get("binary"):
+            try:
+                data = base64.b64decode(str(payload))
+            except (binascii.Error, ValueError):
+                data = str(payload).encode("ascii", "replace")
+        else:
+            data = str(payload).encode("utf-8", "surrogateescape")
+        content_id = str(item.get("content-id") or "").strip() or None
+        disposition = str(item.get("content-disposition") or "").lower()
+        filename = item.get("filename")
+        if content_id and filename == content_id:
+            filename = None  # mail-parser names cid-only parts after their Content-ID
+        out.append(
+            ParsedAttachment(
+                filename=safe_filename(str(filename) if filename else None, content_type),
+                content_type=content_type,
+                data=data,
+                content_id=content_id,
+                inline=bool(content_id) and not disposition.startswith("attachment"),
+            )
+        )
+    return out

@@ -1,0 +1,108 @@
+"""Templates for every mail maild writes (Jinja2, compiled once).
+
+A message template named ``ack`` in language ``fi`` is three files:
+``fi/ack.subject.j2``, ``fi/ack.txt.j2`` and ``fi/ack.html.j2`` (HTML
+autoescaped). Lookup order: the admin's ``templates.directory``, then the
+built-in ``templates/``; a language without the template falls back to
+English. `Renderer.reload()` (SIGHUP) builds a fresh environment.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+
+from maild.config import Settings
+from maild.errors import ConfigError
+
+
+def builtin_templates_dir() -> Path:
+    """``templates/`` beside the package (source tree), else the installed copy."""
+    here = Path(__file__).resolve().parent.parent / "templates"
+    if here.is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "maild" / "templates"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+
+
+def _autoescape(name: str | None) -> bool:
+    return bool(name and name.endswith(".html.j2"))
+
+
+def format_when(value: datetime, tz: str = "UTC") -> str:
+    local = value.astimezone(ZoneInfo(tz))
+    return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or tz)
+
+
+class Renderer:
+    def __init__(self, override_dir: Path | None = None, timezone: str = "UTC") -> None:
+        self._override_dir = override_dir
+        self._timezone = timezone
+        self._lock = threading.Lock()
+        self._env = self._build()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Renderer:
+        return cls(settings.templates.directory, settings.helpdesk.timezone)
+
+    def _build(self) -> jinja2.Environment:
+        paths = [str(p) for p in (self._override_dir, builtin_templates_dir()) if p is not None]
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(paths),
+            autoescape=_autoescape,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=False,
+            cache_size=-1,
+        )
+        env.filters["when"] = lambda v: format_when(v, self._timezone)
+        # Compile everything now: a broken template fails at start, not per message.
+        for name in env.list_templates(filter_func=lambda n: n.endswith(".j2")):
+            try:
+                env.get_template(name)
+            except jinja2.TemplateError as exc:
+                raise ConfigError("templates.directory", f"template {name}: {exc}") from None
+        return env
+
+    def reload(self) -> None:
+        env = self._build()
+        with self._lock:
+            self._env = env
+
+    def _template(self, name: str, language: str, part: str) -> jinja2.Template | None:
+        env = self._env
+        for lang in (language, "en"):
+            try:
+                return env.get_template(f"{lang}/{name}.{part}.j2")
+            except jinja2.TemplateNotFound:
+                continue
+        return None
+
+    def render(self, name: str, language: str, context: Mapping[str, Any]) -> Rendered:
+        subject_t = self._template(name, language, "subject")
+        text_t = self._template(name, language, "txt")
+        if subject_t is None or text_t is None:
+            raise ConfigError("templates.directory", f"template {name!r} is missing")
+        html_t = self._template(name, language, "html")
+        subject = " ".join(subject_t.render(context).split())
+        return Rendered(
+            subject=subject,
+            text=text_t.render(context),
+            html=html_t.render(context) if html_t is not None else None,
+        )

@@ -1,0 +1,76 @@
+"""Every status and kind string, defined once.
+
+Plain `StrEnum`s so they compare equal to the strings stored in the database
+and printed in JSON.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class InboundStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    IGNORED = "ignored"
+    QUARANTINED = "quarantined"
+
+
+class Source(StrEnum):
+    SMTP = "smtp"
+    LMTP = "lmtp"
+    IMAP = "imap"
+    INGEST = "ingest"
+    IMPORT = "import"
+
+
+class TicketStatus(StrEnum):
+    NEW = "new"
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    ESCALATED = "escalated"
+    PENDING_USER = "pending_user"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+FINISHED_STATUSES = frozenset({TicketStatus.RESOLVED, TicketStatus.CLOSED})
+
+
+class TicketType(StrEnum):
+    INCIDENT = "incident"
+    REQUEST = "request"
+
+
+class Direction(StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class Visibility(StrEnum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+
+
+class ArticleKind(StrEnum):
+    MESSAGE = "message"  # written by a person
+    AUTOMATED = "automated"  # an auto-reply that refers to a ticket
+    BOUNCE = "bounce"  # a delivery report about mail we sent
+    NOTIFICATION = "notification"  # mail maild generated (ack, update)
+    NOTE = "note"  # internal note
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class Outcome(StrEnum):
+    """What the pipeline decided for one inbound message."""
+
+    NEW_TICKET = "new_ticket"
+    APPENDED = "appended"
+    IGNORED = "ignored"
+    QUARANTINED = "quarantined"
