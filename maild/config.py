@@ -147,7 +147,17 @@ def load_settings(
             raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
-    overrides = _env_overrides(environ)
+    return settings_from_mapping(raw, _env_overrides(environ), source=source)
+
+
+def settings_from_mapping(
+    raw: Mapping[str, Any],
+    overrides: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    source: str = "<mapping>",
+) -> Settings:
+    """Settings from parsed TOML tables plus string overrides; validated."""
+    pending = {k: dict(v) for k, v in (overrides or {}).items()}
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Settings)
     for name in raw:
@@ -159,9 +169,9 @@ def load_settings(
         table = raw.get(f.name, {})
         if not isinstance(table, dict):
             raise ConfigError(f.name, "must be a table")
-        sections[f.name] = _build_section(f.name, hints[f.name], table, overrides.pop(f.name, {}))
-    if overrides:
-        section = sorted(overrides)[0]
+        sections[f.name] = _build_section(f.name, hints[f.name], table, pending.pop(f.name, {}))
+    if pending:
+        section = sorted(pending)[0]
         raise ConfigError(section, "unknown section (from environment)")
     settings = Settings(**sections, source=source)
     validate(settings)

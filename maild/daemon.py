@@ -88,6 +88,8 @@ class Daemon:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.server: asyncio.Server | None = None
         self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.ready = threading.Event()
 
     def _work_step(self) -> bool:
         return bool(self.worker.run_batch())
@@ -98,7 +100,14 @@ class Daemon:
     def _recover_stuck(self) -> None:
         self.worker.recover()
 
-    async def run(self) -> int:
+    @property
+    def port(self) -> int | None:
+        """The port the listener is bound to (useful with ``smtp.listen = "HOST:0"``)."""
+        if self.server is None or not self.server.sockets:
+            return None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def run(self, *, install_signals: bool = True) -> int:
         single = is_sqlite(self.engine)
         self.worker.recover(all_rows=single)
         if single:
@@ -109,10 +118,11 @@ class Daemon:
         self.scheduler.add_job(self._recover_stuck, "interval", seconds=60, id="recover_stuck",
                                max_instances=1, coalesce=True)  # fmt: skip
         self.scheduler.start()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self._loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._stop.set)
+            self._loop.add_signal_handler(signal.SIGHUP, self.reload)
         if self.settings.smtp.enabled:
             self.server = await start_server(self.settings, self.handler)
             where = ", ".join(str(s.getsockname()[:2]) for s in self.server.sockets)
@@ -122,6 +132,7 @@ class Daemon:
                      self.settings.outgoing.transport)  # fmt: skip
         else:
             log.info("maild ready (SMTP intake disabled)")
+        self.ready.set()
         await self._stop.wait()
         await self.shutdown()
         return 0
@@ -134,7 +145,9 @@ class Daemon:
             log.error("SIGHUP: reload failed, keeping the old templates: %s", exc)
 
     def request_stop(self) -> None:
-        self._stop.set()
+        """Ask a daemon running in another thread to stop (thread-safe)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
 
     async def shutdown(self) -> None:
         log.info("stopping: no new mail accepted; finishing what is in hand")

@@ -89,9 +89,9 @@ def store(session: Session, deliveries: Sequence[Delivery], now: datetime) -> li
     rows = [inbound_row(d, now) for d in deliveries]
     keys = {r["dedupe_key"] for r in rows}
     existing: dict[str, int] = dict(
-        session.execute(select(Inbound.dedupe_key, Inbound.id).where(Inbound.dedupe_key.in_(keys)))
-        .tuples()
-        .all()
+        session.execute(
+            select(Inbound.dedupe_key, Inbound.id).where(Inbound.dedupe_key.in_(keys))
+        ).all()
     )
     fresh: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -105,9 +105,7 @@ def store(session: Session, deliveries: Sequence[Delivery], now: datetime) -> li
         existing.update(
             session.execute(
                 select(Inbound.dedupe_key, Inbound.id).where(Inbound.dedupe_key.in_(missing))
-            )
-            .tuples()
-            .all()
+            ).all()
         )
     out: list[Stored] = []
     claimed: set[str] = set()

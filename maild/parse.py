@@ -200,10 +200,7 @@ def parse(raw: bytes) -> ParsedMessage:
         headers.setdefault(name.lower(), []).append(_unfold(str(value)))
     frozen_headers = MappingProxyType({k: tuple(v) for k, v in headers.items()})
 
-    text_parts = [_clean_text(t) for t in mp.text_plain]
-    html_parts = list(mp.text_html)
-    if "CharsetDecodeDefect" in mp.defects_categories:
-        text_parts, html_parts = _redecode_bodies(msg)
+    text_parts, html_parts = _bodies(msg)
     html = "\n".join(html_parts) if html_parts else None
     text = "\n\n".join(t for t in text_parts if t.strip())
     if not text.strip() and html:
@@ -229,7 +226,7 @@ def parse(raw: bytes) -> ParsedMessage:
         content_type=msg.get_content_type(),
         text=text,
         html=html,
-        attachments=tuple(_attachments(mp.attachments)),
+        attachments=tuple(_attachments(mp.attachments, msg)),
         language=language,
         defects=tuple(sorted(mp.defects_categories)),
     )
@@ -277,23 +274,48 @@ def decode_text(data: bytes, charset: str | None) -> str:
     return data.decode("cp1252", errors="replace")
 
 
-def _redecode_bodies(msg: Message) -> tuple[list[str], list[str]]:
-    """Text bodies again, when a declared charset was wrong or missing."""
+MAX_MIME_DEPTH = 50
+
+
+def _is_attachment(part: Message) -> bool:
+    return (
+        part.get_content_disposition() == "attachment"
+        or bool(part.get_param("filename", header="content-disposition"))
+        or bool(part.get_param("name"))
+    )
+
+
+def _bodies(msg: Message) -> tuple[list[str], list[str]]:
+    """The text and HTML bodies a person wrote, in order.
+
+    Attachments, attached messages (message/rfc822) and everything inside
+    them are not part of the body. Each part is decoded once: its declared
+    charset, else UTF-8, else windows-1252.
+    """
     texts: list[str] = []
     htmls: list[str] = []
-    for part in msg.walk():
-        if part.is_multipart() or part.get_content_maintype() != "text":
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if part.is_multipart():
+            if part.get_content_maintype() == "message" or depth >= MAX_MIME_DEPTH:
+                continue  # an attached message, or nesting no client produces
+            if part is not msg and part.get_content_disposition() == "attachment":
+                continue
+            children = part.get_payload()
+            if isinstance(children, list):
+                stack.extend((child, depth + 1) for child in reversed(children))
             continue
-        if part.get_content_disposition() == "attachment" or part.get_filename():
+        if part.get_content_maintype() != "text" or _is_attachment(part):
+            continue
+        subtype = part.get_content_subtype()
+        if subtype not in ("plain", "html"):
             continue
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
         body = _clean_text(decode_text(payload, part.get_content_charset()))
-        if part.get_content_subtype() == "html":
-            htmls.append(body)
-        elif part.get_content_subtype() == "plain":
-            texts.append(body)
+        (htmls if subtype == "html" else texts).append(body)
     return texts, htmls
 
 
@@ -315,12 +337,29 @@ def safe_filename(name: str | None, content_type: str = "application/octet-strea
     return name
 
 
-def _attachments(items: list[dict[str, object]]) -> list[ParsedAttachment]:
+def _embedded_messages(msg: Message) -> list[bytes]:
+    """The bytes of each attached message/rfc822, in MIME order."""
     out = []
+    for part in msg.walk():
+        if part.get_content_type() == "message/rfc822":
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner:
+                try:
+                    out.append(inner[0].as_bytes(policy=compat32.clone(linesep="\r\n")))
+                except Exception:  # an embedded message too broken to flatten
+                    out.append(b"")
+    return out
+
+
+def _attachments(items: list[dict[str, object]], msg: Message) -> list[ParsedAttachment]:
+    out = []
+    embedded = iter(_embedded_messages(msg))
     for item in items:
         content_type = str(item.get("mail_content_type") or "application/octet-stream")
         payload = item.get("payload") or ""
-        if item.get("binary"):
+        if content_type == "message/rfc822":
+            data = next(embedded, b"") or str(payload).encode("utf-8", "surrogateescape")
+        elif item.get("binary"):
             try:
                 data = base64.b64decode(str(payload))
             except (binascii.Error, ValueError):

@@ -49,7 +49,7 @@ def list_tickets(
     if status:
         stmt = stmt.where(Ticket.status == status)
     stmt = stmt.order_by(Ticket.id.desc()).limit(limit)
-    return [ticket_summary(t, c) for t, c in session.execute(stmt).tuples()]
+    return [ticket_summary(t, c) for t, c in session.execute(stmt).all()]
 
 
 def show_ticket(session: Session, number: int) -> dict[str, Any] | None:
@@ -169,7 +169,5 @@ def list_quarantine(session: Session, limit: int = 1000) -> list[dict[str, Any]]
 
 def inbound_counts(session: Session) -> dict[str, int]:
     return dict(
-        session.execute(select(Inbound.status, func.count()).group_by(Inbound.status))
-        .tuples()
-        .all()
+        session.execute(select(Inbound.status, func.count()).group_by(Inbound.status)).all()
     )

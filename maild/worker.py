@@ -230,9 +230,7 @@ def lookup_facts(session: Session, msg: ParsedMessage) -> Facts:
         known.update(
             session.execute(
                 select(Article.message_id, Article.ticket_id).where(Article.message_id.in_(ids))
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         missing = [i for i in ids if i not in known]
         if missing:
@@ -242,7 +240,7 @@ def lookup_facts(session: Session, msg: ParsedMessage) -> Facts:
                     select(Outbox.message_id, Outbox.ticket_id).where(
                         Outbox.message_id.in_(missing)
                     )
-                ).tuples()
+                )
                 if tid is not None
             )
     already = None
@@ -272,7 +270,7 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
         select(Watcher.ticket_id, Contact.email)
         .join(Contact, Watcher.contact_id == Contact.id)
         .where(Watcher.ticket_id.in_(ids))
-    ).tuples():
+    ):
         watchers.setdefault(tid, set()).add(email)
     out = {}
     for ticket, requester in rows:

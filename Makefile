@@ -1,0 +1,34 @@
+# maild — set-up and everyday commands. Works on a fresh machine with python3 (3.11+).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config/maild.example.toml
+
+.PHONY: install run test bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# Create or upgrade the database, then run the daemon in the foreground on the
+# embedded defaults: SQLite under var/, SMTP on 127.0.0.1:2525, outgoing mail
+# into var/outgoing/new/.
+run: install
+	$(BIN)/maild --config $(CONFIG) db upgrade
+	exec $(BIN)/maild --config $(CONFIG) serve
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/run.py
+
+lint: install
+	$(BIN)/ruff check maild tests bench
+	$(BIN)/ruff format --check maild tests bench
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache .ruff_cache bench/out

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from maild.config import defaults_as_dict, load_settings, settings_from_mapping
+from maild.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "maild.example.toml"
+
+
+def _commented_defaults(text: str) -> dict[str, dict[str, str]]:
+    """Keys documented as comments ("# key = value") in the example file."""
+    out: dict[str, dict[str, str]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+        elif line.startswith("# ") and " = " in line and section:
+            key = line[2:].split(" = ", 1)[0].strip()
+            if key.isidentifier():
+                out.setdefault(section, {})[key] = line
+    return out
+
+
+def test_example_config_documents_every_key_with_its_default():
+    text = EXAMPLE.read_text()
+    example = tomllib.loads(text)
+    commented = _commented_defaults(text)
+    for section, values in defaults_as_dict().items():
+        for key, default in values.items():
+            if key in example.get(section, {}):
+                shown = example[section][key]
+                expected = [str(v) for v in default] if isinstance(default, tuple) else default
+                expected = str(expected) if isinstance(default, Path) else expected
+                assert shown == expected, (
+                    f"{section}.{key}: example {shown!r} != default {default!r}"
+                )
+            else:
+                assert default is None, f"{section}.{key} is not documented in the example"
+                assert key in commented.get(section, {}), f"{section}.{key} not shown commented out"
+    for section, values in example.items():
+        for key in values:
+            assert key in defaults_as_dict()[section], f"example has unknown key {section}.{key}"
+
+
+def test_example_config_loads():
+    settings = load_settings(EXAMPLE, environ={})
+    assert settings.smtp.listen == "127.0.0.1:2525"
+    assert settings.outgoing.transport == "maildir"
+    assert settings.outgoing.maildir == Path("var/outgoing")
+
+
+def test_environment_overrides_file(tmp_path):
+    settings = load_settings(
+        EXAMPLE,
+        environ={
+            "MAILD_DATABASE__URL": "postgresql+psycopg://u:p@db/maild",
+            "MAILD_HELPDESK__ADDRESSES": "help@example.com, it@example.com",
+            "MAILD_SMTP__LMTP": "true",
+            "MAILD_LIMITS__MAX_MESSAGE_BYTES": "2048",
+        },
+    )
+    assert settings.database.url == "postgresql+psycopg://u:p@db/maild"
+    assert settings.helpdesk.addresses == ("help@example.com", "it@example.com")
+    assert settings.smtp.lmtp is True
+    assert settings.limits.max_message_bytes == 2048
+
+
+def test_config_path_from_environment(tmp_path):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('[helpdesk]\naddresses = ["desk@corp.example"]\n')
+    settings = load_settings(None, environ={"MAILD_CONFIG": str(cfg)})
+    assert settings.helpdesk.addresses == ("desk@corp.example",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"smtp": {"listen": "localhost"}}, "smtp.listen"),
+        ({"smtp": {"listen": "127.0.0.1:99999"}}, "smtp.listen"),
+        ({"smtp": {"lmtp": "maybe"}}, "smtp.lmtp"),
+        ({"smtp": {"colour": "blue"}}, "smtp.colour"),
+        ({"smpt": {}}, "smpt"),
+        ({"database": {"url": "mysql://x/y"}}, "database.url"),
+        ({"database": {"url": "::not a url::"}}, "database.url"),
+        ({"helpdesk": {"addresses": []}}, "helpdesk.addresses"),
+        ({"helpdesk": {"addresses": ["not-an-address"]}}, "helpdesk.addresses"),
+        ({"helpdesk": {"addresses": "help@example.com"}}, "helpdesk.addresses"),
+        ({"helpdesk": {"addresses": ["help+x@example.com"]}}, "helpdesk.addresses"),
+        ({"helpdesk": {"domain": "localhost"}}, "helpdesk.domain"),
+        ({"helpdesk": {"name": "Desk\r\nBcc: x@y.z"}}, "helpdesk.name"),
+        ({"helpdesk": {"timezone": "Mars/Olympus"}}, "helpdesk.timezone"),
+        ({"helpdesk": {"first_response_hours": 0}}, "helpdesk.first_response_hours"),
+        ({"outgoing": {"transport": "carrier-pigeon"}}, "outgoing.transport"),
+        (
+            {
+                "outgoing": {
+                    "transport": "smtp",
+                    "smtp_password_file": "/nonexistent",
+                    "smtp_username": "u",
+                }
+            },
+            "outgoing.smtp_password_file",
+        ),  # fmt: skip
+        ({"outgoing": {"smtp_port": 0}}, "outgoing.smtp_port"),
+        ({"limits": {"max_message_bytes": "lots"}}, "limits.max_message_bytes"),
+        ({"limits": {"max_message_bytes": 10}}, "limits.max_message_bytes"),
+        ({"worker": {"max_attempts": True}}, "worker.max_attempts"),
+        ({"templates": {"directory": "/nonexistent/dir"}}, "templates.directory"),
+        ({"log": {"level": "LOUD"}}, "log.level"),
+    ],
+)
+def test_bad_values_name_their_key(raw, key):
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping(raw)
+    assert info.value.key == key
+
+
+def test_unknown_environment_key_is_named():
+    with pytest.raises(ConfigError) as info:
+        load_settings(EXAMPLE, environ={"MAILD_SMTP__LISTN": "x"})
+    assert info.value.key == "smtp.listn"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ('[smtp]\nlisten = "nowhere"\n', "smtp.listen"),
+        ("[smtp\nlisten=", "not valid TOML"),
+        ('[outgoing]\ntransport = "fax"\n', "outgoing.transport"),
+    ],
+)
+def test_cli_bad_config_is_one_line_and_exit_78(tmp_path, content, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(content)
+    for command in (["check-config"], ["serve"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "maild", "--config", str(cfg), *command],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 78, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert needle in lines[0]
+        assert "Traceback" not in proc.stderr
+
+
+def test_cli_missing_config_file_exit_78(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "maild", "--config", str(tmp_path / "nope.toml"), "check-config"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 78
+    assert "file not found" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_check_config_accepts_the_example():
+    proc = subprocess.run(
+        [sys.executable, "-m", "maild", "--config", str(EXAMPLE), "check-config"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "configuration OK" in proc.stdout

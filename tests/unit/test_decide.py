@@ -1,0 +1,183 @@
+"""The pure pipeline: correlate and decide, with facts handed in as plain data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from maild.config import settings_from_mapping
+from maild.correlate import Facts, TicketFacts, correlate, subject_tag
+from maild.decide import InboundMeta, decide
+from maild.parse import parse
+from maild.states import ArticleKind, Outcome, TicketStatus, Visibility
+from maild.testing import make_message
+
+NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+SETTINGS = settings_from_mapping({"helpdesk": {"addresses": ["help@example.com"]}})
+META = InboundMeta(id=1, recipient="help@example.com", envelope_from="bob@example.org",
+                   notify=True, received_at=NOW)  # fmt: skip
+
+
+def ticket(status: str = TicketStatus.OPEN, *, requester: str = "bob@example.org",
+           watchers: tuple[str, ...] = (), finished: datetime | None = None) -> TicketFacts:  # fmt: skip
+    return TicketFacts(
+        id=7, status=status, requester=requester, subject="Printer", language="en",
+        participants=frozenset({requester, *watchers}),
+        resolved_at=finished, closed_at=finished,
+    )  # fmt: skip
+
+
+def test_new_message_opens_ticket_with_ack_and_due_time():
+    msg = parse(make_message())
+    d = decide(msg, META, Facts(), SETTINGS, NOW)
+    assert d.outcome == Outcome.NEW_TICKET
+    assert d.new_ticket.requester.email == "bob@example.org"
+    assert d.new_ticket.requester.name == "Bob Customer"
+    assert d.new_ticket.first_response_due == NOW + timedelta(hours=3)
+    assert d.new_ticket.status == TicketStatus.OPEN
+    (ack,) = d.notices
+    assert ack.template == "ack" and ack.auto_submitted == "auto-replied"
+    assert ack.in_reply_to == "<orig-1@example.org>"
+    assert [a.email for a in ack.to] == ["bob@example.org"]
+    assert "error E42" in ack.context["summary"]
+
+
+def test_no_notify_records_without_ack():
+    msg = parse(make_message())
+    d = decide(msg, META.__class__(**{**META.__dict__, "notify": False}), Facts(), SETTINGS, NOW)
+    assert d.outcome == Outcome.NEW_TICKET and d.notices == ()
+    assert d.new_ticket.status == TicketStatus.NEW
+
+
+def test_reply_by_references_appends_without_ack():
+    msg = parse(make_message(message_id="<r1@example.org>", in_reply_to="<ack@helpdesk.example.com>",
+                             references="<orig-1@example.org> <ack@helpdesk.example.com>"))  # fmt: skip
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7}, tickets={7: ticket()})
+    d = decide(msg, META, facts, SETTINGS, NOW)
+    assert d.outcome == Outcome.APPENDED and d.ticket_id == 7
+    assert d.notices == ()
+    assert d.article.visibility == Visibility.PUBLIC
+
+
+def test_in_reply_to_wins_over_older_references():
+    msg = parse(make_message(in_reply_to="<b@x>", references="<a@x> <b@x>"))
+    facts = Facts(known_ids={"<a@x>": 1, "<b@x>": 2}, tickets={1: ticket(), 2: ticket()})
+    assert correlate(msg, facts).ticket_id == 2
+
+
+def test_subject_tag_threads_only_for_participants():
+    msg = parse(make_message(subject="Re: [#7] Printer", message_id="<x1@example.org>"))
+    facts = Facts(tickets={7: ticket()})
+    assert correlate(msg, facts).ticket_id == 7
+    stranger = parse(make_message(sender="mallory@evil.example", subject="Re: [#7] Printer"))
+    c = correlate(stranger, facts)
+    assert c.ticket_id is None and "non-participant" in c.note
+    d = decide(stranger, META, facts, SETTINGS, NOW)
+    assert d.outcome == Outcome.NEW_TICKET
+
+
+def test_watcher_may_use_subject_tag():
+    msg = parse(make_message(sender="carol@example.org", subject="[#7] more info"))
+    assert (
+        correlate(msg, Facts(tickets={7: ticket(watchers=("carol@example.org",))})).ticket_id == 7
+    )
+
+
+def test_subject_text_alone_never_threads():
+    msg = parse(make_message(subject="Printer"))
+    assert correlate(msg, Facts(tickets={7: ticket()})).ticket_id is None
+
+
+@pytest.mark.parametrize(
+    "text,expected", [("[#12] x", 12), ("Re: AW: [#3]", 3), ("#12", None), ("[# 1]", None)]
+)
+def test_subject_tag_parsing(text, expected):
+    assert subject_tag(text) == expected
+
+
+def test_requester_reply_reopens_within_window():
+    msg = parse(make_message(in_reply_to="<ack@helpdesk.example.com>"))
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7},
+                  tickets={7: ticket(TicketStatus.RESOLVED, finished=NOW - timedelta(days=2))})  # fmt: skip
+    d = decide(msg, META, facts, SETTINGS, NOW)
+    assert d.outcome == Outcome.APPENDED and d.status == TicketStatus.OPEN
+    assert any(e.kind == "status" and e.new == TicketStatus.OPEN for e in d.events)
+
+
+def test_requester_reply_after_window_opens_linked_ticket():
+    msg = parse(make_message(in_reply_to="<ack@helpdesk.example.com>"))
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7},
+                  tickets={7: ticket(TicketStatus.CLOSED, finished=NOW - timedelta(days=30))})  # fmt: skip
+    d = decide(msg, META, facts, SETTINGS, NOW)
+    assert d.outcome == Outcome.NEW_TICKET and d.new_ticket.parent_id == 7
+    assert d.notices[0].context["parent_id"] == 7
+
+
+def test_stranger_reply_to_closed_ticket_does_not_reopen():
+    msg = parse(make_message(sender="carol@example.org", in_reply_to="<ack@helpdesk.example.com>"))
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7},
+                  tickets={7: ticket(TicketStatus.CLOSED, finished=NOW - timedelta(days=1))})  # fmt: skip
+    d = decide(msg, META, facts, SETTINGS, NOW)
+    assert d.outcome == Outcome.APPENDED and d.status is None
+
+
+def test_pending_user_returns_to_open_on_requester_reply():
+    msg = parse(make_message(in_reply_to="<ack@helpdesk.example.com>"))
+    facts = Facts(
+        known_ids={"<ack@helpdesk.example.com>": 7}, tickets={7: ticket(TicketStatus.PENDING_USER)}
+    )
+    assert decide(msg, META, facts, SETTINGS, NOW).status == TicketStatus.OPEN
+
+
+def test_same_message_id_already_on_a_ticket_is_ignored():
+    d = decide(parse(make_message()), META, Facts(already_stored_on=7), SETTINGS, NOW)
+    assert d.outcome == Outcome.IGNORED and "#7" in d.reason
+
+
+def test_mail_from_our_own_address_is_ignored():
+    msg = parse(make_message(sender="Help Desk <Help@Example.com>"))
+    assert decide(msg, META, Facts(), SETTINGS, NOW).outcome == Outcome.IGNORED
+
+
+def test_our_own_message_id_coming_back_is_ignored():
+    msg = parse(make_message(message_id="<abc@helpdesk.example.com>"))
+    d = decide(msg, META, Facts(), SETTINGS, NOW)
+    assert d.outcome == Outcome.IGNORED and "own mail" in d.reason
+
+
+def test_auto_reply_to_a_ticket_is_recorded_without_ack_or_reopen():
+    msg = parse(make_message(subject="Automatic reply: [#7] Printer", in_reply_to="<ack@helpdesk.example.com>",
+                             headers={"Auto-Submitted": "auto-replied"}))  # fmt: skip
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7},
+                  tickets={7: ticket(TicketStatus.RESOLVED, finished=NOW)})  # fmt: skip
+    d = decide(msg, META, facts, SETTINGS, NOW)
+    assert d.outcome == Outcome.APPENDED and d.article.kind == ArticleKind.AUTOMATED
+    assert d.article.visibility == Visibility.INTERNAL
+    assert d.status is None and d.notices == ()
+
+
+def test_auto_reply_to_nothing_is_ignored():
+    msg = parse(make_message(headers={"Auto-Submitted": "auto-generated"}))
+    d = decide(msg, META, Facts(), SETTINGS, NOW)
+    assert d.outcome == Outcome.IGNORED and "Auto-Submitted" in d.reason
+
+
+def test_missing_from_falls_back_to_envelope_sender():
+    raw = b"To: help@example.com\r\nSubject: no from\r\nMessage-ID: <nf@x>\r\n\r\nbody\r\n"
+    d = decide(parse(raw), META, Facts(), SETTINGS, NOW)
+    assert d.outcome == Outcome.NEW_TICKET and d.new_ticket.requester.email == "bob@example.org"
+
+
+def test_no_sender_at_all_is_quarantined():
+    raw = b"To: help@example.com\r\nSubject: nobody\r\nMessage-ID: <nf@x>\r\n\r\nbody\r\n"
+    meta = InboundMeta(id=1, recipient=None, envelope_from=None, notify=True, received_at=NOW)
+    d = decide(parse(raw), meta, Facts(), SETTINGS, NOW)
+    assert d.outcome == Outcome.QUARANTINED and "sender" in d.reason
+
+
+def test_ack_goes_to_reply_to_when_given():
+    msg = parse(make_message(headers={"Reply-To": "Team Inbox <team@example.org>"}))
+    d = decide(msg, META, Facts(), SETTINGS, NOW)
+    assert [a.email for a in d.notices[0].to] == ["team@example.org"]
+    assert d.new_ticket.requester.email == "bob@example.org"
