@@ -206,7 +206,8 @@ class Applier:
             "requester": {"name": requester.name, "email": requester.email},
             **notice.context,
         }
-        rendered = self.renderer.render(notice.template, ticket.language, context)
+        language = notice.language or ticket.language
+        rendered = self.renderer.render(notice.template, language, context)
         message_id = new_message_id(hd.domain)
         raw = compose(
             Outgoing(
@@ -219,10 +220,10 @@ class Applier:
                 date=now,
                 auto_submitted=notice.auto_submitted,
                 loop_domain=hd.domain,
-                reply_to=desk,
+                reply_to=notice.reply_to or desk,
                 in_reply_to=notice.in_reply_to,
                 references=notice.references,
-                language=ticket.language,
+                language=language,
             )
         )
         article = self._add_article(

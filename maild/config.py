@@ -60,6 +60,7 @@ class HelpdeskSettings:
     reopen_days: float = 14.0
     default_language: str = "en"
     timezone: str = "UTC"
+    secret_file: Path = Path("var/secret.key")
 
     @property
     def primary_address(self) -> str:

@@ -94,6 +94,8 @@ class Notice:
     in_reply_to: str | None = None
     references: tuple[str, ...] = ()
     context: Mapping[str, Any] = field(default_factory=dict)
+    reply_to: Address | None = None  # default: the help-desk address of the ticket
+    language: str | None = None  # default: the ticket's language
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,11 @@ def make_settings(tmp_path: Path, db_url: str, **sections: Mapping[str, Any]) ->
     """Settings for a test: our usual help desk, outgoing mail under `tmp_path`."""
     raw: dict[str, dict[str, Any]] = {
         "database": {"url": db_url},
-        "helpdesk": {"addresses": ["help@example.com"], "domain": "helpdesk.example.com"},
+        "helpdesk": {
+            "addresses": ["help@example.com"],
+            "domain": "helpdesk.example.com",
+            "secret_file": str(tmp_path / "secret.key"),
+        },
         "outgoing": {"maildir": str(tmp_path / "outgoing")},
         "worker": {"poll_seconds": 0.2},
     }
