@@ -1,3 +1,6 @@
 from maild.cli import main
 
-raise SystemExit(main())
+# Guarded: the parse processes (multiprocessing, forkserver) import the main
+# module, and must not run the command line again.
+if __name__ == "__main__":
+    raise SystemExit(main())

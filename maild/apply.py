@@ -4,6 +4,11 @@ Ticket rows, the article and its attachments, events, and the rendered
 outgoing mail as `outbox` rows whose Message-IDs are fixed here, before
 anything is sent. Each outgoing mail is also an article on its ticket, so a
 reply to it threads by ``In-Reply-To`` like any other.
+
+Inserts go through SQLAlchemy Core on the session's connection: this is the
+hot path of every message, and the ORM unit of work costs more here than the
+rest of the pipeline. Existing tickets are loaded as ORM objects (few, and
+callers such as the sweeps change them).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from maild.compose import Outgoing, compose, new_message_id
@@ -24,6 +29,7 @@ from maild.models import Article, Attachment, Blob, Contact, Event, Inbound, Out
 from maild.parse import Address
 from maild.render import Renderer
 from maild.states import (
+    FINISHED_STATUSES,
     ArticleKind,
     Direction,
     InboundStatus,
@@ -42,6 +48,39 @@ class Applied:
     outbox_ids: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class TicketView:
+    """What a notice needs to know of its ticket."""
+
+    id: int
+    subject: str
+    priority: int
+    type: str
+    category: str
+    status: str
+    tier: int
+    language: str
+    address: str
+    requester_email: str
+    requester_name: str
+
+    @classmethod
+    def of(cls, ticket: Ticket) -> TicketView:
+        return cls(
+            id=ticket.id,
+            subject=ticket.subject,
+            priority=ticket.priority,
+            type=ticket.type,
+            category=ticket.category,
+            status=ticket.status,
+            tier=ticket.tier,
+            language=ticket.language,
+            address=ticket.address,
+            requester_email=ticket.requester.email,
+            requester_name=ticket.requester.name,
+        )
+
+
 class Applier:
     """Writes Decisions; holds the renderer and settings it needs."""
 
@@ -50,148 +89,196 @@ class Applier:
         self.renderer = renderer
 
     def apply(
-        self, session: Session, inbound: Inbound, decision: Decision, now: datetime
+        self, session: Session, inbound_id: int, decision: Decision, now: datetime
     ) -> Applied:
-        inbound.processed_at = now
-        inbound.outcome = str(decision.outcome)
+        """Write `decision` for inbound row `inbound_id` (the caller commits)."""
         if decision.outcome in (Outcome.IGNORED, Outcome.QUARANTINED):
-            inbound.status = (
+            status = (
                 InboundStatus.IGNORED
                 if decision.outcome == Outcome.IGNORED
                 else InboundStatus.QUARANTINED
             )
-            inbound.error = decision.reason
+            self._finish_inbound(session, inbound_id, status, decision, now, None)
             return Applied(decision.outcome, None)
 
+        view: TicketView
         if decision.new_ticket is not None:
-            ticket = self._create_ticket(session, decision.new_ticket, now)
+            view = self._create_ticket(session, decision.new_ticket, now)
         else:
             assert decision.ticket_id is not None
             ticket = session.get(Ticket, decision.ticket_id)
             if ticket is None:  # pragma: no cover - the worker looked it up in this txn
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
+            if decision.status is not None and decision.status != ticket.status:
+                ticket.status = decision.status
+                if decision.status not in FINISHED_STATUSES:
+                    ticket.resolved_at = None
+                    ticket.closed_at = None
+            ticket.updated_at = now
+            view = TicketView.of(ticket)
         if decision.article is not None:
-            self._add_article(session, ticket, decision.article, inbound, now)
-        if decision.status is not None and decision.status != ticket.status:
-            ticket.status = decision.status
-            if decision.status not in ("resolved", "closed"):
-                ticket.resolved_at = None
-                ticket.closed_at = None
-        ticket.updated_at = now
+            self._add_article(session, view.id, decision.article, inbound_id, now)
         for spec in decision.events:
-            self._event(session, ticket.id, spec, now)
+            self._event(session, view.id, spec, now)
         outbox_ids = tuple(
-            self.queue_notice(session, ticket, notice, now) for notice in decision.notices
+            self.queue_notice(session, view, notice, now) for notice in decision.notices
         )
-        inbound.status = InboundStatus.DONE
-        inbound.ticket_id = ticket.id
-        inbound.error = None
-        return Applied(decision.outcome, ticket.id, outbox_ids)
+        self._finish_inbound(session, inbound_id, InboundStatus.DONE, decision, now, view.id)
+        return Applied(decision.outcome, view.id, outbox_ids)
 
     # --- pieces --------------------------------------------------------------
 
+    @staticmethod
+    def _finish_inbound(
+        session: Session,
+        inbound_id: int,
+        status: InboundStatus,
+        decision: Decision,
+        now: datetime,
+        ticket_id: int | None,
+    ) -> None:
+        done = status == InboundStatus.DONE
+        session.connection().execute(
+            update(Inbound)
+            .where(Inbound.id == inbound_id)
+            .values(
+                status=status,
+                outcome=str(decision.outcome),
+                error=None if done else decision.reason,
+                processed_at=now,
+                ticket_id=ticket_id,
+            )
+        )
+
     def _contact(
         self, session: Session, who: Address, language: str | None, now: datetime
-    ) -> Contact:
-        insert_ignore(
-            session,
-            Contact,
-            [{"email": who.email, "name": who.name, "language": language,
-              "bounce_state": "ok", "created_at": now}],
-        )  # fmt: skip
-        contact = session.scalars(select(Contact).where(Contact.email == who.email)).one()
-        if who.name and not contact.name:
-            contact.name = who.name
-        return contact
+    ) -> tuple[int, str]:
+        """The contact's (id, name), created if new; a name is filled in once known."""
+        conn = session.connection()
+        query = select(Contact.id, Contact.name).where(Contact.email == who.email)
+        row = conn.execute(query).first()
+        if row is None:
+            new = {
+                "email": who.email,
+                "name": who.name,
+                "language": language,
+                "bounce_state": "ok",
+                "created_at": now,
+            }
+            insert_ignore(session, Contact, [new])
+            row = conn.execute(query).one()
+        contact_id, name = row
+        if who.name and not name:
+            conn.execute(update(Contact).where(Contact.id == contact_id).values(name=who.name))
+            name = who.name
+        return contact_id, name
 
-    def _create_ticket(self, session: Session, spec: TicketSpec, now: datetime) -> Ticket:
-        requester = self._contact(session, spec.requester, spec.language, now)
-        ticket = Ticket(
-            type=spec.type,
-            category=spec.category,
-            impact=spec.impact,
-            urgency=spec.urgency,
-            priority=spec.priority,
-            tier=spec.tier,
-            status=spec.status,
-            requester_id=requester.id,
+    def _create_ticket(self, session: Session, spec: TicketSpec, now: datetime) -> TicketView:
+        requester_id, requester_name = self._contact(session, spec.requester, spec.language, now)
+        values = {
+            "type": str(spec.type),
+            "category": spec.category,
+            "impact": spec.impact,
+            "urgency": spec.urgency,
+            "priority": spec.priority,
+            "tier": spec.tier,
+            "status": str(spec.status),
+            "requester_id": requester_id,
+            "subject": spec.subject,
+            "security": spec.security,
+            "language": spec.language,
+            "address": spec.address,
+            "parent_id": spec.parent_id,
+            "loop_suspected": False,
+            "created_at": now,
+            "updated_at": now,
+            "first_response_due": spec.first_response_due,
+            "resolution_due": spec.resolution_due,
+        }
+        stmt = insert(Ticket).returning(Ticket.id)
+        ticket_id = session.connection().execute(stmt, values).scalar_one()
+        return TicketView(
+            id=ticket_id,
             subject=spec.subject,
-            security=spec.security,
+            priority=spec.priority,
+            type=str(spec.type),
+            category=spec.category,
+            status=str(spec.status),
+            tier=spec.tier,
             language=spec.language,
             address=spec.address,
-            parent_id=spec.parent_id,
-            loop_suspected=False,
-            created_at=now,
-            updated_at=now,
-            first_response_due=spec.first_response_due,
-            resolution_due=spec.resolution_due,
+            requester_email=spec.requester.email,
+            requester_name=requester_name,
         )
-        ticket.requester = requester
-        session.add(ticket)
-        session.flush()
-        return ticket
 
     def _add_article(
-        self, session: Session, ticket: Ticket, spec: ArticleSpec, inbound: Inbound | None,
+        self,
+        session: Session,
+        ticket_id: int,
+        spec: ArticleSpec,
+        inbound_id: int | None,
         now: datetime,
-    ) -> Article:  # fmt: skip
-        article = Article(
-            ticket_id=ticket.id,
-            direction=spec.direction,
-            visibility=spec.visibility,
-            kind=spec.kind,
-            author_email=spec.author.email,
-            author_name=spec.author.name,
-            message_id=spec.message_id,
-            in_reply_to=spec.in_reply_to,
-            subject=spec.subject,
-            text=spec.text,
-            html=spec.html,
-            sent_at=spec.sent_at,
-            created_at=now,
-            inbound_id=inbound.id if inbound is not None else None,
-        )
-        session.add(article)
+    ) -> int:
+        conn = session.connection()
+        values = {
+            "ticket_id": ticket_id,
+            "direction": str(spec.direction),
+            "visibility": str(spec.visibility),
+            "kind": str(spec.kind),
+            "author_email": spec.author.email,
+            "author_name": spec.author.name,
+            "message_id": spec.message_id,
+            "in_reply_to": spec.in_reply_to,
+            "subject": spec.subject,
+            "text": spec.text,
+            "html": spec.html,
+            "sent_at": spec.sent_at,
+            "created_at": now,
+            "inbound_id": inbound_id,
+        }
+        article_id: int = conn.execute(insert(Article).returning(Article.id), values).scalar_one()
         if spec.attachments:
-            session.flush()
             blobs: dict[str, dict[str, Any]] = {}
             for att in spec.attachments:
                 blobs.setdefault(
                     att.sha256, {"sha256": att.sha256, "size": att.size, "data": att.data}
                 )
             insert_ignore(session, Blob, list(blobs.values()))
-            session.add_all(
-                Attachment(
-                    article_id=article.id,
-                    filename=att.filename,
-                    content_type=att.content_type[:255],
-                    size=att.size,
-                    sha256=att.sha256,
-                    content_id=att.content_id,
-                    inline=att.inline,
-                )
+            rows = [
+                {
+                    "article_id": article_id,
+                    "filename": att.filename,
+                    "content_type": att.content_type[:255],
+                    "size": att.size,
+                    "sha256": att.sha256,
+                    "content_id": att.content_id,
+                    "inline": att.inline,
+                }
                 for att in spec.attachments
-            )
-        return article
+            ]
+            conn.execute(insert(Attachment), rows)
+        return article_id
 
     def _event(self, session: Session, ticket_id: int, spec: EventSpec, now: datetime) -> None:
-        session.add(
-            Event(
-                ticket_id=ticket_id,
-                at=now,
-                actor=spec.actor,
-                kind=spec.kind,
-                old=None if spec.old is None else str(spec.old),
-                new=None if spec.new is None else str(spec.new),
-                detail=dict(spec.detail) if spec.detail else None,
-            )
-        )
+        values = {
+            "ticket_id": ticket_id,
+            "at": now,
+            "actor": spec.actor,
+            "kind": spec.kind,
+            "old": None if spec.old is None else str(spec.old),
+            "new": None if spec.new is None else str(spec.new),
+            "detail": dict(spec.detail) if spec.detail else None,
+        }
+        session.connection().execute(insert(Event), values)
 
-    def queue_notice(self, session: Session, ticket: Ticket, notice: Notice, now: datetime) -> int:
+    def queue_notice(
+        self, session: Session, ticket: Ticket | TicketView, notice: Notice, now: datetime
+    ) -> int:
         """Render `notice`, store it as an outgoing article and an outbox row."""
+        if isinstance(ticket, Ticket):
+            ticket = TicketView.of(ticket)
         hd = self.settings.helpdesk
         desk = Address(name=hd.name, email=ticket.address or hd.primary_address)
-        requester = ticket.requester
         context = {
             "helpdesk": {"name": hd.name, "address": desk.email},
             "ticket": {
@@ -203,7 +290,7 @@ class Applier:
                 "status": ticket.status,
                 "tier": ticket.tier,
             },
-            "requester": {"name": requester.name, "email": requester.email},
+            "requester": {"name": ticket.requester_name, "email": ticket.requester_email},
             **notice.context,
         }
         language = notice.language or ticket.language
@@ -226,47 +313,44 @@ class Applier:
                 language=language,
             )
         )
-        article = self._add_article(
-            session,
-            ticket,
-            ArticleSpec(
-                kind=ArticleKind.NOTIFICATION,
-                visibility=Visibility.PUBLIC,
-                author=desk,
-                subject=rendered.subject,
-                text=rendered.text,
-                html=None,
-                message_id=message_id,
-                in_reply_to=notice.in_reply_to,
-                sent_at=None,
-                direction=Direction.OUT,
-            ),
-            None,
-            now,
-        )
-        session.flush()
-        outbox = Outbox(
-            ticket_id=ticket.id,
-            article_id=article.id,
-            kind=notice.kind,
+        article = ArticleSpec(
+            kind=ArticleKind.NOTIFICATION,
+            visibility=Visibility.PUBLIC,
+            author=desk,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=None,
             message_id=message_id,
-            mail_from=desk.email,
-            rcpt_to=[a.email for a in notice.to],
-            raw=raw,
-            status=OutboxStatus.PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
+            in_reply_to=notice.in_reply_to,
+            sent_at=None,
+            direction=Direction.OUT,
         )
-        session.add(outbox)
-        session.flush()
-        self._event(
-            session,
+        article_id = self._add_article(session, ticket.id, article, None, now)
+        recipients = [a.email for a in notice.to]
+        values = {
+            "ticket_id": ticket.id,
+            "article_id": article_id,
+            "kind": notice.kind,
+            "message_id": message_id,
+            "mail_from": desk.email,
+            "rcpt_to": recipients,
+            "raw": raw,
+            "status": str(OutboxStatus.PENDING),
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        outbox_id: int = (
+            session.connection().execute(insert(Outbox).returning(Outbox.id), values).scalar_one()
+        )
+        detail = {"to": recipients, "outbox": outbox_id}
+        queued = EventSpec(f"{notice.kind}_queued", "maild", new=message_id, detail=detail)
+        self._event(session, ticket.id, queued, now)
+        log.info(
+            "ticket #%d: %s queued to %s as %s",
             ticket.id,
-            EventSpec(f"{notice.kind}_queued", "maild", new=message_id,
-                      detail={"to": [a.email for a in notice.to], "outbox": outbox.id}),
-            now,
-        )  # fmt: skip
-        log.info("ticket #%d: %s queued to %s as %s", ticket.id, notice.kind,
-                 ", ".join(a.email for a in notice.to), message_id)  # fmt: skip
-        return outbox.id
+            notice.kind,
+            ", ".join(recipients),
+            message_id,
+        )
+        return outbox_id

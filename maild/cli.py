@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--to", metavar="ADDRESS", help="the help-desk address it was sent to")
     ingest.add_argument("--no-notify", action="store_true", help="send no acknowledgement")
 
+    sub.add_parser(
+        "drain", help="process every pending message and send due mail, then exit (no daemon)"
+    )
+
     imp = sub.add_parser("import", help="import an mbox file or a Maildir folder")
     imp.add_argument("path", type=Path)
     imp.add_argument("--no-notify", action="store_true", help="record without acknowledgements")
@@ -124,6 +128,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_ingest(settings, args.to, notify=not args.no_notify)
     if cmd == "import":
         return cmd_import(settings, args.path, notify=not args.no_notify)
+    if cmd == "drain":
+        return cmd_drain(settings)
     return cmd_view(args, settings)
 
 
@@ -223,6 +229,28 @@ def cmd_ingest(settings: Settings, to: str | None, *, notify: bool) -> int:
     return EX_OK
 
 
+def cmd_drain(settings: Settings) -> int:
+    """Burst mode: what the daemon's worker and sender would do, once."""
+    from maild.apply import Applier
+    from maild.parsepool import ParsePool
+    from maild.render import Renderer
+    from maild.sender import Sender, transport_from_settings
+    from maild.worker import Worker
+
+    sessions = _sessions(settings)
+    clock = SystemClock()
+    parser = ParsePool.from_settings(settings)
+    applier = Applier(settings, Renderer.from_settings(settings))
+    try:
+        processed = Worker(sessions, settings, clock, applier, parser=parser).drain()
+    finally:
+        parser.close()
+    sent = Sender(sessions, settings, clock, transport_from_settings(settings)).drain()
+    print(f"{len(processed)} message(s) processed; outgoing: {sent.sent} sent, "
+          f"{sent.retried} to retry, {sent.dead} dead")  # fmt: skip
+    return EX_OK
+
+
 def served_default(settings: Settings) -> str:
     return normalize_address(settings.helpdesk.primary_address)
 
@@ -279,6 +307,7 @@ class Progress:
 def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     from maild.apply import Applier
     from maild.intake import Delivery, store
+    from maild.parsepool import ParsePool
     from maild.render import Renderer
     from maild.sender import Sender, transport_from_settings
     from maild.states import Outcome, Source
@@ -289,7 +318,14 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     clock = SystemClock()
     served = ServedAddresses.of(settings.helpdesk.addresses)
     default = served_default(settings)
-    worker = Worker(sessions, settings, clock, Applier(settings, Renderer.from_settings(settings)))
+    parser = ParsePool.from_settings(settings)
+    worker = Worker(
+        sessions,
+        settings,
+        clock,
+        Applier(settings, Renderer.from_settings(settings)),
+        parser=parser,
+    )
     mine: set[int] = set()
     tally: Counter[str] = Counter()
     progress = Progress(total, sys.stderr)
@@ -310,13 +346,16 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
         progress.update(len(batch))
         batch.clear()
 
-    for raw in messages:
-        batch.append(Delivery(raw=raw, source=Source.IMPORT, recipient=_recipient(raw, served, default),
-                              notify=notify))  # fmt: skip
-        if len(batch) >= 200:
+    try:
+        for raw in messages:
+            batch.append(Delivery(raw=raw, source=Source.IMPORT,
+                                  recipient=_recipient(raw, served, default), notify=notify))  # fmt: skip
+            if len(batch) >= 200:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
+    finally:
+        parser.close()
     progress.finish()
     sent = (
         Sender(sessions, settings, clock, transport_from_settings(settings)).drain()

@@ -10,17 +10,14 @@ All`` and our loop header.
 
 from __future__ import annotations
 
+import binascii
 import re
 import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.charset import QP, Charset
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
-from email.policy import compat32
 from email.utils import format_datetime, formataddr
 
 from maild.addresses import is_valid_address
@@ -28,9 +25,6 @@ from maild.errors import PermanentError
 from maild.parse import Address
 from maild.screen import LOOP_HEADER
 
-_POLICY = compat32.clone(linesep="\r\n", max_line_length=78)
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP
 _ID_RE = re.compile(r"^<[!-;=?-~]{1,994}>$")  # printable ASCII, no '<', '>' or space
 MAX_HEADER_CHARS = 900
 
@@ -59,11 +53,28 @@ def _addr(address: Address) -> str:
     return formataddr((clean_header_text(address.name, 200), address.email), charset="utf-8")
 
 
-def _text_header(value: str) -> str | Header:
+def _text_header(name: str, value: str) -> str:
+    """A folded header value; non-ASCII text becomes RFC 2047 encoded-words."""
     value = clean_header_text(value)
     if value.isascii():
+        return _fold(len(name) + 2, value)
+    return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+
+
+def _fold(used: int, value: str, width: int = 78) -> str:
+    """Fold an ASCII value (no CR/LF in it) at spaces to about `width` columns."""
+    if used + len(value) <= width:
         return value
-    return Header(value, "utf-8", header_name="Subject")
+    lines: list[str] = []
+    line = ""
+    for word in value.split(" "):
+        if line and used + len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line, used = word, 1
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "\r\n ".join(lines)
 
 
 @dataclass(frozen=True)
@@ -83,29 +94,26 @@ class Outgoing:
     language: str | None = None
 
 
-def _text_part(subtype: str, body: str) -> MIMENonMultipart:
-    part = MIMENonMultipart("text", subtype)
-    del part["MIME-Version"]  # belongs on the message, not on every part
-    part.set_payload(body, _UTF8_QP)
-    return part
+def _qp(body: str) -> bytes:
+    data = body.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    return binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
+
+
+def _part_head(subtype: str) -> bytes:
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    ).encode("ascii")
 
 
 def compose(mail: Outgoing) -> bytes:
     """The wire bytes (CRLF) of `mail`."""
     if _safe_id(mail.message_id) is None:
         raise PermanentError(f"bad Message-ID {mail.message_id!r}")
-    text_part = _text_part("plain", mail.text)
-    msg: MIMEMultipart | MIMENonMultipart
-    if mail.html is not None:
-        msg = MIMEMultipart("alternative", _subparts=[text_part, _text_part("html", mail.html)])
-    else:
-        msg = text_part
-        msg["MIME-Version"] = "1.0"
-
-    headers: list[tuple[str, str | Header]] = [
+    headers: list[tuple[str, str]] = [
         ("From", _addr(mail.sender)),
         ("To", ", ".join(_addr(a) for a in mail.to)),
-        ("Subject", _text_header(mail.subject)),
+        ("Subject", _text_header("Subject", mail.subject)),
         ("Date", format_datetime(mail.date)),
         ("Message-ID", mail.message_id),
     ]
@@ -124,13 +132,27 @@ def compose(mail: Outgoing) -> bytes:
     ]
     if mail.language and re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{1,8})*", mail.language):
         headers.append(("Content-Language", mail.language))
-    for name, value in headers:
-        msg[name] = value
-    raw = msg.as_bytes(policy=_POLICY)
+    headers.append(("MIME-Version", "1.0"))
+    out = [f"{name}: {_fold(len(name) + 2, value) if name in _ADDRESS_HEADERS else value}\r\n"
+           for name, value in headers]  # fmt: skip
+    if mail.html is None:
+        body = _part_head("plain") + _qp(mail.text)
+    else:
+        boundary = f"=_maild_{uuid.uuid4().hex}"
+        out.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n')
+        sep = f"--{boundary}\r\n".encode("ascii")
+        body = b"".join((
+            b"This is a multi-part message in MIME format.\r\n\r\n",
+            sep, _part_head("plain"), _qp(mail.text), b"\r\n",
+            sep, _part_head("html"), _qp(mail.html), b"\r\n",
+            f"--{boundary}--\r\n".encode("ascii"),
+        ))  # fmt: skip
+    raw = "".join(out).encode("ascii") + body
     _check_header_block(raw, {name.lower() for name, _ in headers} | _MIME_HEADERS)
     return raw
 
 
+_ADDRESS_HEADERS = frozenset({"From", "To", "Reply-To", "References"})
 _MIME_HEADERS = {"content-type", "mime-version", "content-transfer-encoding"}
 
 

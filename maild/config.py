@@ -93,6 +93,8 @@ class WorkerSettings:
     max_attempts: int = 3
     poll_seconds: float = 1.0
     lease_seconds: float = 300.0
+    parse_processes: int = -1
+    parse_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,9 @@ def validate(s: Settings) -> None:
     _positive("worker.max_attempts", s.worker.max_attempts)
     _positive("worker.poll_seconds", s.worker.poll_seconds)
     _positive("worker.lease_seconds", s.worker.lease_seconds)
+    if s.worker.parse_processes < -1:
+        raise ConfigError("worker.parse_processes", "must be -1 (one per CPU), 0 or more")
+    _positive("worker.parse_timeout_seconds", s.worker.parse_timeout_seconds)
     if s.templates.directory is not None and not s.templates.directory.is_dir():
         raise ConfigError("templates.directory", f"no such directory: {s.templates.directory}")
 

@@ -23,6 +23,7 @@ from maild.clock import Clock, SystemClock
 from maild.config import Settings
 from maild.db import ensure_schema, is_sqlite, make_engine, session_factory
 from maild.intake import GroupCommitter
+from maild.parsepool import ParsePool
 from maild.render import Renderer
 from maild.sender import Sender, transport_from_settings
 from maild.smtp import IntakeHandler, start_server
@@ -77,8 +78,14 @@ class Daemon:
         self.applier = Applier(settings, self.renderer)
         self.sender = Sender(self.sessions, settings, self.clock, transport_from_settings(settings))
         self.sender_loop = Loop("sender", self._send_step, settings.worker.poll_seconds)
+        self.parser = ParsePool.from_settings(settings)
         self.worker = Worker(
-            self.sessions, settings, self.clock, self.applier, on_outbox=self.sender_loop.wake
+            self.sessions,
+            settings,
+            self.clock,
+            self.applier,
+            on_outbox=self.sender_loop.wake,
+            parser=self.parser,
         )
         self.worker_loop = Loop("worker", self._work_step, settings.worker.poll_seconds)
         self.committer = GroupCommitter(
@@ -160,5 +167,6 @@ class Daemon:
         self.scheduler.shutdown(wait=False)
         await asyncio.to_thread(self.worker_loop.stop)
         await asyncio.to_thread(self.sender_loop.stop)
+        self.parser.close()
         self.engine.dispose()
         log.info("stopped")

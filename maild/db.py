@@ -80,9 +80,10 @@ def insert_ignore(
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(model).on_conflict_do_nothing()
+    conn = session.connection()
     if returning:
-        return list(session.execute(stmt.returning(*returning), list(rows)).all())
-    session.execute(stmt, list(rows))
+        return list(conn.execute(stmt.returning(*returning), list(rows)).all())
+    conn.execute(stmt, list(rows))
     return []
 
 

@@ -19,8 +19,6 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
-from functools import cached_property
-from types import MappingProxyType
 
 import mailparser
 from mailparser.exceptions import MailParserError
@@ -64,10 +62,10 @@ class ParsedAttachment:
     data: bytes = field(repr=False)
     content_id: str | None = None
     inline: bool = False
+    sha256: str = field(init=False)
 
-    @cached_property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha256", hashlib.sha256(self.data).hexdigest())
 
     @property
     def size(self) -> int:
@@ -198,7 +196,7 @@ def parse(raw: bytes) -> ParsedMessage:
     headers: dict[str, list[str]] = {}
     for name, value in msg.items():
         headers.setdefault(name.lower(), []).append(_unfold(str(value)))
-    frozen_headers = MappingProxyType({k: tuple(v) for k, v in headers.items()})
+    frozen_headers = {k: tuple(v) for k, v in headers.items()}
 
     text_parts, html_parts = _bodies(msg)
     html = "\n".join(html_parts) if html_parts else None

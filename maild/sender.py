@@ -253,19 +253,28 @@ class Sender:
         now = self.clock.now()
         lease = timedelta(seconds=self.settings.worker.lease_seconds)
         with self.sessions.begin() as session:
-            rows = list(
-                session.scalars(
-                    claim_order(
-                        select(Outbox)
-                        .where(Outbox.status == OutboxStatus.PENDING, Outbox.next_attempt_at <= now)
-                        .order_by(Outbox.id)
-                        .limit(self.settings.outgoing.batch_size)
+            conn = session.connection()
+            rows = conn.execute(
+                claim_order(
+                    select(
+                        Outbox.id,
+                        Outbox.message_id,
+                        Outbox.mail_from,
+                        Outbox.rcpt_to,
+                        Outbox.raw,
+                        Outbox.attempts,
                     )
+                    .where(Outbox.status == OutboxStatus.PENDING, Outbox.next_attempt_at <= now)
+                    .order_by(Outbox.id)
+                    .limit(self.settings.outgoing.batch_size)
                 )
-            )
-            for row in rows:
-                row.claimed_at = now
-                row.next_attempt_at = now + lease
+            ).all()
+            if rows:
+                conn.execute(
+                    update(Outbox)
+                    .where(Outbox.id.in_([r.id for r in rows]))
+                    .values(claimed_at=now, next_attempt_at=now + lease)
+                )
             return [
                 OutgoingItem(r.id, r.message_id, r.mail_from, tuple(r.rcpt_to), r.raw, r.attempts)
                 for r in rows
@@ -294,37 +303,45 @@ class Sender:
     ) -> None:
         now = self.clock.now()
         max_attempts = self.settings.outgoing.max_attempts
+        sent = [item for item, error in outcomes if error is None]
         with self.sessions.begin() as session:
+            conn = session.connection()
+            if sent:
+                ids = [item.id for item in sent]
+                conn.execute(
+                    update(Outbox)
+                    .where(Outbox.id.in_(ids))
+                    .values(status=OutboxStatus.SENT, sent_at=now, claimed_at=None, last_error=None)
+                )
+                conn.execute(
+                    update(Article)
+                    .where(Article.id.in_(select(Outbox.article_id).where(Outbox.id.in_(ids))))
+                    .values(sent_at=now)
+                )
+                stats.sent += len(sent)
+                for item in sent:
+                    log.info("outbox %d %s sent to %s", item.id, item.message_id,
+                             ", ".join(item.rcpt_to))  # fmt: skip
             for item, error in outcomes:
-                row = session.get(Outbox, item.id)
-                if row is None:  # pragma: no cover
-                    continue
-                row.claimed_at = None
                 if error is None:
-                    row.status = OutboxStatus.SENT
-                    row.sent_at = now
-                    row.last_error = None
-                    if row.article_id is not None:
-                        session.execute(
-                            update(Article).where(Article.id == row.article_id).values(sent_at=now)
-                        )
-                    stats.sent += 1
-                    log.info(
-                        "outbox %d %s sent to %s", row.id, row.message_id, ", ".join(row.rcpt_to)
-                    )
                     continue
-                row.attempts += 1
-                row.last_error = str(error)[:2000]
-                if isinstance(error, PermanentError) or row.attempts >= max_attempts:
-                    row.status = OutboxStatus.DEAD
+                attempts = item.attempts + 1
+                values: dict[str, object] = {
+                    "attempts": attempts,
+                    "last_error": str(error)[:2000],
+                    "claimed_at": None,
+                }
+                if isinstance(error, PermanentError) or attempts >= max_attempts:
+                    values["status"] = OutboxStatus.DEAD
                     stats.dead += 1
-                    log.error("outbox %d %s dead after %d attempt(s): %s", row.id, row.message_id,
-                              row.attempts, error)  # fmt: skip
+                    log.error("outbox %d %s dead after %d attempt(s): %s", item.id,
+                              item.message_id, attempts, error)  # fmt: skip
                 else:
-                    row.next_attempt_at = now + self.backoff(row.attempts)
+                    values["next_attempt_at"] = now + self.backoff(attempts)
                     stats.retried += 1
-                    log.warning("outbox %d %s: %s; retry at %s", row.id, row.message_id, error,
-                                row.next_attempt_at.isoformat())  # fmt: skip
+                    log.warning("outbox %d %s: %s; retry at %s", item.id, item.message_id, error,
+                                values["next_attempt_at"])  # fmt: skip
+                conn.execute(update(Outbox).where(Outbox.id == item.id).values(**values))
 
     def drain(self) -> SendStats:
         """Send everything due now (burst mode, for the CLI and tests)."""

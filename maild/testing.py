@@ -23,6 +23,7 @@ from maild.config import Settings, settings_from_mapping
 from maild.db import make_engine, session_factory
 from maild.intake import Delivery, Stored, store_one
 from maild.models import Inbound
+from maild.parsepool import ParsePool
 from maild.render import Renderer
 from maild.sender import MaildirTransport, Sender, SendStats, Transport, transport_from_settings
 from maild.states import Source
@@ -39,7 +40,9 @@ def make_settings(tmp_path: Path, db_url: str, **sections: Mapping[str, Any]) ->
             "secret_file": str(tmp_path / "secret.key"),
         },
         "outgoing": {"maildir": str(tmp_path / "outgoing")},
-        "worker": {"poll_seconds": 0.2},
+        # Parse in the calling thread: a process pool per test costs more than
+        # it shows; the pool has tests of its own, and the daemon tests use it.
+        "worker": {"poll_seconds": 0.2, "parse_processes": 0},
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
@@ -59,7 +62,8 @@ class Desk:
         self.sessions = session_factory(self.engine)
         self.renderer = Renderer.from_settings(settings)
         self.applier = Applier(settings, self.renderer)
-        self.worker = Worker(self.sessions, settings, self.clock, self.applier)
+        self.parser = ParsePool.from_settings(settings)
+        self.worker = Worker(self.sessions, settings, self.clock, self.applier, parser=self.parser)
         self.transport = transport or transport_from_settings(settings)
         self.sender = Sender(self.sessions, settings, self.clock, self.transport)
 
@@ -130,6 +134,7 @@ class Desk:
         return read_maildir(self.transport.path)
 
     def close(self) -> None:
+        self.parser.close()
         self.engine.dispose()
 
 

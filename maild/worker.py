@@ -12,10 +12,11 @@ ever deleted by processing.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -30,13 +31,17 @@ from maild.correlate import Facts, TicketFacts, lookup_keys
 from maild.db import claim_order, is_sqlite
 from maild.decide import Decision, InboundMeta, decide
 from maild.errors import PermanentError
-from maild.models import Article, Contact, Inbound, Outbox, Ticket, Watcher
-from maild.parse import ParsedMessage, parse
+from maild.models import Article, Contact, Inbound, Ticket, Watcher
+from maild.parse import ParsedMessage
+from maild.parsepool import ParsePool
 from maild.states import Direction, InboundStatus, Outcome
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 64 * 1024 * 1024
+# Messages applied per transaction: about 1-2 ms of work each, so a transaction
+# holds SQLite's write lock for some tens of milliseconds at most.
+TXN_MESSAGES = 16
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class Processed:
     outcome: Outcome | None  # None: failed, will be retried
     ticket_id: int | None
     reason: str = ""
+    queued: bool = False  # outgoing mail was queued
 
 
 class Worker:
@@ -56,12 +62,14 @@ class Worker:
         applier: Applier,
         *,
         on_outbox: threading.Event | None = None,
+        parser: ParsePool | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.clock = clock
         self.applier = applier
         self.on_outbox = on_outbox
+        self.parser = parser or ParsePool(0)
 
     # --- claiming --------------------------------------------------------------
 
@@ -123,36 +131,52 @@ class Worker:
         rows = self._claim(limit or self.settings.worker.batch_size)
         if not rows:
             return []
-        parsed: list[ParsedMessage | Decision] = [self._parse(row) for row in rows]
-        results: list[Processed] = []
+        items = self._parsed(rows)
         failures: list[tuple[int, int, str]] = []
-        queued = False
-        with self.sessions.begin() as session:
-            for row, item in zip(rows, parsed, strict=True):
-                inbound = session.merge(row, load=False)
-                savepoint = session.begin_nested()
-                try:
-                    decision = (
-                        item if isinstance(item, Decision) else self._decide(session, row, item)
-                    )
-                    applied = self.applier.apply(session, inbound, decision, self.clock.now())
-                    savepoint.commit()
-                except Exception as exc:
-                    savepoint.rollback()
-                    detail = "".join(traceback.format_exception_only(exc)).strip()
-                    log.exception("inbound %d (%s): processing failed", row.id, row.message_id)
-                    failures.append((row.id, row.attempts, detail))
-                    results.append(Processed(row.id, None, None, detail))
-                    continue
-                queued = queued or bool(applied.outbox_ids)
-                results.append(
-                    Processed(row.id, applied.outcome, applied.ticket_id, decision.reason)
-                )
-                self._log(row, decision, applied.ticket_id)
+        results: list[Processed] = []
+        # Apply in transactions of bounded duration: SQLite has one writer, and
+        # the intake's commits (each SMTP 250 waits for one) must not queue
+        # behind a long batch. Later messages are still being parsed in the
+        # parse processes while earlier ones are applied.
+        while chunk := list(itertools.islice(items, TXN_MESSAGES)):
+            try:
+                results.extend(self._process(chunk))
+            except Exception:
+                log.warning("a batch of %d failed; processing its messages one by one", len(chunk))
+                for row, item in chunk:
+                    try:
+                        results.extend(self._process([(row, item)]))
+                    except Exception as exc:
+                        detail = "".join(traceback.format_exception_only(exc)).strip()
+                        log.exception("inbound %d (%s): processing failed", row.id, row.message_id)
+                        failures.append((row.id, row.attempts, detail))
+                        results.append(Processed(row.id, None, None, detail))
         if failures:
             self._record_failures(failures)
-        if queued and self.on_outbox is not None:
+        if self.on_outbox is not None and any(p.queued for p in results):
             self.on_outbox.set()
+        return results
+
+    def _process(self, items: list[tuple[Inbound, ParsedMessage | Decision]]) -> list[Processed]:
+        """Decide and apply `items` in one transaction (all or nothing)."""
+        results: list[Processed] = []
+        logs: list[tuple[Inbound, Decision, int | None]] = []
+        with self.sessions.begin() as session:
+            for row, item in items:
+                decision = item if isinstance(item, Decision) else self._decide(session, row, item)
+                applied = self.applier.apply(session, row.id, decision, self.clock.now())
+                results.append(
+                    Processed(
+                        row.id,
+                        applied.outcome,
+                        applied.ticket_id,
+                        decision.reason,
+                        queued=bool(applied.outbox_ids),
+                    )  # fmt: skip
+                )
+                logs.append((row, decision, applied.ticket_id))
+        for row, decision, ticket_id in logs:  # only what was committed
+            self._log(row, decision, ticket_id)
         return results
 
     def drain(self) -> list[Processed]:
@@ -166,20 +190,27 @@ class Worker:
             out.extend(batch)
         return out
 
-    def _parse(self, row: Inbound) -> ParsedMessage | Decision:
-        if row.attempts > self.settings.worker.max_attempts:
-            return Decision(
-                Outcome.QUARANTINED,
-                f"processing did not finish after {row.attempts - 1} attempts "
-                "(the worker crashed or was killed while handling it)",
-            )
-        try:
-            return parse(row.raw)
-        except PermanentError as exc:
-            return Decision(Outcome.QUARANTINED, str(exc))
-        except Exception as exc:  # the parser's own bug: retrying will not help
-            log.exception("inbound %d: parser failed", row.id)
-            return Decision(Outcome.QUARANTINED, f"parser failed: {type(exc).__name__}: {exc}")
+    def _parsed(self, rows: list[Inbound]) -> Iterator[tuple[Inbound, ParsedMessage | Decision]]:
+        """Each row with its parse (or the Decision to set it aside), in order."""
+        limit = self.settings.worker.max_attempts
+        to_parse = [row for row in rows if row.attempts <= limit]
+        parsed = self.parser.parse_many([row.raw for row in to_parse])
+        for row in rows:
+            if row.attempts > limit:
+                yield (
+                    row,
+                    Decision(
+                        Outcome.QUARANTINED,
+                        f"processing did not finish after {row.attempts - 1} attempts "
+                        "(the worker crashed or was killed while handling it)",
+                    ),
+                )
+                continue
+            result = next(parsed)
+            if isinstance(result, PermanentError):
+                yield row, Decision(Outcome.QUARANTINED, str(result))
+            else:
+                yield row, result
 
     def _decide(self, session: Session, row: Inbound, msg: ParsedMessage) -> Decision:
         facts = lookup_facts(session, msg)
@@ -223,33 +254,28 @@ class Worker:
 
 
 def lookup_facts(session: Session, msg: ParsedMessage) -> Facts:
+    """One indexed query for every Message-ID the message names (and its own).
+
+    Every mail maild sends is also an article, so the article table alone
+    knows every Message-ID we stored or sent.
+    """
     keys = lookup_keys(msg)
-    known: dict[str, int] = {}
-    if keys.message_ids:
-        ids = list(keys.message_ids)
-        known.update(
-            session.execute(
-                select(Article.message_id, Article.ticket_id).where(Article.message_id.in_(ids))
-            ).all()
-        )
-        missing = [i for i in ids if i not in known]
-        if missing:
-            known.update(
-                (mid, tid)
-                for mid, tid in session.execute(
-                    select(Outbox.message_id, Outbox.ticket_id).where(
-                        Outbox.message_id.in_(missing)
-                    )
-                )
-                if tid is not None
-            )
-    already = None
+    wanted_ids = list(keys.message_ids)
     if keys.own_message_id:
-        already = session.scalar(
-            select(Article.ticket_id)
-            .where(Article.message_id == keys.own_message_id, Article.direction == Direction.IN)
-            .limit(1)
+        wanted_ids.append(keys.own_message_id)
+    known: dict[str, int] = {}
+    already = None
+    if wanted_ids:
+        rows = session.connection().execute(
+            select(Article.message_id, Article.ticket_id, Article.direction).where(
+                Article.message_id.in_(wanted_ids)
+            )
         )
+        for mid, tid, direction in rows:
+            if mid == keys.own_message_id and direction == Direction.IN:
+                already = tid
+            if mid in keys.message_ids:
+                known.setdefault(mid, tid)
     wanted = set(known.values())
     if keys.subject_ticket is not None:
         wanted.add(keys.subject_ticket)
@@ -260,29 +286,38 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
     ids = list(ids)
     if not ids:
         return {}
-    rows = session.execute(
-        select(Ticket, Contact.email)
-        .join(Contact, Ticket.requester_id == Contact.id)
-        .where(Ticket.id.in_(ids))
+    conn = session.connection()
+    columns = (
+        Ticket.id,
+        Ticket.status,
+        Ticket.subject,
+        Ticket.language,
+        Ticket.resolved_at,
+        Ticket.closed_at,
+        Contact.email,
+    )
+    rows = conn.execute(
+        select(*columns).join(Contact, Ticket.requester_id == Contact.id).where(Ticket.id.in_(ids))
     ).all()
     watchers: dict[int, set[str]] = {}
-    for tid, email in session.execute(
+    for tid, email in conn.execute(
         select(Watcher.ticket_id, Contact.email)
         .join(Contact, Watcher.contact_id == Contact.id)
         .where(Watcher.ticket_id.in_(ids))
     ):
         watchers.setdefault(tid, set()).add(email)
     out = {}
-    for ticket, requester in rows:
-        out[ticket.id] = TicketFacts(
-            id=ticket.id,
-            status=ticket.status,
-            requester=normalize_address(requester),
-            subject=ticket.subject,
-            language=ticket.language,
-            participants=frozenset({requester, *watchers.get(ticket.id, set())}),
-            resolved_at=ticket.resolved_at,
-            closed_at=ticket.closed_at,
+    for tid, status, subject, language, resolved_at, closed_at, email in rows:
+        requester = normalize_address(email)
+        out[tid] = TicketFacts(
+            id=tid,
+            status=status,
+            requester=requester,
+            subject=subject,
+            language=language,
+            participants=frozenset({requester, *watchers.get(tid, set())}),
+            resolved_at=resolved_at,
+            closed_at=closed_at,
         )
     return out
 

@@ -1,0 +1,76 @@
+"""Parse processes: order kept, a hang or a crash costs one message only."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from maild.errors import PermanentError
+from maild.parse import ParsedMessage
+from maild.parsepool import ParsePool
+from maild.testing import make_message
+
+MESSAGES = [
+    make_message(message_id=f"<m{i}@example.org>", subject=f"message {i}") for i in range(12)
+]
+
+
+def _hang_on_marker() -> None:
+    """Child setup for the test: a message whose subject says HANG hangs the parser."""
+    import maild.parsepool as pp
+
+    real = pp.parse
+
+    def parse(raw: bytes):
+        if b"Subject: HANG" in raw:
+            import time
+
+            time.sleep(60)
+        if b"Subject: CRASH" in raw:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(raw)
+
+    pp.parse = parse
+
+
+def test_results_come_back_in_order():
+    pool = ParsePool(2)
+    try:
+        results = list(pool.parse_many(MESSAGES))
+    finally:
+        pool.close()
+    assert [r.subject for r in results] == [f"message {i}" for i in range(12)]
+    assert all(isinstance(r, ParsedMessage) for r in results)
+
+
+def test_garbage_is_a_permanent_error_not_a_crash():
+    pool = ParsePool(1)
+    try:
+        (result,) = pool.parse_many([b"\x00\x01 not mail at all"])
+    finally:
+        pool.close()
+    assert isinstance(result, PermanentError) and "not an email message" in str(result)
+
+
+def test_a_hanging_or_crashing_message_costs_only_itself():
+    pool = ParsePool(2, timeout=1.5, setup=_hang_on_marker)
+    batch = [*MESSAGES[:3], make_message(subject="HANG"), *MESSAGES[3:6],
+             make_message(subject="CRASH"), *MESSAGES[6:9]]  # fmt: skip
+    try:
+        results = list(pool.parse_many(batch))
+        # The pool recovered: it parses the next batch normally.
+        again = list(pool.parse_many(MESSAGES[:4]))
+    finally:
+        pool.close()
+    hang, crash = results[3], results[7]
+    assert isinstance(hang, PermanentError) and "longer than" in str(hang)
+    assert isinstance(crash, PermanentError) and "died" in str(crash)
+    others = [r for i, r in enumerate(results) if i not in (3, 7)]
+    assert all(isinstance(r, ParsedMessage) for r in others)
+    assert [r.subject for r in again] == [f"message {i}" for i in range(4)]
+    assert pool.restarts == 2
+
+
+def test_inline_mode_parses_in_the_calling_thread():
+    pool = ParsePool(0)
+    assert [r.subject for r in pool.parse_many(MESSAGES[:2])] == ["message 0", "message 1"]
