@@ -25,6 +25,7 @@ from maild.compose import Outgoing, compose, new_message_id
 from maild.config import Settings
 from maild.db import insert_ignore
 from maild.decide import ArticleSpec, Decision, EventSpec, Notice, TicketSpec
+from maild.errors import TransientError
 from maild.models import Article, Attachment, Blob, Contact, Event, Inbound, Outbox, Ticket
 from maild.parse import Address
 from maild.render import Renderer
@@ -46,6 +47,10 @@ class Applied:
     outcome: Outcome
     ticket_id: int | None
     outbox_ids: tuple[int, ...] = ()
+
+
+class LostClaim(TransientError):
+    """The inbound row was taken over by another worker; roll back."""
 
 
 @dataclass(frozen=True)
@@ -89,16 +94,27 @@ class Applier:
         self.renderer = renderer
 
     def apply(
-        self, session: Session, inbound_id: int, decision: Decision, now: datetime
+        self,
+        session: Session,
+        inbound_id: int,
+        decision: Decision,
+        now: datetime,
+        *,
+        claimed_at: datetime | None = None,
     ) -> Applied:
-        """Write `decision` for inbound row `inbound_id` (the caller commits)."""
+        """Write `decision` for inbound row `inbound_id` (the caller commits).
+
+        With `claimed_at`, the row must still be in hand under that claim;
+        otherwise `LostClaim` is raised and the caller rolls back (another
+        worker took the row over after our lease ran out).
+        """
         if decision.outcome in (Outcome.IGNORED, Outcome.QUARANTINED):
             status = (
                 InboundStatus.IGNORED
                 if decision.outcome == Outcome.IGNORED
                 else InboundStatus.QUARANTINED
             )
-            self._finish_inbound(session, inbound_id, status, decision, now, None)
+            self._finish_inbound(session, inbound_id, status, decision, now, None, claimed_at)
             return Applied(decision.outcome, None)
 
         view: TicketView
@@ -123,7 +139,9 @@ class Applier:
         outbox_ids = tuple(
             self.queue_notice(session, view, notice, now) for notice in decision.notices
         )
-        self._finish_inbound(session, inbound_id, InboundStatus.DONE, decision, now, view.id)
+        self._finish_inbound(
+            session, inbound_id, InboundStatus.DONE, decision, now, view.id, claimed_at
+        )
         return Applied(decision.outcome, view.id, outbox_ids)
 
     # --- pieces --------------------------------------------------------------
@@ -136,12 +154,16 @@ class Applier:
         decision: Decision,
         now: datetime,
         ticket_id: int | None,
+        claimed_at: datetime | None,
     ) -> None:
         done = status == InboundStatus.DONE
-        session.connection().execute(
-            update(Inbound)
-            .where(Inbound.id == inbound_id)
-            .values(
+        stmt = update(Inbound).where(Inbound.id == inbound_id)
+        if claimed_at is not None:
+            stmt = stmt.where(
+                Inbound.status == InboundStatus.PROCESSING, Inbound.claimed_at == claimed_at
+            )
+        result = session.connection().execute(
+            stmt.values(
                 status=status,
                 outcome=str(decision.outcome),
                 error=None if done else decision.reason,
@@ -149,6 +171,8 @@ class Applier:
                 ticket_id=ticket_id,
             )
         )
+        if claimed_at is not None and result.rowcount != 1:
+            raise LostClaim(f"inbound {inbound_id} is no longer in our hands")
 
     def _contact(
         self, session: Session, who: Address, language: str | None, now: datetime

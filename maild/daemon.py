@@ -120,10 +120,18 @@ class Daemon:
         if single:
             self.sender.recover()
         self.committer.start()
+        await asyncio.to_thread(self.parser.start)  # warm, before any work is claimed
         self.worker_loop.start()
         self.sender_loop.start()
-        self.scheduler.add_job(self._recover_stuck, "interval", seconds=60, id="recover_stuck",
-                               max_instances=1, coalesce=True)  # fmt: skip
+        # Rows whose claim outlived the lease (a dead instance) go back to pending.
+        self.scheduler.add_job(
+            self._recover_stuck,
+            "interval",
+            seconds=max(1.0, min(60.0, self.settings.worker.lease_seconds / 4)),
+            id="recover_stuck",
+            max_instances=1,
+            coalesce=True,
+        )
         self.scheduler.start()
         self._loop = asyncio.get_running_loop()
         if install_signals:

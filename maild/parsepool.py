@@ -102,18 +102,26 @@ class ParsePool:
             size = max(1, min(4, len(os.sched_getaffinity(0))))
         return cls(size, timeout=settings.worker.parse_timeout_seconds)
 
+    def start(self) -> None:
+        """Start the processes now (the daemon does, before it takes work)."""
+        with self._lock:
+            while len(self._threads) < self.size:
+                ready = threading.Event()
+                thread = threading.Thread(
+                    target=self._serve, args=(ready,), name=f"parser-{len(self._threads)}",
+                    daemon=True,
+                )  # fmt: skip
+                thread.start()
+                self._threads.append(thread)
+                ready.wait(30)
+
     def submit(self, raw: bytes) -> Future[Result]:
         future: Future[Result] = Future()
         if self.size == 0:
             future.set_result(_inline(raw))
             return future
-        with self._lock:
-            while len(self._threads) < self.size:
-                thread = threading.Thread(
-                    target=self._serve, name=f"parser-{len(self._threads)}", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
+        if len(self._threads) < self.size:
+            self.start()
         self._queue.put((raw, future))
         return future
 
@@ -123,9 +131,11 @@ class ParsePool:
         for future in futures:
             yield future.result()
 
-    def _serve(self) -> None:
+    def _serve(self, ready: threading.Event) -> None:
         child: _Child | None = None
         try:
+            child = _Child(self._ctx, self._setup)
+            ready.set()
             while True:
                 item = self._queue.get()
                 if item is _STOP:

@@ -16,6 +16,7 @@ import itertools
 import logging
 import threading
 import traceback
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -77,47 +78,77 @@ class Worker:
         """Return rows stuck in ``processing`` to ``pending``.
 
         `all_rows` at start of a single-instance (SQLite) daemon; otherwise
-        only rows whose lease ran out.
+        only rows whose lease ran out. A message that was in hand *alone*
+        when its worker died is charged an attempt: three such deaths and it
+        is quarantined. Messages that were in hand together are not charged
+        (the culprit is unknown) but marked, so that each is retried alone.
         """
         now = self.clock.now()
-        stmt = update(Inbound).where(Inbound.status == InboundStatus.PROCESSING)
+        query = select(Inbound.id, Inbound.claimed_at).where(
+            Inbound.status == InboundStatus.PROCESSING
+        )
         if not all_rows:
             cutoff = now - timedelta(seconds=self.settings.worker.lease_seconds)
-            stmt = stmt.where(or_(Inbound.claimed_at.is_(None), Inbound.claimed_at < cutoff))
+            query = query.where(or_(Inbound.claimed_at.is_(None), Inbound.claimed_at < cutoff))
         with self.sessions.begin() as session:
-            count = session.execute(stmt.values(status=InboundStatus.PENDING)).rowcount
-        if count:
-            log.warning("returned %d inbound message(s) stuck in processing to pending", count)
-        return count
+            stuck = session.execute(query).all()
+            claims = Counter(claimed_at for _id, claimed_at in stuck)
+            alone = [row_id for row_id, claimed_at in stuck if claims[claimed_at] == 1]
+            together = [row_id for row_id, claimed_at in stuck if claims[claimed_at] > 1]
+            if alone:
+                session.execute(
+                    update(Inbound)
+                    .where(Inbound.id.in_(alone))
+                    .values(
+                        status=InboundStatus.PENDING,
+                        attempts=Inbound.attempts + 1,
+                        error="the worker stopped while handling it",
+                    )  # fmt: skip
+                )
+            if together:
+                session.execute(
+                    update(Inbound)
+                    .where(Inbound.id.in_(together))
+                    .values(
+                        status=InboundStatus.PENDING,
+                        error="in hand when the worker stopped; retried on its own",
+                    )  # fmt: skip
+                )
+        if stuck:
+            log.warning("returned %d inbound message(s) stuck in processing to pending", len(stuck))
+        return len(stuck)
 
     def _claim(self, limit: int) -> list[Inbound]:
+        """Claim the next pending messages in arrival order.
+
+        A message that failed before, or was in hand when a worker died, is
+        claimed alone: if it brings the worker down again, it alone is
+        charged for it.
+        """
         now = self.clock.now()
+        pending = select(Inbound.id, Inbound.size, Inbound.attempts, Inbound.error).where(
+            Inbound.status == InboundStatus.PENDING
+        )
         with self.sessions.begin() as session:
             candidates = session.execute(
-                claim_order(
-                    select(Inbound.id, Inbound.size)
-                    .where(Inbound.status == InboundStatus.PENDING)
-                    .order_by(Inbound.id)
-                    .limit(limit)
-                )
+                claim_order(pending.order_by(Inbound.id).limit(limit))
             ).all()
             ids: list[int] = []
             total = 0
-            for row_id, size in candidates:
-                if ids and total + size > MAX_BATCH_BYTES:
+            for row_id, size, attempts, error in candidates:
+                alone = attempts > 0 or error is not None
+                if ids and (alone or total + size > MAX_BATCH_BYTES):
                     break
                 ids.append(row_id)
                 total += size
+                if alone:
+                    break
             if not ids:
                 return []
             session.execute(
                 update(Inbound)
                 .where(Inbound.id.in_(ids))
-                .values(
-                    status=InboundStatus.PROCESSING,
-                    claimed_at=now,
-                    attempts=Inbound.attempts + 1,
-                )
+                .values(status=InboundStatus.PROCESSING, claimed_at=now)
             )
             rows = list(
                 session.scalars(select(Inbound).where(Inbound.id.in_(ids)).order_by(Inbound.id))
@@ -164,7 +195,9 @@ class Worker:
         with self.sessions.begin() as session:
             for row, item in items:
                 decision = item if isinstance(item, Decision) else self._decide(session, row, item)
-                applied = self.applier.apply(session, row.id, decision, self.clock.now())
+                applied = self.applier.apply(
+                    session, row.id, decision, self.clock.now(), claimed_at=row.claimed_at
+                )
                 results.append(
                     Processed(
                         row.id,
@@ -193,18 +226,13 @@ class Worker:
     def _parsed(self, rows: list[Inbound]) -> Iterator[tuple[Inbound, ParsedMessage | Decision]]:
         """Each row with its parse (or the Decision to set it aside), in order."""
         limit = self.settings.worker.max_attempts
-        to_parse = [row for row in rows if row.attempts <= limit]
+        to_parse = [row for row in rows if row.attempts < limit]
         parsed = self.parser.parse_many([row.raw for row in to_parse])
         for row in rows:
-            if row.attempts > limit:
-                yield (
-                    row,
-                    Decision(
-                        Outcome.QUARANTINED,
-                        f"processing did not finish after {row.attempts - 1} attempts "
-                        "(the worker crashed or was killed while handling it)",
-                    ),
-                )
+            if row.attempts >= limit:
+                reason = row.error or "the worker stopped while handling it"
+                failed = f"processing failed {row.attempts} times; last: {reason}"
+                yield row, Decision(Outcome.QUARANTINED, failed)
                 continue
             result = next(parsed)
             if isinstance(result, PermanentError):
@@ -227,11 +255,12 @@ class Worker:
         now = self.clock.now()
         with self.sessions.begin() as session:
             for row_id, attempts, detail in failures:
-                final = attempts >= self.settings.worker.max_attempts
+                final = attempts + 1 >= self.settings.worker.max_attempts
                 session.execute(
                     update(Inbound)
                     .where(Inbound.id == row_id)
                     .values(
+                        attempts=attempts + 1,
                         status=InboundStatus.QUARANTINED if final else InboundStatus.PENDING,
                         error=detail[:4000],
                         outcome=str(Outcome.QUARANTINED) if final else None,
@@ -240,7 +269,7 @@ class Worker:
                 )
                 if final:
                     log.error(
-                        "inbound %d quarantined after %d attempts: %s", row_id, attempts, detail
+                        "inbound %d quarantined after %d attempts: %s", row_id, attempts + 1, detail
                     )
 
     def _log(self, row: Inbound, decision: Decision, ticket_id: int | None) -> None:

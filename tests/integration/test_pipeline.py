@@ -127,11 +127,11 @@ def test_failing_message_is_retried_then_quarantined_and_others_go_on(desk, monk
     calls = {"n": 0}
     original = desk.applier.apply
 
-    def flaky(session, inbound_id, decision, now):
+    def flaky(session, inbound_id, decision, now, **kw):
         if decision.article and decision.article.message_id == "<poison@example.org>":
             calls["n"] += 1
             raise RuntimeError("simulated bug")
-        return original(session, inbound_id, decision, now)
+        return original(session, inbound_id, decision, now, **kw)
 
     monkeypatch.setattr(desk.applier, "apply", flaky)
     desk.deliver(make_message(message_id="<poison@example.org>"))
