@@ -1,0 +1,60 @@
+"""The README's quick start, as a new user runs it: the example config, a
+fresh working directory, one message over SMTP, an acknowledgement on disk."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_example_config_serves_a_first_message(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MAILD_SMTP__LISTEN": f"127.0.0.1:{port}"}
+    config = ROOT / "config" / "maild.example.toml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "maild", "--config", str(config), "serve"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "maild did not start"
+                time.sleep(0.05)
+        raw = (
+            b"From: Bob <bob@example.org>\r\nTo: help@example.com\r\n"
+            b"Subject: Printer on 3rd floor not working\r\nMessage-ID: <first@example.org>\r\n"
+            b"\r\nIt shows error E42.\r\n"
+        )
+        sent_at = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("bob@example.org", ["help@example.com"], raw)
+        outgoing = tmp_path / "var" / "outgoing" / "new"
+        while not (outgoing.is_dir() and any(outgoing.iterdir())):
+            assert time.monotonic() - sent_at < 2.0, "no acknowledgement within 2 s"
+            time.sleep(0.02)
+        (ack,) = list(outgoing.iterdir())
+        assert b"Subject: [#1] Printer on 3rd floor not working" in ack.read_bytes()
+        assert (tmp_path / "var" / "maild.db").exists()
+        listed = subprocess.run(
+            [sys.executable, "-m", "maild", "--config", str(config), "tickets", "list"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "#1" in listed.stdout and "bob@example.org" in listed.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
