@@ -50,6 +50,10 @@ class ActionRefused(MaildError):
     """The operation does not apply to this ticket; nothing was changed."""
 
 
+class TicketNotFound(ActionRefused):
+    """There is no ticket with that number."""
+
+
 @dataclass
 class Done:
     """What an operation did: the events it recorded and the mails it queued."""
@@ -94,7 +98,7 @@ class TicketOps:
             select(Ticket).where(Ticket.id == number).with_for_update()
         ).one_or_none()
         if ticket is None:
-            raise ActionRefused(f"there is no ticket #{number}")
+            raise TicketNotFound(f"there is no ticket #{number}")
         return ticket
 
     # --- status -----------------------------------------------------------------

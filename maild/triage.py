@@ -386,11 +386,11 @@ def _check_pattern(pattern: str, where: str, key: str) -> None:
         re.compile(_without_boundaries(pattern))
     except re.error as exc:
         raise ConfigError(key, f"{where}: bad pattern {pattern!r}: {exc}") from None
+    if compiled.groupindex:
+        raise ConfigError(key, f"{where}: pattern {pattern!r} may not name groups")
     if any(ch.isupper() for ch in re.sub(r"\\.", "", pattern)):
         raise ConfigError(key, f"{where}: pattern {pattern!r}: write patterns in lower case "
                                "(they are matched against lower-cased text)")  # fmt: skip
-    if compiled.groupindex:
-        raise ConfigError(key, f"{where}: pattern {pattern!r} may not name groups")
     problem = _unbounded_nesting(pattern)
     if problem:
         raise ConfigError(key, f"{where}: pattern {pattern!r} {problem}")

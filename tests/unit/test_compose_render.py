@@ -120,8 +120,13 @@ def test_templates_render_in_english_and_finnish_and_escape_html():
     renderer = Renderer()
     context = {
         "helpdesk": {"name": "Help Desk", "address": "help@example.com"},
-        "ticket": {"number": 42, "subject": "<script>x</script>", "priority": 3,
-                   "type": "incident", "category": "hardware"},  # fmt: skip
+        "ticket": {
+            "number": 42,
+            "subject": "<script>x</script>",
+            "priority": 3,
+            "type": "incident",
+            "category": "hardware",
+        },  # fmt: skip
         "requester": {"name": "Bob <b>", "email": "bob@example.org"},
         "summary": "it is <broken>",
         "first_response_due": NOW,
