@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from maild import notices
 from maild.apply import Applier
@@ -95,7 +95,10 @@ class TicketOps:
 
     def get(self, number: int) -> Ticket:
         ticket = self.session.scalars(
-            select(Ticket).where(Ticket.id == number).with_for_update()
+            select(Ticket)
+            .options(lazyload(Ticket.requester))  # FOR UPDATE may not touch the outer join
+            .where(Ticket.id == number)
+            .with_for_update()
         ).one_or_none()
         if ticket is None:
             raise TicketNotFound(f"there is no ticket #{number}")

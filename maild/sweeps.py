@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from maild import notices
 from maild.actions import SYSTEM, ActionRefused, Done, TicketOps
@@ -60,7 +60,9 @@ def _run(
     while True:
         now = clock.now()
         with sessions.begin() as session:
-            stmt = select(Ticket).where(where(now))
+            # The requester's joined eager load would put FOR UPDATE on an outer join,
+            # which PostgreSQL refuses: lock the ticket row alone.
+            stmt = select(Ticket).options(lazyload(Ticket.requester)).where(where(now))
             if seen:
                 stmt = stmt.where(Ticket.id.not_in(seen))
             tickets = list(session.scalars(claim_order(stmt.order_by(Ticket.id).limit(BATCH))))
