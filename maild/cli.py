@@ -151,7 +151,7 @@ def cmd_check_config(settings: Settings) -> int:
     Renderer.from_settings(settings)  # templates compile, or a ConfigError
     from maild.triage import Rulebook
 
-    Rulebook.from_settings(settings)  # triage rules compile, or a ConfigError
+    rules = Rulebook.from_settings(settings)  # triage rules compile, or a ConfigError
     print(f"configuration OK ({settings.source})")
     print(f"  serving:  {', '.join(settings.helpdesk.addresses)}")
     print(f"  database: {settings.database.url}")
@@ -161,6 +161,15 @@ def cmd_check_config(settings: Settings) -> int:
         print(f"  outgoing: SMTP relay {settings.outgoing.smtp_host}:{settings.outgoing.smtp_port}")
     else:
         print(f"  outgoing: Maildir {settings.outgoing.maildir}")
+    print(f"  triage:   {len(rules.category_names)} categories ({', '.join(rules.category_names)})")
+    sla = settings.sla
+    print(f"  SLA:      {sla.business_hours or '24/7'}; first response "
+          f"{'/'.join(f'{h:g}' for h in sla.first_response_hours)} h, resolution "
+          f"{'/'.join(f'{h:g}' for h in sla.resolution_hours)} h (P1..P4)")  # fmt: skip
+    tiers = settings.tiers
+    groups = [f"{n} {len(getattr(tiers, n))}" for n in ("tier1", "tier2", "tier3",
+              "duty_manager", "security")]  # fmt: skip
+    print(f"  tiers:    addresses per group: {', '.join(groups)}")
     return EX_OK
 
 
