@@ -78,7 +78,7 @@ class Family:
         self.name = name
         self.rules = tuple(rules)
         self._patterns = [
-            (r_index, re.compile(_without_boundaries(p)), re.compile(p))
+            (r_index, _anchors(p), re.compile(_without_boundaries(p)), re.compile(p))
             for r_index, rule in enumerate(self.rules)
             for p in rule.patterns
         ]
@@ -89,10 +89,10 @@ class Family:
         `subject` and `body` must be lower case (see `classify`).
         """
         out = [0] * len(self.rules)
-        for r_index, fast, exact in self._patterns:
-            if subject and fast.search(subject) and exact.search(subject):
+        for r_index, anchors, fast, exact in self._patterns:
+            if subject and _found(anchors, fast, exact, subject):
                 out[r_index] += SUBJECT_WEIGHT
-            elif body and fast.search(body) and exact.search(body):
+            elif body and _found(anchors, fast, exact, body):
                 out[r_index] += 1
         domain = "@" + sender.rpartition("@")[2]
         for r_index, rule in enumerate(self.rules):
@@ -101,6 +101,72 @@ class Family:
             if sender and (sender in rule.senders or domain in rule.senders):
                 out[r_index] += ADDRESS_WEIGHT
         return out
+
+
+def _found(
+    anchors: tuple[str, ...], fast: re.Pattern[str], exact: re.Pattern[str], text: str
+) -> bool:
+    """Does `exact` occur in `text`? Three steps, cheapest first.
+
+    1. One of its `anchors` (literal strings every match contains) must occur:
+       a plain substring test, far cheaper than any regex scan.
+    2. Its prefilter `fast` (the pattern without ``\\b``) must match somewhere.
+    3. `exact` is tried only where `fast` matched: dropping ``\\b`` does not move
+       where a match starts, and `match` at a position still sees the character
+       before it, so ``\\b`` is judged correctly.
+    """
+    if anchors and not any(a in text for a in anchors):
+        return False
+    pos = 0
+    while (m := fast.search(text, pos)) is not None:
+        if exact.match(text, m.start()):
+            return True
+        pos = m.start() + 1
+    return False
+
+
+def _anchors(pattern: str) -> tuple[str, ...]:
+    """Literal strings one of which occurs in every match of `pattern` (() if unknown)."""
+    try:
+        from re import _constants as c  # type: ignore[attr-defined]
+        from re import _parser as sre  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - other Python versions
+        return ()
+    repeats = {c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", c.MAX_REPEAT)}
+
+    def seq(items: list[Any]) -> list[str] | None:
+        i = 0
+        while i < len(items) and items[i][0] == c.AT:  # zero-width: \b, ^, $
+            i += 1
+        if i == len(items):
+            return None
+        op, av = items[i]
+        if op == c.LITERAL:
+            text = ""
+            while i < len(items) and items[i][0] == c.LITERAL:
+                text += chr(items[i][1])
+                i += 1
+            return [text]
+        if op == c.BRANCH:
+            out: list[str] = []
+            for branch in av[1]:
+                found = seq(list(branch))
+                if found is None:
+                    return None
+                out += found
+            return out
+        if op == c.SUBPATTERN:
+            return seq(list(av[-1]) + items[i + 1 :])
+        if op in repeats:
+            lo, _hi, sub = av
+            if lo >= 1:
+                return seq(list(sub))
+            optional, rest = seq(list(sub)), seq(items[i + 1 :])
+            return None if optional is None or rest is None else optional + rest
+        return None
+
+    found = seq(list(sre.parse(pattern)))
+    return tuple(dict.fromkeys(found)) if found and all(found) else ()
 
 
 def _without_boundaries(pattern: str) -> str:

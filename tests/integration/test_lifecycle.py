@@ -389,3 +389,13 @@ def test_business_hours_calendar_in_the_acknowledgement(db_url, tmp_path):
         assert "will respond by 2026-12-08 09:00 EET" in text(ack)
     finally:
         desk.close()
+
+
+def test_imported_history_raises_no_alarms(desk):
+    """Mail recorded with --no-notify (a migration) gets deadlines but no sweep mail."""
+    desk.process(make_message(subject="Ransomware", body="Files renamed to .locked."), notify=False)
+    desk.process(make_message(message_id="<p@example.org>"), notify=False)
+    assert [t["status"] for t in desk.tickets()] == ["new", "new"]
+    desk.clock.advance(days=10)
+    assert desk.sweep() == {"sla": 0, "waiting": 0, "closing": 0, "regulator": 0}
+    assert desk.outgoing() == []

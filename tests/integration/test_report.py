@@ -164,7 +164,9 @@ def test_report_html_shows_the_figures(db_url, tmp_path, capsys):
     assert "First response by priority (hours)" in page.charts
     fr = {(b["data-label"], b["data-series"]): float(b["data-value"]) for b in page.bars
           if b["chart"] == "First response by priority (hours)"}  # fmt: skip
-    assert fr[("P1", "median")] == 0.5 and fr[("P3", "median")] == 3.75 and fr[("P3", "p90")] == 5.55
+    assert (
+        fr[("P1", "median")] == 0.5 and fr[("P3", "median")] == 3.75 and fr[("P3", "p90")] == 5.55
+    )
     targets = {t["data-label"]: float(t["data-target"]) for t in page.targets
                if t["chart"] == "First response by priority (hours)"}  # fmt: skip
     assert targets == {"P1": 1.0, "P3": 2.0, "P4": 3.0}

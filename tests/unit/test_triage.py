@@ -184,3 +184,25 @@ def test_language_choice_order():
     assert choose(None, "en", text, "fi") == ("en", "header")
     assert choose(None, None, text, "en") == ("fi", "detected")
     assert choose(None, "de", "E42", "fi") == ("fi", "default")
+
+
+def test_fast_matching_finds_exactly_what_a_plain_search_finds():
+    import random
+    import re
+
+    from maild.triage import _found
+
+    rng = random.Random(4)
+    texts = [(m["subject"] + "\n" + m["body"]).lower() for m in MESSAGES]
+    words = " ".join(texts).split()
+    texts += [" ".join(rng.choices(words, k=60)) for _ in range(40)]  # shuffled phrases
+    texts += ["tietokone", "xkone kone", "app-le", "a.locked", "it's urgent!", "can't-work"]
+    book = Rulebook.from_settings(SETTINGS)
+    checked = 0
+    for family in (book.types, book.categories, book.impact, book.urgency):
+        for _rule, anchors, fast, exact in family._patterns:
+            plain = re.compile(exact.pattern)
+            for t in texts:
+                assert _found(anchors, fast, exact, t) == bool(plain.search(t)), (exact.pattern, t)
+                checked += 1
+    assert checked > 10000
