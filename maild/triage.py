@@ -82,6 +82,7 @@ class Family:
             for r_index, rule in enumerate(self.rules)
             for p in rule.patterns
         ]
+        self._all_anchors = tuple({a for _, anchors, _, _ in self._patterns for a in anchors})
 
     def scores(self, subject: str, body: str, recipient: str, sender: str) -> list[int]:
         """Points per rule: 2 per pattern found in the subject, else 1 if in the body.
@@ -89,10 +90,13 @@ class Family:
         `subject` and `body` must be lower case (see `classify`).
         """
         out = [0] * len(self.rules)
+        # Each distinct anchor is looked for once per text (a substring test).
+        in_subject = {a for a in self._all_anchors if a in subject}
+        in_body = {a for a in self._all_anchors if a in body}
         for r_index, anchors, fast, exact in self._patterns:
-            if subject and _found(anchors, fast, exact, subject):
+            if subject and _found(anchors, in_subject, fast, exact, subject):
                 out[r_index] += SUBJECT_WEIGHT
-            elif body and _found(anchors, fast, exact, body):
+            elif body and _found(anchors, in_body, fast, exact, body):
                 out[r_index] += 1
         domain = "@" + sender.rpartition("@")[2]
         for r_index, rule in enumerate(self.rules):
@@ -104,19 +108,27 @@ class Family:
 
 
 def _found(
-    anchors: tuple[str, ...], fast: re.Pattern[str], exact: re.Pattern[str], text: str
+    anchors: tuple[str, ...],
+    present: set[str] | None,
+    fast: re.Pattern[str],
+    exact: re.Pattern[str],
+    text: str,
 ) -> bool:
     """Does `exact` occur in `text`? Three steps, cheapest first.
 
-    1. One of its `anchors` (literal strings every match contains) must occur:
-       a plain substring test, far cheaper than any regex scan.
+    1. One of its `anchors` (literal strings every match contains) must occur
+       in `text` (`present`: the anchors found there; None: test here): a
+       plain substring test, far cheaper than any regex scan.
     2. Its prefilter `fast` (the pattern without ``\\b``) must match somewhere.
     3. `exact` is tried only where `fast` matched: dropping ``\\b`` does not move
        where a match starts, and `match` at a position still sees the character
        before it, so ``\\b`` is judged correctly.
     """
-    if anchors and not any(a in text for a in anchors):
-        return False
+    if anchors:
+        if present is None:
+            present = {a for a in anchors if a in text}
+        if present.isdisjoint(anchors):
+            return False
     pos = 0
     while (m := fast.search(text, pos)) is not None:
         if exact.match(text, m.start()):
