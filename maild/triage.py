@@ -196,6 +196,12 @@ def _without_boundaries(pattern: str) -> str:
             continue
         if ch == "[" and not in_class:
             in_class = True
+            # A "]" first in a class ("[]x]", "[^]x]") is a literal, not its end.
+            lead = 2 if pattern[i + 1 : i + 2] == "^" else 1
+            if pattern[i + lead : i + lead + 1] == "]":
+                out.append(pattern[i : i + lead + 1])
+                i += lead + 1
+                continue
         elif ch == "]" and in_class:
             in_class = False
         out.append(ch)

@@ -207,3 +207,19 @@ def test_fast_matching_finds_exactly_what_a_plain_search_finds():
                     exact.pattern, t)  # fmt: skip
                 checked += 1
     assert checked > 10000
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (r"\bkone\b", "kone"),
+        (r"[\b]x\b", r"[\b]x"),  # inside a class \b is a backspace: kept
+        (r"[]\b]\bx", r"[]\b]x"),
+        (r"[^]\b]\bx", r"[^]\b]x"),
+        (r"a\\b", r"a\\b"),  # an escaped backslash followed by b
+    ],
+)
+def test_prefilter_drops_only_word_boundaries(pattern, expected):
+    from maild.triage import _without_boundaries
+
+    assert _without_boundaries(pattern) == expected
