@@ -26,17 +26,17 @@ from maild.config import Settings
 from maild.db import insert_ignore
 from maild.decide import ArticleSpec, Decision, EventSpec, Notice, TicketSpec
 from maild.errors import TransientError
+from maild.lifecycle import change_status, sla_columns
 from maild.models import Article, Attachment, Blob, Contact, Event, Inbound, Outbox, Ticket
 from maild.parse import Address
 from maild.render import Renderer
+from maild.sla import SlaPolicy
 from maild.states import (
-    FINISHED_STATUSES,
     ArticleKind,
     Direction,
     InboundStatus,
     OutboxStatus,
     Outcome,
-    Visibility,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,16 @@ class TicketView:
     address: str
     requester_email: str
     requester_name: str
+    # what the mails about SLAs and escalation show
+    impact: int = 3
+    urgency: int = 2
+    security: bool = False
+    created_at: datetime | None = None
+    first_response_due: datetime | None = None
+    first_response_at: datetime | None = None
+    resolution_due: datetime | None = None
+    resolved_at: datetime | None = None
+    regulator_due: datetime | None = None
 
     @classmethod
     def of(cls, ticket: Ticket) -> TicketView:
@@ -83,6 +93,15 @@ class TicketView:
             address=ticket.address,
             requester_email=ticket.requester.email,
             requester_name=ticket.requester.name,
+            impact=ticket.impact,
+            urgency=ticket.urgency,
+            security=ticket.security,
+            created_at=ticket.created_at,
+            first_response_due=ticket.first_response_due,
+            first_response_at=ticket.first_response_at,
+            resolution_due=ticket.resolution_due,
+            resolved_at=ticket.resolved_at,
+            regulator_due=ticket.regulator_due,
         )
 
 
@@ -92,6 +111,7 @@ class Applier:
     def __init__(self, settings: Settings, renderer: Renderer) -> None:
         self.settings = settings
         self.renderer = renderer
+        self.policy = SlaPolicy.from_settings(settings)
 
     def apply(
         self,
@@ -126,10 +146,7 @@ class Applier:
             if ticket is None:  # pragma: no cover - the worker looked it up in this txn
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
             if decision.status is not None and decision.status != ticket.status:
-                ticket.status = decision.status
-                if decision.status not in FINISHED_STATUSES:
-                    ticket.resolved_at = None
-                    ticket.closed_at = None
+                change_status(ticket, decision.status, now, self.policy)
             ticket.updated_at = now
             view = TicketView.of(ticket)
         if decision.article is not None:
@@ -195,10 +212,15 @@ class Applier:
         if who.name and not name:
             conn.execute(update(Contact).where(Contact.id == contact_id).values(name=who.name))
             name = who.name
+        if language:  # recorded once: the first language we know for them
+            conn.execute(update(Contact).where(Contact.id == contact_id,
+                                               Contact.language.is_(None)).values(language=language))  # fmt: skip
         return contact_id, name
 
     def _create_ticket(self, session: Session, spec: TicketSpec, now: datetime) -> TicketView:
-        requester_id, requester_name = self._contact(session, spec.requester, spec.language, now)
+        requester_id, requester_name = self._contact(
+            session, spec.requester, spec.contact_language, now
+        )
         values = {
             "type": str(spec.type),
             "category": spec.category,
@@ -218,7 +240,11 @@ class Applier:
             "updated_at": now,
             "first_response_due": spec.first_response_due,
             "resolution_due": spec.resolution_due,
+            "regulator_due": spec.regulator_due,
+            "regulator_next_reminder_at": spec.regulator_next_reminder_at,
         }
+        if spec.sla is not None:
+            values.update(sla_columns(spec.sla))
         stmt = insert(Ticket).returning(Ticket.id)
         ticket_id = session.connection().execute(stmt, values).scalar_one()
         return TicketView(
@@ -233,6 +259,13 @@ class Applier:
             address=spec.address,
             requester_email=spec.requester.email,
             requester_name=requester_name,
+            impact=spec.impact,
+            urgency=spec.urgency,
+            security=spec.security,
+            created_at=now,
+            first_response_due=spec.first_response_due,
+            resolution_due=spec.resolution_due,
+            regulator_due=spec.regulator_due,
         )
 
     def _add_article(
@@ -283,6 +316,10 @@ class Applier:
             conn.execute(insert(Attachment), rows)
         return article_id
 
+    def event(self, session: Session, ticket_id: int, spec: EventSpec, now: datetime) -> None:
+        """Record one audit event on a ticket."""
+        self._event(session, ticket_id, spec, now)
+
     def _event(self, session: Session, ticket_id: int, spec: EventSpec, now: datetime) -> None:
         values = {
             "ticket_id": ticket_id,
@@ -313,8 +350,18 @@ class Applier:
                 "category": ticket.category,
                 "status": ticket.status,
                 "tier": ticket.tier,
+                "impact": ticket.impact,
+                "urgency": ticket.urgency,
+                "security": ticket.security,
+                "created_at": ticket.created_at,
+                "first_response_due": ticket.first_response_due,
+                "first_response_at": ticket.first_response_at,
+                "resolution_due": ticket.resolution_due,
+                "resolved_at": ticket.resolved_at,
+                "regulator_due": ticket.regulator_due,
             },
             "requester": {"name": ticket.requester_name, "email": ticket.requester_email},
+            "reopen_days": hd.reopen_days,
             **notice.context,
         }
         language = notice.language or ticket.language
@@ -339,7 +386,7 @@ class Applier:
         )
         article = ArticleSpec(
             kind=ArticleKind.NOTIFICATION,
-            visibility=Visibility.PUBLIC,
+            visibility=notice.visibility,
             author=desk,
             subject=rendered.subject,
             text=rendered.text,

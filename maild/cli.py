@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from maild import __version__
+from maild import __version__, cli_tickets
 from maild.addresses import ServedAddresses, normalize_address
 from maild.clock import SystemClock
 from maild.config import Settings, load_settings
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
     q_list = q_sub.add_parser("list")
     q_list.add_argument("--json", action="store_true")
+    cli_tickets.add_parsers(tk_sub, sub)
     return p
 
 
@@ -130,6 +131,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_import(settings, args.path, notify=not args.no_notify)
     if cmd == "drain":
         return cmd_drain(settings)
+    if cli_tickets.handles(args):
+        return cli_tickets.run(args, settings, _sessions(settings))
     return cmd_view(args, settings)
 
 
@@ -146,6 +149,9 @@ def cmd_check_config(settings: Settings) -> int:
     from maild.render import Renderer
 
     Renderer.from_settings(settings)  # templates compile, or a ConfigError
+    from maild.triage import Rulebook
+
+    rules = Rulebook.from_settings(settings)  # triage rules compile, or a ConfigError
     print(f"configuration OK ({settings.source})")
     print(f"  serving:  {', '.join(settings.helpdesk.addresses)}")
     print(f"  database: {settings.database.url}")
@@ -155,6 +161,15 @@ def cmd_check_config(settings: Settings) -> int:
         print(f"  outgoing: SMTP relay {settings.outgoing.smtp_host}:{settings.outgoing.smtp_port}")
     else:
         print(f"  outgoing: Maildir {settings.outgoing.maildir}")
+    print(f"  triage:   {len(rules.category_names)} categories ({', '.join(rules.category_names)})")
+    sla = settings.sla
+    print(f"  SLA:      {sla.business_hours or '24/7'}; first response "
+          f"{'/'.join(f'{h:g}' for h in sla.first_response_hours)} h, resolution "
+          f"{'/'.join(f'{h:g}' for h in sla.resolution_hours)} h (P1..P4)")  # fmt: skip
+    tiers = settings.tiers
+    groups = [f"{n} {len(getattr(tiers, n))}" for n in ("tier1", "tier2", "tier3",
+              "duty_manager", "security")]  # fmt: skip
+    print(f"  tiers:    addresses per group: {', '.join(groups)}")
     return EX_OK
 
 

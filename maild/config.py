@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -56,7 +58,6 @@ class HelpdeskSettings:
     name: str = "Help Desk"
     addresses: tuple[str, ...] = ("help@example.com",)
     domain: str = "helpdesk.example.com"
-    first_response_hours: float = 3.0
     reopen_days: float = 14.0
     default_language: str = "en"
     timezone: str = "UTC"
@@ -102,6 +103,134 @@ class TemplatesSettings:
     directory: Path | None = None
 
 
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(key, message)
+
+
+def _per_priority(key: str, values: tuple[float, ...]) -> None:
+    if len(values) != 4 or any(v <= 0 for v in values):
+        _fail(key, f"needs four positive numbers of hours (P1..P4), got {list(values)!r}")
+
+
+def _addresses(key: str, values: tuple[str, ...]) -> None:
+    for value in values:
+        if not is_valid_address(value):
+            _fail(key, f"not a mail address: {value!r}")
+
+
+@dataclass(frozen=True)
+class TriageSettings:
+    """Classification (maild.triage). Rules: built-in, plus an optional file."""
+
+    rules_file: Path | None = None
+    builtin_rules: bool = True
+    default_type: Literal["incident", "request"] = "incident"
+    default_category: str = "other"
+    default_impact: int = 3
+    default_urgency: int = 2
+    # Rows: impact 1 (many users), 2 (a team), 3 (one user); columns: urgency
+    # 1 (high), 2 (normal), 3 (low); cells: priority 1..4.
+    priority_matrix: tuple[str, ...] = ("1 2 3", "2 2 3", "2 3 4")
+    vip_senders: tuple[str, ...] = ()
+    scan_chars: int = 6000
+
+    def __post_init__(self) -> None:
+        if self.rules_file is not None and not self.rules_file.is_file():
+            _fail("triage.rules_file", f"no such file: {self.rules_file}")
+        if self.default_impact not in (1, 2, 3):
+            _fail("triage.default_impact", "must be 1, 2 or 3")
+        if self.default_urgency not in (1, 2, 3):
+            _fail("triage.default_urgency", "must be 1, 2 or 3")
+        rows = [row.split() for row in self.priority_matrix]
+        if len(rows) != 3 or any(len(r) != 3 or any(c not in "1234" for c in r) for r in rows):
+            _fail("triage.priority_matrix", 'needs 3 rows of 3 priorities 1..4, e.g. "1 2 3"')
+        for sender in self.vip_senders:
+            domain_only = sender.startswith("@") and is_valid_address("x" + sender)
+            if not (domain_only or is_valid_address(sender)):
+                _fail("triage.vip_senders", f"not an address or @domain: {sender!r}")
+        if self.scan_chars < 200:
+            _fail("triage.scan_chars", "must be at least 200")
+
+    def priority(self, impact: int, urgency: int) -> int:
+        return int(self.priority_matrix[impact - 1].split()[urgency - 1])
+
+
+@dataclass(frozen=True)
+class SlaSettings:
+    """Targets per priority (P1..P4) and the calendar they run on (maild.sla)."""
+
+    first_response_hours: tuple[float, ...] = (1.0, 1.0, 2.0, 3.0)
+    resolution_hours: tuple[float, ...] = (4.0, 8.0, 24.0, 72.0)
+    warn_fraction: float = 0.75
+    # Empty: 24/7. Otherwise "HH:MM-HH:MM" in helpdesk.timezone, on business_days.
+    business_hours: str = ""
+    business_days: tuple[int, ...] = (1, 2, 3, 4, 5)  # ISO weekdays, Monday = 1
+    holidays: tuple[str, ...] = ()  # "YYYY-MM-DD", no business hours that day
+    regulator_deadline_hours: float = 72.0
+    regulator_reminder_hours: tuple[float, ...] = (24.0, 48.0, 66.0)
+    sweep_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        _per_priority("sla.first_response_hours", self.first_response_hours)
+        _per_priority("sla.resolution_hours", self.resolution_hours)
+        if not 0 < self.warn_fraction < 1:
+            _fail("sla.warn_fraction", f"must be between 0 and 1, got {self.warn_fraction}")
+        if self.business_hours:
+            m = re.fullmatch(r"(\d\d):(\d\d)-(\d\d):(\d\d)", self.business_hours)
+            if not m:
+                _fail("sla.business_hours", f"expected HH:MM-HH:MM, got {self.business_hours!r}")
+            assert m is not None
+            h1, m1, h2, m2 = (int(x) for x in m.groups())
+            if not (h1 * 60 + m1 < h2 * 60 + m2 <= 24 * 60 and m1 < 60 and m2 < 60):
+                _fail("sla.business_hours", f"not a day-time range: {self.business_hours!r}")
+        if not self.business_days or any(d not in range(1, 8) for d in self.business_days):
+            _fail("sla.business_days", "needs ISO weekdays 1 (Monday) .. 7 (Sunday)")
+        for day in self.holidays:
+            try:
+                date.fromisoformat(day)
+            except ValueError:
+                _fail("sla.holidays", f"not a YYYY-MM-DD date: {day!r}")
+        if self.regulator_deadline_hours <= 0:
+            _fail("sla.regulator_deadline_hours", "must be greater than 0")
+        if any(not 0 < h < self.regulator_deadline_hours for h in self.regulator_reminder_hours):
+            _fail("sla.regulator_reminder_hours", "each must lie between 0 and the deadline")
+        if self.sweep_seconds <= 0:
+            _fail("sla.sweep_seconds", "must be greater than 0")
+
+
+@dataclass(frozen=True)
+class TiersSettings:
+    """Group addresses notified per tier (maild.tiers)."""
+
+    tier1: tuple[str, ...] = ()
+    tier2: tuple[str, ...] = ()
+    tier3: tuple[str, ...] = ()
+    duty_manager: tuple[str, ...] = ()
+    security: tuple[str, ...] = ()
+    language: Literal["en", "fi"] = "en"
+
+    def __post_init__(self) -> None:
+        for name in ("tier1", "tier2", "tier3", "duty_manager", "security"):
+            _addresses(f"tiers.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class LifecycleSettings:
+    """Reminders, auto-resolve and auto-close (maild.sweeps)."""
+
+    remind_after_days: float = 2.0
+    max_reminders: int = 2
+    auto_resolve_days: float = 7.0
+    close_after_days: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("remind_after_days", "auto_resolve_days", "close_after_days"):
+            if getattr(self, name) <= 0:
+                _fail(f"lifecycle.{name}", "must be greater than 0")
+        if self.max_reminders < 0:
+            _fail("lifecycle.max_reminders", "must be 0 or more")
+
+
 @dataclass(frozen=True)
 class LogSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -116,6 +245,10 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     templates: TemplatesSettings = field(default_factory=TemplatesSettings)
+    triage: TriageSettings = field(default_factory=TriageSettings)
+    sla: SlaSettings = field(default_factory=SlaSettings)
+    tiers: TiersSettings = field(default_factory=TiersSettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
 
@@ -305,7 +438,6 @@ def validate(s: Settings) -> None:
         raise ConfigError("helpdesk.domain", f"not a domain name: {domain!r}")
     if any(c in s.helpdesk.name for c in "\r\n\0"):
         raise ConfigError("helpdesk.name", "must be a single line")
-    _positive("helpdesk.first_response_hours", s.helpdesk.first_response_hours)
     _positive("helpdesk.reopen_days", s.helpdesk.reopen_days)
     try:
         ZoneInfo(s.helpdesk.timezone)

@@ -31,6 +31,9 @@ class TicketFacts:
     participants: frozenset[str]  # requester, watchers and agents on the ticket
     resolved_at: datetime | None = None
     closed_at: datetime | None = None
+    priority: int = 3
+    tier: int = 1
+    security: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Facts:
     tickets: Mapping[int, TicketFacts] = field(default_factory=dict)
     already_stored_on: int | None = None  # this very Message-ID is an article there
     token_ticket: int | None = None  # ticket named by a valid signed reply address
+    sender_language: str | None = None  # the language recorded for the sender's contact
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Threads: the intake writer (group commit), the worker, the sender; the
 asyncio loop runs the SMTP/LMTP listener; APScheduler runs the periodic,
 idempotent sweeps. SIGTERM/SIGINT stop accepting, commit what was received,
-finish the batch in hand and exit 0; SIGHUP reloads the templates.
+finish the batch in hand and exit 0; SIGHUP reloads the templates and the
+triage rules.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from maild.parsepool import ParsePool
 from maild.render import Renderer
 from maild.sender import Sender, transport_from_settings
 from maild.smtp import IntakeHandler, start_server
+from maild.sweeps import SWEEPS, Sweep
 from maild.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,13 @@ class Daemon:
     def _recover_stuck(self) -> None:
         self.worker.recover()
 
+    def _sweep(self, name: str, sweep: Sweep) -> None:
+        try:
+            if sweep(self.sessions, self.applier, self.clock):
+                self.sender_loop.wake.set()
+        except Exception:
+            log.exception("sweep %s failed; trying again at the next interval", name)
+
     @property
     def port(self) -> int | None:
         """The port the listener is bound to (useful with ``smtp.listen = "HOST:0"``)."""
@@ -132,6 +141,10 @@ class Daemon:
             max_instances=1,
             coalesce=True,
         )
+        for name, sweep in SWEEPS:
+            self.scheduler.add_job(self._sweep, "interval", args=(name, sweep),
+                                   seconds=self.settings.sla.sweep_seconds, id=f"sweep_{name}",
+                                   max_instances=1, coalesce=True)  # fmt: skip
         self.scheduler.start()
         self._loop = asyncio.get_running_loop()
         if install_signals:
@@ -158,6 +171,11 @@ class Daemon:
             log.info("SIGHUP: templates reloaded")
         except Exception as exc:
             log.error("SIGHUP: reload failed, keeping the old templates: %s", exc)
+        try:
+            self.worker.reload_rules()
+            log.info("SIGHUP: triage rules reloaded")
+        except Exception as exc:
+            log.error("SIGHUP: reload failed, keeping the old triage rules: %s", exc)
 
     def request_stop(self) -> None:
         """Ask a daemon running in another thread to stop (thread-safe)."""

@@ -12,12 +12,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from maild import notices
 from maild.addresses import ServedAddresses, is_valid_address, normalize_address
 from maild.config import Settings
 from maild.correlate import Facts, TicketFacts, correlate
 from maild.identify import Role, identify
+from maild.language import choose as choose_language
 from maild.parse import Address, ParsedAttachment, ParsedMessage
 from maild.screen import Envelope, Verdict, screen
+from maild.sla import SlaClock, SlaPolicy
 from maild.states import (
     FINISHED_STATUSES,
     ArticleKind,
@@ -26,7 +29,7 @@ from maild.states import (
     TicketStatus,
     Visibility,
 )
-from maild.triage import classify
+from maild.triage import Rulebook, classify
 
 SUMMARY_CHARS = 600
 
@@ -72,6 +75,10 @@ class TicketSpec:
     resolution_due: datetime | None
     status: TicketStatus = TicketStatus.NEW
     parent_id: int | None = None
+    sla: SlaClock | None = None  # all SLA columns (maild.sla); the dues above mirror it
+    regulator_due: datetime | None = None
+    regulator_next_reminder_at: datetime | None = None
+    contact_language: str | None = None  # recorded on a new contact (None: only the default)
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ class Notice:
     context: Mapping[str, Any] = field(default_factory=dict)
     reply_to: Address | None = None  # default: the help-desk address of the ticket
     language: str | None = None  # default: the ticket's language
+    visibility: Visibility = Visibility.PUBLIC  # agent notifications are internal
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,7 @@ def decide(
     facts: Facts,
     settings: Settings,
     now: datetime,
+    rules: Rulebook | None = None,
 ) -> Decision:
     served = ServedAddresses.of(settings.helpdesk.addresses)
     sender = _sender(msg, inbound)
@@ -158,7 +167,7 @@ def decide(
             finished_at = ticket.closed_at or ticket.resolved_at or now
             if now - finished_at > timedelta(days=settings.helpdesk.reopen_days):
                 return _new_ticket(
-                    msg, inbound, sender, settings, now, parent=ticket,
+                    msg, inbound, sender, settings, now, facts, rules, parent=ticket,
                     note=f"reply to #{ticket.id} after the reopen window",
                 )  # fmt: skip
             return Decision(
@@ -177,6 +186,7 @@ def decide(
                         detail={"reason": "requester replied"},
                     ),
                 ),  # fmt: skip
+                notices=_reopen_notices(msg, ticket, settings) if inbound.notify else (),
                 how=correlation.how,
             )
         events = [EventSpec("article_added", sender.email, detail={"role": str(role)})]
@@ -194,7 +204,24 @@ def decide(
             events=tuple(events),
             how=correlation.how,
         )
-    return _new_ticket(msg, inbound, sender, settings, now, note=correlation.note)
+    return _new_ticket(msg, inbound, sender, settings, now, facts, rules, note=correlation.note)
+
+
+def _reopen_notices(
+    msg: ParsedMessage, ticket: TicketFacts, settings: Settings
+) -> tuple[Notice, ...]:
+    """The requester hears the ticket is open again; the group working it, that it came back."""
+    references = (*msg.references, msg.message_id) if msg.message_id else msg.references
+    thread = notices.Thread(msg.message_id, references)
+    context = {"event": "reopened", "summary": _summary(msg.text)}
+    return (
+        notices.to_requester("status", "status", msg.reply_to[0] if msg.reply_to else
+                             Address(name="", email=ticket.requester),
+                             thread=thread, context={"event": "reopened"}),
+        *notices.to_groups("agent_update", "agent_update",
+                           notices.tier_audience(settings, ticket.tier, security=ticket.security),
+                           security=ticket.security, context=context),
+    )  # fmt: skip
 
 
 def _sender(msg: ParsedMessage, inbound: InboundMeta) -> Address:
@@ -235,13 +262,23 @@ def _new_ticket(
     sender: Address,
     settings: Settings,
     now: datetime,
+    facts: Facts,
+    rules: Rulebook | None,
     *,
     parent: TicketFacts | None = None,
     note: str = "",
 ) -> Decision:
-    triage = classify(msg, inbound.recipient, settings)
-    language = msg.language if msg.language in ("en", "fi") else settings.helpdesk.default_language
-    due = now + timedelta(hours=settings.helpdesk.first_response_hours)
+    rules = rules or Rulebook.from_settings(settings)
+    triage = classify(msg, inbound.recipient, settings, rules)
+    language, language_source = choose_language(facts.sender_language, msg.language,
+                                                f"{msg.subject}\n{msg.text}",
+                                                settings.helpdesk.default_language)  # fmt: skip
+    policy = SlaPolicy.from_settings(settings)
+    clock = policy.start(triage.priority, now)
+    due = clock.first_response_due
+    regulator_due = regulator_next = None
+    if triage.security:
+        regulator_due, regulator_next = policy.regulator_clock(now)
     subject = msg.subject or "(no subject)"
     spec = TicketSpec(
         type=triage.type,
@@ -256,41 +293,63 @@ def _new_ticket(
         language=language,
         address=inbound.recipient or settings.helpdesk.primary_address,
         first_response_due=due,
-        resolution_due=None,
+        resolution_due=clock.resolution_due,
         parent_id=parent.id if parent else None,
+        sla=clock,
+        regulator_due=regulator_due,
+        regulator_next_reminder_at=regulator_next,
+        contact_language=language if language_source != "default" else None,
     )
-    events = [EventSpec("created", sender.email, new=TicketStatus.NEW,
-                        detail={"note": note} if note else None)]  # fmt: skip
+    detail: dict[str, Any] = {"triage": list(triage.matched), "language": language_source}
+    if note:
+        detail["note"] = note
+    events = [EventSpec("created", sender.email, new=TicketStatus.NEW, detail=detail)]
     if parent is not None:
         events.append(EventSpec("linked", sender.email, new=str(parent.id),
                                 detail={"reason": "reply after the reopen window"}))  # fmt: skip
-    notices: tuple[Notice, ...] = ()
+    notices_out: tuple[Notice, ...] = ()
     if inbound.notify:
         spec = replace(spec, status=TicketStatus.OPEN)
         events.append(EventSpec("status", "maild", old=TicketStatus.NEW, new=TicketStatus.OPEN,
                                 detail={"reason": "acknowledged"}))  # fmt: skip
         to = msg.reply_to[:1] or (sender,)
         references = (*msg.references, msg.message_id) if msg.message_id else msg.references
-        notices = (
-            Notice(
-                template="ack",
-                to=to,
-                kind="ack",
-                auto_submitted="auto-replied",
-                in_reply_to=msg.message_id,
-                references=references[-20:],
-                context={
-                    "summary": _summary(msg.text),
-                    "first_response_due": due,
-                    "parent_id": parent.id if parent else None,
-                },
-            ),
+        hierarchical = triage.priority == 1
+        ack = Notice(
+            template="ack",
+            to=to,
+            kind="ack",
+            auto_submitted="auto-replied",
+            in_reply_to=msg.message_id,
+            references=references[-20:],
+            context={
+                "summary": _summary(msg.text),
+                "first_response_due": due,
+                "resolution_due": clock.resolution_due,
+                "parent_id": parent.id if parent else None,
+                "questions": list(rules.questions(triage.category, language)),
+                "security": triage.security,
+                "hierarchical": hierarchical,
+            },
         )
+        audience = notices.new_ticket_audience(
+            settings, priority=triage.priority, tier=triage.tier, security=triage.security
+        )
+        agent_context = {"summary": _summary(msg.text), "hierarchical": hierarchical,
+                         "parent_id": parent.id if parent else None}  # fmt: skip
+        group = notices.to_groups("agent_new", "agent_new", audience, security=triage.security,
+                                  context=agent_context)  # fmt: skip
+        notices_out = (ack, *group)
+        if hierarchical:
+            events.append(EventSpec("escalated", "maild", detail={
+                "kind": "hierarchical", "reason": "P1",
+                "notified": [r.address.email for r, role in audience
+                             if role == notices.ROLE_HIERARCHICAL]}))  # fmt: skip
     return Decision(
         Outcome.NEW_TICKET,
         note or "new ticket",
         new_ticket=spec,
         article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
         events=tuple(events),
-        notices=notices,
+        notices=notices_out,
     )

@@ -144,6 +144,22 @@ class Ticket(Base):
     resolution_due: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+    # SLA bookkeeping (maild.sla, maild.lifecycle, maild.sweeps)
+    first_response_warn_at: Mapped[datetime | None] = mapped_column(index=True)
+    first_response_warned_at: Mapped[datetime | None]
+    first_response_breached_at: Mapped[datetime | None]
+    resolution_warn_at: Mapped[datetime | None] = mapped_column(index=True)
+    resolution_warned_at: Mapped[datetime | None]
+    resolution_breached_at: Mapped[datetime | None]
+    sla_paused_at: Mapped[datetime | None]
+    sla_paused_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_reminder_at: Mapped[datetime | None]
+    # GDPR art. 33: the regulator must hear of a personal-data breach within 72 h.
+    regulator_due: Mapped[datetime | None]
+    regulator_next_reminder_at: Mapped[datetime | None] = mapped_column(index=True)
+    regulator_reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    regulator_notified_at: Mapped[datetime | None]
 
     requester: Mapped[Contact] = relationship(foreign_keys=[requester_id], lazy="joined")
 

@@ -93,6 +93,32 @@ class Desk:
         processed = self.worker.drain()
         return processed, self.sender.drain()
 
+    def sweep(self) -> dict[str, int]:
+        """Run every periodic sweep once at the clock's time, then send what they queued."""
+        from maild.sweeps import run_all
+
+        acted = run_all(self.sessions, self.applier, self.clock)
+        self.sender.drain()
+        return acted
+
+    def ops(self) -> Any:
+        """A transaction with `TicketOps` at the clock's time (commits on leaving)::
+
+        with desk.ops() as ops:
+            ops.resolve(1, actor="anna@example.com", note="done")
+        """
+        from contextlib import contextmanager
+
+        from maild.actions import TicketOps
+
+        @contextmanager
+        def run() -> Any:
+            with self.sessions.begin() as session:
+                yield TicketOps(session, self.applier, self.clock.now())
+            self.sender.drain()
+
+        return run()
+
     def process(self, raw: bytes, **kw: Any) -> Processed:
         """Deliver one message and run it through; return its outcome."""
         stored = self.deliver(raw, **kw)

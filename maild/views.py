@@ -39,6 +39,19 @@ def ticket_summary(ticket: Ticket, requester: Contact) -> dict[str, Any]:
         "resolution_due": _iso(ticket.resolution_due),
         "resolved_at": _iso(ticket.resolved_at),
         "closed_at": _iso(ticket.closed_at),
+        "sla": {
+            "paused_since": _iso(ticket.sla_paused_at),
+            "paused_seconds": ticket.sla_paused_seconds or 0,
+            "first_response_breached_at": _iso(ticket.first_response_breached_at),
+            "resolution_breached_at": _iso(ticket.resolution_breached_at),
+        },
+        "regulator": None
+        if ticket.regulator_due is None
+        else {
+            "due": _iso(ticket.regulator_due),
+            "notified_at": _iso(ticket.regulator_notified_at),
+            "reminders_sent": ticket.regulator_reminders_sent,
+        },  # fmt: skip
     }
 
 

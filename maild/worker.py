@@ -36,6 +36,7 @@ from maild.models import Article, Contact, Inbound, Ticket, Watcher
 from maild.parse import ParsedMessage
 from maild.parsepool import ParsePool
 from maild.states import Direction, InboundStatus, Outcome
+from maild.triage import Rulebook, reload_rules
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Worker:
         *,
         on_outbox: threading.Event | None = None,
         parser: ParsePool | None = None,
+        rules: Rulebook | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
@@ -71,6 +73,11 @@ class Worker:
         self.applier = applier
         self.on_outbox = on_outbox
         self.parser = parser or ParsePool(0)
+        self.rules = rules or Rulebook.from_settings(settings)  # compiled once
+
+    def reload_rules(self) -> None:
+        """Compile the triage rules again (SIGHUP); keeps the old ones on error."""
+        self.rules = reload_rules(self.settings)
 
     # --- claiming --------------------------------------------------------------
 
@@ -249,7 +256,7 @@ class Worker:
             notify=row.notify,
             received_at=row.received_at,
         )
-        return decide(msg, meta, facts, self.settings, self.clock.now())
+        return decide(msg, meta, facts, self.settings, self.clock.now(), self.rules)
 
     def _record_failures(self, failures: list[tuple[int, int, str]]) -> None:
         now = self.clock.now()
@@ -308,7 +315,15 @@ def lookup_facts(session: Session, msg: ParsedMessage) -> Facts:
     wanted = set(known.values())
     if keys.subject_ticket is not None:
         wanted.add(keys.subject_ticket)
-    return Facts(known_ids=known, tickets=ticket_facts(session, wanted), already_stored_on=already)
+    language = None  # the contact's language matters to a new ticket's acknowledgement
+    if msg.sender is not None and not wanted:
+        language = (
+            session.connection()
+            .execute(select(Contact.language).where(Contact.email == msg.sender.email))
+            .scalar()
+        )
+    return Facts(known_ids=known, tickets=ticket_facts(session, wanted), already_stored_on=already,
+                 sender_language=language)  # fmt: skip
 
 
 def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]:
@@ -323,6 +338,9 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
         Ticket.language,
         Ticket.resolved_at,
         Ticket.closed_at,
+        Ticket.priority,
+        Ticket.tier,
+        Ticket.security,
         Contact.email,
     )
     rows = conn.execute(
@@ -336,7 +354,18 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
     ):
         watchers.setdefault(tid, set()).add(email)
     out = {}
-    for tid, status, subject, language, resolved_at, closed_at, email in rows:
+    for (
+        tid,
+        status,
+        subject,
+        language,
+        resolved_at,
+        closed_at,
+        priority,
+        tier,
+        security,
+        email,
+    ) in rows:
         requester = normalize_address(email)
         out[tid] = TicketFacts(
             id=tid,
@@ -347,6 +376,9 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
             participants=frozenset({requester, *watchers.get(tid, set())}),
             resolved_at=resolved_at,
             closed_at=closed_at,
+            priority=priority,
+            tier=tier,
+            security=security,
         )
     return out
 

@@ -53,7 +53,7 @@ def test_garbage_is_a_permanent_error_not_a_crash():
 
 
 def test_a_hanging_or_crashing_message_costs_only_itself():
-    pool = ParsePool(2, timeout=1.5, setup=_hang_on_marker)
+    pool = ParsePool(2, timeout=4.0, setup=_hang_on_marker)
     batch = [*MESSAGES[:3], make_message(subject="HANG"), *MESSAGES[3:6],
              make_message(subject="CRASH"), *MESSAGES[6:9]]  # fmt: skip
     try:

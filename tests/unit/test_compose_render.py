@@ -120,7 +120,13 @@ def test_templates_render_in_english_and_finnish_and_escape_html():
     renderer = Renderer()
     context = {
         "helpdesk": {"name": "Help Desk", "address": "help@example.com"},
-        "ticket": {"number": 42, "subject": "<script>x</script>", "priority": 3},
+        "ticket": {
+            "number": 42,
+            "subject": "<script>x</script>",
+            "priority": 3,
+            "type": "incident",
+            "category": "hardware",
+        },  # fmt: skip
         "requester": {"name": "Bob <b>", "email": "bob@example.org"},
         "summary": "it is <broken>",
         "first_response_due": NOW,
@@ -142,7 +148,7 @@ def test_template_override_directory(tmp_path):
     (tmp_path / "en" / "ack.subject.j2").write_text("Got it: #{{ ticket.number }}")
     renderer = Renderer(tmp_path)
     context = {"helpdesk": {"name": "H", "address": "h@x.y"}, "ticket": {"number": 5, "subject": "s",
-               "priority": 3}, "requester": {"name": "", "email": "a@b.c"}, "summary": "",
+               "priority": 3, "type": "request", "category": "other"}, "requester": {"name": "", "email": "a@b.c"}, "summary": "",
                "first_response_due": NOW, "parent_id": None}  # fmt: skip
     out = renderer.render("ack", "en", context)
     assert out.subject == "Got it: #5"

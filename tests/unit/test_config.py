@@ -36,7 +36,11 @@ def test_example_config_documents_every_key_with_its_default():
         for key, default in values.items():
             if key in example.get(section, {}):
                 shown = example[section][key]
-                expected = [str(v) for v in default] if isinstance(default, tuple) else default
+                expected = (
+                    [str(v) if isinstance(v, Path) else v for v in default]
+                    if isinstance(default, tuple)
+                    else default
+                )
                 expected = str(expected) if isinstance(default, Path) else expected
                 assert shown == expected, (
                     f"{section}.{key}: example {shown!r} != default {default!r}"
@@ -96,7 +100,18 @@ def test_config_path_from_environment(tmp_path):
         ({"helpdesk": {"domain": "localhost"}}, "helpdesk.domain"),
         ({"helpdesk": {"name": "Desk\r\nBcc: x@y.z"}}, "helpdesk.name"),
         ({"helpdesk": {"timezone": "Mars/Olympus"}}, "helpdesk.timezone"),
-        ({"helpdesk": {"first_response_hours": 0}}, "helpdesk.first_response_hours"),
+        ({"sla": {"first_response_hours": [1, 2, 3]}}, "sla.first_response_hours"),
+        ({"sla": {"resolution_hours": [4, 8, 0, 72]}}, "sla.resolution_hours"),
+        ({"sla": {"business_hours": "9-17"}}, "sla.business_hours"),
+        ({"sla": {"business_hours": "17:00-09:00"}}, "sla.business_hours"),
+        ({"sla": {"holidays": ["24.12.2026"]}}, "sla.holidays"),
+        ({"sla": {"regulator_reminder_hours": [24, 80]}}, "sla.regulator_reminder_hours"),
+        ({"triage": {"priority_matrix": ["1 2 3", "2 2 3"]}}, "triage.priority_matrix"),
+        ({"triage": {"priority_matrix": ["1 2 3", "2 2 3", "2 3 5"]}}, "triage.priority_matrix"),
+        ({"triage": {"rules_file": "/nonexistent/rules.toml"}}, "triage.rules_file"),
+        ({"triage": {"vip_senders": ["boss"]}}, "triage.vip_senders"),
+        ({"tiers": {"tier2": ["not an address"]}}, "tiers.tier2"),
+        ({"lifecycle": {"close_after_days": 0}}, "lifecycle.close_after_days"),
         ({"outgoing": {"transport": "carrier-pigeon"}}, "outgoing.transport"),
         (
             {

@@ -34,9 +34,12 @@ def test_new_message_opens_ticket_with_ack_and_due_time():
     assert d.outcome == Outcome.NEW_TICKET
     assert d.new_ticket.requester.email == "bob@example.org"
     assert d.new_ticket.requester.name == "Bob Customer"
-    assert d.new_ticket.first_response_due == NOW + timedelta(hours=3)
+    # A printer fault of one user: P3, so 2 h to first response and 24 h to resolution.
+    assert (d.new_ticket.category, d.new_ticket.priority) == ("hardware", 3)
+    assert d.new_ticket.first_response_due == NOW + timedelta(hours=2)
+    assert d.new_ticket.resolution_due == NOW + timedelta(hours=24)
     assert d.new_ticket.status == TicketStatus.OPEN
-    (ack,) = d.notices
+    (ack,) = d.notices  # no tier groups configured: the requester only
     assert ack.template == "ack" and ack.auto_submitted == "auto-replied"
     assert ack.in_reply_to == "<orig-1@example.org>"
     assert [a.email for a in ack.to] == ["bob@example.org"]

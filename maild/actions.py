@@ -1,0 +1,426 @@
+"""Ticket operations: what an agent, an admin or a sweep does to a ticket.
+
+Each operation changes the ticket, records events and queues the templated
+mails (requester and agent groups) through the `Applier`, all inside the
+caller's transaction (DESIGN: transactions open in one place per flow):
+
+    with sessions.begin() as session:
+        ops = TicketOps(session, applier, clock.now())
+        ops.resolve(42, actor="anna@example.com", note="Replaced the toner.")
+
+The CLI (``maild ticket resolve 42``), the sweeps and agents' mail commands
+(``#resolve``, ``#escalate``, ``#priority`` ...) all map onto these methods.
+A refused operation raises `ActionRefused` with a sentence for the person
+who asked, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, lazyload
+
+from maild import notices
+from maild.apply import Applier
+from maild.decide import EventSpec, Notice
+from maild.errors import MaildError
+from maild.lifecycle import change_status, set_priority, start_regulator_clock
+from maild.models import Agent, Article, Ticket
+from maild.parse import Address
+from maild.states import (
+    FINISHED_STATUSES,
+    ArticleKind,
+    Direction,
+    TicketStatus,
+    TicketType,
+)
+from maild.tiers import MAX_TIER, Recipient
+from maild.triage import Rulebook
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "maild"  # the actor of automatic changes
+
+
+class ActionRefused(MaildError):
+    """The operation does not apply to this ticket; nothing was changed."""
+
+
+class TicketNotFound(ActionRefused):
+    """There is no ticket with that number."""
+
+
+@dataclass
+class Done:
+    """What an operation did: the events it recorded and the mails it queued."""
+
+    ticket: int
+    events: list[str] = field(default_factory=list)
+    outbox_ids: list[int] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events)
+
+
+# Statuses an operator may set directly with `set_status`.
+SETTABLE = (
+    TicketStatus.OPEN,
+    TicketStatus.IN_PROGRESS,
+    TicketStatus.ESCALATED,
+    TicketStatus.PENDING_USER,
+    TicketStatus.RESOLVED,
+    TicketStatus.CLOSED,
+)
+
+
+class TicketOps:
+    """Operations on tickets inside one open transaction at time `now`."""
+
+    def __init__(
+        self, session: Session, applier: Applier, now: datetime, rules: Rulebook | None = None
+    ) -> None:
+        self.session = session
+        self.applier = applier
+        self.settings = applier.settings
+        self.policy = applier.policy
+        self.now = now
+        self.rules = rules or Rulebook.from_settings(applier.settings)
+
+    # --- looking up -------------------------------------------------------------
+
+    def get(self, number: int) -> Ticket:
+        ticket = self.session.scalars(
+            select(Ticket)
+            .options(lazyload(Ticket.requester))  # FOR UPDATE may not touch the outer join
+            .where(Ticket.id == number)
+            .with_for_update()
+        ).one_or_none()
+        if ticket is None:
+            raise TicketNotFound(f"there is no ticket #{number}")
+        return ticket
+
+    # --- status -----------------------------------------------------------------
+
+    def set_status(self, number: int, status: str, *, actor: str, note: str = "") -> Done:
+        """Any settable status; resolved/closed/open-from-finished go to their own operation."""
+        if status not in SETTABLE:
+            allowed = ", ".join(SETTABLE)
+            raise ActionRefused(f"unknown status {status!r}; use one of: {allowed}")
+        ticket = self.get(number)
+        if status == TicketStatus.RESOLVED:
+            return self.resolve(number, actor=actor, note=note)
+        if status == TicketStatus.CLOSED:
+            return self.close(number, actor=actor, note=note)
+        if ticket.status in FINISHED_STATUSES:
+            return self.reopen(number, actor=actor, note=note)
+        if status == TicketStatus.ESCALATED:
+            return self.escalate(number, actor=actor, reason=note)
+        done = Done(ticket.id)
+        if ticket.status == status:
+            return done
+        self._status(ticket, status, actor, done, reason=note)
+        self.tell_requester(ticket, "status", "status", done, event=str(status), note=note)
+        return done
+
+    def resolve(self, number: int, *, actor: str, note: str = "", auto: bool = False) -> Done:
+        """Resolved, with a note to the requester and "reply to reopen"."""
+        ticket = self.get(number)
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is already {ticket.status}")
+        done = Done(ticket.id)
+        self._status(ticket, TicketStatus.RESOLVED, actor, done, reason=note or None,
+                     auto=auto)  # fmt: skip
+        closes_at = self.now + timedelta(days=self.settings.lifecycle.close_after_days)
+        self.tell_requester(ticket, "resolved", "resolved", done, note=note, auto=auto,
+                           closes_at=closes_at)  # fmt: skip
+        return done
+
+    def close(self, number: int, *, actor: str, note: str = "", auto: bool = False) -> Done:
+        ticket = self.get(number)
+        if ticket.status == TicketStatus.CLOSED:
+            raise ActionRefused(f"ticket #{number} is already closed")
+        done = Done(ticket.id)
+        self._status(ticket, TicketStatus.CLOSED, actor, done, reason=note or None, auto=auto)
+        self.tell_requester(ticket, "closed", "closed", done, note=note, auto=auto)
+        return done
+
+    def reopen(self, number: int, *, actor: str, note: str = "") -> Done:
+        ticket = self.get(number)
+        if ticket.status not in FINISHED_STATUSES:
+            raise ActionRefused(
+                f"ticket #{number} is not resolved or closed (it is {ticket.status})"
+            )
+        done = Done(ticket.id)
+        self._status(ticket, TicketStatus.OPEN, actor, done, reason=note or "reopened")
+        self.tell_requester(ticket, "status", "status", done, event="reopened", note=note)
+        self.tell_groups(ticket, "agent_update", notices.tier_audience(
+            self.settings, ticket.tier, security=ticket.security), done, event="reopened",
+            note=note, actor=actor)  # fmt: skip
+        return done
+
+    # --- escalation ---------------------------------------------------------------
+
+    def escalate(
+        self,
+        number: int,
+        *,
+        actor: str,
+        tier: int | None = None,
+        reason: str = "",
+        breach: str | None = None,
+    ) -> Done:
+        """Functional escalation to `tier` (default: the next one).
+
+        At the top tier there is nowhere to go: an agent's request is refused,
+        an SLA breach (`breach` = "first_response" | "resolution") escalates
+        hierarchically to the duty manager instead.
+        """
+        ticket = self.get(number)
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        target = tier if tier is not None else ticket.tier + 1
+        done = Done(ticket.id)
+        if target > MAX_TIER and breach is not None:
+            return self._escalate_to_duty_manager(ticket, actor, reason, breach, done)
+        if target not in range(1, MAX_TIER + 1):
+            raise ActionRefused(
+                f"ticket #{number} is at tier {ticket.tier}; tiers are 1 to {MAX_TIER}"
+            )
+        if target <= ticket.tier:
+            raise ActionRefused(f"ticket #{number} is already at tier {ticket.tier}")
+        old = ticket.tier
+        ticket.tier = target
+        ticket.updated_at = self.now
+        self.event(ticket, done, EventSpec("escalated", actor, old=str(old), new=str(target),
+                                            detail={"kind": "functional", "reason": reason,
+                                                    "breach": breach}))  # fmt: skip
+        if ticket.status not in (TicketStatus.PENDING_USER, TicketStatus.ESCALATED):
+            self._status(ticket, TicketStatus.ESCALATED, actor, done, reason="escalated")
+        audience = notices.tier_audience(self.settings, target, security=ticket.security)
+        self.tell_groups(ticket, "agent_escalated", audience, done, from_tier=old,
+                        reason=reason, breach=breach, actor=actor)  # fmt: skip
+        self.tell_requester(ticket, "escalated", "escalated", done, from_tier=old, breach=breach)
+        return done
+
+    def _escalate_to_duty_manager(
+        self, ticket: Ticket, actor: str, reason: str, breach: str, done: Done
+    ) -> Done:
+        self.event(ticket, done, EventSpec("escalated", actor, old=str(ticket.tier),
+                                            new="duty_manager",
+                                            detail={"kind": "hierarchical", "reason": reason,
+                                                    "breach": breach}))  # fmt: skip
+        audience = notices.duty_manager_audience(self.settings, security=ticket.security)
+        self.tell_groups(ticket, "agent_escalated", audience, done, from_tier=ticket.tier,
+                        reason=reason, breach=breach, actor=actor)  # fmt: skip
+        return done
+
+    # --- classification -------------------------------------------------------------
+
+    def set_priority(self, number: int, priority: int, *, actor: str) -> Done:
+        """New priority: deadlines follow; raising to P1 tells tier 3 and the duty manager."""
+        if priority not in (1, 2, 3, 4):
+            raise ActionRefused(f"priority must be 1, 2, 3 or 4 (P1..P4), got {priority!r}")
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        old = set_priority(ticket, priority, self.now, self.policy)
+        if old == priority:
+            return done
+        self.event(ticket, done, EventSpec("priority", actor, old=f"P{old}", new=f"P{priority}"))
+        if priority == 1 and ticket.status not in FINISHED_STATUSES:
+            audience = notices.audience(
+                (notices.recipients_for_tier(self.settings, MAX_TIER), notices.ROLE_HIERARCHICAL),
+                (notices.duty_manager(self.settings), notices.ROLE_HIERARCHICAL),
+            )
+            self.event(ticket, done, EventSpec("escalated", actor, detail={
+                "kind": "hierarchical", "reason": "P1",
+                "notified": [r.address.email for r, _ in audience]}))  # fmt: skip
+            self.tell_groups(ticket, "agent_update", audience, done, event="priority",
+                            old=f"P{old}", actor=actor)  # fmt: skip
+        return done
+
+    def set_type(self, number: int, ticket_type: str, *, actor: str) -> Done:
+        if ticket_type not in tuple(TicketType):
+            raise ActionRefused(f"type must be 'incident' or 'request', got {ticket_type!r}")
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        if ticket.type != ticket_type:
+            self.event(ticket, done, EventSpec("type", actor, old=ticket.type, new=ticket_type))
+            ticket.type = ticket_type
+            ticket.updated_at = self.now
+        return done
+
+    def set_category(self, number: int, category: str, *, actor: str) -> Done:
+        """New category; moving into a security category makes it a security incident."""
+        names = self.rules.category_names
+        if category not in names:
+            raise ActionRefused(f"unknown category {category!r}; use one of: {', '.join(names)}")
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        if ticket.category == category:
+            return done
+        self.event(ticket, done, EventSpec("category", actor, old=ticket.category, new=category))
+        ticket.category = category
+        ticket.updated_at = self.now
+        security = self.rules.is_security(category)
+        if security != ticket.security:
+            ticket.security = security
+            self.event(ticket, done, EventSpec("security", actor, old=str(not security).lower(),
+                                                new=str(security).lower()))  # fmt: skip
+            if security:
+                start_regulator_clock(ticket, self.now, self.policy)
+                self.tell_groups(ticket, "agent_update", notices.regulator_audience(self.settings),
+                                done, event="security", actor=actor)  # fmt: skip
+        return done
+
+    # --- replies ------------------------------------------------------------------
+
+    def record_first_response(self, number: int, *, actor: str) -> Done:
+        """The first public reply by an agent: stops the first-response clock."""
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        self._first_response(ticket, actor, done)
+        return done
+
+    def _first_response(self, ticket: Ticket, actor: str, done: Done) -> None:
+        if ticket.first_response_at is not None:
+            return
+        ticket.first_response_at = self.now
+        ticket.updated_at = self.now
+        met = ticket.first_response_due is None or self.now <= ticket.first_response_due
+        self.event(ticket, done, EventSpec("first_response", actor,
+                                            detail={"within_target": met}))  # fmt: skip
+
+    def reply(
+        self,
+        number: int,
+        *,
+        agent: Address,
+        text: str,
+        status: str | None = None,
+    ) -> Done:
+        """A public reply from an agent to the requester (first response if it is one).
+
+        `status` optionally moves the ticket on, e.g. ``pending_user`` when
+        the reply asks the requester something.
+        """
+        if not text.strip():
+            raise ActionRefused("the reply is empty")
+        if status is not None and status not in SETTABLE:
+            raise ActionRefused(f"unknown status {status!r}")
+        ticket = self.get(number)
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        done = Done(ticket.id)
+        self._first_response(ticket, agent.email, done)
+        self.tell_requester(ticket, "reply", "reply", done, text=text.strip(),
+                           agent={"name": agent.name, "email": agent.email},
+                           auto_submitted="no")  # fmt: skip
+        if status is not None and status != ticket.status:
+            self._status(ticket, status, agent.email, done, reason="agent reply")
+        elif ticket.status in (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.ESCALATED):
+            self._status(ticket, TicketStatus.IN_PROGRESS, agent.email, done, reason="agent reply")
+        return done
+
+    # --- security -------------------------------------------------------------------
+
+    def regulator_notified(self, number: int, *, actor: str, note: str = "") -> Done:
+        """The regulator has been notified (or it was decided not to): reminders stop."""
+        ticket = self.get(number)
+        if ticket.regulator_due is None:
+            raise ActionRefused(f"ticket #{number} has no regulator deadline")
+        if ticket.regulator_notified_at is not None:
+            raise ActionRefused(f"ticket #{number}: the regulator deadline is already closed")
+        done = Done(ticket.id)
+        ticket.regulator_notified_at = self.now
+        ticket.regulator_next_reminder_at = None
+        ticket.updated_at = self.now
+        within = self.now <= ticket.regulator_due
+        self.event(ticket, done, EventSpec("regulator_notified", actor, detail={
+            "note": note, "within_deadline": within}))  # fmt: skip
+        self.tell_groups(ticket, "agent_update", notices.regulator_audience(self.settings), done,
+                        event="regulator_notified", note=note, actor=actor)  # fmt: skip
+        return done
+
+    # --- pieces -----------------------------------------------------------------------
+
+    def event(self, ticket: Ticket, done: Done, spec: EventSpec) -> None:
+        self.applier.event(self.session, ticket.id, spec, self.now)
+        done.events.append(spec.kind)
+
+    def _status(
+        self, ticket: Ticket, status: str, actor: str, done: Done, *, reason: str | None = None,
+        auto: bool = False,
+    ) -> None:  # fmt: skip
+        old = change_status(ticket, status, self.now, self.policy)
+        if old == status:
+            return
+        detail: dict[str, Any] = {}
+        if reason:
+            detail["reason"] = reason
+        if auto:
+            detail["auto"] = True
+        self.event(ticket, done, EventSpec("status", actor, old=old, new=str(status),
+                                            detail=detail or None))  # fmt: skip
+        log.info("ticket #%d: %s -> %s by %s", ticket.id, old, status, actor)
+
+    def thread(self, ticket: Ticket) -> notices.Thread:
+        """Thread requester mail onto the requester's first message."""
+        first = self.session.scalar(
+            select(Article.message_id)
+            .where(Article.ticket_id == ticket.id, Article.direction == Direction.IN,
+                   Article.kind == ArticleKind.MESSAGE, Article.message_id.is_not(None))
+            .order_by(Article.id)
+            .limit(1)
+        )  # fmt: skip
+        return notices.Thread(first, (first,) if first else ())
+
+    def _queue(self, ticket: Ticket, notice: Notice, done: Done) -> None:
+        done.outbox_ids.append(self.applier.queue_notice(self.session, ticket, notice, self.now))
+
+    def tell_requester(
+        self, ticket: Ticket, template: str, kind: str, done: Done, *,
+        auto_submitted: str = "auto-generated", **context: Any,
+    ) -> None:  # fmt: skip
+        """Queue `template` to the requester (not to an address that hard-bounces)."""
+        requester = Address(name=ticket.requester.name, email=ticket.requester.email)
+        if ticket.requester.bounce_state == "hard":
+            log.warning("ticket #%d: not sending %s to %s (hard bounces)", ticket.id, kind,
+                        requester.email)  # fmt: skip
+            return
+        notice = notices.to_requester(template, kind, requester, thread=self.thread(ticket),
+                                      context=context, auto_submitted=auto_submitted)  # fmt: skip
+        self._queue(ticket, notice, done)
+
+    def tell_groups(
+        self, ticket: Ticket, template: str, audience: notices.Audience, done: Done,
+        **context: Any,
+    ) -> None:  # fmt: skip
+        """Queue `template` to each agent address (content restricted on security tickets)."""
+        for notice in notices.to_groups(template, template, audience, security=ticket.security,
+                                        context=context):  # fmt: skip
+            self._queue(ticket, notice, done)
+
+    def working_audience(self, ticket: Ticket) -> notices.Audience:
+        """The assignee if there is one, else the tier group working the ticket."""
+        assignee = self._assignee(ticket)
+        if assignee:
+            groups = [(assignee, notices.ROLE_TIER)]
+            if ticket.security:
+                groups.append((notices.security_contacts(self.settings), notices.ROLE_SECURITY))
+            return notices.audience(*groups)
+        return notices.tier_audience(self.settings, ticket.tier, security=ticket.security)
+
+    def _assignee(self, ticket: Ticket) -> tuple[Recipient, ...]:
+        if ticket.assignee_id is None:
+            return ()
+        agent = self.session.get(Agent, ticket.assignee_id)
+        if agent is None or not agent.active:
+            return ()
+        security = agent.email.lower() in {e.lower() for e in self.settings.tiers.security}
+        language = agent.language or self.settings.tiers.language
+        return (Recipient(Address(agent.name, agent.email), language, security),)
