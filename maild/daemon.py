@@ -37,10 +37,15 @@ log = logging.getLogger(__name__)
 class Loop:
     """A thread that runs `step` whenever woken (or every `interval` seconds)."""
 
-    def __init__(self, name: str, step: Callable[[], bool], interval: float) -> None:
+    def __init__(
+        self, name: str, step: Callable[[], bool], interval: float, settle: float = 0.0
+    ) -> None:
         self.name = name
         self.step = step
         self.interval = interval
+        # After a wake-up, wait this long so that work arriving in a burst is
+        # handled in one batch (fewer transactions) rather than piecemeal.
+        self.settle = settle
         self.wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -55,7 +60,8 @@ class Loop:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self.wake.wait(self.interval)
+            if self.wake.wait(self.interval) and self.settle:
+                self._stopping.wait(self.settle)
             self.wake.clear()
             while not self._stopping.is_set():
                 try:
@@ -79,7 +85,9 @@ class Daemon:
         self.renderer = Renderer.from_settings(settings)
         self.applier = Applier(settings, self.renderer)
         self.sender = Sender(self.sessions, settings, self.clock, transport_from_settings(settings))
-        self.sender_loop = Loop("sender", self._send_step, settings.worker.poll_seconds)
+        self.sender_loop = Loop(
+            "sender", self._send_step, settings.worker.poll_seconds, settle=0.05
+        )
         self.parser = ParsePool.from_settings(settings)
         self.worker = Worker(
             self.sessions,
