@@ -46,7 +46,7 @@ from datetime import datetime
 from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -286,8 +286,10 @@ class MailboxPoller:
                 self._serve(client)
             except LoginFailed as exc:
                 self._failed(f"login to {where} as {self.mailbox.username} failed: {exc}")
-            except (OSError, IMAPClientError, ConnectionLost) as exc:
+            except (OSError, IMAPClientAbortError, ConnectionLost) as exc:
                 self._failed(f"connection to {where} failed: {type(exc).__name__}: {_text(exc)}")
+            except IMAPClientError as exc:  # a NO or BAD: a missing folder, no permission...
+                self._failed(f"{where} refused a command: {_text(exc)}")
             except SQLAlchemyError as exc:
                 self._failed(f"database unavailable ({type(exc).__name__}); nothing was moved")
                 self._release_lock()
@@ -680,9 +682,8 @@ def check_mailbox(
     mailbox: ImapMailboxSettings, timeout: float, factory: ClientFactory = IMAPClient
 ) -> MailboxReport:
     """Connect, log in, list capabilities and the folders maild uses; change nothing."""
-    where = f"{mailbox.host}:{mailbox.effective_port} ({mailbox.tls} TLS)".replace(
-        "none TLS", "no TLS"
-    )
+    security = {"implicit": "implicit TLS", "starttls": "STARTTLS", "none": "no TLS"}
+    where = f"{mailbox.host}:{mailbox.effective_port} ({security[mailbox.tls]})"
     report = MailboxReport(mailbox.name, where)
     try:
         client = connect(mailbox, timeout, factory)

@@ -128,7 +128,7 @@ def test_cli_names_the_mailbox_key_and_exits_78(tmp_path):
 def test_example_documents_every_mailbox_key_with_its_default():
     """The commented [[imap.mailboxes]] block, uncommented, is valid and shows the defaults."""
     text = EXAMPLE.read_text()
-    start = text.index("# [[imap.mailboxes]]")
+    start = text.index("\n# [[imap.mailboxes]]\n") + 1
     block = []
     for line in text[start:].splitlines():
         if not line.startswith("# "):

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from imapclient import IMAPClient
 from sqlalchemy import func, select, text
 
 from maild.db import make_engine
@@ -389,3 +390,46 @@ def test_stop_finishes_the_batch_in_hand(sqlite_url, dovecot, imap_user, passwor
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Inbound)).scalar_one() == 5
     engine.dispose()
+
+
+class CountingIMAPClient(IMAPClient):
+    """The real client, counting the IDLE commands it sends."""
+
+    idles = 0
+
+    def idle(self):
+        type(self).idles += 1
+        return super().idle()
+
+
+class NoIdleIMAPClient(IMAPClient):
+    """A client of a server without IDLE (RFC 2177): maild polls."""
+
+    def capabilities(self):
+        return tuple(c for c in super().capabilities() if c.upper() != b"IDLE")
+
+
+def test_idle_is_renewed_and_polling_is_the_fallback(
+    sqlite_url, dovecot, imap_user, password_file, intake_factory
+):
+    idling = mailbox_table(dovecot, imap_user, password_file, name="idling")
+    polling = mailbox_table(dovecot, imap_user, password_file, name="polling", folder="Poll")
+    intake = intake_factory(sqlite_url, imap_section(idling, polling, idle_seconds=0.4,
+                                                     poll_seconds=0.3))  # fmt: skip
+    CountingIMAPClient.idles = 0
+    a = intake.poller("idling", client_factory=CountingIMAPClient)
+    b = intake.poller("polling", client_factory=NoIdleIMAPClient)
+    a.start()
+    b.start()
+    try:
+        wait_until(lambda: a.connected.is_set() and b.connected.is_set())
+        time.sleep(1.5)
+        assert CountingIMAPClient.idles >= 3  # IDLE ended and issued again, as configured
+        dovecot.append(imap_user, messages(1, "renewed"))
+        dovecot.append(imap_user, messages(1, "polled"), folder="Poll")
+        wait_until(lambda: count(sqlite_url, "inbound") == 2, timeout=5)
+        assert a.stats.failures == b.stats.failures == 0
+    finally:
+        for p in (a, b):
+            p.stop()
+            p.join(5)
