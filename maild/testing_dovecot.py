@@ -56,6 +56,26 @@ def _run_as() -> tuple[str, str]:
     return pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies left unreaped by
+    an init that does not reap do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
 class Dovecot:
     def __init__(
         self,
@@ -210,12 +230,10 @@ service stats {{
             self.proc.wait(15)
         # Dovecot leaves imap, log and stats processes behind its master; end them.
         deadline = time.monotonic() + (1 if graceful else 0)
-        while time.monotonic() < deadline + 2:  # (a zombie would answer forever)
-            late = time.monotonic() > deadline
-            try:
-                os.killpg(pgid, signal.SIGKILL if late else 0)
-            except ProcessLookupError:
-                break
+        while _group_alive(pgid) and time.monotonic() < deadline + 2:
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
             time.sleep(0.02)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)

@@ -54,9 +54,8 @@ class _Introspection(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def oauth_dovecot() -> Iterator:
-    _Introspection.tokens_seen = []
+@pytest.fixture(scope="module")
+def _oauth_dovecot() -> Iterator:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Introspection)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -67,6 +66,12 @@ def oauth_dovecot() -> Iterator:
     dovecot.close()
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def oauth_dovecot(_oauth_dovecot):
+    _Introspection.tokens_seen = []
+    return _oauth_dovecot
 
 
 def token_command(tmp_path: Path, body: str) -> str:
