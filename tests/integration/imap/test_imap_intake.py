@@ -416,6 +416,8 @@ def test_idle_is_renewed_and_polling_is_the_fallback(
     polling = mailbox_table(dovecot, imap_user, password_file, name="polling", folder="Poll")
     intake = intake_factory(sqlite_url, imap_section(idling, polling, idle_seconds=0.4,
                                                      poll_seconds=0.3))  # fmt: skip
+    with dovecot.client(imap_user) as c:
+        c.create_folder("Poll")
     CountingIMAPClient.idles = 0
     a = intake.poller("idling", client_factory=CountingIMAPClient)
     b = intake.poller("polling", client_factory=NoIdleIMAPClient)
