@@ -475,11 +475,15 @@ def cmd_mailbox_check(settings: Settings, name: str | None) -> int:
 def _checkpoints(settings: Settings) -> dict[tuple[str, str], tuple[int, int]]:
     """Saved checkpoints, or nothing when the database cannot be read yet."""
     from sqlalchemy import select
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from maild.db import make_engine
     from maild.models import ImapCheckpoint
 
+    url = make_url(settings.database.url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return {}  # no database yet: do not create one just to look
     try:
         engine = make_engine(settings.database.url)
         try:

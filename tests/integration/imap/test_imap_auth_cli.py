@@ -19,6 +19,7 @@ from maild.config import load_settings
 from maild.imap import LoginFailed
 from maild.testing import make_message
 from tests.integration.imap.conftest import (
+    Intake,
     imap_section,
     mailbox_table,
     start_dovecot,
@@ -150,6 +151,12 @@ def test_mailbox_check_reports_what_an_admin_needs(
     assert "Processed (moves to): missing, created at first run" in out
     assert "checkpoint:   none yet" in out
     assert dovecot.count(imap_user, "INBOX") == 2  # a check changes nothing
+    intake = Intake(load_settings(cfg, environ={}))
+    intake.drain()
+    intake.close()
+    code, out, _ = check(cfg, "support", capsys)
+    assert "INBOX (reads): 0 message(s)" in out and "Processed (moves to): 2 message(s)" in out
+    assert "checkpoint:   UIDVALIDITY " in out and ", last UID 2" in out
 
     code, out, _ = check(cfg, "wrongpw", capsys)
     assert code == 77
