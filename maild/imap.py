@@ -285,7 +285,8 @@ class MailboxPoller:
                 log.info("imap %s: logged in to %s as %s", self.name, where, self.mailbox.username)
                 self._serve(client)
             except LoginFailed as exc:
-                self._failed(f"login to {where} as {self.mailbox.username} failed: {exc}")
+                self._failed(f"login to {where} as {self.mailbox.username} failed: {exc}",
+                             level=logging.ERROR)  # fmt: skip
             except (OSError, IMAPClientAbortError, ConnectionLost) as exc:
                 self._failed(f"connection to {where} failed: {type(exc).__name__}: {_text(exc)}")
             except IMAPClientError as exc:  # a NO or BAD: a missing folder, no permission...
@@ -301,7 +302,9 @@ class MailboxPoller:
                 _close(client)
         self._release_lock()
 
-    def _failed(self, message: str, *, logged: bool = False) -> None:
+    def _failed(self, message: str, *, logged: bool = False, level: int = 0) -> None:
+        """Log one line (a first failure after a good session is only a warning:
+        servers end sessions, OAuth2 ones when the token expires), then back off."""
         self.stats.failures += 1
         self.stats.last_error = message
         if self.stopping.is_set():
@@ -309,8 +312,9 @@ class MailboxPoller:
         delay = backoff_delay(self.stats.failures, self.imap.reconnect_min_seconds,
                               self.imap.reconnect_max_seconds, self.rand)  # fmt: skip
         if not logged:
-            log.error("imap %s: %s; retrying in %.1fs (attempt %d)", self.name, message, delay,
-                      self.stats.failures)  # fmt: skip
+            level = level or (logging.WARNING if self.stats.failures == 1 else logging.ERROR)
+            log.log(level, "imap %s: %s; retrying in %.1fs (attempt %d)", self.name, message,
+                    delay, self.stats.failures)  # fmt: skip
         self.stopping.wait(delay)
 
     def _hold_lock(self) -> bool:
