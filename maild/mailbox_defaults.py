@@ -3,8 +3,8 @@
 A mailbox in ``[[imap.mailboxes]]`` may name a `category` and a `tier` for
 the tickets that arrive through it. They are defaults, not overrides: a
 category applies only where triage found nothing more specific than its
-catch-all (``triage.default_category``), the tier only raises the starting tier, and a security ticket
-(triage's P1, tier 3) is never touched.
+catch-all (``triage.default_category``), the tier only raises the starting
+tier, and a security ticket (triage's P1, tier 3) is never touched.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from maild.config import Settings
 from maild.triage import Triage
+
 
 def apply_mailbox_defaults(triage: Triage, mailbox: str | None, settings: Settings) -> Triage:
     box = settings.imap.mailbox(mailbox) if mailbox else None

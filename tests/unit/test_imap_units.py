@@ -211,3 +211,10 @@ def test_mailbox_defaults_fill_in_what_triage_left_open(settings):
     assert apply_mailbox_defaults(triage(), None, settings) == triage()
     assert apply_mailbox_defaults(triage(), "plain", settings) == triage()
     assert apply_mailbox_defaults(triage(), "gone-from-config", settings) == triage()
+
+
+def test_mailbox_category_fills_the_configured_catch_all():
+    settings = settings_from_mapping({"triage": {"default_category": "general"},
+                                      "imap": {"mailboxes": [box(category="hardware")]}})  # fmt: skip
+    assert apply_mailbox_defaults(triage("general"), "support", settings).category == "hardware"
+    assert apply_mailbox_defaults(triage("other"), "support", settings).category == "other"
