@@ -25,6 +25,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/imap_backlog.py
 
 lint: install
 	$(BIN)/ruff check maild tests bench

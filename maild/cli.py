@@ -32,7 +32,9 @@ EX_USAGE = 64
 EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_SOFTWARE = 70
+EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
+EX_NOPERM = 77
 EX_CONFIG = 78
 
 
@@ -90,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     o_list.add_argument("--status")
     o_list.add_argument("--json", action="store_true")
 
+    mailbox = sub.add_parser("mailbox", help="IMAP mailboxes ([[imap.mailboxes]])")
+    m_sub = mailbox.add_subparsers(dest="mailbox_command", required=True, metavar="ACTION")
+    m_check = m_sub.add_parser("check", help="connect, log in, report what maild will use")
+    m_check.add_argument("name", nargs="?", help="the mailbox (default: every mailbox)")
+
     quarantine = sub.add_parser("quarantine", help="messages set aside")
     q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
     q_list = q_sub.add_parser("list")
@@ -133,6 +140,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_drain(settings)
     if cli_tickets.handles(args):
         return cli_tickets.run(args, settings, _sessions(settings))
+    if cmd == "mailbox":
+        return cmd_mailbox_check(settings, args.name)
     return cmd_view(args, settings)
 
 
@@ -157,6 +166,10 @@ def cmd_check_config(settings: Settings) -> int:
     print(f"  database: {settings.database.url}")
     smtp = f"{'LMTP' if settings.smtp.lmtp else 'SMTP'} on {settings.smtp.listen}"
     print(f"  intake:   {smtp if settings.smtp.enabled else 'SMTP disabled'}")
+    for box in settings.imap.mailboxes:
+        after = f"move to {box.processed_folder}" if box.after == "move" else "flag"
+        print(f"  imap:     {box.name}: {box.username} at {box.host}:{box.effective_port}, "
+              f"{box.folder}, then {after}")  # fmt: skip
     if settings.outgoing.transport == "smtp":
         print(f"  outgoing: SMTP relay {settings.outgoing.smtp_host}:{settings.outgoing.smtp_port}")
     else:
@@ -386,6 +399,102 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     if sent is not None:
         print(f"  acknowledgements:  {sent.sent} sent, {sent.retried} to retry, {sent.dead} dead")
     return EX_OK
+
+
+# --- IMAP mailboxes -----------------------------------------------------------------
+
+
+def cmd_mailbox_check(settings: Settings, name: str | None) -> int:
+    """Exit 0 when every mailbox checked is ready; 69 cannot connect, 77 login
+    refused, 66 the folder to read is missing, 64 no such mailbox configured."""
+    from maild.imap import check_mailbox
+
+    boxes = settings.imap.mailboxes
+    if name is not None:
+        boxes = tuple(m for m in boxes if m.name == name)
+        if not boxes:
+            known = ", ".join(m.name for m in settings.imap.mailboxes) or "none"
+            print(f"maild: no mailbox named {name!r} in imap.mailboxes (configured: {known})",
+                  file=sys.stderr)  # fmt: skip
+            return EX_USAGE
+    if not boxes:
+        print("no IMAP mailboxes configured (add [[imap.mailboxes]] tables)")
+        return EX_OK
+    worst = EX_OK
+    checkpoints = _checkpoints(settings)
+    for box in boxes:
+        report = check_mailbox(box, settings.imap.timeout_seconds)
+        print(f"mailbox {box.name}: {report.where} as {box.username}")
+        auth = "XOAUTH2 token from oauth2_token_command" if box.oauth2_token_command else "password"
+        if not report.connected:
+            print(f"  connect:      FAILED: {report.error}")
+            worst = worst or EX_UNAVAILABLE
+            continue
+        if not report.logged_in:
+            print(f"  login:        FAILED ({auth}): {report.error}")
+            worst = worst or EX_NOPERM
+            continue
+        print(f"  login:        ok ({auth})")
+        flags = ", ".join(
+            f"{c} {'yes' if report.has(c) else 'no'}" for c in ("IDLE", "MOVE", "UIDPLUS")
+        )
+        print(f"  capabilities: {flags}")
+        if not report.has("IDLE"):
+            print(
+                f"                no IDLE: new mail is picked up every {settings.imap.poll_seconds:g}s"
+            )
+        if box.after == "move" and not report.has("MOVE"):
+            print(
+                "                no MOVE: COPY, then \\Deleted and "
+                + ("UID EXPUNGE" if report.has("UIDPLUS") else "EXPUNGE (the whole folder)")
+            )
+        for folder in report.folders:
+            role = "reads" if folder.name == box.folder else "moves to"
+            if folder.exists:
+                print(f"  folder:       {folder.name} ({role}): {folder.messages} message(s), "
+                      f"{folder.unseen} unseen, UIDVALIDITY {folder.uidvalidity}, "
+                      f"UIDNEXT {folder.uidnext}")  # fmt: skip
+            elif folder.name == box.folder:
+                print(f"  folder:       {folder.name} ({role}): MISSING")
+                worst = worst or EX_NOINPUT
+            else:
+                print(f"  folder:       {folder.name} ({role}): missing, created at first run")
+        if box.after == "flag":
+            print("  after import: flag \\Seen and $MaildProcessed (messages stay in the folder)")
+        if report.error:
+            print(f"  error:        {report.error}")
+            worst = worst or EX_UNAVAILABLE
+        saved = checkpoints.get((box.name, box.folder))
+        if saved is None:
+            print("  checkpoint:   none yet (the first run reads the whole folder)")
+        else:
+            print(f"  checkpoint:   UIDVALIDITY {saved[0]}, last UID {saved[1]}")
+    return worst
+
+
+def _checkpoints(settings: Settings) -> dict[tuple[str, str], tuple[int, int]]:
+    """Saved checkpoints, or nothing when the database cannot be read yet."""
+    from sqlalchemy import select
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from maild.db import make_engine
+    from maild.models import ImapCheckpoint
+
+    url = make_url(settings.database.url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return {}  # no database yet: do not create one just to look
+    try:
+        engine = make_engine(settings.database.url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(select(ImapCheckpoint.mailbox, ImapCheckpoint.folder,
+                                           ImapCheckpoint.uidvalidity, ImapCheckpoint.last_uid))  # fmt: skip
+                return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows}
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, OSError):
+        return {}
 
 
 # --- views ---------------------------------------------------------------------------

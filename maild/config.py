@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import tomllib
 import types
 import typing
@@ -232,6 +233,45 @@ class LifecycleSettings:
 
 
 @dataclass(frozen=True)
+class ImapMailboxSettings:
+    """One ``[[imap.mailboxes]]`` entry: a mailbox maild reads tickets from."""
+
+    name: str
+    host: str
+    username: str
+    port: int = 0  # 0: 993 with tls = "implicit", else 143
+    tls: Literal["implicit", "starttls", "none"] = "implicit"
+    ca_file: Path | None = None
+    password_file: Path | None = None
+    oauth2_token_command: str = ""
+    folder: str = "INBOX"
+    after: Literal["move", "flag"] = "move"
+    processed_folder: str = "Processed"
+    address: str = ""  # the help-desk address it receives for; "": helpdesk.addresses[0]
+    category: str = ""
+    tier: int = 1
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.tls == "implicit" else 143)
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    mailboxes: tuple[ImapMailboxSettings, ...] = ()
+    poll_seconds: float = 60.0
+    idle_seconds: float = 1500.0
+    batch_size: int = 100
+    batch_bytes: int = 16 * 1024 * 1024
+    timeout_seconds: float = 60.0
+    reconnect_min_seconds: float = 1.0
+    reconnect_max_seconds: float = 300.0
+
+    def mailbox(self, name: str) -> ImapMailboxSettings | None:
+        return next((m for m in self.mailboxes if m.name == name), None)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -249,6 +289,7 @@ class Settings:
     sla: SlaSettings = field(default_factory=SlaSettings)
     tiers: TiersSettings = field(default_factory=TiersSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
 
@@ -327,6 +368,10 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
 def _build_section(section: str, cls: type, table: dict[str, Any], env: dict[str, str]) -> Any:
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in table and f.name not in env:
+            raise ConfigError(f"{section}.{f.name}", "is required")
     for key, value in table.items():
         if key not in hints:
             raise ConfigError(f"{section}.{key}", "unknown key")
@@ -368,7 +413,13 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(key, f"must be a list, got {value!r}")
+        if dataclasses.is_dataclass(args[0]):  # a list of tables: [[section.key]]
+            return tuple(_coerce(f"{key}[{i}]", args[0], item) for i, item in enumerate(value))
         return tuple(_coerce(key, args[0], item) for item in value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be a table, got {value!r}")
+        return _build_section(key, hint, value, {})
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -474,6 +525,72 @@ def validate(s: Settings) -> None:
     _positive("worker.parse_timeout_seconds", s.worker.parse_timeout_seconds)
     if s.templates.directory is not None and not s.templates.directory.is_dir():
         raise ConfigError("templates.directory", f"no such directory: {s.templates.directory}")
+    _validate_imap(s)
+
+
+_MAILBOX_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
+IDLE_LIMIT_SECONDS = 29 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
+
+
+def _validate_imap(s: Settings) -> None:
+    i = s.imap
+    _positive("imap.poll_seconds", i.poll_seconds)
+    _positive("imap.idle_seconds", i.idle_seconds)
+    if i.idle_seconds >= IDLE_LIMIT_SECONDS:
+        raise ConfigError("imap.idle_seconds", "must be under 1740 (29 minutes): servers "
+                          "may end an IDLE after 30")  # fmt: skip
+    _positive("imap.batch_size", i.batch_size)
+    if i.batch_bytes < 1024 * 1024:
+        raise ConfigError("imap.batch_bytes", "must be at least 1048576 (1 MiB)")
+    _positive("imap.timeout_seconds", i.timeout_seconds)
+    _positive("imap.reconnect_min_seconds", i.reconnect_min_seconds)
+    if i.reconnect_max_seconds < i.reconnect_min_seconds:
+        raise ConfigError("imap.reconnect_max_seconds", "must be at least reconnect_min_seconds")
+    served = {normalize_address(a) for a in s.helpdesk.addresses}
+    seen: set[str] = set()
+    for n, m in enumerate(i.mailboxes):
+        key = f"imap.mailboxes[{n}]"
+        if not _MAILBOX_NAME_RE.fullmatch(m.name):
+            raise ConfigError(f"{key}.name", "must be 1-64 letters, digits, '.', '_' or '-', "
+                              f"got {m.name!r}")  # fmt: skip
+        if m.name in seen:
+            raise ConfigError(f"{key}.name", f"another mailbox is already named {m.name!r}")
+        seen.add(m.name)
+        if not m.host or any(c.isspace() for c in m.host):
+            raise ConfigError(f"{key}.host", f"not a host name: {m.host!r}")
+        if not 0 <= m.port <= 65535:
+            raise ConfigError(f"{key}.port", f"not a port number: {m.port}")
+        if m.tls == "none" and m.host.lower() not in _LOOPBACK and not m.host.startswith("127."):
+            raise ConfigError(f"{key}.tls", "'none' sends the password in clear: only allowed "
+                              "for a loopback host")  # fmt: skip
+        if m.ca_file is not None and not m.ca_file.is_file():
+            raise ConfigError(f"{key}.ca_file", f"no such file: {m.ca_file}")
+        if not m.username:
+            raise ConfigError(f"{key}.username", "is required")
+        if (m.password_file is None) == (not m.oauth2_token_command):
+            raise ConfigError(f"{key}.password_file",
+                              "give exactly one of password_file or oauth2_token_command")  # fmt: skip
+        if m.password_file is not None and not m.password_file.is_file():
+            raise ConfigError(f"{key}.password_file", f"no such file: {m.password_file}")
+        if m.oauth2_token_command:
+            try:
+                argv = shlex.split(m.oauth2_token_command)
+            except ValueError as exc:
+                raise ConfigError(f"{key}.oauth2_token_command", str(exc)) from None
+            if not argv:
+                raise ConfigError(f"{key}.oauth2_token_command", "is empty")
+        if not m.folder:
+            raise ConfigError(f"{key}.folder", "must not be empty")
+        if m.after == "move" and (not m.processed_folder or m.processed_folder == m.folder):
+            raise ConfigError(f"{key}.processed_folder", "must name a folder other than "
+                              f"{m.folder!r} (or set after = \"flag\")")  # fmt: skip
+        if m.address and normalize_address(m.address) not in served:
+            raise ConfigError(f"{key}.address", f"{m.address!r} is not one of helpdesk.addresses")
+        if not 1 <= m.tier <= 3:
+            raise ConfigError(f"{key}.tier", f"must be 1, 2 or 3, got {m.tier}")
+        if any(c in m.category for c in "\r\n\0"):
+            raise ConfigError(f"{key}.category", "must be a single line")
 
 
 def defaults_as_dict() -> dict[str, dict[str, Any]]:

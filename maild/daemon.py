@@ -1,10 +1,10 @@
 """``maild serve``: wire the parts together and run until told to stop.
 
-Threads: the intake writer (group commit), the worker, the sender; the
-asyncio loop runs the SMTP/LMTP listener; APScheduler runs the periodic,
-idempotent sweeps. SIGTERM/SIGINT stop accepting, commit what was received,
-finish the batch in hand and exit 0; SIGHUP reloads the templates and the
-triage rules.
+Threads: the intake writer (group commit), the worker, the sender, one per
+IMAP mailbox (`maild.imap`); the asyncio loop runs the SMTP/LMTP listener;
+APScheduler runs the periodic, idempotent sweeps. SIGTERM/SIGINT stop
+accepting, commit what was received, finish the batch in hand and exit 0;
+SIGHUP reloads the templates and the triage rules.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from maild.apply import Applier
 from maild.clock import Clock, SystemClock
 from maild.config import Settings
 from maild.db import ensure_schema, is_sqlite, make_engine, session_factory
+from maild.imap import ImapIntake
 from maild.intake import GroupCommitter
 from maild.parsepool import ParsePool
 from maild.render import Renderer
@@ -102,6 +103,9 @@ class Daemon:
             self.sessions, self.clock, on_commit=self.worker_loop.wake.set
         )
         self.handler = IntakeHandler(settings, self.committer, lmtp=settings.smtp.lmtp)
+        self.imap = ImapIntake(
+            settings, self.sessions, self.clock, on_commit=self.worker_loop.wake.set
+        )
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.server: asyncio.Server | None = None
         self._stop = asyncio.Event()
@@ -140,6 +144,9 @@ class Daemon:
         await asyncio.to_thread(self.parser.start)  # warm, before any work is claimed
         self.worker_loop.start()
         self.sender_loop.start()
+        self.imap.start()
+        if self.imap.pollers:
+            log.info("IMAP intake from %s", ", ".join(p.name for p in self.imap.pollers))
         # Rows whose claim outlived the lease (a dead instance) go back to pending.
         self.scheduler.add_job(
             self._recover_stuck,
@@ -195,6 +202,7 @@ class Daemon:
         self.handler.accepting = False
         if self.server is not None:
             self.server.close()
+        await asyncio.to_thread(self.imap.stop)
         # Commit everything already received, then stop the threads after
         # their current batch.
         await asyncio.to_thread(self.committer.stop)

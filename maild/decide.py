@@ -18,6 +18,7 @@ from maild.config import Settings
 from maild.correlate import Facts, TicketFacts, correlate
 from maild.identify import Role, identify
 from maild.language import choose as choose_language
+from maild.mailbox_defaults import apply_mailbox_defaults
 from maild.parse import Address, ParsedAttachment, ParsedMessage
 from maild.screen import Envelope, Verdict, screen
 from maild.sla import SlaClock, SlaPolicy
@@ -41,6 +42,7 @@ class InboundMeta:
     envelope_from: str | None
     notify: bool
     received_at: datetime
+    mailbox: str | None = None  # the [[imap.mailboxes]] name it was read from
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,7 @@ def _new_ticket(
 ) -> Decision:
     rules = rules or Rulebook.from_settings(settings)
     triage = classify(msg, inbound.recipient, settings, rules)
+    triage = apply_mailbox_defaults(triage, inbound.mailbox, settings)
     language, language_source = choose_language(facts.sender_language, msg.language,
                                                 f"{msg.subject}\n{msg.text}",
                                                 settings.helpdesk.default_language)  # fmt: skip

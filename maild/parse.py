@@ -159,6 +159,18 @@ def peek_recipients(raw: bytes) -> list[str]:
     return [normalize_address(addr) for _name, addr in getaddresses(values) if "@" in addr]
 
 
+def peek_return_path(raw: bytes) -> str | None:
+    """The envelope sender the final MTA recorded (``Return-Path``, topmost).
+
+    ``""`` for the null reverse-path ``<>`` (bounces), None when there is none.
+    """
+    msg = _peek(raw)
+    value = msg.get("Return-Path") if msg is not None else None
+    if value is None:
+        return None
+    return normalize_address(str(value))
+
+
 def normalize_message_id(value: str | None) -> str | None:
     if not value:
         return None

@@ -255,6 +255,7 @@ class Worker:
             envelope_from=row.envelope_from,
             notify=row.notify,
             received_at=row.received_at,
+            mailbox=row.mailbox,
         )
         return decide(msg, meta, facts, self.settings, self.clock.now(), self.rules)
 
