@@ -51,6 +51,7 @@ FLAG_BOUNCE_HINT = 1
 FLAG_SALVAGE = 2
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _SLICE = 0.1
+_MAIN_LOCK = threading.Lock()
 
 
 def _own_cpu() -> float:
@@ -100,6 +101,7 @@ def _child_main(
     if memory_mb > 0:
         _cap_memory(memory_mb)
     _soft, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+    conn.send_bytes(b"ready")  # starting up is not charged to the first message
     while True:
         try:
             flags = conn.recv_bytes()[0]
@@ -135,13 +137,19 @@ class _Child:
         )
         # A child would otherwise import the parent's __main__ (pytest, a
         # bench script): seconds per process, for nothing it uses.
-        main = sys.modules["__main__"]
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            self.process.start()
-        finally:
-            sys.modules["__main__"] = main
+        with _MAIN_LOCK:
+            main = sys.modules["__main__"]
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                self.process.start()
+            finally:
+                sys.modules["__main__"] = main
         child.close()
+        try:
+            if parent.poll(60):
+                parent.recv_bytes()
+        except (EOFError, OSError):
+            pass  # it died starting: the first _ask finds out and replaces it
         self.cpu_mark = 0.0  # its CPU time when the current message was sent
 
     def cpu(self) -> float:
