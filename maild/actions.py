@@ -380,7 +380,9 @@ class TicketOps:
         return notices.Thread(first, (first,) if first else ())
 
     def _queue(self, ticket: Ticket, notice: Notice, done: Done) -> None:
-        done.outbox_ids.append(self.applier.queue_notice(self.session, ticket, notice, self.now))
+        outbox_id = self.applier.queue_notice(self.session, ticket, notice, self.now)
+        if outbox_id is not None:  # None: withheld by the rate limits (maild.autoreply)
+            done.outbox_ids.append(outbox_id)
 
     def tell_requester(
         self, ticket: Ticket, template: str, kind: str, done: Done, *,

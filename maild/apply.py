@@ -21,10 +21,11 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from maild.autoreply import AutoreplyGuard, Refusal, alert_notice
 from maild.compose import Outgoing, compose, new_message_id
 from maild.config import Settings
 from maild.db import insert_ignore
-from maild.decide import ArticleSpec, Decision, EventSpec, Notice, TicketSpec
+from maild.decide import ArticleSpec, BounceSpec, Decision, EventSpec, Notice, TicketSpec
 from maild.errors import TransientError
 from maild.lifecycle import change_status, sla_columns
 from maild.models import Article, Attachment, Blob, Contact, Event, Inbound, Outbox, Ticket
@@ -37,7 +38,10 @@ from maild.states import (
     InboundStatus,
     OutboxStatus,
     Outcome,
+    Visibility,
 )
+from maild.tokens import Signer, load_or_create_secret
+from maild.verp import verp_address
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +116,15 @@ class Applier:
         self.settings = settings
         self.renderer = renderer
         self.policy = SlaPolicy.from_settings(settings)
+        self.guard = AutoreplyGuard(settings)
+        self._signer: Signer | None = None
+
+    @property
+    def signer(self) -> Signer:
+        """Signs our VERP (and reply) addresses; the secret is read once."""
+        if self._signer is None:
+            self._signer = Signer(load_or_create_secret(self.settings.helpdesk.secret_file))
+        return self._signer
 
     def apply(
         self,
@@ -153,9 +166,10 @@ class Applier:
             self._add_article(session, view.id, decision.article, inbound_id, now)
         for spec in decision.events:
             self._event(session, view.id, spec, now)
-        outbox_ids = tuple(
-            self.queue_notice(session, view, notice, now) for notice in decision.notices
-        )
+        queued = [self.queue_notice(session, view, notice, now) for notice in decision.notices]
+        if decision.bounce is not None:
+            self._record_bounce(session, view, decision.bounce, now)
+        outbox_ids = tuple(i for i in queued if i is not None)
         self._finish_inbound(
             session, inbound_id, InboundStatus.DONE, decision, now, view.id, claimed_at
         )
@@ -332,12 +346,87 @@ class Applier:
         }
         session.connection().execute(insert(Event), values)
 
+    def _record_bounce(
+        self, session: Session, ticket: TicketView, bounce: BounceSpec, now: datetime
+    ) -> None:
+        """Mark the failed recipients: hard = undeliverable, soft = recorded."""
+        if bounce.kind not in ("hard", "soft") or not bounce.addresses:
+            return
+        rows = session.execute(
+            select(Contact.id, Contact.email, Contact.bounce_state).where(
+                Contact.email.in_(bounce.addresses)
+            )
+        ).all()
+        for contact_id, email, state in rows:
+            if state == "hard" or state == bounce.kind:
+                continue
+            session.execute(update(Contact).where(Contact.id == contact_id)
+                            .values(bounce_state=bounce.kind, bounced_at=now))  # fmt: skip
+            self._event(session, ticket.id, EventSpec(
+                "contact_bounce", "maild", old=state, new=bounce.kind,
+                detail={"contact": email, "status": bounce.status,
+                        "diagnostic": bounce.diagnostic, "outbox": bounce.outbox_id}), now)  # fmt: skip
+            log.warning("ticket #%d: %s bounced (%s, status %s)", ticket.id, email, bounce.kind,
+                        bounce.status)  # fmt: skip
+            if bounce.kind != "hard":
+                continue
+            alert = alert_notice(
+                self.settings,
+                f"{email} is undeliverable",
+                [
+                    f"Status: {bounce.status or 'unknown'}",
+                    f"Diagnostic: {bounce.diagnostic or 'none given'}",
+                ],  # fmt: skip
+                "maild sends no more mail to this address. Contact the requester another "
+                "way; the ticket stays open.",
+            )
+            if alert is not None:
+                self.queue_notice(session, ticket, alert, now)
+
+    def _suppressed(
+        self, session: Session, ticket: TicketView, notice: Notice, refusal: Refusal, now: datetime
+    ) -> None:
+        to = [a.email for a in notice.to]
+        self._event(session, ticket.id, EventSpec(f"{notice.kind}_suppressed", "maild",
+                    detail={"to": to, "reason": refusal.reason}), now)  # fmt: skip
+        log.warning("ticket #%d: %s to %s not sent: %s", ticket.id, notice.kind, ", ".join(to),
+                    refusal.reason)  # fmt: skip
+        if not refusal.loop:
+            return
+        was_flagged = bool(
+            session.scalar(select(Ticket.loop_suspected).where(Ticket.id == ticket.id))
+        )
+        if not was_flagged:
+            session.execute(
+                update(Ticket).where(Ticket.id == ticket.id).values(loop_suspected=True)
+            )
+            self._event(session, ticket.id, EventSpec("loop_suspected", "maild", old="false",
+                        new="true", detail={"reason": refusal.reason}), now)  # fmt: skip
+        if self.guard.should_alert(session, ticket.id, refusal, now, was_flagged):
+            alert = alert_notice(
+                self.settings,
+                "automatic mail stopped: suspected mail loop",
+                [refusal.reason, f"Withheld: {notice.kind} to {', '.join(to)}"],
+                "Check the ticket for an auto-responder or a forwarding rule answering our "
+                "mail. Automatic mail resumes once the rate drops below the limits.",
+            )
+            if alert is not None:
+                self.queue_notice(session, ticket, alert, now)
+
     def queue_notice(
         self, session: Session, ticket: Ticket | TicketView, notice: Notice, now: datetime
-    ) -> int:
-        """Render `notice`, store it as an outgoing article and an outbox row."""
+    ) -> int | None:
+        """Render `notice`, store it as an outgoing article and an outbox row.
+
+        The one place automatic mail is queued: returns None when the rate
+        limits or a hard bounce withhold it (`maild.autoreply`).
+        """
         if isinstance(ticket, Ticket):
             ticket = TicketView.of(ticket)
+        notice, refusal = self.guard.screen(session, ticket.id, notice, now)
+        if refusal is not None:
+            self._suppressed(session, ticket, notice, refusal, now)
+            return None
         hd = self.settings.helpdesk
         desk = Address(name=hd.name, email=ticket.address or hd.primary_address)
         context = {
@@ -414,6 +503,14 @@ class Applier:
         outbox_id: int = (
             session.connection().execute(insert(Outbox).returning(Outbox.id), values).scalar_one()
         )
+        # VERP: the bounce of this very mail names it (the id exists only now).
+        session.connection().execute(
+            update(Outbox)
+            .where(Outbox.id == outbox_id)
+            .values(mail_from=verp_address(self.signer, desk.email, outbox_id))
+        )
+        if notice.visibility != Visibility.INTERNAL:  # mail to agents is not limited
+            self.guard.record(session, ticket.id, notice.to, notice.kind, now)
         detail = {"to": recipients, "outbox": outbox_id}
         queued = EventSpec(f"{notice.kind}_queued", "maild", new=message_id, detail=detail)
         self._event(session, ticket.id, queued, now)

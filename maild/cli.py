@@ -102,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     q_list = q_sub.add_parser("list")
     q_list.add_argument("--json", action="store_true")
     cli_tickets.add_parsers(tk_sub, sub)
+    q_show = q_sub.add_parser("show", help="one quarantined message: reason and headers")
+    q_show.add_argument("id", type=int)
+    q_show.add_argument("--json", action="store_true")
+    q_show.add_argument("--raw", action="store_true", help="write the raw bytes to stdout")
+    q_replay = q_sub.add_parser(
+        "replay", help="run quarantined messages through the pipeline again"
+    )
+    q_replay.add_argument("ids", type=int, nargs="+", metavar="ID")
+    q_drop = q_sub.add_parser("drop", help="delete quarantined messages for good")
+    q_drop.add_argument("ids", type=int, nargs="+", metavar="ID")
+
+    hp = sub.add_parser("hash-password", help="hash a password (stdin) for smtp.auth_users_file")
+    hp.add_argument("user", nargs="?", help="print user:hash instead of the hash alone")
     return p
 
 
@@ -142,7 +155,87 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cli_tickets.run(args, settings, _sessions(settings))
     if cmd == "mailbox":
         return cmd_mailbox_check(settings, args.name)
+    if cmd == "hash-password":
+        return cmd_hash_password(args.user)
+    if cmd == "quarantine" and args.quarantine_command != "list":
+        return cmd_quarantine(args, settings)
     return cmd_view(args, settings)
+
+
+def cmd_hash_password(user: str | None) -> int:
+    from maild.smtpauth import hash_password
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("maild: no password on stdin", file=sys.stderr)
+        return EX_DATAERR
+    hashed = hash_password(password)
+    print(f"{user}:{hashed}" if user else hashed)
+    return EX_OK
+
+
+def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    """show / replay / drop (``list`` is a plain view)."""
+    from maild import quarantine
+
+    sessions = _sessions(settings)
+    action = args.quarantine_command
+    if action == "show":
+        with sessions() as session:
+            data = quarantine.show(session, args.id)
+        if data is None:
+            print(f"maild: no quarantined message {args.id}", file=sys.stderr)
+            return EX_NOINPUT
+        if args.raw:
+            sys.stdout.buffer.write(data.pop("raw"))
+            return EX_OK
+        data.pop("raw")
+        if args.json:
+            _print_json(data)
+        else:
+            print(f"inbound {data['id']} from {data['source']}, received {data['received_at']}, "
+                  f"{data['size']} bytes, {data['attempts']} attempt(s)")  # fmt: skip
+            print(f"  reason: {data['reason']}")
+            for name, value in data["headers"]:
+                print(f"  {name}: {value}")
+        return EX_OK
+    if action == "drop":
+        with sessions.begin() as session:
+            dropped = quarantine.drop(session, args.ids)
+        for inbound_id in args.ids:
+            word = "dropped" if inbound_id in dropped else "not in quarantine:"
+            print(f"{word} inbound {inbound_id}")
+        return EX_OK if len(dropped) == len(set(args.ids)) else EX_NOINPUT
+    # replay
+    from maild.apply import Applier
+    from maild.render import Renderer
+    from maild.sender import Sender, transport_from_settings
+    from maild.worker import Worker
+
+    clock = SystemClock()
+    with sessions.begin() as session:
+        queued = quarantine.release(session, args.ids)
+    from maild.parsepool import ParsePool
+
+    parser = ParsePool.from_settings(settings)
+    applier = Applier(settings, Renderer.from_settings(settings))
+    try:
+        results = {p.inbound_id: p for p in Worker(sessions, settings, clock, applier,
+                                                   parser=parser).drain()}  # fmt: skip
+    finally:
+        parser.close()
+    Sender(sessions, settings, clock, transport_from_settings(settings)).drain()
+    status = EX_OK
+    for inbound_id in args.ids:
+        if inbound_id not in queued:
+            print(f"not in quarantine: inbound {inbound_id}")
+            status = EX_NOINPUT
+            continue
+        p = results.get(inbound_id)
+        outcome = p.outcome if p is not None else "pending"
+        ticket = f" ticket #{p.ticket_id}" if p is not None and p.ticket_id else ""
+        print(f"inbound {inbound_id}: {outcome}{ticket} {p.reason if p else ''}".rstrip())
+    return status
 
 
 def _sessions(settings: Settings, *, ensure: bool = True) -> Any:

@@ -17,7 +17,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.header import Header
+from email.errors import HeaderParseError
+from email.header import Header, decode_header, make_header
 from email.utils import format_datetime, formataddr
 
 from maild.addresses import is_valid_address
@@ -29,8 +30,27 @@ _ID_RE = re.compile(r"^<[!-;=?-~]{1,994}>$")  # printable ASCII, no '<', '>' or 
 MAX_HEADER_CHARS = 900
 
 
+_ENCODED_WORD = re.compile(r"=\?[^?\s]{1,75}\?[bBqQ]\?[^?\s]{0,2000}\?=")
+
+
+def _decode_encoded_words(value: str) -> str:
+    """Text that carries RFC 2047 encoded-words, decoded (so we see what a reader sees).
+
+    A subject copied from a mail may still hold ``=?utf-8?q?a=0D=0ABcc:_x?=``:
+    sent as is, a client decoding it would show a CR/LF. Decoded here, the
+    cleaning below turns it into a space and `Header` encodes it afresh.
+    """
+    if "=?" not in value or not _ENCODED_WORD.search(value):
+        return value
+    try:
+        return str(make_header(decode_header(value[: 4 * MAX_HEADER_CHARS])))
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):
+        return _ENCODED_WORD.sub(" ", value)
+
+
 def clean_header_text(value: str, limit: int = MAX_HEADER_CHARS) -> str:
     """One line of text: control and format characters become spaces."""
+    value = _decode_encoded_words(value)
     out = []
     for ch in value:
         cat = unicodedata.category(ch)

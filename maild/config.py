@@ -44,6 +44,13 @@ class SmtpSettings:
     lmtp: bool = False
     hostname: str = "localhost"
     timeout_seconds: float = 300.0
+    max_recipients: int = 100
+    max_connections_per_ip: int = 20
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    require_starttls: bool = False
+    auth_users_file: Path | None = None
+    auth_required: bool = False
 
     @property
     def host(self) -> str:
@@ -87,6 +94,19 @@ class OutgoingSettings:
 @dataclass(frozen=True)
 class LimitsSettings:
     max_message_bytes: int = 25 * 1024 * 1024
+    max_header_block_bytes: int = 256 * 1024
+    max_header_fields: int = 1000
+    max_header_bytes: int = 32 * 1024
+    max_addresses_per_header: int = 1000
+    max_mime_depth: int = 30
+    max_mime_parts: int = 500
+    max_attachments: int = 100
+    max_attachment_bytes: int = 20 * 1024 * 1024
+    parse_cpu_seconds: float = 2.0
+    parse_memory_mb: int = 256
+    autoreply_per_address_per_hour: int = 10
+    autoreply_per_ticket_per_10_minutes: int = 3
+    autoreply_global_per_hour: int = 10000
 
 
 @dataclass(frozen=True)
@@ -477,6 +497,18 @@ def validate(s: Settings) -> None:
     except ValueError as exc:
         raise ConfigError("smtp.listen", str(exc)) from None
     _positive("smtp.timeout_seconds", s.smtp.timeout_seconds)
+    _positive("smtp.max_recipients", s.smtp.max_recipients)
+    _positive("smtp.max_connections_per_ip", s.smtp.max_connections_per_ip)
+    for key in ("tls_cert_file", "tls_key_file", "auth_users_file"):
+        path = getattr(s.smtp, key)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"smtp.{key}", f"no such file: {path}")
+    if (s.smtp.tls_cert_file is None) != (s.smtp.tls_key_file is None):
+        raise ConfigError("smtp.tls_key_file", "tls_cert_file and tls_key_file go together")
+    if s.smtp.require_starttls and s.smtp.tls_cert_file is None:
+        raise ConfigError("smtp.require_starttls", "needs tls_cert_file and tls_key_file")
+    if s.smtp.auth_required and s.smtp.auth_users_file is None:
+        raise ConfigError("smtp.auth_required", "needs auth_users_file")
     if not s.helpdesk.addresses:
         raise ConfigError("helpdesk.addresses", "at least one address is needed")
     for addr in s.helpdesk.addresses:
@@ -516,6 +548,14 @@ def validate(s: Settings) -> None:
     _positive("outgoing.batch_size", o.batch_size)
     if s.limits.max_message_bytes < 1024:
         raise ConfigError("limits.max_message_bytes", "must be at least 1024")
+    for key in ("max_header_block_bytes", "max_header_bytes"):
+        if getattr(s.limits, key) < 1024:
+            raise ConfigError(f"limits.{key}", "must be at least 1024")
+    for key in ("max_header_fields", "max_addresses_per_header", "max_mime_depth",
+                "max_mime_parts", "max_attachments", "max_attachment_bytes",
+                "parse_cpu_seconds", "parse_memory_mb", "autoreply_per_address_per_hour",
+                "autoreply_per_ticket_per_10_minutes", "autoreply_global_per_hour"):  # fmt: skip
+        _positive(f"limits.{key}", getattr(s.limits, key))
     _positive("worker.batch_size", s.worker.batch_size)
     _positive("worker.max_attempts", s.worker.max_attempts)
     _positive("worker.poll_seconds", s.worker.poll_seconds)

@@ -37,6 +37,15 @@ class TicketFacts:
 
 
 @dataclass(frozen=True)
+class BouncedOutbox:
+    """The outgoing mail a genuine VERP address names (`maild.verp`)."""
+
+    id: int
+    ticket_id: int | None
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Facts:
     """What the database knows that bears on one message."""
 
@@ -45,6 +54,7 @@ class Facts:
     already_stored_on: int | None = None  # this very Message-ID is an article there
     token_ticket: int | None = None  # ticket named by a valid signed reply address
     sender_language: str | None = None  # the language recorded for the sender's contact
+    bounced_outbox: BouncedOutbox | None = None  # the mail a VERP bounce is about
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,8 @@ def lookup_keys(msg: ParsedMessage) -> LookupKeys:
 def correlate(msg: ParsedMessage, facts: Facts) -> Correlation:
     if facts.token_ticket is not None:
         return Correlation(facts.token_ticket, "reply-address")
+    if facts.bounced_outbox is not None and facts.bounced_outbox.ticket_id is not None:
+        return Correlation(facts.bounced_outbox.ticket_id, "verp")
     for mid in msg.thread_ids():
         ticket = facts.known_ids.get(mid)
         if ticket is not None:

@@ -43,6 +43,7 @@ class InboundMeta:
     notify: bool
     received_at: datetime
     mailbox: str | None = None  # the [[imap.mailboxes]] name it was read from
+    envelope_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,17 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class BounceSpec:
+    """What a delivery report says about mail we sent (`maild.bounce`)."""
+
+    kind: str  # "hard" | "soft" | "unknown"
+    addresses: tuple[str, ...]  # our recipients it reports as failed
+    outbox_id: int | None  # the mail it is about, when its VERP address told us
+    status: str | None = None
+    diagnostic: str | None = None
+
+
+@dataclass(frozen=True)
 class Decision:
     outcome: Outcome
     reason: str = ""
@@ -119,6 +131,7 @@ class Decision:
     events: tuple[EventSpec, ...] = ()
     notices: tuple[Notice, ...] = ()
     how: str = ""  # how the ticket was found
+    bounce: BounceSpec | None = None  # a delivery report: who failed, for good or not
 
 
 def decide(
@@ -131,7 +144,9 @@ def decide(
 ) -> Decision:
     served = ServedAddresses.of(settings.helpdesk.addresses)
     sender = _sender(msg, inbound)
-    env = Envelope(mail_from=inbound.envelope_from, recipient=inbound.recipient)
+    env = Envelope(
+        mail_from=inbound.envelope_from, recipient=inbound.recipient, to=inbound.envelope_to
+    )
     screening = screen(msg, env, settings)
     correlation = correlate(msg, facts)
     ticket = facts.tickets.get(correlation.ticket_id) if correlation.ticket_id else None
@@ -139,18 +154,23 @@ def decide(
     if screening.verdict == Verdict.OWN_LOOP:
         return Decision(Outcome.IGNORED, f"own mail: {screening.reason}")
     if screening.verdict in (Verdict.BOUNCE, Verdict.AUTOMATED):
+        # Never a new ticket, an acknowledgement, a reopen or a command.
         if ticket is None:
             return Decision(Outcome.IGNORED, f"{screening.verdict}: {screening.reason}")
         kind = ArticleKind.BOUNCE if screening.verdict == Verdict.BOUNCE else ArticleKind.AUTOMATED
+        bounce = _bounce(msg, facts, ticket) if screening.verdict == Verdict.BOUNCE else None
+        detail: dict[str, Any] = {"reason": screening.reason}
+        if bounce is not None:
+            detail.update(kind=bounce.kind, addresses=list(bounce.addresses),
+                          status=bounce.status, outbox=bounce.outbox_id)  # fmt: skip
         return Decision(
             Outcome.APPENDED,
             f"{screening.verdict}: {screening.reason}",
             ticket_id=ticket.id,
             article=_article(msg, sender, kind, Visibility.INTERNAL),
-            events=(
-                EventSpec(f"{kind}_received", sender.email, detail={"reason": screening.reason}),
-            ),
+            events=(EventSpec(f"{kind}_received", sender.email, detail=detail),),
             how=correlation.how,
+            bounce=bounce,
         )
 
     if facts.already_stored_on is not None:
@@ -158,7 +178,7 @@ def decide(
             Outcome.IGNORED,
             f"already recorded on ticket #{facts.already_stored_on} (same Message-ID)",
         )
-    if served.serves(sender.email):
+    if served.serves(sender.email):  # an envelope sender of ours (From was screened)
         return Decision(Outcome.IGNORED, f"sent from our own address {sender.email}")
     if not is_valid_address(sender.email):
         return Decision(Outcome.QUARANTINED, "no usable sender address (From or envelope)")
@@ -205,6 +225,7 @@ def decide(
             status=status,
             events=tuple(events),
             how=correlation.how,
+            notices=_limits_notice(msg, inbound, sender),
         )
     return _new_ticket(msg, inbound, sender, settings, now, facts, rules, note=correlation.note)
 
@@ -226,6 +247,51 @@ def _reopen_notices(
     )  # fmt: skip
 
 
+def _bounce(msg: ParsedMessage, facts: Facts, ticket: TicketFacts) -> BounceSpec:
+    """Which of the recipients of our mail the report says failed, and how.
+
+    Only addresses we sent that mail to (the VERP outbox row's recipients, else
+    the ticket's participants) can be marked: a report naming anyone else
+    changes nothing (a forwarded address that failed further on is recorded
+    on the ticket, and left to the agent).
+    """
+    report = msg.bounce
+    outbox = facts.bounced_outbox
+    if report is None:
+        return BounceSpec("unknown", (), outbox.id if outbox else None)
+    ours = set(outbox.recipients) if outbox is not None else set(ticket.participants)
+
+    hard = tuple(a for a in report.permanent if a in ours)
+    soft = tuple(a for a in report.temporary if a in ours)
+    kind = "hard" if hard else "soft" if soft else "unknown"
+    return BounceSpec(
+        kind,
+        hard or soft,
+        outbox.id if outbox else None,
+        status=report.status,
+        diagnostic=report.diagnostic,
+    )
+
+
+def _limits_notice(msg: ParsedMessage, inbound: InboundMeta, sender: Address) -> tuple[Notice, ...]:
+    """Tell a person whose reply was cut by the limits what was left out."""
+    if not msg.notes or not inbound.notify:
+        return ()
+    return (
+        Notice(
+            template="limits",
+            to=msg.reply_to[:1] or (sender,),
+            kind="limits",
+            auto_submitted="auto-replied",
+            in_reply_to=msg.message_id,
+            references=((*msg.references, msg.message_id) if msg.message_id else msg.references)[
+                -20:
+            ],
+            context={"notes": list(msg.notes)},
+        ),
+    )
+
+
 def _sender(msg: ParsedMessage, inbound: InboundMeta) -> Address:
     if msg.sender is not None:
         return msg.sender
@@ -236,12 +302,17 @@ def _sender(msg: ParsedMessage, inbound: InboundMeta) -> Address:
 def _article(
     msg: ParsedMessage, sender: Address, kind: ArticleKind, visibility: Visibility
 ) -> ArticleSpec:
+    text = msg.text
+    if msg.notes:  # what the limits left out, where the agent reads the message
+        text = "\n\n".join(
+            [text.rstrip(), "\n".join(f"[maild: {note}]" for note in msg.notes)]
+        ).lstrip()
     return ArticleSpec(
         kind=kind,
         visibility=visibility,
         author=sender,
         subject=msg.subject,
-        text=msg.text,
+        text=text,
         html=msg.html,
         message_id=msg.message_id,
         in_reply_to=msg.in_reply_to[0] if msg.in_reply_to else None,
@@ -333,6 +404,7 @@ def _new_ticket(
                 "questions": list(rules.questions(triage.category, language)),
                 "security": triage.security,
                 "hierarchical": hierarchical,
+                "notes": list(msg.notes),
             },
         )
         audience = notices.new_ticket_audience(

@@ -276,7 +276,11 @@ class AutoreplyLog(Base):
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(32))
 
-    __table_args__ = (Index("ix_autoreply_log_address_at", "address", "at"),)
+    __table_args__ = (
+        Index("ix_autoreply_log_address_at", "address", "at"),
+        Index("ix_autoreply_log_ticket_at", "ticket_id", "at"),
+        Index("ix_autoreply_log_at", "at"),
+    )
 
 
 class ImapCheckpoint(Base):

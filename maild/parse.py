@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import mimetypes
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -23,9 +24,12 @@ from email.utils import getaddresses
 import mailparser
 from mailparser.exceptions import MailParserError
 
+from maild import tnef
 from maild.addresses import normalize_address
+from maild.bounce import BounceReport, analyse
 from maild.errors import PermanentError
 from maild.htmltext import html_to_text
+from maild.limits import ParseLimits, prescan
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +95,24 @@ class ParsedMessage:
     attachments: tuple[ParsedAttachment, ...]
     language: str | None
     defects: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # what the limits cut (maild.limits), for people
+    bounce: BounceReport | None = None  # for mail that looks like a delivery report
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
         return values[0] if values else None
 
     def thread_ids(self) -> tuple[str, ...]:
-        """Message-IDs this message refers to, most specific first."""
+        """Message-IDs this message refers to, most specific first.
+
+        A delivery report refers to the mail that bounced.
+        """
         seen: dict[str, None] = {}
         for mid in (*self.in_reply_to, *reversed(self.references)):
             seen.setdefault(mid, None)
+        if self.bounce is not None:
+            for mid in self.bounce.original_message_ids:
+                seen.setdefault(mid, None)
         return tuple(seen)
 
 
@@ -193,12 +205,56 @@ def message_ids(value: str | None) -> tuple[str, ...]:
 # --- the full parse --------------------------------------------------------
 
 
-def parse(raw: bytes) -> ParsedMessage:
-    """Parse `raw`; raise `NotAMessage` / `PermanentError` when it cannot be done."""
-    if not looks_like_message(raw):
+_BOUNCE_SUBJECT = re.compile(
+    r"^\s*(?:undeliver|undelivered mail|permanent delivery failure|non[- ]?deliver|nondeliverable|returned mail"
+    r"|mail delivery (?:failed|failure|system|warning|problem|error)|mail error"
+    r"|delivery (?:status notification|failure|failed|has failed|report|notification|warning"
+    r"|problem)|failure notice|delayed mail|warning: could not send|could not send message"
+    r"|mail could not be delivered|message (?:not delivered|delivery failure|undeliverable)"
+    r"|automatically rejected mail|mail system error|non remis|unzustellbar"
+    r"|toimittamaton|onnistumaton|ei voitu toimittaa|viestin toimitus ep[äa]onnistui)",
+    re.IGNORECASE,
+)
+_DAEMON_RE = re.compile(
+    r"^(?:(?:prvs|btv1)=[^=]+=)?(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon|mdaemon|ndr)@",
+    re.IGNORECASE,
+)
+
+
+def looks_like_bounce(
+    headers: Mapping[str, tuple[str, ...]], content_type: str, sender: str, subject: str
+) -> bool:
+    """Cheap signals that a message is a delivery report (worth analysing)."""
+    if content_type == "multipart/report" or "x-failed-recipients" in headers:
+        return True
+    for value in headers.get("return-path", ()):
+        if value.strip() in ("<>", "") or _DAEMON_RE.match(value.strip().strip("<>") + "@"):
+            return True
+    return bool(_DAEMON_RE.match(sender) or _BOUNCE_SUBJECT.match(subject))
+
+
+def parse(
+    raw: bytes,
+    limits: ParseLimits | None = None,
+    *,
+    bounce_hint: bool = False,
+    salvage: bool = False,
+) -> ParsedMessage:
+    """Parse `raw` within `limits`; raise `NotAMessage` / `PermanentError`.
+
+    `bounce_hint` says the envelope already marks this as a delivery report
+    (null sender, or sent to one of our VERP addresses); `salvage` parses
+    only the headers and the first text part (see `maild.limits.prescan`).
+    """
+    limits = limits or ParseLimits()
+    if not looks_like_message(raw[: 1024 * 1024]):
         raise NotAMessage("not an email message: no header fields found")
+    pre = prescan(raw, limits, force_salvage=salvage)
+    work = pre.raw
+    if pre.notes and not looks_like_message(work):
+        raise NotAMessage("not an email message: no usable header fields within the limits")
     try:
-        mp = mailparser.parse_from_bytes(raw)
+        mp = mailparser.parse_from_bytes(work)
     except MailParserError as exc:
         raise PermanentError(f"unparseable message: {exc}") from None
     except RecursionError:
@@ -221,25 +277,82 @@ def parse(raw: bytes) -> ParsedMessage:
     if content_language := frozen_headers.get("content-language"):
         language = content_language[0].split(",")[0].strip().split("-")[0].lower() or None
 
+    attachments, att_notes, tnef_body = _limit_attachments(
+        _attachments(mp.attachments, msg), limits
+    )
+    if not text.strip() and tnef_body:
+        text = tnef_body
+    if pre.keep_original:
+        attachments.append(ParsedAttachment("original-message.eml", "message/rfc822", raw))
+    subject = _single_line(mp.subject or "")
+    content_type = msg.get_content_type()
+    sender = senders[0] if senders else None
+    bounce = None
+    if bounce_hint or looks_like_bounce(
+        frozen_headers, content_type, sender.email if sender else "", subject
+    ):
+        bounce = analyse(msg, work)
+
     return ParsedMessage(
         size=len(raw),
         message_id=normalize_message_id(frozen_headers.get("message-id", (None,))[0]),
         in_reply_to=message_ids(" ".join(frozen_headers.get("in-reply-to", ()))),
         references=message_ids(" ".join(frozen_headers.get("references", ()))),
-        subject=_single_line(mp.subject or ""),
-        sender=senders[0] if senders else None,
+        subject=subject,
+        sender=sender,
         reply_to=_addresses(mp.reply_to),
         to=_addresses(mp.to),
         cc=_addresses(mp.cc),
         date=_utc(mp.date),
         headers=frozen_headers,
-        content_type=msg.get_content_type(),
+        content_type=content_type,
         text=text,
         html=html,
-        attachments=tuple(_attachments(mp.attachments, msg)),
+        attachments=tuple(attachments),
         language=language,
         defects=tuple(sorted(mp.defects_categories)),
+        notes=(*pre.notes, *att_notes),
+        bounce=bounce,
     )
+
+
+def _limit_attachments(
+    items: list[ParsedAttachment], limits: ParseLimits
+) -> tuple[list[ParsedAttachment], list[str], str | None]:
+    """Unpack winmail.dat; keep what fits the count and size limits."""
+    out: list[ParsedAttachment] = []
+    notes: list[str] = []
+    body: str | None = None
+    for att in items:
+        if not tnef.is_tnef(att.content_type, att.filename):
+            out.append(att)
+            continue
+        content = tnef.unpack(
+            att.data, max_files=limits.max_attachments, max_bytes=limits.max_attachment_bytes
+        )
+        if content is None or not (content.files or content.body or content.html):
+            out.append(att)  # kept as it came: not decodable
+            continue
+        body = body or content.body or (html_to_text(content.html) if content.html else None)
+        for f in content.files:
+            ctype = _guess_type(f.name)
+            out.append(ParsedAttachment(safe_filename(f.name, ctype), ctype, f.data))
+    big = [a for a in out if a.size > limits.max_attachment_bytes]
+    if big:
+        out = [a for a in out if a.size <= limits.max_attachment_bytes]
+        for a in big:
+            notes.append(f"attachment {a.filename} ({a.size} bytes) is larger than "
+                         f"{limits.max_attachment_bytes} bytes and was dropped")  # fmt: skip
+    if len(out) > limits.max_attachments:
+        extra = out[limits.max_attachments :]
+        out = out[: limits.max_attachments]
+        notes.append(f"{len(extra)} attachment(s) beyond the first {limits.max_attachments} "
+                     f"were dropped")  # fmt: skip
+    return out, notes, body
+
+
+def _guess_type(name: str) -> str:
+    return mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
 
 
 def _unfold(value: str) -> str:
@@ -329,11 +442,18 @@ def _bodies(msg: Message) -> tuple[list[str], list[str]]:
     return texts, htmls
 
 
+_WINDOWS_UNSAFE = re.compile(r'[<>:"|?*]')
+_WINDOWS_DEVICE = re.compile(r"^(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\.|$)", re.IGNORECASE)
+
+
 def safe_filename(name: str | None, content_type: str = "application/octet-stream") -> str:
     """A display name that is never a path and carries no control characters."""
     name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf"))
-    name = name.translate(_BIDI).strip().lstrip(".").strip()
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp"))
+    name = _WINDOWS_UNSAFE.sub("_", name.translate(_BIDI)).strip().lstrip(".").strip()
+    name = name.rstrip(". ")  # Windows drops trailing dots and spaces: "a.exe." runs a.exe
+    if _WINDOWS_DEVICE.match(name):
+        name = f"_{name}"
     if not name:
         subtype = content_type.partition("/")[2] or "bin"
         name = f"attachment.{re.sub(r'[^a-z0-9]+', '', subtype.lower())[:10] or 'bin'}"

@@ -8,7 +8,17 @@ earlier messages. A child that exceeds ``worker.parse_timeout_seconds`` or dies
 is replaced, and the message it was working on gets a `PermanentError`
 (quarantine, raw bytes kept); the other messages are unaffected.
 
-``worker.parse_processes = 0`` parses in the calling thread (tests, debugging).
+Each child also has a budget per message (issue 6): its address space is
+capped at what it used when it started plus ``limits.parse_memory_mb``
+(``RLIMIT_AS``: the parse gets `MemoryError`), and its CPU time is watched
+(``/proc``, with ``RLIMIT_CPU`` as the backstop) and the child killed past
+``limits.parse_cpu_seconds``. The parse itself first applies the limits of
+`maild.limits` to the raw bytes. A message whose parse was killed is parsed
+once more in salvage mode (headers within the limits, the first text part,
+the original attached); if that fails too, it is quarantined with the reason.
+
+``worker.parse_processes = 0`` parses in the calling thread, without the
+CPU and memory budget (tests, debugging).
 """
 
 from __future__ import annotations
@@ -16,8 +26,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
+import resource
+import signal
+import sys
 import threading
+import time
+import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
@@ -25,41 +41,125 @@ from typing import Any
 
 from maild.config import Settings
 from maild.errors import PermanentError
+from maild.limits import ParseLimits
 from maild.parse import ParsedMessage, parse
 
 log = logging.getLogger(__name__)
 
 Result = ParsedMessage | PermanentError
+FLAG_BOUNCE_HINT = 1
+FLAG_SALVAGE = 2
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_SLICE = 0.1
+_MAIN_LOCK = threading.Lock()
 
 
-def _child_main(conn: Connection, setup: Callable[[], None] | None) -> None:
-    """Child loop: receive raw bytes, send back a ParsedMessage or an error."""
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cap_memory(memory_mb: int) -> None:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            base = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = base + memory_mb * 1024 * 1024
+    if hard == resource.RLIM_INFINITY or cap < hard:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def parse_one(raw: bytes, flags: int, limits: ParseLimits) -> Any:
+    """A ParsedMessage, or ("permanent" | "memory", reason)."""
+    try:
+        return parse(raw, limits, bounce_hint=bool(flags & FLAG_BOUNCE_HINT),
+                     salvage=bool(flags & FLAG_SALVAGE))  # fmt: skip
+    except PermanentError as exc:
+        return ("permanent", str(exc))
+    except RecursionError:
+        return ("permanent", "unparseable message: nesting too deep")
+    except MemoryError:
+        return ("memory", "parsing needed more than the memory budget")
+    except Exception as exc:  # a parser bug: retrying will not help
+        return ("permanent", f"parser failed: {type(exc).__name__}: {exc}"[:500])
+
+
+def _child_main(
+    conn: Connection,
+    setup: Callable[[], None] | None,
+    limits: ParseLimits | None = None,
+    cpu_seconds: float = 2.0,
+    memory_mb: int = 256,
+) -> None:
+    """Child loop: receive flags and raw bytes, send back a ParsedMessage or an error."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     if setup is not None:
         setup()
+    limits = limits or ParseLimits()
+    if memory_mb > 0:
+        _cap_memory(memory_mb)
+    _soft, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+    conn.send_bytes(b"ready")  # starting up is not charged to the first message
     while True:
         try:
+            flags = conn.recv_bytes()[0]
             raw = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        except MemoryError:
+            conn.send(("memory", "the message alone does not fit the memory budget"))
+            return
+        backstop = int(_own_cpu() + cpu_seconds) + 2  # the parent kills it before
+        if cpu_hard == resource.RLIM_INFINITY or backstop < cpu_hard:
+            resource.setrlimit(resource.RLIMIT_CPU, (backstop, cpu_hard))
+        result = parse_one(raw, flags, limits)
+        del raw
         try:
-            result: Any = parse(raw)
-        except PermanentError as exc:
-            result = ("permanent", str(exc))
-        except Exception as exc:  # a parser bug: retrying will not help
-            result = ("permanent", f"parser failed: {type(exc).__name__}: {exc}")
-        try:
-            conn.send(result)
+            conn.send_bytes(pickle.dumps(result, protocol=5))
+        except MemoryError:
+            conn.send(("memory", "parsing needed more than the memory budget"))
         except Exception as exc:  # e.g. a result that cannot be pickled
             conn.send(("permanent", f"parser result not transferable: {type(exc).__name__}"))
+        if isinstance(result, tuple) and result[0] == "memory":
+            return  # a process that ran out of memory is replaced
 
 
 class _Child:
-    def __init__(self, ctx: Any, setup: Callable[[], None] | None) -> None:
+    def __init__(self, ctx: Any, setup: Callable[[], None] | None, pool: ParsePool) -> None:
         parent, child = ctx.Pipe(duplex=True)
         self.conn: Connection = parent
-        self.process = ctx.Process(target=_child_main, args=(child, setup), daemon=True)
-        self.process.start()
+        self.process = ctx.Process(
+            target=_child_main,
+            args=(child, setup, pool.limits, pool.cpu_seconds, pool.memory_mb),
+            daemon=True,
+        )
+        # A child would otherwise import the parent's __main__ (pytest, a
+        # bench script): seconds per process, for nothing it uses.
+        with _MAIN_LOCK:
+            main = sys.modules["__main__"]
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                self.process.start()
+            finally:
+                sys.modules["__main__"] = main
         child.close()
+        try:
+            if parent.poll(60):
+                parent.recv_bytes()
+        except (EOFError, OSError):
+            pass  # it died starting: the first _ask finds out and replaces it
+        self.cpu_mark = 0.0  # its CPU time when the current message was sent
+
+    def cpu(self) -> float:
+        """CPU seconds this process used so far (0 where /proc is missing)."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat", "rb") as fh:
+                fields = fh.read().rpartition(b")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / _TICKS
+        except (OSError, ValueError, IndexError):
+            return 0.0
 
     def kill(self) -> None:
         try:
@@ -83,10 +183,17 @@ class ParsePool:
         *,
         timeout: float = 10.0,
         setup: Callable[[], None] | None = None,
+        limits: ParseLimits | None = None,
+        cpu_seconds: float = 2.0,
+        memory_mb: int = 256,
     ) -> None:
         self.size = max(0, processes)
         self.timeout = timeout
         self._setup = setup
+        self.limits = limits or ParseLimits()
+        self.cpu_seconds = cpu_seconds
+        self.memory_mb = memory_mb
+        self.killed = 0  # children killed for a budget (for tests and logs)
         self._ctx = multiprocessing.get_context("forkserver")
         # Children fork from a server that has the parser imported already.
         self._ctx.set_forkserver_preload(["maild.parse"])
@@ -100,7 +207,20 @@ class ParsePool:
         size = settings.worker.parse_processes
         if size < 0:
             size = max(1, min(4, len(os.sched_getaffinity(0))))
-        return cls(size, timeout=settings.worker.parse_timeout_seconds)
+        lim = settings.limits
+        limits = ParseLimits(
+            max_message_bytes=lim.max_message_bytes,
+            max_header_block_bytes=lim.max_header_block_bytes,
+            max_header_fields=lim.max_header_fields,
+            max_header_bytes=lim.max_header_bytes,
+            max_addresses_per_header=lim.max_addresses_per_header,
+            max_mime_depth=lim.max_mime_depth,
+            max_mime_parts=lim.max_mime_parts,
+            max_attachments=lim.max_attachments,
+            max_attachment_bytes=lim.max_attachment_bytes,
+        )
+        return cls(size, timeout=settings.worker.parse_timeout_seconds, limits=limits,
+                   cpu_seconds=lim.parse_cpu_seconds, memory_mb=lim.parse_memory_mb)  # fmt: skip
 
     def start(self) -> None:
         """Start the processes now (the daemon does, before it takes work)."""
@@ -115,58 +235,89 @@ class ParsePool:
                 self._threads.append(thread)
                 ready.wait(30)
 
-    def submit(self, raw: bytes) -> Future[Result]:
+    def submit(self, raw: bytes, hint: bool = False) -> Future[Result]:
+        """Parse `raw`; `hint`: its envelope says it is a delivery report."""
         future: Future[Result] = Future()
         if self.size == 0:
-            future.set_result(_inline(raw))
+            future.set_result(_inline(raw, FLAG_BOUNCE_HINT if hint else 0, self.limits))
             return future
         if len(self._threads) < self.size:
             self.start()
-        self._queue.put((raw, future))
+        self._queue.put((raw, FLAG_BOUNCE_HINT if hint else 0, future))
         return future
 
-    def parse_many(self, raws: Sequence[bytes]) -> Iterator[Result]:
+    def parse_many(
+        self, raws: Sequence[bytes], hints: Sequence[bool] | None = None
+    ) -> Iterator[Result]:
         """Yield one result per message, in order, as soon as each is ready."""
-        futures = [self.submit(raw) for raw in raws]
+        hints = hints or [False] * len(raws)
+        futures = [self.submit(raw, hint) for raw, hint in zip(raws, hints, strict=True)]
         for future in futures:
             yield future.result()
 
     def _serve(self, ready: threading.Event) -> None:
         child: _Child | None = None
         try:
-            child = _Child(self._ctx, self._setup)
+            child = _Child(self._ctx, self._setup, self)
             ready.set()
             while True:
                 item = self._queue.get()
                 if item is _STOP:
                     return
-                raw, future = item
-                if child is None or not child.process.is_alive():
-                    if child is not None:
+                raw, flags, future = item
+                result: Result | None = None
+                first_error = ""
+                for attempt_flags in (flags, flags | FLAG_SALVAGE):
+                    if child is None or not child.process.is_alive():
+                        if child is not None:
+                            child.kill()
+                        child = _Child(self._ctx, self._setup, self)
+                    result, dead = self._ask(child, raw, attempt_flags)
+                    if dead:
                         child.kill()
-                    child = _Child(self._ctx, self._setup)
-                result, dead = self._ask(child, raw)
-                if dead:
-                    child.kill()
-                    child = None
-                    self.restarts += 1
+                        child = None
+                        self.restarts += 1
+                        if not attempt_flags & FLAG_SALVAGE:
+                            first_error = str(result)
+                            continue  # over its budget: once more, keeping only the words
+                        result = PermanentError(f"{first_error}; salvage: {result}")
+                    break
                 future.set_result(result)
         finally:
             if child is not None:
                 child.kill()
 
-    def _ask(self, child: _Child, raw: bytes) -> tuple[Result, bool]:
+    def _ask(self, child: _Child, raw: bytes, flags: int = 0) -> tuple[Result, bool]:
+        """Send one message; (result, whether the child must be replaced)."""
         try:
+            child.conn.send_bytes(bytes((flags,)))
             child.conn.send_bytes(raw)
-            if not child.conn.poll(self.timeout):
-                log.error("parser took longer than %.0fs; message set aside", self.timeout)
-                return PermanentError(f"parsing took longer than {self.timeout:.0f} s"), True
+            started = time.monotonic()
+            # Most parses answer at once; a long one has its CPU time watched.
+            while not child.conn.poll(_SLICE if child.cpu_mark else 0.02):
+                if not child.cpu_mark:
+                    child.cpu_mark = child.cpu() or 1e-9
+                used = child.cpu() - child.cpu_mark
+                if used > self.cpu_seconds:
+                    self.killed += 1
+                    log.error("parser used more than %.1f s CPU; child replaced", self.cpu_seconds)
+                    return PermanentError(
+                        f"parsing took more than {self.cpu_seconds:g} s of CPU"
+                    ), True
+                if time.monotonic() - started > self.timeout:
+                    self.killed += 1
+                    log.error("parser took longer than %.0fs; child replaced", self.timeout)
+                    return PermanentError(f"parsing took longer than {self.timeout:.0f} s"), True
             answer = child.conn.recv()
         except (EOFError, OSError):
             child.process.join(1)
             code = child.process.exitcode
-            log.error("parser process died (exit status %s); message set aside", code)
+            log.error("parser process died (exit status %s)", code)
             return PermanentError(f"the parser process died (exit status {code})"), True
+        finally:
+            child.cpu_mark = 0.0
+        if isinstance(answer, tuple) and answer and answer[0] == "memory":
+            return PermanentError(answer[1]), True
         if isinstance(answer, tuple) and answer and answer[0] == "permanent":
             return PermanentError(answer[1]), False
         return answer, False
@@ -183,10 +334,8 @@ class ParsePool:
 _STOP = object()
 
 
-def _inline(raw: bytes) -> Result:
-    try:
-        return parse(raw)
-    except PermanentError as exc:
-        return exc
-    except Exception as exc:
-        return PermanentError(f"parser failed: {type(exc).__name__}: {exc}")
+def _inline(raw: bytes, flags: int, limits: ParseLimits) -> Result:
+    answer = parse_one(raw, flags, limits)
+    if isinstance(answer, tuple):
+        return PermanentError(answer[1])
+    return answer

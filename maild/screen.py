@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from maild.addresses import ServedAddresses
 from maild.config import Settings
 from maild.parse import ParsedMessage
+from maild.verp import is_verp_address
 
 LOOP_HEADER = "X-Maild-Loop"
 
@@ -32,6 +34,7 @@ class Envelope:
 
     mail_from: str | None  # "" for the null reverse-path, None when unknown
     recipient: str | None
+    to: tuple[str, ...] = ()  # every envelope recipient, plus tags kept
 
 
 @dataclass(frozen=True)
@@ -42,15 +45,51 @@ class Screening:
 
 Rule = Callable[[ParsedMessage, Envelope, Settings], str | None]
 
+_REPLY_PREFIX = r"^\s*(?:(?:re|aw|vs|sv|antw|odp|r|ref|fw|fwd|wg|vl)\s*(?:\[\d+\])?\s*:\s*)*"
+# Out-of-office subjects as responders write them: the phrase first, then a
+# colon (and the original subject) or nothing; "Out of office not working"
+# is a person asking for help and stays a person.
 _OOO_SUBJECT = re.compile(
-    r"^\s*(?:(?:re|aw|vs|sv)\s*:\s*)*"
-    r"(?:auto(?:matic)?[ -]?reply|autoreply|automatic response|out of (?:the )?office"
-    r"|automaattinen vastaus|poissa toimistolta|lomavastaaja|abwesenheitsnotiz"
-    r"|automatische antwort|r[ée]ponse automatique|absence du bureau|frånvaro"
-    r"|autosvar|fraværsmelding|respuesta autom[aá]tica|risposta automatica)",
+    _REPLY_PREFIX + r"(?:"
+    r"auto(?:matic|matische|matisk|matiskt|maattinen|maatne|matyczna)?[ -]?(?:reply|response"
+    r"|antwort|antwoord|svar|vastaus|odpowied[zź])"
+    r"|autoreply|autosvar|automaattinen vastaus|out of (?:the )?office(?: autoreply)?"
+    r"|away from (?:the |my )?office|on vacation|vacation (?:reply|notice)|auto-reply"
+    r"|poissa toimistolta|poissaoloviesti|lomavastaaja|lomalla|poissa"
+    r"|abwesenheitsnotiz|abwesend|abwesenheit|r[ée]ponse automatique|absence du bureau"
+    r"|absent(?:e)? du bureau|fr[åa]nvaro|fr[åa]nvarande|ikke til stede|frav[æa]rsmelding"
+    r"|afwezig(?:heid)?|respuesta autom[aá]tica|fuera de la oficina|risposta automatica"
+    r"|fuori sede|fuori ufficio|resposta autom[aá]tica|aus[êe]ncia|poza biurem"
+    r"|odpowied[zź] automatyczna|automatisch antwoord)"
+    r"\s*(?::|$|\(|\[)",
     re.IGNORECASE,
 )
-_DAEMON_LOCALPARTS = frozenset({"mailer-daemon", "postmaster", "mail-daemon"})
+# Lotus Notes and Domino write "<Name> is out of the office." and nothing else.
+_OOO_NOTES = re.compile(
+    r"\b(?:is out of (?:the )?office|est absent(?:e|\(e\))? du bureau|ist au(?:ß|ss)er haus"
+    r"|ist nicht im b(?:ü|ue)ro|on poissa)\.?\s*$",
+    re.IGNORECASE,
+)
+_NOREPLY_LOCAL = re.compile(
+    r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply|no[-_.]?response|noreply"
+    r"|bounces?|mailer[-_.]?daemon)(?:$|[-_.+])",
+    re.IGNORECASE,
+)
+_COMMENT = re.compile(r"\([^()]*\)")
+_DAEMON_LOCALPARTS = frozenset(
+    {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "mdaemon", "ndr"}
+)
+_DAEMON_NAMES = re.compile(
+    r"^(?:mailer[- ]?daemon|postmaster|mail delivery (?:system|subsystem)|system administrator)$",
+    re.IGNORECASE,
+)
+_FORWARD_PREFIX = re.compile(r"^\s*(?:fwd?|fw|vs|wg|tr|vl|i)\s*:", re.IGNORECASE)
+_BATV = re.compile(r"^(?:prvs|btv1|msprvs1)=[^=]+=", re.IGNORECASE)
+
+
+def _local(address: str) -> str:
+    """The local part of an address, without a BATV tag (prvs=1234=ndr@ -> ndr)."""
+    return _BATV.sub("", address.strip().strip("<>").partition("@")[0]).lower()
 
 
 def _domain_of_id(message_id: str | None) -> str:
@@ -59,45 +98,174 @@ def _domain_of_id(message_id: str | None) -> str:
     return message_id.strip("<>").rpartition("@")[2].lower()
 
 
-def is_own_loop(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+def _sender(msg: ParsedMessage) -> str:
+    return msg.sender.email if msg.sender else ""
+
+
+def _report_type(msg: ParsedMessage) -> str:
+    value = (msg.header("content-type") or "").lower()
+    match = re.search(r"report-type\s*=\s*\"?([a-z0-9-]+)", value)
+    return match.group(1) if match else ""
+
+
+# --- our own mail -------------------------------------------------------------
+
+
+def has_our_loop_header(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
     domain = settings.helpdesk.domain.lower()
     for value in msg.headers.get(LOOP_HEADER.lower(), ()):
         if value.strip().lower() == domain:
             return f"carries our loop header {LOOP_HEADER}: {domain}"
-    if _domain_of_id(msg.message_id) == domain:
+    return None
+
+
+def has_our_message_id(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    if _domain_of_id(msg.message_id) == settings.helpdesk.domain.lower():
         return f"Message-ID {msg.message_id} is one of ours"
     return None
 
 
-def is_bounce(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
-    if msg.content_type == "multipart/report":
-        return "delivery report (multipart/report)"
+def is_from_us(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    sender = _sender(msg)
+    if sender and ServedAddresses.of(settings.helpdesk.addresses).serves(sender):
+        return f"sent from our own address {sender}"
+    return None
+
+
+def is_own_loop(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """Our own mail came back: our loop header, Message-ID domain or From."""
+    for rule in (has_our_loop_header, has_our_message_id, is_from_us):
+        if reason := rule(msg, env, settings):
+            return reason
+    return None
+
+
+# --- delivery reports -----------------------------------------------------------------
+
+
+def is_delivery_report(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    if msg.content_type == "multipart/report" and _report_type(msg) != "disposition-notification":
+        return f"delivery report (multipart/report; {_report_type(msg) or 'no report-type'})"
+    return None
+
+
+def has_null_return_path(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """The null reverse-path, or a MAILER-DAEMON one (RFC 5321 §4.5.5)."""
     if env.mail_from is not None and env.mail_from.strip("<> ") == "":
         return "null return path"
-    if msg.header("x-failed-recipients"):
-        return "X-Failed-Recipients present"
-    sender = msg.sender.email if msg.sender else ""
-    if sender.partition("@")[0] in _DAEMON_LOCALPARTS:
+    if env.mail_from and _local(env.mail_from) in _DAEMON_LOCALPARTS:
+        return f"return path {env.mail_from}"
+    for value in msg.headers.get("return-path", ()):
+        if value.strip() in ("<>", ""):
+            return "null return path (Return-Path: <>)"
+        if _local(value) in _DAEMON_LOCALPARTS:
+            return f"Return-Path: {value.strip()[:80]}"
+    return None
+
+
+def is_to_our_bounce_address(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """Sent to a VERP return path of ours: a bounce, unless it is plainly an auto-reply."""
+    delivered = [v.strip().strip("<>") for n in ("delivered-to", "x-original-to")
+                 for v in msg.headers.get(n, ())]  # fmt: skip
+    for address in (*env.to, *delivered, *(a.email for a in (*msg.to, *msg.cc))):
+        if is_verp_address(address):
+            failures = msg.bounce is not None and (msg.bounce.permanent or msg.bounce.temporary)
+            if not failures and is_auto_reply(msg, env, settings):
+                return None  # a vacation reply sent to the return path, as RFC 3834 asks
+            return f"sent to our bounce address {address}"
+    return None
+
+
+def has_failed_recipients(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    return "X-Failed-Recipients present" if msg.header("x-failed-recipients") else None
+
+
+def is_from_mailer_daemon(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    sender = _sender(msg)
+    if sender and _local(sender) in _DAEMON_LOCALPARTS:
         return f"sent by {sender}"
+    if not sender:  # From: Postmaster <>
+        name = re.sub(r"[<>\"']", "", msg.headers.get("from", ("",))[0]).strip()
+        if _DAEMON_NAMES.match(name):
+            return f"sent by {name} with no address"
+    return None
+
+
+def is_reported_failure(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """The bounce detectors found failed recipients, and no person forwarded it."""
+    report = msg.bounce
+    if report is None or not (report.permanent or report.temporary):
+        return None
+    if _FORWARD_PREFIX.match(msg.subject):
+        return None  # "Fwd: Undeliverable": a person asking why their mail bounced
+    return f"reports failed delivery to {', '.join((*report.permanent, *report.temporary)[:3])}"
+
+
+def is_bounce(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """A delivery report: DSN, null sender, our VERP address, MAILER-DAEMON."""
+    for rule in (is_delivery_report, has_null_return_path, is_to_our_bounce_address,
+                 has_failed_recipients, is_from_mailer_daemon, is_reported_failure):  # fmt: skip
+        if reason := rule(msg, env, settings):
+            return reason
+    return None
+
+
+# --- automated mail -----------------------------------------------------------------
+
+
+def is_auto_submitted(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """RFC 3834: any Auto-Submitted value but "no", whatever its case, padding or comments."""
+    for value in msg.headers.get("auto-submitted", ()):
+        token = _COMMENT.sub(" ", value).split(";")[0].strip().strip('"').lower()
+        if token != "no":
+            return f"Auto-Submitted: {token or '(empty)'}"
+    return None
+
+
+def has_autoreply_header(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    for name in ("x-autoreply", "x-autorespond", "x-auto-response-suppress", "x-autogenerated"):
+        if name in msg.headers:
+            return f"{name} present"
+    return None
+
+
+def has_bulk_precedence(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    for value in msg.headers.get("precedence", ()):
+        precedence = value.strip().lower()
+        if precedence in ("bulk", "junk", "list", "auto_reply"):
+            return f"Precedence: {precedence}"
+    return None
+
+
+def is_list_mail(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    if "list-id" in msg.headers or "list-unsubscribe" in msg.headers:
+        return "mailing-list mail"
+    return None
+
+
+def is_read_receipt(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    if msg.content_type == "multipart/report" and _report_type(msg) == "disposition-notification":
+        return "read receipt (disposition-notification)"
+    return None
+
+
+def is_noreply_sender(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    sender = _sender(msg)
+    return f"no-reply sender {sender}" if _NOREPLY_LOCAL.match(sender.partition("@")[0]) else None
+
+
+def has_out_of_office_subject(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    if _OOO_SUBJECT.match(msg.subject) or _OOO_NOTES.search(msg.subject):
+        return f"out-of-office subject: {msg.subject[:60]!r}"
     return None
 
 
 def is_auto_reply(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
-    auto = msg.header("auto-submitted")
-    if auto is not None:
-        token = auto.split(";")[0].strip().lower()
-        if token != "no":
-            return f"Auto-Submitted: {token or '(empty)'}"
-    for name in ("x-autoreply", "x-autorespond", "x-auto-response-suppress"):
-        if msg.header(name) is not None:
-            return f"{name} present"
-    precedence = (msg.header("precedence") or "").strip().lower()
-    if precedence in ("bulk", "junk", "list", "auto_reply"):
-        return f"Precedence: {precedence}"
-    if msg.header("list-id") is not None or msg.header("list-unsubscribe") is not None:
-        return "mailing-list mail"
-    if _OOO_SUBJECT.match(msg.subject):
-        return f"out-of-office subject: {msg.subject[:60]!r}"
+    """Auto-replies and bulk mail (RFC 3834 and the headers peers rely on)."""
+    for rule in (is_auto_submitted, has_autoreply_header, has_bulk_precedence, is_list_mail,
+                 is_read_receipt, is_noreply_sender, has_out_of_office_subject):  # fmt: skip
+        if reason := rule(msg, env, settings):
+            return reason
     return None
 
 

@@ -4,12 +4,21 @@
 storing fails (never a 5xx, never exception text); ``550 5.1.1`` for an
 address we don't serve; ``552 5.3.4`` over the size limit. LMTP answers once
 per accepted recipient, as RFC 2033 requires.
+
+Hardening: at most ``smtp.max_connections_per_ip`` connections per client
+address (one more gets ``421 4.7.0``); a client idle for
+``smtp.timeout_seconds`` gets ``421 4.4.2`` and is dropped; at most
+``smtp.max_recipients`` recipients (``452 4.5.3``); only ``CRLF.CRLF`` ends
+DATA (a bare-LF ``\n.\n`` is message content, so SMTP smuggling cannot slip a
+second message past us); optional STARTTLS and AUTH (`maild.smtpauth`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from collections import Counter
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -18,13 +27,15 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from maild.addresses import ServedAddresses, normalize_address
 from maild.config import Settings
 from maild.intake import Delivery, GroupCommitter
+from maild.smtpauth import PasswordFile
 from maild.states import Source
 
 log = logging.getLogger(__name__)
 
 TEMPFAIL = "451 4.3.0 Temporary local problem storing the message, please try again later"
 TOO_BIG = "552 5.3.4 Message size exceeds the fixed maximum message size"
-MAX_RECIPIENTS = 100
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address, try again later"
+IDLE_TIMEOUT = "421 4.4.2 Idle too long, closing connection"
 
 
 class IntakeHandler:
@@ -37,6 +48,9 @@ class IntakeHandler:
         self.committer = committer
         self.lmtp = lmtp
         self.accepting = True
+        self.max_recipients = settings.smtp.max_recipients
+        self.max_per_ip = settings.smtp.max_connections_per_ip
+        self.connections: Counter[str] = Counter()  # open connections per client IP
 
     async def handle_RCPT(
         self,
@@ -50,7 +64,7 @@ class IntakeHandler:
             return "421 4.3.2 Service shutting down, try again later"
         if not self.served.serves(address):
             return f"550 5.1.1 <{address}>: no such help-desk address here"
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -93,18 +107,59 @@ def _rewrite(status: str) -> str:
     return status
 
 
-class MaildSMTP(SMTP):
+class _Hardened:
+    """Per-IP connection cap and a 421 on idle timeout, for SMTP and LMTP alike."""
+
+    event_handler: IntakeHandler
+    session: Session | None
+    transport: Any
+    _peer_ip: str | None = None
+
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _rewrite(status)
-        await super().push(status)
+        await super().push(status)  # type: ignore[misc]
+
+    async def _handle_client(self) -> None:
+        handler = self.event_handler
+        peer = self.session.peer if self.session is not None else None
+        ip = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if handler.connections[ip] >= handler.max_per_ip:
+            log.warning("SMTP: refusing %s: %d connections already open", ip,
+                        handler.connections[ip])  # fmt: skip
+            await self.push(TOO_MANY_CONNECTIONS)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        handler.connections[ip] += 1
+        self._peer_ip = ip
+        try:
+            await super()._handle_client()  # type: ignore[misc]
+        finally:
+            handler.connections[ip] -= 1
+            if handler.connections[ip] <= 0:
+                del handler.connections[ip]
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(IDLE_TIMEOUT.encode("ascii") + b"\r\n")
+        super()._timeout_cb()  # type: ignore[misc]
 
 
-class MaildLMTP(LMTP):
-    async def push(self, status: Any) -> None:
-        if isinstance(status, str):
-            status = _rewrite(status)
-        await super().push(status)
+class MaildSMTP(_Hardened, SMTP):
+    pass
+
+
+class MaildLMTP(_Hardened, LMTP):
+    pass
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.smtp.tls_cert_file is None or settings.smtp.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.smtp.tls_cert_file, settings.smtp.tls_key_file)
+    return context
 
 
 async def start_server(
@@ -113,6 +168,12 @@ async def start_server(
     """Listen on ``smtp.listen`` (or host/port given); returns the server."""
     cls = MaildLMTP if settings.smtp.lmtp else MaildSMTP
     loop = asyncio.get_running_loop()
+    context = tls_context(settings)
+    users = (
+        PasswordFile.load(settings.smtp.auth_users_file)
+        if settings.smtp.auth_users_file is not None
+        else None
+    )
 
     def factory() -> SMTP:
         return cls(
@@ -122,6 +183,11 @@ async def start_server(
             hostname=settings.smtp.hostname,
             ident="maild",
             timeout=settings.smtp.timeout_seconds,
+            tls_context=context,
+            require_starttls=settings.smtp.require_starttls,
+            authenticator=users.authenticator if users is not None else None,
+            auth_required=settings.smtp.auth_required,
+            auth_require_tls=True,
             loop=loop,
         )
 

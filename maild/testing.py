@@ -75,6 +75,7 @@ class Desk:
         source: Source = Source.SMTP,
         envelope_from: str | None = None,
         notify: bool = True,
+        envelope_to: tuple[str, ...] | None = None,
     ) -> Stored:
         return store_one(
             self.sessions,
@@ -83,7 +84,7 @@ class Desk:
                 source=source,
                 recipient=recipient,
                 envelope_from=envelope_from,
-                envelope_to=(recipient,) if recipient else (),
+                envelope_to=envelope_to or ((recipient,) if recipient else ()),
                 notify=notify,
             ),  # fmt: skip
             self.clock,

@@ -28,7 +28,12 @@ def ticket_summary(ticket: Ticket, requester: Contact) -> dict[str, Any]:
         "urgency": ticket.urgency,
         "tier": ticket.tier,
         "security": ticket.security,
-        "requester": {"email": requester.email, "name": requester.name},
+        "requester": {
+            "email": requester.email,
+            "name": requester.name,
+            "bounce_state": requester.bounce_state,
+        },
+        "loop_suspected": ticket.loop_suspected,
         "address": ticket.address,
         "language": ticket.language,
         "parent": ticket.parent_id,

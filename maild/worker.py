@@ -18,7 +18,7 @@ import threading
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
@@ -28,15 +28,16 @@ from maild.addresses import normalize_address
 from maild.apply import Applier
 from maild.clock import Clock
 from maild.config import Settings
-from maild.correlate import Facts, TicketFacts, lookup_keys
+from maild.correlate import BouncedOutbox, Facts, TicketFacts, lookup_keys
 from maild.db import claim_order, is_sqlite
 from maild.decide import Decision, InboundMeta, decide
 from maild.errors import PermanentError
-from maild.models import Article, Contact, Inbound, Ticket, Watcher
+from maild.models import Article, Contact, Inbound, Outbox, Ticket, Watcher
 from maild.parse import ParsedMessage
 from maild.parsepool import ParsePool
 from maild.states import Direction, InboundStatus, Outcome
 from maild.triage import Rulebook, reload_rules
+from maild.verp import first_outbox_id, is_verp_address
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,9 @@ class Worker:
         """Each row with its parse (or the Decision to set it aside), in order."""
         limit = self.settings.worker.max_attempts
         to_parse = [row for row in rows if row.attempts < limit]
-        parsed = self.parser.parse_many([row.raw for row in to_parse])
+        parsed = self.parser.parse_many(
+            [row.raw for row in to_parse], hints=[_bounce_hint(row) for row in to_parse]
+        )
         for row in rows:
             if row.attempts >= limit:
                 reason = row.error or "the worker stopped while handling it"
@@ -249,6 +252,9 @@ class Worker:
 
     def _decide(self, session: Session, row: Inbound, msg: ParsedMessage) -> Decision:
         facts = lookup_facts(session, msg)
+        verp = first_outbox_id(self.applier.signer, _recipients(row, msg))
+        if verp is not None:
+            facts = _with_bounced_outbox(session, facts, verp)
         meta = InboundMeta(
             id=row.id,
             recipient=row.recipient,
@@ -256,6 +262,7 @@ class Worker:
             notify=row.notify,
             received_at=row.received_at,
             mailbox=row.mailbox,
+            envelope_to=tuple(row.envelope_to or ()),
         )
         return decide(msg, meta, facts, self.settings, self.clock.now(), self.rules)
 
@@ -288,6 +295,37 @@ class Worker:
 
 
 # --- the facts the pure pipeline needs -----------------------------------------
+
+
+def _bounce_hint(row: Inbound) -> bool:
+    """The envelope says delivery report: null sender, or one of our VERP addresses."""
+    if row.envelope_from is not None and row.envelope_from.strip("<> ") == "":
+        return True
+    if any(is_verp_address(a) for a in row.envelope_to or ()):
+        return True
+    return b"+bounces." in row.raw[:65536]  # a VERP address in Delivered-To / To
+
+
+def _recipients(row: Inbound, msg: ParsedMessage) -> list[str]:
+    """Where the message was delivered: envelope first, then the headers saying so."""
+    out = list(row.envelope_to or ())
+    for name in ("delivered-to", "x-original-to"):
+        out.extend(v.strip().strip("<>") for v in msg.headers.get(name, ()))
+    out.extend(a.email for a in (*msg.to, *msg.cc))
+    return out
+
+
+def _with_bounced_outbox(session: Session, facts: Facts, outbox_id: int) -> Facts:
+    row = session.execute(
+        select(Outbox.id, Outbox.ticket_id, Outbox.rcpt_to).where(Outbox.id == outbox_id)
+    ).first()
+    if row is None:
+        return facts
+    bounced = BouncedOutbox(row.id, row.ticket_id, tuple(normalize_address(r) for r in row.rcpt_to))
+    tickets = dict(facts.tickets)
+    if row.ticket_id is not None and row.ticket_id not in tickets:
+        tickets.update(ticket_facts(session, [row.ticket_id]))
+    return replace(facts, bounced_outbox=bounced, tickets=tickets)
 
 
 def lookup_facts(session: Session, msg: ParsedMessage) -> Facts:

@@ -76,7 +76,9 @@ def test_ack_is_relayed_byte_for_byte(db_url, tmp_path, relay):
         (row,) = outbox_rows(desk)
         assert row.status == "sent" and row.attempts == 0
         ((mail_from, rcpts, data),) = sink.received
-        assert mail_from == "help@example.com" and rcpts == ["bob@example.org"]
+        # The envelope sender is the mail's VERP return path (issue 6).
+        assert mail_from.startswith("help+bounces.") and mail_from.endswith("@example.com")
+        assert rcpts == ["bob@example.org"]
         assert data == row.raw
     finally:
         desk.close()

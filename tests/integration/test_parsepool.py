@@ -21,14 +21,14 @@ def _hang_on_marker() -> None:
 
     real = pp.parse
 
-    def parse(raw: bytes):
+    def parse(raw: bytes, *args, **kwargs):
         if b"Subject: HANG" in raw:
             import time
 
             time.sleep(60)
         if b"Subject: CRASH" in raw:
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(raw)
+        return real(raw, *args, **kwargs)
 
     pp.parse = parse
 
@@ -68,7 +68,8 @@ def test_a_hanging_or_crashing_message_costs_only_itself():
     others = [r for i, r in enumerate(results) if i not in (3, 7)]
     assert all(isinstance(r, ParsedMessage) for r in others)
     assert [r.subject for r in again] == [f"message {i}" for i in range(4)]
-    assert pool.restarts == 2
+    # Each was tried once more in salvage mode (maild.limits), which failed too.
+    assert pool.restarts == 4
 
 
 def test_inline_mode_parses_in_the_calling_thread():

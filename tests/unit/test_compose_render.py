@@ -163,3 +163,47 @@ def test_broken_override_template_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         Renderer(tmp_path)
     assert info.value.key == "templates.directory"
+
+
+# --- issue 6: CR/LF inside encoded-words, and a property test ---------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["=?utf-8?q?Invoice=0D=0ABcc:_victim@example.net?=",
+     "=?utf-8?b?SW52b2ljZQ0KQmNjOiB2aWN0aW1AZXhhbXBsZS5uZXQ=?=",
+     "Re: =?iso-8859-1?q?a=0Ab?= =?utf-8?q?=0D=0ABcc:_v@x.y?="],
+)  # fmt: skip
+def test_encoded_word_cr_lf_never_reaches_a_reader(subject):
+    raw = compose(outgoing(subject=subject))
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    decoded = str(msg["Subject"])
+    assert "\r" not in decoded and "\n" not in decoded and msg["Bcc"] is None
+    assert "Bcc" not in headers_of(raw)
+
+
+_NASTY = st.sampled_from(
+    ["\r\n", "\n", "\r", "\x00", "\u2028", "=?utf-8?q?=0D=0ABcc:_x@y.z?=",
+     "=?utf-8?b?DQpCY2M6IHhAeS56?=", "\r\nBcc: x@y.z", "ä", "\u202e", ":", "<", ">"]
+)  # fmt: skip
+HEADER_TEXT = st.lists(st.one_of(st.text(max_size=10), _NASTY), max_size=15).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(subject=HEADER_TEXT, name=HEADER_TEXT)
+def test_no_subject_or_name_adds_or_splits_a_header(subject, name):
+    raw = compose(outgoing(subject=subject, to=(Address(name, "bob@example.org"),),
+                           sender=Address(name, "help@example.com")))  # fmt: skip
+    names = headers_of(raw)
+    assert len(names) == len(set(names))  # each header once
+    assert set(names) <= {"From", "To", "Subject", "Date", "Message-ID", "Reply-To",
+                          "In-Reply-To", "References", "Auto-Submitted",
+                          "X-Auto-Response-Suppress", "Precedence", "X-Maild-Loop",
+                          "Content-Type", "MIME-Version", "Content-Transfer-Encoding"}  # fmt: skip
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    for field in ("Subject", "To", "From"):
+        assert "\n" not in str(msg[field]) and "\r" not in str(msg[field])
+    assert msg["To"].addresses[0].addr_spec == "bob@example.org"
