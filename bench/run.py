@@ -123,7 +123,14 @@ def child_maild(corpus: Path, work: Path) -> dict[str, Any]:
     from maild.testing import make_settings
 
     url = f"sqlite:///{work / 'maild.db'}"
-    settings = make_settings(work, url, smtp={"enabled": False}, worker={"poll_seconds": 0.05})
+    settings = make_settings(
+        work,
+        url,
+        smtp={"enabled": False},
+        worker={"poll_seconds": 0.05, "parse_processes": -1},
+        # One corpus sender opens up to 11 tickets within the run: not a loop.
+        limits={"autoreply_per_address_per_hour": 1000},
+    )
     import sys as _sys
 
     _sys.setswitchinterval(0.0005)

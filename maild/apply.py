@@ -14,11 +14,12 @@ callers such as the sweeps change them).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from maild.autoreply import AutoreplyGuard, Refusal, alert_notice
@@ -44,6 +45,37 @@ from maild.tokens import Signer, load_or_create_secret
 from maild.verp import verp_address
 
 log = logging.getLogger(__name__)
+
+# Statements of the per-message hot path, built once: constructing a statement
+# costs SQLAlchemy more than SQLite spends running it.
+_INSERT_TICKET = insert(Ticket).returning(Ticket.id)
+_INSERT_ARTICLE = insert(Article).returning(Article.id)
+_INSERT_OUTBOX = insert(Outbox).returning(Outbox.id)
+_INSERT_EVENT = insert(Event)
+_INSERT_ATTACHMENT = insert(Attachment)
+_SET_MAIL_FROM = (
+    update(Outbox).where(Outbox.id == bindparam("b_id")).values(mail_from=bindparam("b_from"))
+)
+_CONTACT = select(Contact.id, Contact.name).where(Contact.email == bindparam("email"))
+_FINISH = {
+    claimed: update(Inbound)
+    .where(
+        Inbound.id == bindparam("b_id"),
+        *(
+            (Inbound.status == InboundStatus.PROCESSING, Inbound.claimed_at == bindparam("b_claim"))
+            if claimed
+            else ()
+        ),
+    )
+    .values(
+        status=bindparam("b_status"),
+        outcome=bindparam("b_outcome"),
+        error=bindparam("b_error"),
+        processed_at=bindparam("b_now"),
+        ticket_id=bindparam("b_ticket"),
+    )
+    for claimed in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -164,8 +196,7 @@ class Applier:
             view = TicketView.of(ticket)
         if decision.article is not None:
             self._add_article(session, view.id, decision.article, inbound_id, now)
-        for spec in decision.events:
-            self._event(session, view.id, spec, now)
+        self._events(session, view.id, decision.events, now)
         queued = [self.queue_notice(session, view, notice, now) for notice in decision.notices]
         if decision.bounce is not None:
             self._record_bounce(session, view, decision.bounce, now)
@@ -188,20 +219,16 @@ class Applier:
         claimed_at: datetime | None,
     ) -> None:
         done = status == InboundStatus.DONE
-        stmt = update(Inbound).where(Inbound.id == inbound_id)
-        if claimed_at is not None:
-            stmt = stmt.where(
-                Inbound.status == InboundStatus.PROCESSING, Inbound.claimed_at == claimed_at
-            )
-        result = session.connection().execute(
-            stmt.values(
-                status=status,
-                outcome=str(decision.outcome),
-                error=None if done else decision.reason,
-                processed_at=now,
-                ticket_id=ticket_id,
-            )
-        )
+        params = {
+            "b_id": inbound_id,
+            "b_status": str(status),
+            "b_outcome": str(decision.outcome),
+            "b_error": None if done else decision.reason,
+            "b_now": now,
+            "b_ticket": ticket_id,
+            "b_claim": claimed_at,
+        }
+        result = session.connection().execute(_FINISH[claimed_at is not None], params)
         if claimed_at is not None and result.rowcount != 1:
             raise LostClaim(f"inbound {inbound_id} is no longer in our hands")
 
@@ -210,8 +237,7 @@ class Applier:
     ) -> tuple[int, str]:
         """The contact's (id, name), created if new; a name is filled in once known."""
         conn = session.connection()
-        query = select(Contact.id, Contact.name).where(Contact.email == who.email)
-        row = conn.execute(query).first()
+        row = conn.execute(_CONTACT, {"email": who.email}).first()
         if row is None:
             new = {
                 "email": who.email,
@@ -221,7 +247,7 @@ class Applier:
                 "created_at": now,
             }
             insert_ignore(session, Contact, [new])
-            row = conn.execute(query).one()
+            row = conn.execute(_CONTACT, {"email": who.email}).one()
         contact_id, name = row
         if who.name and not name:
             conn.execute(update(Contact).where(Contact.id == contact_id).values(name=who.name))
@@ -259,8 +285,7 @@ class Applier:
         }
         if spec.sla is not None:
             values.update(sla_columns(spec.sla))
-        stmt = insert(Ticket).returning(Ticket.id)
-        ticket_id = session.connection().execute(stmt, values).scalar_one()
+        ticket_id = session.connection().execute(_INSERT_TICKET, values).scalar_one()
         return TicketView(
             id=ticket_id,
             subject=spec.subject,
@@ -307,7 +332,7 @@ class Applier:
             "created_at": now,
             "inbound_id": inbound_id,
         }
-        article_id: int = conn.execute(insert(Article).returning(Article.id), values).scalar_one()
+        article_id: int = conn.execute(_INSERT_ARTICLE, values).scalar_one()
         if spec.attachments:
             blobs: dict[str, dict[str, Any]] = {}
             for att in spec.attachments:
@@ -327,7 +352,7 @@ class Applier:
                 }
                 for att in spec.attachments
             ]
-            conn.execute(insert(Attachment), rows)
+            conn.execute(_INSERT_ATTACHMENT, rows)
         return article_id
 
     def event(self, session: Session, ticket_id: int, spec: EventSpec, now: datetime) -> None:
@@ -335,16 +360,27 @@ class Applier:
         self._event(session, ticket_id, spec, now)
 
     def _event(self, session: Session, ticket_id: int, spec: EventSpec, now: datetime) -> None:
-        values = {
-            "ticket_id": ticket_id,
-            "at": now,
-            "actor": spec.actor,
-            "kind": spec.kind,
-            "old": None if spec.old is None else str(spec.old),
-            "new": None if spec.new is None else str(spec.new),
-            "detail": dict(spec.detail) if spec.detail else None,
-        }
-        session.connection().execute(insert(Event), values)
+        self._events(session, ticket_id, (spec,), now)
+
+    @staticmethod
+    def _events(
+        session: Session, ticket_id: int, specs: Sequence[EventSpec], now: datetime
+    ) -> None:
+        if not specs:
+            return
+        rows = [
+            {
+                "ticket_id": ticket_id,
+                "at": now,
+                "actor": spec.actor,
+                "kind": spec.kind,
+                "old": None if spec.old is None else str(spec.old),
+                "new": None if spec.new is None else str(spec.new),
+                "detail": dict(spec.detail) if spec.detail else None,
+            }
+            for spec in specs
+        ]
+        session.connection().execute(_INSERT_EVENT, rows)
 
     def _record_bounce(
         self, session: Session, ticket: TicketView, bounce: BounceSpec, now: datetime
@@ -500,14 +536,11 @@ class Applier:
             "next_attempt_at": now,
             "created_at": now,
         }
-        outbox_id: int = (
-            session.connection().execute(insert(Outbox).returning(Outbox.id), values).scalar_one()
-        )
+        outbox_id: int = session.connection().execute(_INSERT_OUTBOX, values).scalar_one()
         # VERP: the bounce of this very mail names it (the id exists only now).
         session.connection().execute(
-            update(Outbox)
-            .where(Outbox.id == outbox_id)
-            .values(mail_from=verp_address(self.signer, desk.email, outbox_id))
+            _SET_MAIL_FROM,
+            {"b_id": outbox_id, "b_from": verp_address(self.signer, desk.email, outbox_id)},
         )
         if notice.visibility != Visibility.INTERNAL:  # mail to agents is not limited
             self.guard.record(session, ticket.id, notice.to, notice.kind, now)

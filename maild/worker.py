@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.addresses import normalize_address
@@ -328,6 +328,34 @@ def _with_bounced_outbox(session: Session, facts: Facts, outbox_id: int) -> Fact
     return replace(facts, bounced_outbox=bounced, tickets=tickets)
 
 
+# Built once (constructing statements costs more than SQLite spends on them).
+_KNOWN_IDS = select(Article.message_id, Article.ticket_id, Article.direction).where(
+    Article.message_id.in_(bindparam("ids", expanding=True))
+)
+_LANGUAGE = select(Contact.language).where(Contact.email == bindparam("email"))
+_TICKETS = (
+    select(
+        Ticket.id,
+        Ticket.status,
+        Ticket.subject,
+        Ticket.language,
+        Ticket.resolved_at,
+        Ticket.closed_at,
+        Ticket.priority,
+        Ticket.tier,
+        Ticket.security,
+        Contact.email,
+    )
+    .join(Contact, Ticket.requester_id == Contact.id)
+    .where(Ticket.id.in_(bindparam("ids", expanding=True)))
+)
+_WATCHERS = (
+    select(Watcher.ticket_id, Contact.email)
+    .join(Contact, Watcher.contact_id == Contact.id)
+    .where(Watcher.ticket_id.in_(bindparam("ids", expanding=True)))
+)
+
+
 def lookup_facts(session: Session, msg: ParsedMessage) -> Facts:
     """One indexed query for every Message-ID the message names (and its own).
 
@@ -341,11 +369,7 @@ def lookup_facts(session: Session, msg: ParsedMessage) -> Facts:
     known: dict[str, int] = {}
     already = None
     if wanted_ids:
-        rows = session.connection().execute(
-            select(Article.message_id, Article.ticket_id, Article.direction).where(
-                Article.message_id.in_(wanted_ids)
-            )
-        )
+        rows = session.connection().execute(_KNOWN_IDS, {"ids": wanted_ids})
         for mid, tid, direction in rows:
             if mid == keys.own_message_id and direction == Direction.IN:
                 already = tid
@@ -356,11 +380,7 @@ def lookup_facts(session: Session, msg: ParsedMessage) -> Facts:
         wanted.add(keys.subject_ticket)
     language = None  # the contact's language matters to a new ticket's acknowledgement
     if msg.sender is not None and not wanted:
-        language = (
-            session.connection()
-            .execute(select(Contact.language).where(Contact.email == msg.sender.email))
-            .scalar()
-        )
+        language = session.connection().execute(_LANGUAGE, {"email": msg.sender.email}).scalar()
     return Facts(known_ids=known, tickets=ticket_facts(session, wanted), already_stored_on=already,
                  sender_language=language)  # fmt: skip
 
@@ -370,27 +390,9 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
     if not ids:
         return {}
     conn = session.connection()
-    columns = (
-        Ticket.id,
-        Ticket.status,
-        Ticket.subject,
-        Ticket.language,
-        Ticket.resolved_at,
-        Ticket.closed_at,
-        Ticket.priority,
-        Ticket.tier,
-        Ticket.security,
-        Contact.email,
-    )
-    rows = conn.execute(
-        select(*columns).join(Contact, Ticket.requester_id == Contact.id).where(Ticket.id.in_(ids))
-    ).all()
+    rows = conn.execute(_TICKETS, {"ids": ids}).all()
     watchers: dict[int, set[str]] = {}
-    for tid, email in conn.execute(
-        select(Watcher.ticket_id, Contact.email)
-        .join(Contact, Watcher.contact_id == Contact.id)
-        .where(Watcher.ticket_id.in_(ids))
-    ):
+    for tid, email in conn.execute(_WATCHERS, {"ids": ids}):
         watchers.setdefault(tid, set()).add(email)
     out = {}
     for (
