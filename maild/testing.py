@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from maild import agents
 from maild.apply import Applier
 from maild.clock import Clock, FrozenClock
 from maild.config import Settings, settings_from_mapping
@@ -30,7 +31,7 @@ from maild.states import Source
 from maild.worker import Processed, Worker
 
 
-def make_settings(tmp_path: Path, db_url: str, **sections: Mapping[str, Any]) -> Settings:
+def make_settings(tmp_path: Path, db_url: str, **sections: Any) -> Settings:
     """Settings for a test: our usual help desk, outgoing mail under `tmp_path`."""
     raw: dict[str, dict[str, Any]] = {
         "database": {"url": db_url},
@@ -45,7 +46,10 @@ def make_settings(tmp_path: Path, db_url: str, **sections: Mapping[str, Any]) ->
         "worker": {"poll_seconds": 0.2, "parse_processes": 0},
     }
     for name, values in sections.items():
-        raw.setdefault(name, {}).update(values)
+        if isinstance(values, list):  # an array of tables: [[agents]]
+            raw[name] = values
+        else:
+            raw.setdefault(name, {}).update(values)
     return settings_from_mapping(raw, source="<test>")
 
 
@@ -62,6 +66,7 @@ class Desk:
         self.sessions = session_factory(self.engine)
         self.renderer = Renderer.from_settings(settings)
         self.applier = Applier(settings, self.renderer)
+        agents.install(self.sessions, self.applier)
         self.parser = ParsePool.from_settings(settings)
         self.worker = Worker(self.sessions, settings, self.clock, self.applier, parser=self.parser)
         self.transport = transport or transport_from_settings(settings)
