@@ -10,9 +10,11 @@ A reply runs commands only when all of these hold:
    look-alike, display-name trick or second address gets through);
 3. with ``agent_mail.require_authentication_results``, a DKIM or DMARC pass
    for the agent's domain in the Authentication-Results header that one of
-   ``trusted_authserv_ids`` wrote (RFC 8601). Only the top-most such header
-   within our own ``trusted_hops`` Received headers counts; one claiming a
-   trusted authserv-id further down came from outside and is ignored.
+   ``trusted_authserv_ids`` wrote (RFC 8601). Only the top-most such header,
+   and only above the ``trusted_hops``-th Received header (the one our
+   border server adds), counts: a header claiming a trusted authserv-id
+   further down came from outside, where anyone can write one, and is
+   ignored (and named in the refusal).
 
 Anything else from (or imitating) an agent, or sent to a reply address, is
 stored as an internal note, changes nothing, and the agents concerned are
@@ -75,6 +77,8 @@ def strict_from(msg: ParsedMessage) -> tuple[str | None, str]:
             return None, f"the From name {shown!r} poses as an address"
     else:
         addr = value
+        if "," in addr or ";" in addr:
+            return None, "the From field holds more than one address"
         if not re.fullmatch(r"[^\s,;:()\"<>]+", addr):
             return None, "the From field is not a single plain address"
     if not is_valid_address(addr):
@@ -147,7 +151,7 @@ def authentication_results(msg: ParsedMessage, settings: Settings, email: str) -
         authserv, results = parse_authentication_results(value)
         if authserv not in trusted:
             continue
-        if hops > am.trusted_hops or authserv in counted:
+        if hops >= am.trusted_hops or authserv in counted:
             outside.append(authserv)
             continue
         counted.add(authserv)

@@ -295,8 +295,8 @@ class AgentMailSettings:
         for authserv in self.trusted_authserv_ids:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}", authserv):
                 _fail("agent_mail.trusted_authserv_ids", f"not a host name: {authserv!r}")
-        if not 0 <= self.trusted_hops <= 20:
-            _fail("agent_mail.trusted_hops", "must be between 0 and 20")
+        if not 1 <= self.trusted_hops <= 20:
+            _fail("agent_mail.trusted_hops", "must be between 1 and 20")
         if not self.authentication_methods or any(
             m not in AUTH_METHODS for m in self.authentication_methods
         ):

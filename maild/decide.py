@@ -203,10 +203,7 @@ def decide(
         )
     if served.serves(sender.email):  # an envelope sender of ours (From was screened)
         return Decision(Outcome.IGNORED, f"sent from our own address {sender.email}")
-    if not is_valid_address(sender.email):
-        return Decision(Outcome.QUARANTINED, "no usable sender address (From or envelope)")
-
-    if ticket is not None:
+    if ticket is not None:  # the agents' channel first: a look-alike From is no valid address
         from maild import agentauth, agentmail
 
         check = agentauth.check(msg, facts.reply_token, facts.directory, settings,
@@ -214,6 +211,10 @@ def decide(
         if check is not None:
             return agentmail.decide(msg, inbound, facts, settings, now, ticket, check, sender,
                                     how=correlation.how)  # fmt: skip
+    if not is_valid_address(sender.email):
+        return Decision(Outcome.QUARANTINED, "no usable sender address (From or envelope)")
+
+    if ticket is not None:
         role = identify(msg, ticket)
         if ticket.status in FINISHED_STATUSES and role == Role.REQUESTER:
             finished_at = ticket.closed_at or ticket.resolved_at or now

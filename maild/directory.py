@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import unicodedata
 from dataclasses import dataclass, field
+from email.header import decode_header, make_header
 
 from maild.parse import Address
 from maild.tiers import GROUP_DUTY_MANAGER, GROUP_SECURITY
@@ -128,6 +129,9 @@ def skeleton(address: str) -> str:
     """What an address looks like to a reader: `аnna@exаmple.com` (Cyrillic а),
     `anna@xn--exmple-4nf.com` and `anna@examp1e.com` share the skeleton of
     `anna@example.com`."""
+    if "=?" in address:  # an encoded-word where no encoding belongs
+        with contextlib.suppress(Exception):
+            address = str(make_header(decode_header(address)))
     local, _at, domain = address.strip().rpartition("@")
     text = unicodedata.normalize("NFKD", f"{local}@{_unidna(domain)}").casefold()
     text = "".join(c for c in text if unicodedata.category(c) not in ("Mn", "Me", "Cf", "Zs"))

@@ -82,6 +82,10 @@ class Desk:
         notify: bool = True,
         envelope_to: tuple[str, ...] | None = None,
     ) -> Stored:
+        """Store `raw` as an intake path would; `envelope_to` as given on RCPT TO
+        (default: `recipient`), e.g. a personal reply address."""
+        if envelope_to is None:
+            envelope_to = (recipient,) if recipient else ()
         return store_one(
             self.sessions,
             Delivery(
@@ -89,7 +93,7 @@ class Desk:
                 source=source,
                 recipient=recipient,
                 envelope_from=envelope_from,
-                envelope_to=envelope_to or ((recipient,) if recipient else ()),
+                envelope_to=envelope_to,
                 notify=notify,
             ),  # fmt: skip
             self.clock,
@@ -212,16 +216,19 @@ def make_message(
 
 
 def reply_to(original: EmailMessage, *, sender: str, body: str, subject: str | None = None,
-             message_id: str = "<reply-1@example.org>") -> bytes:  # fmt: skip
-    """A reply to `original` as a mail client builds it (In-Reply-To + References)."""
+             message_id: str = "<reply-1@example.org>", to: str | None = None,
+             headers: Mapping[str, str] | None = None) -> bytes:  # fmt: skip
+    """A reply to `original` as a mail client builds it (In-Reply-To + References),
+    to its Reply-To (else its From) unless `to` is given."""
     refs = str(original.get("References", "")).split()
     mid = str(original["Message-ID"])
     return make_message(
         sender=sender,
-        to=str(original["Reply-To"] or original["From"]),
+        to=to or str(original["Reply-To"] or original["From"]),
         subject=subject if subject is not None else f"Re: {original['Subject']}",
         body=body,
         message_id=message_id,
         in_reply_to=mid,
         references=" ".join([*refs, mid]),
+        headers=headers,
     )

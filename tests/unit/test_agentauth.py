@@ -127,10 +127,17 @@ FROM = "From: Anna <anna@example.com>"
             True,
         ),
         (
+            f"Authentication-Results: mx.example.com; dkim=pass header.d=mail.example.com\n"
+            f"{OUR_HOP}\n{FROM}",
+            True,
+        ),  # a subdomain signs: relaxed alignment
+        # below our own hop it may have come with the message: a server of ours that
+        # writes there needs trusted_hops = 2 (test below)
+        (
             f"{OUR_HOP}\nAuthentication-Results: mx.example.com; dkim=pass header.d=example.com\n"
             f"{FROM}",
-            True,
-        ),  # written just below its own Received (milters do that)
+            False,
+        ),
         # DKIM for another domain does not count
         (
             f"Authentication-Results: mx.example.com; dkim=pass header.d=evil.example\n{OUR_HOP}\n"
@@ -161,6 +168,18 @@ def test_authentication_results_only_from_our_own_hops(headers, ok):
     passed, why = authentication_results(msg(headers), SETTINGS, "anna@example.com")
     assert passed == ok
     assert bool(why) == (not ok)
+
+
+def test_a_server_writing_below_its_own_received_header_needs_one_more_hop():
+    settings = settings_from_mapping({"agent_mail": {
+        "require_authentication_results": True, "trusted_authserv_ids": ["mx.example.com"],
+        "trusted_hops": 2}})  # fmt: skip
+    ours = (f"{OUR_HOP}\nAuthentication-Results: mx.example.com; dkim=pass header.d=example.com\n"
+            f"Authentication-Results: mx.example.com; dmarc=fail\n{FROM}")  # fmt: skip
+    assert authentication_results(msg(ours), settings, "anna@example.com")[0]
+    forged_below = (f"{OUR_HOP}\nAuthentication-Results: mx.example.com; dmarc=fail\n"
+                    f"Authentication-Results: mx.example.com; dmarc=pass\n{FROM}")  # fmt: skip
+    assert not authentication_results(msg(forged_below), settings, "anna@example.com")[0]
 
 
 def test_a_forged_header_below_ours_is_named_in_the_reason():
