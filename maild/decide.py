@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from maild import notices
+from maild import agentauth, notices
 from maild.addresses import ServedAddresses, is_valid_address, normalize_address, split_plus
 from maild.commands import Command
 from maild.config import Settings
@@ -25,6 +25,7 @@ from maild.identify import Role, identify
 from maild.language import choose as choose_language
 from maild.mailbox_defaults import apply_mailbox_defaults
 from maild.parse import Address, ParsedAttachment, ParsedMessage
+from maild.quotes import strip_reply
 from maild.screen import Envelope, Verdict, screen
 from maild.sla import SlaClock, SlaPolicy
 from maild.states import (
@@ -38,6 +39,7 @@ from maild.states import (
 from maild.triage import Rulebook, classify
 
 SUMMARY_CHARS = 600
+SUMMARY_SCAN_CHARS = 8192
 MAX_WATCHERS = 20
 
 
@@ -204,7 +206,7 @@ def decide(
     if served.serves(sender.email):  # an envelope sender of ours (From was screened)
         return Decision(Outcome.IGNORED, f"sent from our own address {sender.email}")
     if ticket is not None:  # the agents' channel first: a look-alike From is no valid address
-        from maild import agentauth, agentmail
+        from maild import agentmail  # it builds Decisions: imported at call time
 
         check = agentauth.check(msg, facts.reply_token, facts.directory, settings,
                                 ticket_id=ticket.id, requester=ticket.requester, now=now)  # fmt: skip
@@ -351,9 +353,11 @@ def _reply_notices(
         assignee_id=ticket.assignee,
         security=ticket.security,
     )
+    # What they wrote, without the mail they quote (the head only: it is untrusted input).
+    said = strip_reply(msg.text[:SUMMARY_SCAN_CHARS]) or msg.text
     context = {
         "event": "reply",
-        "summary": _summary(msg.text),
+        "summary": _summary(said),
         "author": sender.formatted(),
         "status_now": str(status) if status else ticket.status,
     }

@@ -55,10 +55,7 @@ def body(mail: EmailMessage) -> str:
 
 def state(desk: Desk, number: int) -> dict[str, Any]:
     t = desk.ticket(number)
-    out = {k: t[k] for k in WATCHED}
-    out["assignee"] = next((e["new"] for e in reversed(t["events"]) if e["kind"] == "assigned"),
-                           None)  # fmt: skip
-    return out
+    return {k: t[k] for k in (*WATCHED, "assignee", "watchers", "links")}
 
 
 def open_ticket(desk: Desk, mail: Mail, **kw: Any) -> tuple[int, EmailMessage]:
@@ -170,8 +167,8 @@ def test_assignment_escalation_and_link_notify_the_right_agents(desk):
     assert "assigned this ticket to you" in body(assigned)
     assert assigned["Reply-To"].addresses[0].addr_spec.startswith(f"help+{n}.")
     assert list(got) == ["anna@example.com"]
-    events = {e["kind"] for e in desk.ticket(other)["events"]}
-    assert "related" in events
+    assert desk.ticket(other)["links"] == [n] and desk.ticket(n)["links"] == [other]
+    assert "related" in {e["kind"] for e in desk.ticket(other)["events"]}
     # Bob's next reply goes to the assignee, not to tier 1.
     ack = next(m for m in desk.outgoing() if m["To"].addresses[0].addr_spec == "bob@example.org")
     desk.process(reply_to(ack, sender=REQUESTER, body="It is room 301.", message_id="<b2@x.org>"))
@@ -218,26 +215,29 @@ def test_meeting_sends_an_icalendar_invitation_from_the_help_desk(desk):
 # --- all or nothing ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("commands", "why"),
-    [
-        ("#priority P1\n#escalate 1", "already at tier 1"),  # refused while running
-        ("#priority P1\n#frobnicate", "unknown command #frobnicate"),  # refused when read
-        ("#priority P1\n#category nonsense", "unknown category"),
-    ],
+REFUSED = (
+    ("#priority P1\n#escalate 1", "already at tier 1"),  # refused while running
+    ("#priority P1\n#frobnicate", "unknown command #frobnicate"),  # refused when read
+    ("#priority P1\n#category nonsense", "unknown category"),
 )
-def test_a_refused_command_changes_nothing_and_lists_the_valid_ones(desk, commands, why):
+
+
+def test_a_refused_command_changes_nothing_and_lists_the_valid_ones(desk):
     mail = Mail(desk)
-    n, note = open_ticket(desk, mail)
-    before = state(desk, n)
-    answer(desk, note, f"{commands}\n\nHi Bob, on it.\n")
-    assert state(desk, n) == before
-    got = mail.new()
-    (refused,) = got.pop("anna@example.com")
-    assert got == {}  # the requester got nothing
-    assert "NOT applied" in refused["Subject"] and why in body(refused)
-    assert "#status open|in_progress" in body(refused) and "#meeting YYYY-MM-DD" in body(refused)
-    assert desk.ticket(n)["articles"][-2]["visibility"] == "internal"
+    for i, (commands, why) in enumerate(REFUSED):
+        n, note = open_ticket(desk, mail, message_id=f"<orig-{i}@example.org>")
+        before = state(desk, n)
+        answer(desk, note, f"{commands}\n\nHi Bob, on it.\n", message_id=f"<a-{i}@example.com>")
+        assert state(desk, n) == before, commands
+        got = mail.new()
+        (refused,) = got.pop("anna@example.com")
+        assert got == {}, commands  # the requester got nothing
+        assert "NOT applied" in refused["Subject"] and why in body(refused), commands
+        assert "#status open|in_progress" in body(refused) and "#meeting YYYY-MM-DD" in body(
+            refused
+        )
+        mine = [a for a in desk.ticket(n)["articles"] if a["message_id"] == f"<a-{i}@example.com>"]
+        assert mine[0]["visibility"] == "internal"
 
 
 def test_a_reply_to_a_resolved_ticket_is_refused_until_reopened(desk):
@@ -302,25 +302,29 @@ FORGERIES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", sorted(FORGERIES))
-def test_forgery_changes_nothing(desk, case):
-    spec = FORGERIES[case]
+def test_forgeries_change_nothing(desk):
+    """Each case on a ticket of its own; the expired address last (the clock moves)."""
     mail = Mail(desk)
-    n, note = open_ticket(desk, mail)
-    before = state(desk, n)
-    token = note["Reply-To"].addresses[0].addr_spec
-    to = spec.get("to")
-    if spec.get("other_ticket"):
-        second, _ = open_ticket(desk, mail, subject="VPN down", message_id="<orig-2@example.org>")
-        to = token.replace(f"help+{n}.", f"help+{second}.")
-    if spec.get("days"):
-        desk.clock.advance(days=spec["days"])
+    for case in sorted(FORGERIES, key=lambda c: (c == "expired_token", c)):
+        spec = FORGERIES[case]
+        n, note = open_ticket(desk, mail, message_id=f"<orig-{case}@example.org>")
         before = state(desk, n)
-    answer(desk, note, "#close\n#priority P1\n\nBob, all done.\n", to=to,
-           sender=spec.get("sender", "Anna Agent <anna@example.com>"),
-           raw_from=spec.get("raw_from"))  # fmt: skip
-    told = {f"{who}@example.com" for who in spec.get("told", {"anna"})}
-    assert_forgery_refused(desk, mail, n, before, told, spec["why"])
+        token = note["Reply-To"].addresses[0].addr_spec
+        to = spec.get("to")
+        if spec.get("other_ticket"):
+            other, _ = open_ticket(desk, mail, message_id=f"<other-{case}@example.org>")
+            to = token.replace(f"help+{n}.", f"help+{other}.")
+        if spec.get("days"):
+            desk.clock.advance(days=spec["days"])
+            before = state(desk, n)
+        answer(desk, note, "#close\n#priority P1\n\nBob, all done.\n", to=to,
+               sender=spec.get("sender", "Anna Agent <anna@example.com>"),
+               raw_from=spec.get("raw_from"), message_id=f"<{case}@example.com>")  # fmt: skip
+        told = {f"{who}@example.com" for who in spec.get("told", {"anna"})}
+        try:
+            assert_forgery_refused(desk, mail, n, before, told, spec["why"])
+        except AssertionError as exc:
+            raise AssertionError(f"{case}: {exc}") from exc
 
 
 def test_fake_authentication_results_with_our_authserv_id(db_url, tmp_path):
@@ -349,38 +353,37 @@ def test_fake_authentication_results_with_our_authserv_id(db_url, tmp_path):
         desk.close()
 
 
-@pytest.mark.parametrize(
-    "smuggled",
-    [
-        # a bare CR (quoted-printable =0D) turned into a line break inside the value
-        "#priority P1\rBcc: victim@evil.example\r\n\r\nBob, done.\r\n",
-        # Unicode line separators and vertical tab inside the value
-        "#resolve fixed\u2028Bcc: victim@evil.example\n\nBob, done.\n",
-        "#assign anna\x0bCc: victim@evil.example\n\nBob, done.\n",
-        "#status resolved\x85To: victim@evil.example\n\nBob, done.\n",
-    ],
+SMUGGLED = (
+    # a bare CR (quoted-printable =0D) turned into a line break inside the value
+    "#priority P1\rBcc: victim@evil.example\r\n\r\nBob, done.\r\n",
+    # Unicode line separators and a vertical tab inside the value
+    "#resolve fixed\u2028Bcc: victim@evil.example\n\nBob, done.\n",
+    "#assign anna\x0bCc: victim@evil.example\n\nBob, done.\n",
+    "#status resolved\x85To: victim@evil.example\n\nBob, done.\n",
 )
-def test_command_values_carrying_line_breaks_or_headers(desk, smuggled):
+
+
+def test_command_values_carrying_line_breaks_or_headers(desk):
     mail = Mail(desk)
-    n, note = open_ticket(desk, mail)
-    before = state(desk, n)
-    msg = EmailMessage()
-    msg["From"] = "Anna Agent <anna@example.com>"
-    msg["To"] = str(note["Reply-To"])
-    msg["Subject"] = f"Re: {note['Subject']}"
-    msg["Message-ID"] = "<smuggle@example.com>"
-    msg["In-Reply-To"] = note["Message-ID"]
-    msg["Content-Type"] = 'text/plain; charset="utf-8"'
-    msg["Content-Transfer-Encoding"] = "quoted-printable"
-    msg.set_payload(quopri.encodestring(smuggled.encode("utf-8")))
-    rcpt = note["Reply-To"].addresses[0].addr_spec
-    desk.process(msg.as_bytes(), recipient="help@example.com", envelope_to=(rcpt,))
-    assert state(desk, n) == before
-    got = mail.new()
-    assert set(got) == {"anna@example.com"}
-    (refused,) = got["anna@example.com"]
-    assert "NOT applied" in refused["Subject"]
-    assert "victim" not in " ".join(f"{k}: {v}" for k, v in refused.items())
+    for i, smuggled in enumerate(SMUGGLED):
+        n, note = open_ticket(desk, mail, message_id=f"<orig-{i}@example.org>")
+        before = state(desk, n)
+        msg = EmailMessage()
+        msg["From"] = "Anna Agent <anna@example.com>"
+        msg["To"] = str(note["Reply-To"])
+        msg["Subject"] = f"Re: {note['Subject']}"
+        msg["Message-ID"] = f"<smuggle-{i}@example.com>"
+        msg["In-Reply-To"] = note["Message-ID"]
+        msg["Content-Type"] = 'text/plain; charset="utf-8"'
+        msg["Content-Transfer-Encoding"] = "quoted-printable"
+        msg.set_payload(quopri.encodestring(smuggled.encode("utf-8")))
+        rcpt = note["Reply-To"].addresses[0].addr_spec
+        desk.process(msg.as_bytes(), recipient="help@example.com", envelope_to=(rcpt,))
+        assert state(desk, n) == before, smuggled
+        got = mail.new()
+        assert set(got) == {"anna@example.com"}, smuggled
+        (refused,) = got["anna@example.com"]
+        assert "NOT applied" in refused["Subject"], smuggled
     assert not any("victim" in str(v) for m in desk.outgoing() for _k, v in m.items())
 
 
