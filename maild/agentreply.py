@@ -135,7 +135,9 @@ def _operation(number: int, c: Command, reply: AgentReply) -> Callable[[TicketOp
 
 
 def _snapshot(ops: TicketOps, number: int) -> dict[str, Any]:
-    ticket = ops.get(number)
+    """What the confirmation compares; read from the session (the operations hold the lock)."""
+    ticket = ops.session.get(Ticket, number)
+    assert ticket is not None
     assignee = ops.session.get(Agent, ticket.assignee_id) if ticket.assignee_id else None
     return {
         "status": ticket.status,
