@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from maild.addresses import is_valid_address, normalize_address
+from maild.addresses import is_valid_address, normalize_address, split_plus
 from maild.errors import ConfigError
 
 ENV_PREFIX = "MAILD_"
@@ -656,6 +656,11 @@ def validate(s: Settings) -> None:
         raise ConfigError("worker.parse_processes", "must be -1 (one per CPU), 0 or more")
     _positive("worker.parse_timeout_seconds", s.worker.parse_timeout_seconds)
     served = {normalize_address(a) for a in s.helpdesk.addresses}
+    for name in ("tier1", "tier2", "tier3", "duty_manager", "security"):
+        for addr in getattr(s.tiers, name):
+            if split_plus(addr)[0] in served:
+                raise ConfigError(f"tiers.{name}", f"{addr} is a help-desk address: mail to it "
+                                  "would come back to maild")  # fmt: skip
     for i, agent in enumerate(s.agents):
         if agent.email in served:
             raise ConfigError(f"agents[{i}].email", "is a help-desk address, not an agent's")
