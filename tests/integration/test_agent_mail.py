@@ -253,7 +253,7 @@ def test_a_reply_to_a_resolved_ticket_is_refused_until_reopened(desk):
     )
     answer(desk, note, "#reopen\n\nOne more thing, Bob.", message_id="<a3@example.com>")
     assert desk.ticket(n)["status"] == "in_progress"
-    assert "One more thing, Bob." in body(mail.new()["bob@example.org"][-1])
+    assert any("One more thing, Bob." in body(m) for m in mail.new()["bob@example.org"])
 
 
 # --- forgeries: each changes nothing and tells the agent at the directory address -------------
