@@ -600,8 +600,10 @@ class Applier:
             _SET_MAIL_FROM,
             {"b_id": outbox_id, "b_from": verp_address(self.signer, desk.email, outbox_id)},
         )
-        if notice.visibility != Visibility.INTERNAL:  # mail to agents is not limited
-            self.guard.record(session, ticket.id, (*notice.to, *cc), notice.kind, now)
+        if notice.visibility != Visibility.INTERNAL and notice.auto_submitted != "no":
+            # (mail to agents, and a person's reply, are not automatic mail)
+            self.guard.record(session, ticket.id, notice.to, notice.kind, now)
+            self.guard.record(session, None, cc, notice.kind, now)  # per address, not per ticket
         detail = {"to": recipients, "outbox": outbox_id}
         queued = EventSpec(f"{notice.kind}_queued", "maild", new=message_id, detail=detail)
         self._event(session, ticket.id, queued, now)
