@@ -44,17 +44,18 @@ def run(n: int) -> dict[str, float]:
     settings = make_settings(tmp, url, agents=[{"email": "anna@example.com", "name": "Anna"}])
     desk = Desk(settings)
     try:
-        for i in range(n):
-            desk.deliver(make_message(subject=f"Printer {i} not working",
+        for i in range(n):  # one requester each: the rate limits count per address
+            desk.deliver(make_message(sender=f"Bob {i} <bob{i}@example.org>",
+                                      subject=f"Printer {i} not working",
                                       message_id=f"<new-{i}@example.org>"))  # fmt: skip
         desk.drain()
         mails = desk.outgoing()
-        acks = {m["In-Reply-To"]: m for m in mails if "bob@" in str(m["To"])}
+        acks = {m["In-Reply-To"]: m for m in mails if "bob" in str(m["To"])}
         notes = [m for m in mails if "anna@" in str(m["To"])]
         requester = [
             reply_to(
                 acks[f"<new-{i}@example.org>"],
-                sender="Bob Customer <bob@example.org>",
+                sender=f"Bob {i} <bob{i}@example.org>",
                 body=f"Still broken.\n\nOn Mon, Help Desk wrote:\n{QUOTE}\n",
                 message_id=f"<bob-{i}@example.org>",
             )  # fmt: skip
