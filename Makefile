@@ -26,6 +26,7 @@ test: install
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/imap_backlog.py
+	$(BIN)/python bench/agents.py
 
 lint: install
 	$(BIN)/ruff check maild tests bench

@@ -9,7 +9,11 @@ caller's transaction (DESIGN: transactions open in one place per flow):
         ops.resolve(42, actor="anna@example.com", note="Replaced the toner.")
 
 The CLI (``maild ticket resolve 42``), the sweeps and agents' mail commands
-(``#resolve``, ``#escalate``, ``#priority`` ...) all map onto these methods.
+(``#resolve``, ``#escalate``, ``#priority`` ... in `maild.agentreply`) all map
+onto these methods. Agents are told through the directory (`maild.directory`,
+held by the applier): each agent at their own address with a personal reply
+address, and the group addresses of ``[tiers]``; public updates to the
+requester go to the ticket's watchers too (Cc).
 A refused operation raises `ActionRefused` with a sentence for the person
 who asked, and changes nothing.
 """
@@ -17,11 +21,11 @@ who asked, and changes nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, lazyload
 
 from maild import notices
@@ -29,7 +33,7 @@ from maild.apply import Applier
 from maild.decide import EventSpec, Notice
 from maild.errors import MaildError
 from maild.lifecycle import change_status, set_priority, start_regulator_clock
-from maild.models import Agent, Article, Ticket
+from maild.models import Agent, Article, Contact, Ticket, TicketLink, Watcher
 from maild.parse import Address
 from maild.states import (
     FINISHED_STATUSES,
@@ -38,7 +42,7 @@ from maild.states import (
     TicketStatus,
     TicketType,
 )
-from maild.tiers import MAX_TIER, Recipient
+from maild.tiers import MAX_TIER, agent_recipient
 from maild.triage import Rulebook
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,9 @@ class Done:
         return bool(self.events)
 
 
+# Requester mails that the watchers get a copy of (Cc).
+PUBLIC_UPDATES = frozenset({"status", "resolved", "closed", "escalated", "reply"})
+
 # Statuses an operator may set directly with `set_status`.
 SETTABLE = (
     TicketStatus.OPEN,
@@ -90,6 +97,7 @@ class TicketOps:
         self.policy = applier.policy
         self.now = now
         self.rules = rules or Rulebook.from_settings(applier.settings)
+        self.directory = applier.directory
 
     # --- looking up -------------------------------------------------------------
 
@@ -158,9 +166,8 @@ class TicketOps:
         done = Done(ticket.id)
         self._status(ticket, TicketStatus.OPEN, actor, done, reason=note or "reopened")
         self.tell_requester(ticket, "status", "status", done, event="reopened", note=note)
-        self.tell_groups(ticket, "agent_update", notices.tier_audience(
-            self.settings, ticket.tier, security=ticket.security), done, event="reopened",
-            note=note, actor=actor)  # fmt: skip
+        self.tell_groups(ticket, "agent_update", self.working_audience(ticket), done,
+                         event="reopened", note=note, actor=actor)  # fmt: skip
         return done
 
     # --- escalation ---------------------------------------------------------------
@@ -201,7 +208,8 @@ class TicketOps:
                                                     "breach": breach}))  # fmt: skip
         if ticket.status not in (TicketStatus.PENDING_USER, TicketStatus.ESCALATED):
             self._status(ticket, TicketStatus.ESCALATED, actor, done, reason="escalated")
-        audience = notices.tier_audience(self.settings, target, security=ticket.security)
+        audience = notices.tier_audience(self.settings, target, security=ticket.security,
+                                         directory=self.directory)  # fmt: skip
         self.tell_groups(ticket, "agent_escalated", audience, done, from_tier=old,
                         reason=reason, breach=breach, actor=actor)  # fmt: skip
         self.tell_requester(ticket, "escalated", "escalated", done, from_tier=old, breach=breach)
@@ -214,7 +222,8 @@ class TicketOps:
                                             new="duty_manager",
                                             detail={"kind": "hierarchical", "reason": reason,
                                                     "breach": breach}))  # fmt: skip
-        audience = notices.duty_manager_audience(self.settings, security=ticket.security)
+        audience = notices.duty_manager_audience(self.settings, security=ticket.security,
+                                                 directory=self.directory)  # fmt: skip
         self.tell_groups(ticket, "agent_escalated", audience, done, from_tier=ticket.tier,
                         reason=reason, breach=breach, actor=actor)  # fmt: skip
         return done
@@ -233,8 +242,11 @@ class TicketOps:
         self.event(ticket, done, EventSpec("priority", actor, old=f"P{old}", new=f"P{priority}"))
         if priority == 1 and ticket.status not in FINISHED_STATUSES:
             audience = notices.audience(
-                (notices.recipients_for_tier(self.settings, MAX_TIER), notices.ROLE_HIERARCHICAL),
-                (notices.duty_manager(self.settings), notices.ROLE_HIERARCHICAL),
+                (
+                    notices.recipients_for_tier(self.settings, MAX_TIER, self.directory),
+                    notices.ROLE_HIERARCHICAL,
+                ),
+                (notices.duty_manager(self.settings, self.directory), notices.ROLE_HIERARCHICAL),
             )
             self.event(ticket, done, EventSpec("escalated", actor, detail={
                 "kind": "hierarchical", "reason": "P1",
@@ -273,8 +285,9 @@ class TicketOps:
                                                 new=str(security).lower()))  # fmt: skip
             if security:
                 start_regulator_clock(ticket, self.now, self.policy)
-                self.tell_groups(ticket, "agent_update", notices.regulator_audience(self.settings),
-                                done, event="security", actor=actor)  # fmt: skip
+                self.tell_groups(ticket, "agent_update",
+                                 notices.regulator_audience(self.settings, self.directory),
+                                 done, event="security", actor=actor)  # fmt: skip
         return done
 
     # --- replies ------------------------------------------------------------------
@@ -317,13 +330,87 @@ class TicketOps:
             raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
         done = Done(ticket.id)
         self._first_response(ticket, agent.email, done)
+        # The requester sees the agent's name, never the agent's address.
         self.tell_requester(ticket, "reply", "reply", done, text=text.strip(),
-                           agent={"name": agent.name, "email": agent.email},
-                           auto_submitted="no")  # fmt: skip
+                           agent={"name": agent.name}, auto_submitted="no")  # fmt: skip
         if status is not None and status != ticket.status:
             self._status(ticket, status, agent.email, done, reason="agent reply")
         elif ticket.status in (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.ESCALATED):
             self._status(ticket, TicketStatus.IN_PROGRESS, agent.email, done, reason="agent reply")
+        return done
+
+    # --- assignment, links, meetings ------------------------------------------------
+
+    def assign(self, number: int, agent_email: str, *, actor: str) -> Done:
+        """Assign the ticket to an agent of the directory, who is told (unless it is
+        the actor); notifications about the ticket then go to the assignee."""
+        entry = self.directory.by_email(agent_email.lower())
+        if entry is None:
+            raise ActionRefused(f"{agent_email} is not an active agent of the directory")
+        ticket = self.get(number)
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        done = Done(ticket.id)
+        if ticket.assignee_id == entry.id:
+            return done
+        old = self.session.get(Agent, ticket.assignee_id) if ticket.assignee_id else None
+        ticket.assignee_id = entry.id
+        ticket.updated_at = self.now
+        self.event(ticket, done, EventSpec("assigned", actor, old=old.email if old else None,
+                                            new=entry.email))  # fmt: skip
+        if entry.email != actor:
+            audience = notices.audience(((agent_recipient(self.settings, entry),),
+                                         notices.ROLE_ASSIGNEE))  # fmt: skip
+            self.tell_groups(ticket, "agent_update", audience, done, event="assigned",
+                             actor=actor)  # fmt: skip
+        return done
+
+    def link(self, number: int, other: int, *, actor: str) -> Done:
+        """Relate two tickets (both record it; no mail)."""
+        if number == other:
+            raise ActionRefused("a ticket cannot be linked to itself")
+        ticket = self.get(number)
+        if self.session.get(Ticket, other) is None:
+            raise ActionRefused(f"there is no ticket #{other} to link")
+        done = Done(ticket.id)
+        exists = self.session.scalar(select(TicketLink.ticket_id).where(or_(
+            (TicketLink.ticket_id == number) & (TicketLink.other_id == other),
+            (TicketLink.ticket_id == other) & (TicketLink.other_id == number))))  # fmt: skip
+        if exists is not None:
+            return done
+        self.session.add(TicketLink(ticket_id=number, other_id=other, kind="related",
+                                    created_at=self.now))  # fmt: skip
+        self.session.flush()
+        self.event(ticket, done, EventSpec("related", actor, new=str(other)))
+        self.applier.event(self.session, other, EventSpec("related", actor, new=str(number)),
+                           self.now)  # fmt: skip
+        return done
+
+    def meeting(
+        self, number: int, *, agent: Address, start: datetime, end: datetime, link: str = ""
+    ) -> Done:
+        """Invite the requester to a call (iCalendar REQUEST from the help desk)."""
+        from maild.invite import invitation
+
+        ticket = self.get(number)
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        if ticket.requester.bounce_state == "hard":
+            raise ActionRefused(f"mail to the requester of #{number} bounces")
+        done = Done(ticket.id)
+        hd = self.settings.helpdesk
+        requester = Address(name=ticket.requester.name, email=ticket.requester.email)
+        desk = Address(name=hd.name, email=ticket.address or hd.primary_address)
+        calendar = invitation(ticket_id=ticket.id, subject=ticket.subject, desk=desk,
+                              requester=requester, start=start, end=end, link=link,
+                              now=self.now, domain=hd.domain, agent_name=agent.name)  # fmt: skip
+        notice = notices.to_requester("meeting", "meeting", requester, thread=self.thread(ticket),
+                                      context={"start": start, "end": end, "link": link,
+                                               "agent": {"name": agent.name}},
+                                      auto_submitted="no")  # fmt: skip
+        self._queue(ticket, replace(notice, calendar=calendar), done)
+        self.event(ticket, done, EventSpec("meeting", agent.email, new=start.isoformat(),
+                                            detail={"end": end.isoformat(), "link": link}))  # fmt: skip
         return done
 
     # --- security -------------------------------------------------------------------
@@ -342,8 +429,9 @@ class TicketOps:
         within = self.now <= ticket.regulator_due
         self.event(ticket, done, EventSpec("regulator_notified", actor, detail={
             "note": note, "within_deadline": within}))  # fmt: skip
-        self.tell_groups(ticket, "agent_update", notices.regulator_audience(self.settings), done,
-                        event="regulator_notified", note=note, actor=actor)  # fmt: skip
+        self.tell_groups(ticket, "agent_update",
+                         notices.regulator_audience(self.settings, self.directory), done,
+                         event="regulator_notified", note=note, actor=actor)  # fmt: skip
         return done
 
     # --- pieces -----------------------------------------------------------------------
@@ -379,6 +467,10 @@ class TicketOps:
         )  # fmt: skip
         return notices.Thread(first, (first,) if first else ())
 
+    def queue(self, ticket: Ticket, notice: Notice, done: Done) -> None:
+        """Queue one ready-made notice about `ticket`."""
+        self._queue(ticket, notice, done)
+
     def _queue(self, ticket: Ticket, notice: Notice, done: Done) -> None:
         outbox_id = self.applier.queue_notice(self.session, ticket, notice, self.now)
         if outbox_id is not None:  # None: withheld by the rate limits (maild.autoreply)
@@ -394,9 +486,21 @@ class TicketOps:
             log.warning("ticket #%d: not sending %s to %s (hard bounces)", ticket.id, kind,
                         requester.email)  # fmt: skip
             return
+        cc = self.watchers(ticket) if kind in PUBLIC_UPDATES else ()
         notice = notices.to_requester(template, kind, requester, thread=self.thread(ticket),
-                                      context=context, auto_submitted=auto_submitted)  # fmt: skip
+                                      context=context, auto_submitted=auto_submitted,
+                                      cc=cc)  # fmt: skip
         self._queue(ticket, notice, done)
+
+    def watchers(self, ticket: Ticket) -> tuple[Address, ...]:
+        """The ticket's watchers whose mail does not bounce."""
+        rows = self.session.execute(
+            select(Contact.name, Contact.email)
+            .join(Watcher, Watcher.contact_id == Contact.id)
+            .where(Watcher.ticket_id == ticket.id, Contact.bounce_state != "hard")
+            .order_by(Watcher.added_at, Contact.id)
+        ).all()
+        return tuple(Address(name=name or "", email=email) for name, email in rows)
 
     def tell_groups(
         self, ticket: Ticket, template: str, audience: notices.Audience, done: Done,
@@ -409,20 +513,6 @@ class TicketOps:
 
     def working_audience(self, ticket: Ticket) -> notices.Audience:
         """The assignee if there is one, else the tier group working the ticket."""
-        assignee = self._assignee(ticket)
-        if assignee:
-            groups = [(assignee, notices.ROLE_TIER)]
-            if ticket.security:
-                groups.append((notices.security_contacts(self.settings), notices.ROLE_SECURITY))
-            return notices.audience(*groups)
-        return notices.tier_audience(self.settings, ticket.tier, security=ticket.security)
-
-    def _assignee(self, ticket: Ticket) -> tuple[Recipient, ...]:
-        if ticket.assignee_id is None:
-            return ()
-        agent = self.session.get(Agent, ticket.assignee_id)
-        if agent is None or not agent.active:
-            return ()
-        security = agent.email.lower() in {e.lower() for e in self.settings.tiers.security}
-        language = agent.language or self.settings.tiers.language
-        return (Recipient(Address(agent.name, agent.email), language, security),)
+        return notices.working_audience(self.settings, self.directory, tier=ticket.tier,
+                                        assignee_id=ticket.assignee_id,
+                                        security=ticket.security)  # fmt: skip

@@ -19,19 +19,39 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from maild.autoreply import AutoreplyGuard, Refusal, alert_notice
 from maild.compose import Outgoing, compose, new_message_id
 from maild.config import Settings
 from maild.db import insert_ignore
-from maild.decide import ArticleSpec, BounceSpec, Decision, EventSpec, Notice, TicketSpec
+from maild.decide import (
+    ArticleSpec,
+    BounceSpec,
+    Decision,
+    EventSpec,
+    Notice,
+    TicketSpec,
+    is_own_address,
+)
+from maild.directory import EMPTY, Directory
 from maild.errors import TransientError
 from maild.lifecycle import change_status, sla_columns
-from maild.models import Article, Attachment, Blob, Contact, Event, Inbound, Outbox, Ticket
+from maild.models import (
+    Article,
+    Attachment,
+    Blob,
+    Contact,
+    Event,
+    Inbound,
+    Outbox,
+    Ticket,
+    Watcher,
+)
 from maild.parse import Address
 from maild.render import Renderer
+from maild.replyaddr import expiry, reply_address
 from maild.sla import SlaPolicy
 from maild.states import (
     ArticleKind,
@@ -150,10 +170,12 @@ class Applier:
         self.policy = SlaPolicy.from_settings(settings)
         self.guard = AutoreplyGuard(settings)
         self._signer: Signer | None = None
+        # The agent directory (maild.agents.install sets it at start and on SIGHUP).
+        self.directory: Directory = EMPTY
 
     @property
     def signer(self) -> Signer:
-        """Signs our VERP (and reply) addresses; the secret is read once."""
+        """Signs our VERP and reply addresses; the secret is read once."""
         if self._signer is None:
             self._signer = Signer(load_or_create_secret(self.settings.helpdesk.secret_file))
         return self._signer
@@ -196,6 +218,10 @@ class Applier:
             view = TicketView.of(ticket)
         if decision.article is not None:
             self._add_article(session, view.id, decision.article, inbound_id, now)
+        watchers = decision.new_ticket.watchers if decision.new_ticket else decision.watchers_add
+        if watchers or decision.watchers_remove:
+            actor = decision.article.author.email if decision.article else "maild"
+            self._watchers(session, view.id, watchers, decision.watchers_remove, actor, now)
         self._events(session, view.id, decision.events, now)
         queued = [self.queue_notice(session, view, notice, now) for notice in decision.notices]
         if decision.bounce is not None:
@@ -355,6 +381,23 @@ class Applier:
             conn.execute(_INSERT_ATTACHMENT, rows)
         return article_id
 
+    def _watchers(
+        self, session: Session, ticket_id: int, add: tuple[Address, ...], remove: tuple[str, ...],
+        actor: str, now: datetime,
+    ) -> None:  # fmt: skip
+        """Add and remove watchers of a ticket (each change an event)."""
+        conn = session.connection()
+        for who in add:
+            contact_id, _name = self._contact(session, who, None, now)
+            insert_ignore(session, Watcher, [{"ticket_id": ticket_id, "contact_id": contact_id,
+                                              "added_at": now}])  # fmt: skip
+            self._event(session, ticket_id, EventSpec("watcher_added", actor, new=who.email), now)
+        for email in remove:
+            ids = select(Contact.id).where(Contact.email == email).scalar_subquery()
+            conn.execute(delete(Watcher).where(Watcher.ticket_id == ticket_id,
+                                               Watcher.contact_id == ids))  # fmt: skip
+            self._event(session, ticket_id, EventSpec("watcher_removed", actor, old=email), now)
+
     def event(self, session: Session, ticket_id: int, spec: EventSpec, now: datetime) -> None:
         """Record one audit event on a ticket."""
         self._event(session, ticket_id, spec, now)
@@ -487,11 +530,24 @@ class Applier:
             },
             "requester": {"name": ticket.requester_name, "email": ticket.requester_email},
             "reopen_days": hd.reopen_days,
+            "personal": notice.agent_id is not None,  # has a personal reply address
             **notice.context,
         }
         language = notice.language or ticket.language
         rendered = self.renderer.render(notice.template, language, context)
         message_id = new_message_id(hd.domain)
+        reply_to = notice.reply_to or desk
+        if notice.agent_id is not None:  # the agent's personal reply address for this ticket
+            address = reply_address(
+                self.signer,
+                desk.email,
+                ticket.id,
+                notice.agent_id,
+                expiry(now, self.settings.agent_mail.reply_token_days),
+            )
+            reply_to = Address(name=f"{hd.name} [#{ticket.id}]", email=address)
+        # Never mail ourselves (a served address, a plus-variant, our own domain).
+        cc = tuple(a for a in notice.cc if not is_own_address(a.email, self.settings))
         raw = compose(
             Outgoing(
                 sender=desk,
@@ -503,10 +559,12 @@ class Applier:
                 date=now,
                 auto_submitted=notice.auto_submitted,
                 loop_domain=hd.domain,
-                reply_to=notice.reply_to or desk,
+                reply_to=reply_to,
                 in_reply_to=notice.in_reply_to,
                 references=notice.references,
                 language=language,
+                cc=cc,
+                calendar=notice.calendar,
             )
         )
         article = ArticleSpec(
@@ -522,7 +580,7 @@ class Applier:
             direction=Direction.OUT,
         )
         article_id = self._add_article(session, ticket.id, article, None, now)
-        recipients = [a.email for a in notice.to]
+        recipients = list(dict.fromkeys(a.email for a in (*notice.to, *cc)))
         values = {
             "ticket_id": ticket.id,
             "article_id": article_id,
@@ -542,8 +600,10 @@ class Applier:
             _SET_MAIL_FROM,
             {"b_id": outbox_id, "b_from": verp_address(self.signer, desk.email, outbox_id)},
         )
-        if notice.visibility != Visibility.INTERNAL:  # mail to agents is not limited
+        if notice.visibility != Visibility.INTERNAL and notice.auto_submitted != "no":
+            # (mail to agents, and a person's reply, are not automatic mail)
             self.guard.record(session, ticket.id, notice.to, notice.kind, now)
+            self.guard.record(session, None, cc, notice.kind, now)  # per address, not per ticket
         detail = {"to": recipients, "outbox": outbox_id}
         queued = EventSpec(f"{notice.kind}_queued", "maild", new=message_id, detail=detail)
         self._event(session, ticket.id, queued, now)

@@ -12,8 +12,11 @@
   global breaker): alerted once per hour.
 
 Mail to agents (internal notices, and these alerts, each sent once per
-cause) is never limited, and alerts are never counted. Every mail that does go out is logged in ``autoreply_log``,
-one row per recipient. DB only, the clock comes in as "now".
+cause) is never limited, and alerts are never counted; nor is a person's
+reply relayed by maild (``Auto-Submitted: no``: an agent's answer by mail).
+Every mail that does go out is logged in ``autoreply_log``, one row per
+recipient (watchers in Cc count per address, not per ticket). DB only, the
+clock comes in as "now".
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ class AutoreplyGuard:
         """The notice to send (undeliverable recipients removed), or why not."""
         if notice.kind == ALERT_KIND or notice.visibility == Visibility.INTERNAL:
             return notice, None  # to our own agents: screening stops their auto-replies
+        if notice.auto_submitted == "no":
+            return notice, None  # a person's reply (an agent's, relayed): not automatic mail
         conn = session.connection()
         emails = [a.email for a in notice.to]
         lim = self.settings.limits
@@ -135,8 +140,9 @@ class AutoreplyGuard:
         return notice, None
 
     def record(
-        self, session: Session, ticket_id: int, to: tuple[Address, ...], kind: str, now: datetime
-    ) -> None:
+        self, session: Session, ticket_id: int | None, to: tuple[Address, ...], kind: str,
+        now: datetime,
+    ) -> None:  # fmt: skip
         if kind == ALERT_KIND or not to:
             return
         session.connection().execute(

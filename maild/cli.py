@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
     q_list = q_sub.add_parser("list")
     q_list.add_argument("--json", action="store_true")
+    agents = sub.add_parser("agents", help="the agent directory")
+    a_sub = agents.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
+    a_list = a_sub.add_parser("list", help="sync the directory with the configuration and list it")
+    a_list.add_argument("--json", action="store_true")
     cli_tickets.add_parsers(tk_sub, sub)
     q_show = q_sub.add_parser("show", help="one quarantined message: reason and headers")
     q_show.add_argument("id", type=int)
@@ -151,6 +155,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_import(settings, args.path, notify=not args.no_notify)
     if cmd == "drain":
         return cmd_drain(settings)
+    if cmd == "agents":
+        return cmd_agents(settings, as_json=args.json)
     if cli_tickets.handles(args):
         return cli_tickets.run(args, settings, _sessions(settings))
     if cmd == "mailbox":
@@ -329,7 +335,7 @@ def cmd_ingest(settings: Settings, to: str | None, *, notify: bool) -> int:
         source=Source.INGEST,
         recipient=recipient,
         envelope_from=os.environ.get("SENDER"),
-        envelope_to=(recipient,),
+        envelope_to=(normalize_address(to) if to else recipient,),  # keeps a reply address
         notify=notify,
         status=InboundStatus.PENDING if is_message else InboundStatus.QUARANTINED,
         error=None if is_message else "not an email message: no header fields found",
@@ -352,6 +358,7 @@ def cmd_ingest(settings: Settings, to: str | None, *, notify: bool) -> int:
 
 def cmd_drain(settings: Settings) -> int:
     """Burst mode: what the daemon's worker and sender would do, once."""
+    from maild import agents
     from maild.apply import Applier
     from maild.parsepool import ParsePool
     from maild.render import Renderer
@@ -362,6 +369,7 @@ def cmd_drain(settings: Settings) -> int:
     clock = SystemClock()
     parser = ParsePool.from_settings(settings)
     applier = Applier(settings, Renderer.from_settings(settings))
+    agents.install(sessions, applier)
     try:
         processed = Worker(sessions, settings, clock, applier, parser=parser).drain()
     finally:
@@ -369,6 +377,29 @@ def cmd_drain(settings: Settings) -> int:
     sent = Sender(sessions, settings, clock, transport_from_settings(settings)).drain()
     print(f"{len(processed)} message(s) processed; outgoing: {sent.sent} sent, "
           f"{sent.retried} to retry, {sent.dead} dead")  # fmt: skip
+    return EX_OK
+
+
+def cmd_agents(settings: Settings, *, as_json: bool) -> int:
+    """``maild agents list``: the directory after syncing it with the configuration."""
+    from maild import agents
+    from maild.apply import Applier
+    from maild.render import Renderer
+
+    applier = Applier(settings, Renderer.from_settings(settings))
+    directory = agents.install(_sessions(settings), applier)
+    data = agents.rows(directory)
+    if as_json:
+        _print_json(data)
+        return EX_OK
+    if not data:
+        print("no agents (add [[agents]] tables to the configuration)")
+        return EX_OK
+    print(f"{'id':>4}  {'email':<32} {'name':<24} {'tier':>4}  {'lang':<4}  {'active':<6}  groups")
+    for a in data:
+        print(f"{a['id']:>4}  {a['email']:<32} {a['name'][:24]:<24} {a['tier']:>4}  "
+              f"{a['language']:<4}  {'yes' if a['active'] else 'no':<6}  "
+              f"{', '.join(a['groups'])}")  # fmt: skip
     return EX_OK
 
 
@@ -426,6 +457,7 @@ class Progress:
 
 
 def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
+    from maild import agents
     from maild.apply import Applier
     from maild.intake import Delivery, store
     from maild.parsepool import ParsePool
@@ -440,13 +472,9 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     served = ServedAddresses.of(settings.helpdesk.addresses)
     default = served_default(settings)
     parser = ParsePool.from_settings(settings)
-    worker = Worker(
-        sessions,
-        settings,
-        clock,
-        Applier(settings, Renderer.from_settings(settings)),
-        parser=parser,
-    )
+    applier = Applier(settings, Renderer.from_settings(settings))
+    agents.install(sessions, applier)
+    worker = Worker(sessions, settings, clock, applier, parser=parser)
     mine: set[int] = set()
     tally: Counter[str] = Counter()
     progress = Progress(total, sys.stderr)

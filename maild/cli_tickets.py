@@ -22,7 +22,7 @@ from maild.config import Settings
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT = 0, 64, 65, 66, 73
 
 ACTIONS = ("resolve", "close", "reopen", "escalate", "status", "priority", "type", "category",
-           "reply", "first-response", "regulator-notified")  # fmt: skip
+           "reply", "first-response", "regulator-notified", "assign", "link")  # fmt: skip
 
 
 def _actor() -> str:
@@ -62,6 +62,9 @@ def add_parsers(ticket_sub: Any, sub: Any) -> None:
     action("first-response", "record a first response given outside maild")
     action("regulator-notified", "close the 72-hour regulator deadline of a security incident"
            ).add_argument("--note", default="")  # fmt: skip
+    action("assign", "assign to an agent of the directory (address or name)"
+           ).add_argument("agent")  # fmt: skip
+    action("link", "relate to another ticket").add_argument("other", type=int)
 
     sub.add_parser(
         "sweep", help="run the periodic sweeps once (SLA, reminders, closing, regulator)"
@@ -81,6 +84,7 @@ def handles(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace, settings: Settings, sessions: Any) -> int:
+    from maild import agents
     from maild.apply import Applier
     from maild.clock import SystemClock
     from maild.render import Renderer
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace, settings: Settings, sessions: Any) -> int:
     if args.command == "report":
         return _report(args, settings, sessions, clock.now())
     applier = Applier(settings, Renderer.from_settings(settings))
+    agents.install(sessions, applier)
     if args.command == "sweep":
         from maild.sweeps import run_all
 
@@ -130,6 +135,13 @@ def _ticket_action(args: argparse.Namespace, sessions: Any, applier: Any, now: d
             elif cmd == "reply":
                 agent = Address(name=args.name, email=args.actor or actor)
                 done = ops.reply(n, agent=agent, text=args.text, status=args.status)
+            elif cmd == "assign":
+                agent = applier.directory.find(args.agent)
+                if agent is None:
+                    raise ActionRefused(f"no single active agent is called {args.agent!r}")
+                done = ops.assign(n, agent.email, actor=actor)
+            elif cmd == "link":
+                done = ops.link(n, args.other, actor=actor)
             elif cmd == "first-response":
                 done = ops.record_first_response(n, actor=actor)
             else:

@@ -10,6 +10,7 @@ All`` and our loop header.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
 import unicodedata
@@ -112,6 +113,8 @@ class Outgoing:
     in_reply_to: str | None = None
     references: Sequence[str] = ()
     language: str | None = None
+    cc: tuple[Address, ...] = ()
+    calendar: bytes | None = None  # a text/calendar (iMIP REQUEST) alternative part
 
 
 def _qp(body: str) -> bytes:
@@ -133,6 +136,7 @@ def compose(mail: Outgoing) -> bytes:
     headers: list[tuple[str, str]] = [
         ("From", _addr(mail.sender)),
         ("To", ", ".join(_addr(a) for a in mail.to)),
+        *([("Cc", ", ".join(_addr(a) for a in mail.cc))] if mail.cc else []),
         ("Subject", _text_header("Subject", mail.subject)),
         ("Date", format_datetime(mail.date)),
         ("Message-ID", mail.message_id),
@@ -155,16 +159,25 @@ def compose(mail: Outgoing) -> bytes:
     headers.append(("MIME-Version", "1.0"))
     out = [f"{name}: {_fold(len(name) + 2, value) if name in _ADDRESS_HEADERS else value}\r\n"
            for name, value in headers]  # fmt: skip
-    if mail.html is None:
+    if mail.html is None and mail.calendar is None:
         body = _part_head("plain") + _qp(mail.text)
     else:
         boundary = f"=_maild_{uuid.uuid4().hex}"
         out.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n')
         sep = f"--{boundary}\r\n".encode("ascii")
+        parts = [sep, _part_head("plain"), _qp(mail.text), b"\r\n"]
+        if mail.html is not None:
+            parts += [sep, _part_head("html"), _qp(mail.html), b"\r\n"]
+        if mail.calendar is not None:  # last: the richest alternative (RFC 6047)
+            parts += [
+                sep,
+                b'Content-Type: text/calendar; charset="utf-8"; method=REQUEST\r\n'
+                b"Content-Transfer-Encoding: base64\r\n\r\n",
+                base64.encodebytes(mail.calendar).replace(b"\n", b"\r\n"),
+                b"\r\n",
+            ]
         body = b"".join((
-            b"This is a multi-part message in MIME format.\r\n\r\n",
-            sep, _part_head("plain"), _qp(mail.text), b"\r\n",
-            sep, _part_head("html"), _qp(mail.html), b"\r\n",
+            b"This is a multi-part message in MIME format.\r\n\r\n", *parts,
             f"--{boundary}--\r\n".encode("ascii"),
         ))  # fmt: skip
     raw = "".join(out).encode("ascii") + body
@@ -172,7 +185,7 @@ def compose(mail: Outgoing) -> bytes:
     return raw
 
 
-_ADDRESS_HEADERS = frozenset({"From", "To", "Reply-To", "References"})
+_ADDRESS_HEADERS = frozenset({"From", "To", "Cc", "Reply-To", "References"})
 _MIME_HEADERS = {"content-type", "mime-version", "content-transfer-encoding"}
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from maild.addresses import is_valid_address, normalize_address
+from maild.addresses import is_valid_address, normalize_address, split_plus
 from maild.errors import ConfigError
 
 ENV_PREFIX = "MAILD_"
@@ -252,6 +252,91 @@ class LifecycleSettings:
             _fail("lifecycle.max_reminders", "must be 0 or more")
 
 
+_GROUP_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+AUTH_METHODS = ("dmarc", "dkim")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """One agent of the directory (``[[agents]]``; maild.directory)."""
+
+    email: str
+    name: str = ""
+    tier: int = 1
+    # Free-form group names; "security" makes the agent a security contact,
+    # "duty_manager" a duty manager (both as if listed in [tiers]).
+    groups: tuple[str, ...] = ()
+    language: str = ""  # "en" or "fi"; empty: tiers.language
+
+
+@dataclass(frozen=True)
+class AgentMailSettings:
+    """Agents working tickets by replying to their notifications (maild.agentmail)."""
+
+    # Days a personal reply address stays valid (the expiry is signed into it);
+    # 0: it never expires.
+    reply_token_days: float = 90.0
+    # Also require a DKIM/DMARC pass for the agent's domain in an
+    # Authentication-Results header written by one of trusted_authserv_ids.
+    require_authentication_results: bool = False
+    trusted_authserv_ids: tuple[str, ...] = ()
+    # Received headers our own servers add on top (border MX .. maild); only an
+    # Authentication-Results header above the lowest of them counts.
+    trusted_hops: int = 1
+    authentication_methods: tuple[str, ...] = AUTH_METHODS
+    meeting_minutes: int = 30
+
+    def __post_init__(self) -> None:
+        if self.reply_token_days < 0:
+            _fail("agent_mail.reply_token_days", "must be 0 (never expires) or more")
+        if self.require_authentication_results and not self.trusted_authserv_ids:
+            _fail("agent_mail.trusted_authserv_ids",
+                  "is required with require_authentication_results")  # fmt: skip
+        for authserv in self.trusted_authserv_ids:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}", authserv):
+                _fail("agent_mail.trusted_authserv_ids", f"not a host name: {authserv!r}")
+        if not 1 <= self.trusted_hops <= 20:
+            _fail("agent_mail.trusted_hops", "must be between 1 and 20")
+        if not self.authentication_methods or any(
+            m not in AUTH_METHODS for m in self.authentication_methods
+        ):
+            _fail("agent_mail.authentication_methods", f"use some of {list(AUTH_METHODS)}")
+        if not 5 <= self.meeting_minutes <= 24 * 60:
+            _fail("agent_mail.meeting_minutes", "must be between 5 and 1440")
+
+
+def _build_agents(value: Any) -> tuple[AgentSettings, ...]:
+    """``[[agents]]``: an array of tables, each validated; keys named ``agents[N].key``."""
+    if not isinstance(value, list):
+        raise ConfigError("agents", "must be an array of tables ([[agents]])")
+    out: list[AgentSettings] = []
+    seen: set[str] = set()
+    for i, table in enumerate(value):
+        where = f"agents[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(where, "must be a table")
+        if "email" not in table:
+            raise ConfigError(f"{where}.email", "is required")
+        agent = _build_section(where, AgentSettings, table, {})
+        email = normalize_address(agent.email)
+        if not is_valid_address(email) or "+" in email.partition("@")[0]:
+            raise ConfigError(f"{where}.email", f"not a plain mail address: {agent.email!r}")
+        if email in seen:
+            raise ConfigError(f"{where}.email", f"{email} is listed twice")
+        seen.add(email)
+        if agent.tier not in (1, 2, 3):
+            raise ConfigError(f"{where}.tier", f"must be 1, 2 or 3, got {agent.tier}")
+        if any(c in agent.name for c in "\r\n\0") or len(agent.name) > 200:
+            raise ConfigError(f"{where}.name", "must be a single line of at most 200 characters")
+        for group in agent.groups:
+            if not _GROUP_RE.match(group):
+                raise ConfigError(f"{where}.groups", f"not a group name: {group!r}")
+        if agent.language not in ("", "en", "fi"):
+            raise ConfigError(f"{where}.language", "must be 'en' or 'fi'")
+        out.append(dataclasses.replace(agent, email=email))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class ImapMailboxSettings:
     """One ``[[imap.mailboxes]]`` entry: a mailbox maild reads tickets from."""
@@ -311,6 +396,8 @@ class Settings:
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    agent_mail: AgentMailSettings = field(default_factory=AgentMailSettings)
+    agents: tuple[AgentSettings, ...] = ()  # the agent directory, [[agents]]
     source: str = "<defaults>"
 
 
@@ -362,6 +449,11 @@ def settings_from_mapping(
             raise ConfigError(name, "unknown section")
     for f in dataclasses.fields(Settings):
         if f.name == "source":
+            continue
+        if f.name == "agents":
+            if pending.pop("agents", None):
+                raise ConfigError("agents", "cannot be set from the environment")
+            sections["agents"] = _build_agents(raw.get("agents", []))
             continue
         table = raw.get(f.name, {})
         if not isinstance(table, dict):
@@ -563,6 +655,15 @@ def validate(s: Settings) -> None:
     if s.worker.parse_processes < -1:
         raise ConfigError("worker.parse_processes", "must be -1 (one per CPU), 0 or more")
     _positive("worker.parse_timeout_seconds", s.worker.parse_timeout_seconds)
+    served = {normalize_address(a) for a in s.helpdesk.addresses}
+    for name in ("tier1", "tier2", "tier3", "duty_manager", "security"):
+        for addr in getattr(s.tiers, name):
+            if split_plus(addr)[0] in served:
+                raise ConfigError(f"tiers.{name}", f"{addr} is a help-desk address: mail to it "
+                                  "would come back to maild")  # fmt: skip
+    for i, agent in enumerate(s.agents):
+        if agent.email in served:
+            raise ConfigError(f"agents[{i}].email", "is a help-desk address, not an agent's")
     if s.templates.directory is not None and not s.templates.directory.is_dir():
         raise ConfigError("templates.directory", f"no such directory: {s.templates.directory}")
     _validate_imap(s)
@@ -638,7 +739,7 @@ def defaults_as_dict() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     base = Settings()
     for f in dataclasses.fields(Settings):
-        if f.name == "source":
+        if f.name in ("source", "agents"):  # agents: an array of tables, no defaults
             continue
         out[f.name] = dataclasses.asdict(getattr(base, f.name))
     return out

@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from maild.directory import EMPTY, Directory
 from maild.parse import ParsedMessage
+from maild.replyaddr import ReplyToken
 
 _TAG_RE = re.compile(r"\[#(\d{1,12})\]")
 
@@ -34,6 +36,8 @@ class TicketFacts:
     priority: int = 3
     tier: int = 1
     security: bool = False
+    assignee: int | None = None  # agent id
+    watchers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class Facts:
     token_ticket: int | None = None  # ticket named by a valid signed reply address
     sender_language: str | None = None  # the language recorded for the sender's contact
     bounced_outbox: BouncedOutbox | None = None  # the mail a VERP bounce is about
+    reply_token: ReplyToken | None = None  # a reply address the message came to (checked)
+    directory: Directory = EMPTY  # the agents
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,10 @@ def correlate(msg: ParsedMessage, facts: Facts) -> Correlation:
     if tagged is not None:
         ticket_facts = facts.tickets.get(tagged)
         sender = msg.sender.email if msg.sender else ""
-        if ticket_facts is not None and sender in ticket_facts.participants:
+        participant = ticket_facts is not None and (
+            sender in ticket_facts.participants or facts.directory.by_email(sender) is not None
+        )
+        if ticket_facts is not None and participant:
             return Correlation(tagged, "subject-tag")
         return Correlation(None, "", f"subject tag [#{tagged}] from a non-participant ignored")
     return Correlation(None, "")

@@ -4,7 +4,7 @@ Threads: the intake writer (group commit), the worker, the sender, one per
 IMAP mailbox (`maild.imap`); the asyncio loop runs the SMTP/LMTP listener;
 APScheduler runs the periodic, idempotent sweeps. SIGTERM/SIGINT stop
 accepting, commit what was received, finish the batch in hand and exit 0;
-SIGHUP reloads the templates and the triage rules.
+SIGHUP reloads the templates, the triage rules and the agent directory.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from maild import agents
 from maild.apply import Applier
 from maild.clock import Clock, SystemClock
 from maild.config import Settings
@@ -85,6 +86,7 @@ class Daemon:
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self.renderer = Renderer.from_settings(settings)
         self.applier = Applier(settings, self.renderer)
+        agents.install(self.sessions, self.applier)  # the agent directory, synced with the config
         self.sender = Sender(self.sessions, settings, self.clock, transport_from_settings(settings))
         self.sender_loop = Loop(
             "sender", self._send_step, settings.worker.poll_seconds, settle=0.05
@@ -191,6 +193,11 @@ class Daemon:
             log.info("SIGHUP: triage rules reloaded")
         except Exception as exc:
             log.error("SIGHUP: reload failed, keeping the old triage rules: %s", exc)
+        try:
+            directory = agents.reload(self.sessions, self.applier)
+            log.info("SIGHUP: agent directory reloaded (%d active)", len(directory.active))
+        except Exception as exc:
+            log.error("SIGHUP: reload failed, keeping the old agent directory: %s", exc)
 
     def request_stop(self) -> None:
         """Ask a daemon running in another thread to stop (thread-safe)."""

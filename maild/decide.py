@@ -1,8 +1,12 @@
 """decide: run the pure stages and return one frozen `Decision`.
 
-``screen -> correlate -> identify -> triage -> decide``. No database, no
-network, no clock: the worker passes in the `Facts` it looked up and "now".
-`apply` writes the Decision in one transaction.
+``screen -> correlate -> identify -> commands -> triage -> decide``. No
+database, no network, no clock: the worker passes in the `Facts` it looked
+up and "now". `apply` writes the Decision in one transaction (and
+`maild.agentreply` runs an agent's commands in it).
+
+Mail on the agents' channel (to a personal reply address, or from or
+imitating an agent of the directory) is decided by `maild.agentmail`.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from maild import notices
-from maild.addresses import ServedAddresses, is_valid_address, normalize_address
+from maild import agentauth, notices
+from maild.addresses import ServedAddresses, is_valid_address, normalize_address, split_plus
+from maild.commands import Command
 from maild.config import Settings
 from maild.correlate import Facts, TicketFacts, correlate
 from maild.identify import Role, identify
 from maild.language import choose as choose_language
 from maild.mailbox_defaults import apply_mailbox_defaults
 from maild.parse import Address, ParsedAttachment, ParsedMessage
+from maild.quotes import strip_reply
 from maild.screen import Envelope, Verdict, screen
 from maild.sla import SlaClock, SlaPolicy
 from maild.states import (
@@ -33,17 +39,19 @@ from maild.states import (
 from maild.triage import Rulebook, classify
 
 SUMMARY_CHARS = 600
+SUMMARY_SCAN_CHARS = 8192
+MAX_WATCHERS = 20
 
 
 @dataclass(frozen=True)
 class InboundMeta:
     id: int
-    recipient: str | None
+    recipient: str | None  # the served base address
     envelope_from: str | None
     notify: bool
     received_at: datetime
     mailbox: str | None = None  # the [[imap.mailboxes]] name it was read from
-    envelope_to: tuple[str, ...] = ()
+    envelope_to: tuple[str, ...] = ()  # as given, plus-tags kept (reply addresses)
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class TicketSpec:
     regulator_due: datetime | None = None
     regulator_next_reminder_at: datetime | None = None
     contact_language: str | None = None  # recorded on a new contact (None: only the default)
+    watchers: tuple[Address, ...] = ()  # the requester's Cc
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,19 @@ class Notice:
     reply_to: Address | None = None  # default: the help-desk address of the ticket
     language: str | None = None  # default: the ticket's language
     visibility: Visibility = Visibility.PUBLIC  # agent notifications are internal
+    agent_id: int | None = None  # to an agent: Reply-To is their personal reply address
+    cc: tuple[Address, ...] = ()  # the watchers, on public updates
+    calendar: bytes | None = None  # an iCalendar REQUEST sent along (#meeting)
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    """An authenticated agent's reply: commands to run, text for the requester."""
+
+    agent_id: int
+    agent: Address
+    commands: tuple[Command, ...]
+    text: str  # for the requester, quote- and signature-stripped ("" if none)
 
 
 @dataclass(frozen=True)
@@ -132,6 +154,9 @@ class Decision:
     notices: tuple[Notice, ...] = ()
     how: str = ""  # how the ticket was found
     bounce: BounceSpec | None = None  # a delivery report: who failed, for good or not
+    agent_reply: AgentReply | None = None  # run by maild.agentreply after apply
+    watchers_add: tuple[Address, ...] = ()
+    watchers_remove: tuple[str, ...] = ()
 
 
 def decide(
@@ -180,6 +205,14 @@ def decide(
         )
     if served.serves(sender.email):  # an envelope sender of ours (From was screened)
         return Decision(Outcome.IGNORED, f"sent from our own address {sender.email}")
+    if ticket is not None:  # the agents' channel first: a look-alike From is no valid address
+        from maild import agentmail  # it builds Decisions: imported at call time
+
+        check = agentauth.check(msg, facts.reply_token, facts.directory, settings,
+                                ticket_id=ticket.id, requester=ticket.requester, now=now)  # fmt: skip
+        if check is not None:
+            return agentmail.decide(msg, inbound, facts, settings, now, ticket, check, sender,
+                                    how=correlation.how)  # fmt: skip
     if not is_valid_address(sender.email):
         return Decision(Outcome.QUARANTINED, "no usable sender address (From or envelope)")
 
@@ -208,7 +241,7 @@ def decide(
                         detail={"reason": "requester replied"},
                     ),
                 ),  # fmt: skip
-                notices=_reopen_notices(msg, ticket, settings) if inbound.notify else (),
+                notices=_reopen_notices(msg, ticket, facts, settings) if inbound.notify else (),
                 how=correlation.how,
             )
         events = [EventSpec("article_added", sender.email, detail={"role": str(role)})]
@@ -217,6 +250,13 @@ def decide(
             status = TicketStatus.OPEN
             events.append(EventSpec("status", sender.email, old=ticket.status, new=status,
                                     detail={"reason": "requester replied"}))  # fmt: skip
+        add: tuple[Address, ...] = ()
+        remove: tuple[str, ...] = ()
+        if role == Role.REQUESTER and msg.cc:  # the requester's Cc says who watches
+            add, remove = _watcher_changes(msg, sender, ticket, facts, settings)
+        told: tuple[Notice, ...] = ()
+        if inbound.notify and role in (Role.REQUESTER, Role.PARTICIPANT):
+            told = _reply_notices(msg, sender, ticket, facts, settings, status)
         return Decision(
             Outcome.APPENDED,
             f"{role} reply to #{ticket.id} ({correlation.how})",
@@ -224,25 +264,34 @@ def decide(
             article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
             status=status,
             events=tuple(events),
+            notices=(*told, *_limits_notice(msg, inbound, sender)),
             how=correlation.how,
-            notices=_limits_notice(msg, inbound, sender),
+            watchers_add=add,
+            watchers_remove=remove,
         )
     return _new_ticket(msg, inbound, sender, settings, now, facts, rules, note=correlation.note)
 
 
 def _reopen_notices(
-    msg: ParsedMessage, ticket: TicketFacts, settings: Settings
+    msg: ParsedMessage, ticket: TicketFacts, facts: Facts, settings: Settings
 ) -> tuple[Notice, ...]:
-    """The requester hears the ticket is open again; the group working it, that it came back."""
+    """The requester hears the ticket is open again; the agents working it, that it came back."""
     references = (*msg.references, msg.message_id) if msg.message_id else msg.references
     thread = notices.Thread(msg.message_id, references)
     context = {"event": "reopened", "summary": _summary(msg.text)}
+    watchers = tuple(Address("", w) for w in sorted(ticket.watchers))
+    audience = notices.working_audience(
+        settings,
+        facts.directory,
+        tier=ticket.tier,
+        assignee_id=ticket.assignee,
+        security=ticket.security,
+    )
     return (
         notices.to_requester("status", "status", msg.reply_to[0] if msg.reply_to else
                              Address(name="", email=ticket.requester),
-                             thread=thread, context={"event": "reopened"}),
-        *notices.to_groups("agent_update", "agent_update",
-                           notices.tier_audience(settings, ticket.tier, security=ticket.security),
+                             thread=thread, context={"event": "reopened"}, cc=watchers),
+        *notices.to_groups("agent_update", "agent_update", audience,
                            security=ticket.security, context=context),
     )  # fmt: skip
 
@@ -290,6 +339,68 @@ def _limits_notice(msg: ParsedMessage, inbound: InboundMeta, sender: Address) ->
             context={"notes": list(msg.notes)},
         ),
     )
+
+
+def _reply_notices(
+    msg: ParsedMessage, sender: Address, ticket: TicketFacts, facts: Facts, settings: Settings,
+    status: TicketStatus | None,
+) -> tuple[Notice, ...]:  # fmt: skip
+    """The agents working the ticket hear of a requester's (or watcher's) reply."""
+    audience = notices.working_audience(
+        settings,
+        facts.directory,
+        tier=ticket.tier,
+        assignee_id=ticket.assignee,
+        security=ticket.security,
+    )
+    # What they wrote, without the mail they quote (the head only: it is untrusted input).
+    said = strip_reply(msg.text[:SUMMARY_SCAN_CHARS]) or msg.text
+    context = {
+        "event": "reply",
+        "summary": _summary(said),
+        "author": sender.formatted(),
+        "status_now": str(status) if status else ticket.status,
+    }
+    return notices.to_groups("agent_update", "agent_update", audience, security=ticket.security,
+                             context=context)  # fmt: skip
+
+
+def is_own_address(email: str, settings: Settings, served: ServedAddresses | None = None) -> bool:
+    """One of ours: a served address (or a plus-variant), or on our Message-ID domain."""
+    served = served or ServedAddresses.of(settings.helpdesk.addresses)
+    base, _tag = split_plus(email)
+    domain = email.rpartition("@")[2]
+    return served.serves(base) or domain == settings.helpdesk.domain.lower()
+
+
+def _watcher_candidates(
+    msg: ParsedMessage, sender: Address, requester: str, facts: Facts, settings: Settings
+) -> dict[str, Address]:
+    """The people the requester copied: never our own addresses, agents or groups."""
+    served = ServedAddresses.of(settings.helpdesk.addresses)
+    t = settings.tiers
+    groups = {e.lower() for e in (*t.tier1, *t.tier2, *t.tier3, *t.duty_manager, *t.security)}
+    out: dict[str, Address] = {}
+    for a in msg.cc:
+        email = a.email
+        if (email in (sender.email, requester) or email in groups or not is_valid_address(email)
+                or facts.directory.by_email(email) is not None
+                or is_own_address(email, settings, served)):  # fmt: skip
+            continue
+        out.setdefault(email, a)
+    return dict(list(out.items())[:MAX_WATCHERS])
+
+
+def _watcher_changes(
+    msg: ParsedMessage, sender: Address, ticket: TicketFacts, facts: Facts, settings: Settings
+) -> tuple[tuple[Address, ...], tuple[str, ...]]:
+    """A requester's mail that copies anyone but us sets the watchers to exactly those copied."""
+    if all(is_own_address(a.email, settings) for a in msg.cc):
+        return (), ()
+    wanted = _watcher_candidates(msg, sender, ticket.requester, facts, settings)
+    add = tuple(a for e, a in wanted.items() if e not in ticket.watchers)
+    remove = tuple(sorted(w for w in ticket.watchers if w not in wanted))
+    return add, remove
 
 
 def _sender(msg: ParsedMessage, inbound: InboundMeta) -> Address:
@@ -373,6 +484,7 @@ def _new_ticket(
         regulator_due=regulator_due,
         regulator_next_reminder_at=regulator_next,
         contact_language=language if language_source != "default" else None,
+        watchers=tuple(_watcher_candidates(msg, sender, sender.email, facts, settings).values()),
     )
     detail: dict[str, Any] = {"triage": list(triage.matched), "language": language_source}
     if note:
@@ -408,7 +520,11 @@ def _new_ticket(
             },
         )
         audience = notices.new_ticket_audience(
-            settings, priority=triage.priority, tier=triage.tier, security=triage.security
+            settings,
+            priority=triage.priority,
+            tier=triage.tier,
+            security=triage.security,
+            directory=facts.directory,
         )
         agent_context = {"summary": _summary(msg.text), "hierarchical": hierarchical,
                          "parent_id": parent.id if parent else None}  # fmt: skip

@@ -97,10 +97,23 @@ class ParsedMessage:
     defects: tuple[str, ...]
     notes: tuple[str, ...] = ()  # what the limits cut (maild.limits), for people
     bounce: BounceReport | None = None  # for mail that looks like a delivery report
+    header_order: tuple[str, ...] = ()  # lower-case names of all header fields, top first
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
         return values[0] if values else None
+
+    def fields(self) -> list[tuple[str, str]]:
+        """Every header field as (lower-case name, value), in order, top first."""
+        seen: dict[str, int] = {}
+        out = []
+        for name in self.header_order:
+            i = seen.get(name, 0)
+            seen[name] = i + 1
+            values = self.headers.get(name, ())
+            if i < len(values):
+                out.append((name, values[i]))
+        return out
 
     def thread_ids(self) -> tuple[str, ...]:
         """Message-IDs this message refers to, most specific first.
@@ -313,6 +326,7 @@ def parse(
         defects=tuple(sorted(mp.defects_categories)),
         notes=(*pre.notes, *att_notes),
         bounce=bounce,
+        header_order=tuple(name.lower() for name in msg),
     )
 
 

@@ -250,7 +250,7 @@ def sweep_regulator(sessions: sessionmaker[Session], applier: Applier, clock: Cl
         ops.tell_groups(
             ticket,
             "regulator_reminder",
-            notices.regulator_audience(applier.settings),
+            notices.regulator_audience(applier.settings, applier.directory),
             done,
             elapsed_hours=elapsed_hours,
             overdue=overdue,

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from maild import agents
 from maild.apply import Applier
 from maild.clock import Clock, FrozenClock
 from maild.config import Settings, settings_from_mapping
@@ -30,7 +31,7 @@ from maild.states import Source
 from maild.worker import Processed, Worker
 
 
-def make_settings(tmp_path: Path, db_url: str, **sections: Mapping[str, Any]) -> Settings:
+def make_settings(tmp_path: Path, db_url: str, **sections: Any) -> Settings:
     """Settings for a test: our usual help desk, outgoing mail under `tmp_path`."""
     raw: dict[str, dict[str, Any]] = {
         "database": {"url": db_url},
@@ -45,7 +46,10 @@ def make_settings(tmp_path: Path, db_url: str, **sections: Mapping[str, Any]) ->
         "worker": {"poll_seconds": 0.2, "parse_processes": 0},
     }
     for name, values in sections.items():
-        raw.setdefault(name, {}).update(values)
+        if isinstance(values, list):  # an array of tables: [[agents]]
+            raw[name] = values
+        else:
+            raw.setdefault(name, {}).update(values)
     return settings_from_mapping(raw, source="<test>")
 
 
@@ -62,6 +66,7 @@ class Desk:
         self.sessions = session_factory(self.engine)
         self.renderer = Renderer.from_settings(settings)
         self.applier = Applier(settings, self.renderer)
+        agents.install(self.sessions, self.applier)
         self.parser = ParsePool.from_settings(settings)
         self.worker = Worker(self.sessions, settings, self.clock, self.applier, parser=self.parser)
         self.transport = transport or transport_from_settings(settings)
@@ -77,6 +82,10 @@ class Desk:
         notify: bool = True,
         envelope_to: tuple[str, ...] | None = None,
     ) -> Stored:
+        """Store `raw` as an intake path would; `envelope_to` as given on RCPT TO
+        (default: `recipient`), e.g. a personal reply address."""
+        if envelope_to is None:
+            envelope_to = (recipient,) if recipient else ()
         return store_one(
             self.sessions,
             Delivery(
@@ -84,7 +93,7 @@ class Desk:
                 source=source,
                 recipient=recipient,
                 envelope_from=envelope_from,
-                envelope_to=envelope_to or ((recipient,) if recipient else ()),
+                envelope_to=envelope_to,
                 notify=notify,
             ),  # fmt: skip
             self.clock,
@@ -207,16 +216,19 @@ def make_message(
 
 
 def reply_to(original: EmailMessage, *, sender: str, body: str, subject: str | None = None,
-             message_id: str = "<reply-1@example.org>") -> bytes:  # fmt: skip
-    """A reply to `original` as a mail client builds it (In-Reply-To + References)."""
+             message_id: str = "<reply-1@example.org>", to: str | None = None,
+             headers: Mapping[str, str] | None = None) -> bytes:  # fmt: skip
+    """A reply to `original` as a mail client builds it (In-Reply-To + References),
+    to its Reply-To (else its From) unless `to` is given."""
     refs = str(original.get("References", "")).split()
     mid = str(original["Message-ID"])
     return make_message(
         sender=sender,
-        to=str(original["Reply-To"] or original["From"]),
+        to=to or str(original["Reply-To"] or original["From"]),
         subject=subject if subject is not None else f"Re: {original['Subject']}",
         body=body,
         message_id=message_id,
         in_reply_to=mid,
         references=" ".join([*refs, mid]),
+        headers=headers,
     )

@@ -1,18 +1,26 @@
 """Support tiers: who hears about a ticket (pure).
 
-Every notification to a group goes through `recipients_for_tier` (and its
-siblings for the duty manager and the security contacts), so a later agent
-directory can add individual agents in one place.
+Every notification to agents goes through `recipients_for_tier` (and its
+siblings for the duty manager and the security contacts): the individual
+agents of the directory (`maild.directory`), each of whom gets a personal
+reply address, and the group addresses configured in ``[tiers]``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from maild.config import Settings
 from maild.parse import Address
 
+if TYPE_CHECKING:
+    from maild.directory import AgentEntry, Directory
+
 MAX_TIER = 3
+# Directory groups that act like the [tiers] lists of the same name.
+GROUP_SECURITY = "security"
+GROUP_DUTY_MANAGER = "duty_manager"
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,7 @@ class Recipient:
     address: Address
     language: str
     security_group: bool  # may see the content of security tickets
+    agent_id: int | None = None  # an agent of the directory: gets a personal reply address
 
 
 def _group(settings: Settings, emails: tuple[str, ...], label: str) -> tuple[Recipient, ...]:
@@ -32,19 +41,38 @@ def _group(settings: Settings, emails: tuple[str, ...], label: str) -> tuple[Rec
     )
 
 
-def recipients_for_tier(settings: Settings, tier: int) -> tuple[Recipient, ...]:
+def agent_recipient(settings: Settings, agent: AgentEntry) -> Recipient:
+    security = agent.email in {e.lower() for e in settings.tiers.security}
+    return Recipient(agent.address, agent.language, security or GROUP_SECURITY in agent.groups,
+                     agent.id)  # fmt: skip
+
+
+def _agents(settings: Settings, agents: tuple[AgentEntry, ...]) -> tuple[Recipient, ...]:
+    return tuple(agent_recipient(settings, a) for a in agents)
+
+
+def recipients_for_tier(
+    settings: Settings, tier: int, directory: Directory | None = None
+) -> tuple[Recipient, ...]:
     if tier not in range(1, MAX_TIER + 1):
         raise ValueError(f"tier must be 1..{MAX_TIER}, got {tier!r}")
     emails = getattr(settings.tiers, f"tier{tier}")
-    return _group(settings, emails, f"{settings.helpdesk.name} tier {tier}")
+    agents = _agents(settings, directory.for_tier(tier)) if directory else ()
+    return merge(agents, _group(settings, emails, f"{settings.helpdesk.name} tier {tier}"))
 
 
-def duty_manager(settings: Settings) -> tuple[Recipient, ...]:
-    return _group(settings, settings.tiers.duty_manager, f"{settings.helpdesk.name} duty manager")
+def duty_manager(settings: Settings, directory: Directory | None = None) -> tuple[Recipient, ...]:
+    agents = _agents(settings, directory.in_group(GROUP_DUTY_MANAGER)) if directory else ()
+    return merge(agents, _group(settings, settings.tiers.duty_manager,
+                                f"{settings.helpdesk.name} duty manager"))  # fmt: skip
 
 
-def security_contacts(settings: Settings) -> tuple[Recipient, ...]:
-    return _group(settings, settings.tiers.security, f"{settings.helpdesk.name} security")
+def security_contacts(
+    settings: Settings, directory: Directory | None = None
+) -> tuple[Recipient, ...]:
+    agents = _agents(settings, directory.in_group(GROUP_SECURITY)) if directory else ()
+    return merge(agents, _group(settings, settings.tiers.security,
+                                f"{settings.helpdesk.name} security"))  # fmt: skip
 
 
 def merge(*groups: tuple[Recipient, ...]) -> tuple[Recipient, ...]:
@@ -53,7 +81,8 @@ def merge(*groups: tuple[Recipient, ...]) -> tuple[Recipient, ...]:
     for group in groups:
         for r in group:
             seen = out.get(r.address.email)
-            if seen is None or (r.security_group and not seen.security_group):
-                out[r.address.email] = r if seen is None else Recipient(
-                    seen.address, seen.language, True)  # fmt: skip
+            if seen is None:
+                out[r.address.email] = r
+            elif r.security_group and not seen.security_group:
+                out[r.address.email] = replace(seen, security_group=True)
     return tuple(out.values())

@@ -8,7 +8,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from maild.models import Article, Attachment, Contact, Event, Inbound, Outbox, Ticket
+from maild.models import (
+    Agent,
+    Article,
+    Attachment,
+    Contact,
+    Event,
+    Inbound,
+    Outbox,
+    Ticket,
+    TicketLink,
+    Watcher,
+)
 from maild.states import InboundStatus
 
 
@@ -80,6 +91,18 @@ def show_ticket(session: Session, number: int) -> dict[str, Any] | None:
         return None
     ticket, requester = row
     out = ticket_summary(ticket, requester)
+    out["assignee"] = (
+        session.scalar(select(Agent.email).where(Agent.id == ticket.assignee_id))
+        if ticket.assignee_id else None
+    )  # fmt: skip
+    out["watchers"] = list(session.scalars(
+        select(Contact.email).join(Watcher, Watcher.contact_id == Contact.id)
+        .where(Watcher.ticket_id == number).order_by(Contact.email)))  # fmt: skip
+    out["links"] = sorted(
+        {other for t, other in session.execute(
+            select(TicketLink.ticket_id, TicketLink.other_id).where(
+                (TicketLink.ticket_id == number) | (TicketLink.other_id == number)))
+         for other in (t, other) if other != number})  # fmt: skip
     attachments: dict[int, list[dict[str, Any]]] = {}
     for att in session.scalars(
         select(Attachment)

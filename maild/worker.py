@@ -25,16 +25,19 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.addresses import normalize_address
+from maild.agentreply import apply_decision
 from maild.apply import Applier
 from maild.clock import Clock
 from maild.config import Settings
 from maild.correlate import BouncedOutbox, Facts, TicketFacts, lookup_keys
 from maild.db import claim_order, is_sqlite
 from maild.decide import Decision, InboundMeta, decide
+from maild.directory import EMPTY, Directory
 from maild.errors import PermanentError
-from maild.models import Article, Contact, Inbound, Outbox, Ticket, Watcher
+from maild.models import Agent, Article, Contact, Inbound, Outbox, Ticket, Watcher
 from maild.parse import ParsedMessage
 from maild.parsepool import ParsePool
+from maild.replyaddr import ReplyToken, find_reply_token
 from maild.states import Direction, InboundStatus, Outcome
 from maild.triage import Rulebook, reload_rules
 from maild.verp import first_outbox_id, is_verp_address
@@ -203,9 +206,8 @@ class Worker:
         with self.sessions.begin() as session:
             for row, item in items:
                 decision = item if isinstance(item, Decision) else self._decide(session, row, item)
-                applied = self.applier.apply(
-                    session, row.id, decision, self.clock.now(), claimed_at=row.claimed_at
-                )
+                applied = apply_decision(self.applier, session, row.id, decision, self.clock.now(),
+                                         claimed_at=row.claimed_at, rules=self.rules)  # fmt: skip
                 results.append(
                     Processed(
                         row.id,
@@ -251,8 +253,10 @@ class Worker:
                 yield row, result
 
     def _decide(self, session: Session, row: Inbound, msg: ParsedMessage) -> Decision:
-        facts = lookup_facts(session, msg)
-        verp = first_outbox_id(self.applier.signer, _recipients(row, msg))
+        recipients = _recipients(row, msg)
+        token = find_reply_token(self.applier.signer, recipients)  # a personal reply address
+        facts = lookup_facts(session, msg, token=token, directory=self.applier.directory)
+        verp = first_outbox_id(self.applier.signer, recipients)
         if verp is not None:
             facts = _with_bounced_outbox(session, facts, verp)
         meta = InboundMeta(
@@ -344,6 +348,7 @@ _TICKETS = (
         Ticket.priority,
         Ticket.tier,
         Ticket.security,
+        Ticket.assignee_id,
         Contact.email,
     )
     .join(Contact, Ticket.requester_id == Contact.id)
@@ -354,13 +359,21 @@ _WATCHERS = (
     .join(Contact, Watcher.contact_id == Contact.id)
     .where(Watcher.ticket_id.in_(bindparam("ids", expanding=True)))
 )
+_ASSIGNEES = select(Agent.id, Agent.email).where(Agent.id.in_(bindparam("ids", expanding=True)))
 
 
-def lookup_facts(session: Session, msg: ParsedMessage) -> Facts:
+def lookup_facts(
+    session: Session,
+    msg: ParsedMessage,
+    *,
+    token: ReplyToken | None = None,
+    directory: Directory = EMPTY,
+) -> Facts:
     """One indexed query for every Message-ID the message names (and its own).
 
     Every mail maild sends is also an article, so the article table alone
-    knows every Message-ID we stored or sent.
+    knows every Message-ID we stored or sent. A valid personal reply address
+    (`token`) names its ticket directly.
     """
     keys = lookup_keys(msg)
     wanted_ids = list(keys.message_ids)
@@ -378,11 +391,18 @@ def lookup_facts(session: Session, msg: ParsedMessage) -> Facts:
     wanted = set(known.values())
     if keys.subject_ticket is not None:
         wanted.add(keys.subject_ticket)
+    token_ticket = token.ticket if token is not None and token.valid else None
+    if token_ticket is not None:
+        wanted.add(token_ticket)
     language = None  # the contact's language matters to a new ticket's acknowledgement
     if msg.sender is not None and not wanted:
         language = session.connection().execute(_LANGUAGE, {"email": msg.sender.email}).scalar()
-    return Facts(known_ids=known, tickets=ticket_facts(session, wanted), already_stored_on=already,
-                 sender_language=language)  # fmt: skip
+    tickets = ticket_facts(session, wanted)
+    if token_ticket not in tickets:  # a signed address of a ticket that is gone
+        token_ticket = None
+    return Facts(known_ids=known, tickets=tickets, already_stored_on=already,
+                 sender_language=language, token_ticket=token_ticket, reply_token=token,
+                 directory=directory)  # fmt: skip
 
 
 def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]:
@@ -394,6 +414,10 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
     watchers: dict[int, set[str]] = {}
     for tid, email in conn.execute(_WATCHERS, {"ids": ids}):
         watchers.setdefault(tid, set()).add(email)
+    assignee_ids = {row[-2] for row in rows if row[-2] is not None}
+    assignees: dict[int, str] = dict(
+        conn.execute(_ASSIGNEES, {"ids": list(assignee_ids)}).all() if assignee_ids else []
+    )
     out = {}
     for (
         tid,
@@ -405,21 +429,28 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
         priority,
         tier,
         security,
+        assignee_id,
         email,
     ) in rows:
         requester = normalize_address(email)
+        ticket_watchers = frozenset(watchers.get(tid, set()))
+        assignee = assignees.get(assignee_id) if assignee_id else None
         out[tid] = TicketFacts(
             id=tid,
             status=status,
             requester=requester,
             subject=subject,
             language=language,
-            participants=frozenset({requester, *watchers.get(tid, set())}),
+            participants=frozenset(
+                {requester, *ticket_watchers, *([assignee] if assignee else [])}
+            ),
             resolved_at=resolved_at,
             closed_at=closed_at,
             priority=priority,
             tier=tier,
             security=security,
+            assignee=assignee_id,
+            watchers=ticket_watchers,
         )
     return out
 

@@ -143,7 +143,11 @@ def test_whole_life_of_a_ticket(desk, priority):
     assert t["sla"]["paused_seconds"] == 2 * 3600
     resolution_due = datetime.fromisoformat(t["resolution_due"])
     assert resolution_due - datetime.fromisoformat(due_before) == 2 * H
-    assert box.new() == {}  # a reply from the requester sends nothing
+    # A reply from the requester sends them nothing; the tier working the ticket hears of it.
+    mail = box.new()
+    (told,) = mail.pop("tier2@example.com")
+    assert "Room 301." in text(told) and "replied" in text(told)
+    assert mail == {}
 
     # 5. Resolution warning to tier 2, then the agent resolves: "reply to reopen".
     desk.clock.set(resolution_due - res * 0.25 + timedelta(minutes=1))
@@ -194,7 +198,8 @@ def test_whole_life_of_a_ticket(desk, priority):
         "bob@example.org": ["ack", "escalated", "reply", "resolved", "status", "escalated",
                             "resolved", "closed"],
         "tier1@example.com": ["agent_new", "sla_warning", "sla_breach"],
-        "tier2@example.com": ["agent_escalated", "sla_warning", "agent_update", "sla_breach"],
+        "tier2@example.com": ["agent_escalated", "agent_update", "sla_warning", "agent_update",
+                              "sla_breach"],  # the first update: Bob's reply
         "tier3@example.com": ["agent_escalated"],
     }  # fmt: skip
     if priority == 1:
