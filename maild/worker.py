@@ -58,6 +58,7 @@ TXN_MESSAGES = 16
 # seconds: under an intake burst the worker pauses up to this long between
 # transactions.
 YIELD_SECONDS = 0.02
+BUSY_TXN_MESSAGES = 4
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ class Worker:
         # Intake first: while this says intake is busy, the worker waits (the
         # daemon sets it).
         self.intake_busy: Callable[[], bool] | None = None
+
+    def _chunk_size(self) -> int:
+        """Smaller transactions while intake is busy: its commits wait less."""
+        busy = self.intake_busy
+        return TXN_MESSAGES if busy is None or not busy() else BUSY_TXN_MESSAGES
 
     def _give_way(self) -> None:
         busy = self.intake_busy
@@ -211,7 +217,7 @@ class Worker:
         # behind a long batch. Later messages are still being parsed in the
         # parse processes while earlier ones are applied.
         deferred: list[int] = []
-        while chunk := list(itertools.islice(items, TXN_MESSAGES)):
+        while chunk := list(itertools.islice(items, self._chunk_size())):
             if results:
                 self._give_way()
             try:
