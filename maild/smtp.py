@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-from collections import Counter
 import socket
+import ssl
 import time
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +37,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from maild.addresses import ServedAddresses, normalize_address
 from maild.config import Settings
 from maild.intake import Delivery, GroupCommitter, StorageFull
+from maild.parse import peek_message_id
 from maild.smtpauth import PasswordFile
 from maild.states import Source
 
@@ -107,11 +108,13 @@ class IntakeHandler:
         try:
             stored = await asyncio.wrap_future(self.committer.submit(delivery))
         except StorageFull as exc:
-            log.error("SMTP from %s: not stored (%s): answering 452", envelope.mail_from, exc)
+            log.error("SMTP from %s %s: not stored (%s): answering 452", envelope.mail_from,
+                      peek_message_id(raw) or "(no Message-ID)", exc)  # fmt: skip
             self._observe(delivery, "storage_full", started)
             return self._per_rcpt(envelope, STORAGE_FULL)
         except Exception as exc:
-            log.error("SMTP from %s: not stored (%s): answering 451", envelope.mail_from, exc)
+            log.error("SMTP from %s %s: not stored (%s): answering 451", envelope.mail_from,
+                      peek_message_id(raw) or "(no Message-ID)", exc)  # fmt: skip
             self._observe(delivery, "tempfail", started)
             return self._per_rcpt(envelope, TEMPFAIL)
         note = "duplicate of" if stored.duplicate else "stored as"
