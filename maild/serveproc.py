@@ -133,7 +133,7 @@ class ServeProcess:
     def kill(self) -> None:
         if self.running:
             assert self.proc is not None
-            self.proc.send_signal(int(os.environ.get("DIAG_SIG", signal.SIGKILL)))
+            self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
     def signal(self, sig: int) -> None:
