@@ -163,6 +163,8 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ready = threading.Event()
         self.metrics = Metrics(self.sessions, self.clock)
+        for poller in self.imap.pollers:
+            poller.on_polled = self.metrics.mailbox_polled
         self.handler.on_result = self._on_intake
         self.worker.intake_busy = self._intake_busy
         self.notifier = Notifier()
@@ -359,6 +361,7 @@ class Daemon:
             "intake_writer": self.committer.alive(),
             "worker": not self.settings.worker.enabled or self.worker_loop.healthy(),
             "sender": self.sender_loop.healthy(),
+            "imap": all(p.alive for p in self.imap.pollers) or not self.ready.is_set(),
         }
 
     def health(self) -> dict[str, bool]:

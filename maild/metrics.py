@@ -53,7 +53,7 @@ class Metrics:
         r = self.registry
         self.inbound_received = Counter(
             "maild_inbound_received",
-            "Messages offered to intake, by source and result "
+            "Messages offered to SMTP/LMTP intake, by source and result "
             "(stored, duplicate, tempfail, storage_full)",
             ["source", "result"],
             registry=r,

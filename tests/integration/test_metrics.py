@@ -69,7 +69,7 @@ def test_metrics_count_intake_processing_outbox_and_quarantine(db_url, daemon_fa
         health = json.loads(resp.read())
     assert resp.status == 200
     assert health == {"status": "ok", "checks": {"intake_writer": True, "worker": True,
-                      "sender": True, "smtp": True, "database": True}}  # fmt: skip
+                      "sender": True, "imap": True, "smtp": True, "database": True}}  # fmt: skip
 
 
 def test_sla_breach_shows_in_metrics(sqlite_url, daemon_factory):
