@@ -69,7 +69,9 @@ class Load:
         return i - SENDERS
 
     def raw(self, i: int) -> bytes:
-        sender = f"user{i % SENDERS}@example.org"
+        # One requester per thread: the per-address limit on automatic mail
+        # (limits.autoreply_per_address_per_hour) must not hold back acks.
+        sender = f"user{self.original_of(i) if self.is_reply(i) else i}@example.org"
         if self.is_reply(i):
             orig = self.original_of(i)
             return make_message(sender=sender, subject=f"Re: Case {orig}",
