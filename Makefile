@@ -27,6 +27,11 @@ bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/imap_backlog.py
 	$(BIN)/python bench/agents.py
+	$(BIN)/python bench/smtp_load.py
+	$(BIN)/python bench/idle_connections.py
+	$(BIN)/python bench/archive_cost.py
+	MAILD_CRASH_MESSAGES=5000 MAILD_CRASH_KILLS=300 $(BIN)/python -m pytest -q -s \
+	    tests/integration/test_crash_suite.py -k kill_9
 
 lint: install
 	$(BIN)/ruff check maild tests bench

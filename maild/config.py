@@ -51,6 +51,7 @@ class SmtpSettings:
     require_starttls: bool = False
     auth_users_file: Path | None = None
     auth_required: bool = False
+    drain_seconds: float = 5.0
 
     @property
     def host(self) -> str:
@@ -111,6 +112,7 @@ class LimitsSettings:
 
 @dataclass(frozen=True)
 class WorkerSettings:
+    enabled: bool = True
     batch_size: int = 100
     max_attempts: int = 3
     poll_seconds: float = 1.0
@@ -377,6 +379,22 @@ class ImapSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    enabled: bool = True
+    listen: str = "127.0.0.1:9325"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_listen(self.listen)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    heartbeat_seconds: float = 5.0
+    dead_after_seconds: float = 20.0
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -398,6 +416,8 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     agent_mail: AgentMailSettings = field(default_factory=AgentMailSettings)
     agents: tuple[AgentSettings, ...] = ()  # the agent directory, [[agents]]
+    http: HttpSettings = field(default_factory=HttpSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     source: str = "<defaults>"
 
 
@@ -601,6 +621,14 @@ def validate(s: Settings) -> None:
         raise ConfigError("smtp.require_starttls", "needs tls_cert_file and tls_key_file")
     if s.smtp.auth_required and s.smtp.auth_users_file is None:
         raise ConfigError("smtp.auth_required", "needs auth_users_file")
+    _positive("smtp.drain_seconds", s.smtp.drain_seconds)
+    try:
+        split_listen(s.http.listen)
+    except ValueError as exc:
+        raise ConfigError("http.listen", str(exc)) from None
+    _positive("cluster.heartbeat_seconds", s.cluster.heartbeat_seconds)
+    if s.cluster.dead_after_seconds < 2 * s.cluster.heartbeat_seconds:
+        raise ConfigError("cluster.dead_after_seconds", "must be at least twice heartbeat_seconds")
     if not s.helpdesk.addresses:
         raise ConfigError("helpdesk.addresses", "at least one address is needed")
     for addr in s.helpdesk.addresses:

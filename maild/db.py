@@ -2,13 +2,19 @@
 
 SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` and
 foreign keys on; every transaction starts with ``BEGIN IMMEDIATE`` so a writer
-never fails half-way on a lock upgrade. PostgreSQL gets the same models and
+never fails half-way on a lock upgrade. Within one process the threads take
+turns for that write lock in arrival order (`FairLock`): SQLite's own busy
+handler polls with sleeps of up to 100 ms, which under steady intake starved
+the worker for seconds. PostgreSQL gets the same models and
 migrations; row claims use ``FOR UPDATE SKIP LOCKED`` there.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,10 +41,48 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=10)
+    # A database that does not answer is an error after 10 s, not a hang.
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=10,
+                         connect_args={"connect_timeout": 10})  # fmt: skip
+
+
+class FairLock:
+    """A lock handed to its waiters first come, first served (any thread may release)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._locked = False
+        self._waiters: deque[threading.Event] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mutex:
+            if not self._locked:
+                self._locked = True
+                return True
+            turn = threading.Event()
+            self._waiters.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._mutex:
+            if turn.is_set():  # handed over just as we gave up
+                return True
+            self._waiters.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().set()  # stays locked: ownership passes on
+            else:
+                self._locked = False
+
+
+_LOCK_TIMEOUT = 60.0  # as busy_timeout
 
 
 def _configure_sqlite(engine: Engine) -> None:
+    write_lock = FairLock()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin.
@@ -52,7 +96,30 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if not write_lock.acquire(_LOCK_TIMEOUT):
+            raise sqlite3.OperationalError("database is locked (waited for another thread)")
+        conn.info["maild_write_lock"] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn.info)
+            raise
+
+    def _release(info: dict[str, Any]) -> None:
+        if info.pop("maild_write_lock", False):
+            write_lock.release()
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(conn: Any) -> None:
+        _release(conn.info)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Any) -> None:
+        _release(conn.info)
+
+    @event.listens_for(engine.pool, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        _release(record.info)
 
 
 def is_sqlite(engine_or_session: Engine | Session) -> bool:

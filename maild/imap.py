@@ -237,6 +237,9 @@ class MailboxPoller:
     client_factory: ClientFactory = IMAPClient
     on_commit: Callable[[], None] | None = None
     hook: StepHook | None = None
+    # Called with the mailbox name after every complete sync (the daemon's
+    # maild_imap_last_successful_poll_timestamp_seconds).
+    on_polled: Callable[[str], None] | None = None
     rand: random.Random = field(default_factory=random.Random)
     stats: PollerStats = field(default_factory=PollerStats)
 
@@ -422,6 +425,8 @@ class MailboxPoller:
             self._seen = seen
             if uidnext is None and not found:
                 break  # a server without UIDNEXT: stop once a search finds nothing
+        if self.on_polled is not None and not self.stopping.is_set():
+            self.on_polled(self.name)
         return fresh
 
     def _ensure_folder(self, client: IMAPClient, folder: str) -> None:

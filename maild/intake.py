@@ -13,6 +13,7 @@ commit that holds its message (durability per message, fsync cost per batch).
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import hashlib
 import logging
 import queue
@@ -33,6 +34,36 @@ from maild.parse import peek_message_id
 from maild.states import InboundStatus, Source
 
 log = logging.getLogger(__name__)
+
+
+class StorageFull(TransientError):
+    """The disk (or file size limit, or quota) is full: SMTP ``452 4.3.1``."""
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# SQLite reports a write past RLIMIT_FSIZE as an I/O error on write.
+_FULL_SQLITE = {"SQLITE_FULL", "SQLITE_IOERR_WRITE"}
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Does this error (or one it wraps) mean "no room to write"?"""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, StorageFull):
+            return True
+        if isinstance(err, OSError) and err.errno in _FULL_ERRNOS:
+            return True
+        if getattr(err, "sqlite_errorname", None) in _FULL_SQLITE:
+            return True
+        if getattr(err, "sqlstate", None) == "53100":  # PostgreSQL disk_full
+            return True
+        todo.extend([getattr(err, "orig", None), err.__cause__, err.__context__])
+    return False
 
 
 @dataclass(frozen=True)
@@ -151,6 +182,13 @@ class GroupCommitter:
     def start(self) -> None:
         self._thread.start()
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def queued(self) -> int:
+        """Deliveries waiting for the writer (approximate)."""
+        return self._queue.qsize()
+
     def submit(self, delivery: Delivery) -> concurrent.futures.Future[Stored]:
         future: concurrent.futures.Future[Stored] = concurrent.futures.Future()
         if not self._thread.is_alive():
@@ -194,8 +232,12 @@ class GroupCommitter:
                 for one in batch:
                     self._commit([one])
                 return
-            log.error("intake: could not store message: %s", exc)
-            batch[0][1].set_exception(TransientError(f"storage failed: {type(exc).__name__}"))
+            full = is_storage_full(exc)
+            log.error("intake: could not store message %s: %s%s",
+                      peek_message_id(batch[0][0].raw) or "(no Message-ID)", exc,
+                      " (storage full)" if full else "")  # fmt: skip
+            error = StorageFull if full else TransientError
+            batch[0][1].set_exception(error(f"storage failed: {type(exc).__name__}"))
             return
         self.batches += 1
         self.messages += len(batch)

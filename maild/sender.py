@@ -231,6 +231,7 @@ class Sender:
         self.settings = settings
         self.clock = clock
         self.transport = transport
+        self.instance_id: int | None = None  # set by the daemon (maild.cluster)
 
     def recover(self) -> int:
         """Single instance at start: rows claimed by a dead run are due now."""
@@ -273,7 +274,9 @@ class Sender:
                 conn.execute(
                     update(Outbox)
                     .where(Outbox.id.in_([r.id for r in rows]))
-                    .values(claimed_at=now, next_attempt_at=now + lease)
+                    .values(
+                        claimed_at=now, claimed_by=self.instance_id, next_attempt_at=now + lease
+                    )  # fmt: skip
                 )
             return [
                 OutgoingItem(r.id, r.message_id, r.mail_from, tuple(r.rcpt_to), r.raw, r.attempts)
@@ -311,7 +314,13 @@ class Sender:
                 conn.execute(
                     update(Outbox)
                     .where(Outbox.id.in_(ids))
-                    .values(status=OutboxStatus.SENT, sent_at=now, claimed_at=None, last_error=None)
+                    .values(
+                        status=OutboxStatus.SENT,
+                        sent_at=now,
+                        claimed_at=None,
+                        claimed_by=None,
+                        last_error=None,
+                    )  # fmt: skip
                 )
                 conn.execute(
                     update(Article)
@@ -330,6 +339,7 @@ class Sender:
                     "attempts": attempts,
                     "last_error": str(error)[:2000],
                     "claimed_at": None,
+                    "claimed_by": None,
                 }
                 if isinstance(error, PermanentError) or attempts >= max_attempts:
                     values["status"] = OutboxStatus.DEAD
@@ -341,7 +351,12 @@ class Sender:
                     stats.retried += 1
                     log.warning("outbox %d %s: %s; retry at %s", item.id, item.message_id, error,
                                 values["next_attempt_at"])  # fmt: skip
-                conn.execute(update(Outbox).where(Outbox.id == item.id).values(**values))
+                # Another instance may have finished it (we were thought dead): leave it.
+                conn.execute(
+                    update(Outbox)
+                    .where(Outbox.id == item.id, Outbox.status == OutboxStatus.PENDING)
+                    .values(**values)
+                )
 
     def drain(self) -> SendStats:
         """Send everything due now (burst mode, for the CLI and tests)."""

@@ -11,14 +11,24 @@ address (one more gets ``421 4.7.0``); a client idle for
 ``smtp.max_recipients`` recipients (``452 4.5.3``); only ``CRLF.CRLF`` ends
 DATA (a bare-LF ``\n.\n`` is message content, so SMTP smuggling cannot slip a
 second message past us); optional STARTTLS and AUTH (`maild.smtpauth`).
+Disk full gives ``452 4.3.1``.
+
+Draining (SIGTERM): `IntakeHandler.drain()` answers ``421 4.3.2`` to every
+new connection and to the next command of every session, and closes idle
+sessions at once; a message already in DATA is still committed and gets its
+``250``. `IntakeHandler.in_data` says how many are left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
+import time
+import weakref
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -26,7 +36,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from maild.addresses import ServedAddresses, normalize_address
 from maild.config import Settings
-from maild.intake import Delivery, GroupCommitter
+from maild.intake import Delivery, GroupCommitter, StorageFull
+from maild.parse import peek_message_id
 from maild.smtpauth import PasswordFile
 from maild.states import Source
 
@@ -36,6 +47,8 @@ TEMPFAIL = "451 4.3.0 Temporary local problem storing the message, please try ag
 TOO_BIG = "552 5.3.4 Message size exceeds the fixed maximum message size"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address, try again later"
 IDLE_TIMEOUT = "421 4.4.2 Idle too long, closing connection"
+STORAGE_FULL = "452 4.3.1 Insufficient system storage, please try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 
 
 class IntakeHandler:
@@ -51,6 +64,17 @@ class IntakeHandler:
         self.max_recipients = settings.smtp.max_recipients
         self.max_per_ip = settings.smtp.max_connections_per_ip
         self.connections: Counter[str] = Counter()  # open connections per client IP
+        self.open_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.in_data = 0
+        # Called with (source, result, seconds from end of DATA to the reply).
+        self.on_result: Callable[[str, str, float], None] | None = None
+
+    def drain(self) -> None:
+        """Stop accepting: 421 to new connections and commands; close idle sessions."""
+        self.accepting = False
+        for proto in list(self.open_sessions):
+            if not getattr(proto, "in_data", False):
+                proto.shut()
 
     async def handle_RCPT(
         self,
@@ -61,7 +85,7 @@ class IntakeHandler:
         rcpt_options: list[str],
     ) -> str:
         if not self.accepting:
-            return "421 4.3.2 Service shutting down, try again later"
+            return SHUTTING_DOWN
         if not self.served.serves(address):
             return f"550 5.1.1 <{address}>: no such help-desk address here"
         if len(envelope.rcpt_tos) >= self.max_recipients:
@@ -80,13 +104,26 @@ class IntakeHandler:
             envelope_from=envelope.mail_from or "",
             envelope_to=tuple(normalize_address(r) for r in envelope.rcpt_tos),
         )
+        started = time.monotonic()
         try:
             stored = await asyncio.wrap_future(self.committer.submit(delivery))
+        except StorageFull as exc:
+            log.error("SMTP from %s %s: not stored (%s): answering 452", envelope.mail_from,
+                      peek_message_id(raw) or "(no Message-ID)", exc)  # fmt: skip
+            self._observe(delivery, "storage_full", started)
+            return self._per_rcpt(envelope, STORAGE_FULL)
         except Exception as exc:
-            log.error("SMTP from %s: not stored (%s): answering 451", envelope.mail_from, exc)
+            log.error("SMTP from %s %s: not stored (%s): answering 451", envelope.mail_from,
+                      peek_message_id(raw) or "(no Message-ID)", exc)  # fmt: skip
+            self._observe(delivery, "tempfail", started)
             return self._per_rcpt(envelope, TEMPFAIL)
         note = "duplicate of" if stored.duplicate else "stored as"
+        self._observe(delivery, "duplicate" if stored.duplicate else "stored", started)
         return self._per_rcpt(envelope, f"250 2.0.0 OK: {note} inbound {stored.inbound_id}")
+
+    def _observe(self, delivery: Delivery, result: str, started: float) -> None:
+        if self.on_result is not None:
+            self.on_result(str(delivery.source), result, time.monotonic() - started)
 
     def _per_rcpt(self, envelope: Envelope, status: str) -> str:
         if self.lmtp:
@@ -146,11 +183,73 @@ class _Hardened:
         super()._timeout_cb()  # type: ignore[misc]
 
 
-class MaildSMTP(_Hardened, SMTP):
-    pass
+class _Draining:
+    """Answers 421 while the handler drains; counts messages in DATA."""
+
+    event_handler: IntakeHandler
+    transport: Any
+    _smtp_methods: dict[str, Callable[[str], Awaitable[None]]]
+
+    def _gate(self) -> None:
+        self.in_data = False
+        self._refused = False
+        self._smtp_methods = {
+            name: self._gated(name, method) for name, method in self._smtp_methods.items()
+        }
+
+    def _gated(
+        self, name: str, method: Callable[[str], Awaitable[None]]
+    ) -> Callable[[str], Awaitable[None]]:
+        async def run(arg: str) -> None:
+            handler = self.event_handler
+            if not handler.accepting and name != "QUIT":
+                self.shut()
+                return
+            if name != "DATA":
+                await method(arg)
+                return
+            self.in_data = True
+            handler.in_data += 1
+            try:
+                await method(arg)
+            finally:
+                self.in_data = False
+                handler.in_data -= 1
+
+        return run
+
+    def shut(self) -> None:
+        """Say 421 and hang up (RFC 5321 4.2.4: the server is going down)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(SHUTTING_DOWN.encode() + b"\r\n")
+            self.transport.close()
 
 
-class MaildLMTP(_Hardened, LMTP):
+class MaildSMTP(_Draining, _Hardened, SMTP):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._gate()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.event_handler.accepting:
+            self._refused = True
+            transport.write(SHUTTING_DOWN.encode() + b"\r\n")  # type: ignore[attr-defined]
+            transport.close()
+            return
+        super().connection_made(transport)
+        self.event_handler.open_sessions.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not self._refused:
+            super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        return super().eof_received()
+
+
+class MaildLMTP(MaildSMTP, LMTP):
     pass
 
 
@@ -163,9 +262,14 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 async def start_server(
-    settings: Settings, handler: IntakeHandler, *, host: str | None = None, port: int | None = None
+    settings: Settings,
+    handler: IntakeHandler,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
-    """Listen on ``smtp.listen`` (or host/port given); returns the server."""
+    """Listen on ``smtp.listen`` (or host/port, or an inherited socket); returns the server."""
     cls = MaildLMTP if settings.smtp.lmtp else MaildSMTP
     loop = asyncio.get_running_loop()
     context = tls_context(settings)
@@ -191,10 +295,13 @@ async def start_server(
             loop=loop,
         )
 
+    if sock is not None:
+        return await loop.create_server(factory, sock=sock, backlog=1024)
     server = await loop.create_server(
         factory,
         host=host if host is not None else settings.smtp.host,
         port=port if port is not None else settings.smtp.port,
         reuse_address=True,
+        backlog=1024,
     )
     return server

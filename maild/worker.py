@@ -6,8 +6,16 @@ transaction with a savepoint per message, so a reply later in the batch sees
 the ticket an earlier message opened. A message that raises is rolled back to
 its savepoint and retried later; after ``worker.max_attempts`` it is
 quarantined with the error. A row left in ``processing`` by a crash returns
-to ``pending`` (at start on SQLite, after the lease on PostgreSQL). Nothing is
-ever deleted by processing.
+to ``pending`` (at start on SQLite; on PostgreSQL when its instance is found
+dead, see `maild.cluster`, or after the lease). Nothing is ever deleted by
+processing.
+
+Several instances (PostgreSQL): a worker applies only rows still claimed by
+its instance (re-checked ``FOR UPDATE`` in the applying transaction), and a
+reply waits while an earlier message it refers to is still pending or being
+processed elsewhere, so a reply and its original handled at the same moment
+by two instances cannot open two tickets. Under an SMTP burst the worker
+gives way to intake between transactions (`Worker.intake_busy`).
 """
 
 from __future__ import annotations
@@ -15,11 +23,12 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,6 +57,11 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024
 # Messages applied per transaction: about 1-2 ms of work each, so a transaction
 # holds SQLite's write lock for some tens of milliseconds at most.
 TXN_MESSAGES = 16
+# SMTP clients wait for intake; nobody waits on a processing backlog of
+# seconds: under an intake burst the worker pauses up to this long between
+# transactions.
+YIELD_SECONDS = 0.02
+BUSY_TXN_MESSAGES = 4
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,12 @@ class Processed:
     ticket_id: int | None
     reason: str = ""
     queued: bool = False  # outgoing mail was queued
+    source: str = ""
+    received_at: datetime | None = None
+
+
+class Deferred(Exception):
+    """An earlier message of the same thread is not processed yet: try later."""
 
 
 class Worker:
@@ -78,6 +98,23 @@ class Worker:
         self.on_outbox = on_outbox
         self.parser = parser or ParsePool(0)
         self.rules = rules or Rulebook.from_settings(settings)  # compiled once
+        self.instance_id: int | None = None  # set by the daemon (maild.cluster)
+        # Intake first: while this says intake is busy, the worker waits (the
+        # daemon sets it).
+        self.intake_busy: Callable[[], bool] | None = None
+
+    def _chunk_size(self) -> int:
+        """Smaller transactions while intake is busy: its commits wait less."""
+        busy = self.intake_busy
+        return TXN_MESSAGES if busy is None or not busy() else BUSY_TXN_MESSAGES
+
+    def _give_way(self) -> None:
+        busy = self.intake_busy
+        if busy is None:
+            return
+        deadline = time.monotonic() + YIELD_SECONDS
+        while busy() and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def reload_rules(self) -> None:
         """Compile the triage rules again (SIGHUP); keeps the old ones on error."""
@@ -159,7 +196,9 @@ class Worker:
             session.execute(
                 update(Inbound)
                 .where(Inbound.id.in_(ids))
-                .values(status=InboundStatus.PROCESSING, claimed_at=now)
+                .values(
+                    status=InboundStatus.PROCESSING, claimed_at=now, claimed_by=self.instance_id
+                )
             )
             rows = list(
                 session.scalars(select(Inbound).where(Inbound.id.in_(ids)).order_by(Inbound.id))
@@ -180,32 +219,58 @@ class Worker:
         # the intake's commits (each SMTP 250 waits for one) must not queue
         # behind a long batch. Later messages are still being parsed in the
         # parse processes while earlier ones are applied.
-        while chunk := list(itertools.islice(items, TXN_MESSAGES)):
+        deferred: list[int] = []
+        while chunk := list(itertools.islice(items, self._chunk_size())):
+            if results:
+                self._give_way()
             try:
-                results.extend(self._process(chunk))
+                results.extend(self._process(chunk, deferred))
             except Exception:
                 log.warning("a batch of %d failed; processing its messages one by one", len(chunk))
                 for row, item in chunk:
                     try:
-                        results.extend(self._process([(row, item)]))
+                        results.extend(self._process([(row, item)], deferred))
                     except Exception as exc:
                         detail = "".join(traceback.format_exception_only(exc)).strip()
                         log.exception("inbound %d (%s): processing failed", row.id, row.message_id)
                         failures.append((row.id, row.attempts, detail))
-                        results.append(Processed(row.id, None, None, detail))
+                        results.append(Processed(row.id, None, None, detail, source=row.source))
         if failures:
             self._record_failures(failures)
+        if deferred:
+            self._release(deferred)
         if self.on_outbox is not None and any(p.queued for p in results):
             self.on_outbox.set()
         return results
 
-    def _process(self, items: list[tuple[Inbound, ParsedMessage | Decision]]) -> list[Processed]:
-        """Decide and apply `items` in one transaction (all or nothing)."""
+    def _process(
+        self, items: list[tuple[Inbound, ParsedMessage | Decision]], deferred: list[int]
+    ) -> list[Processed]:
+        """Decide and apply `items` in one transaction (all or nothing).
+
+        Rows no longer claimed by this instance are skipped; a reply whose
+        original is not processed yet is deferred (it is decided before
+        anything is written for it, so the transaction goes on).
+        """
         results: list[Processed] = []
         logs: list[tuple[Inbound, Decision, int | None]] = []
         with self.sessions.begin() as session:
+            mine = self._still_mine(session, [row.id for row, _item in items])
             for row, item in items:
-                decision = item if isinstance(item, Decision) else self._decide(session, row, item)
+                if row.id not in mine:
+                    log.warning("inbound %d (%s): released to another instance meanwhile; "
+                                "skipped", row.id, row.message_id)  # fmt: skip
+                    continue
+                try:
+                    decision = (
+                        item if isinstance(item, Decision) else self._decide(session, row, item)
+                    )
+                except Deferred as exc:
+                    log.info("inbound %d (%s): waits for inbound %s of the same thread",
+                             row.id, row.message_id, exc)  # fmt: skip
+                    deferred.append(row.id)
+                    results.append(Processed(row.id, None, None, "deferred", source=row.source))
+                    continue
                 applied = apply_decision(self.applier, session, row.id, decision, self.clock.now(),
                                          claimed_at=row.claimed_at, rules=self.rules)  # fmt: skip
                 results.append(
@@ -215,6 +280,8 @@ class Worker:
                         applied.ticket_id,
                         decision.reason,
                         queued=bool(applied.outbox_ids),
+                        source=row.source,
+                        received_at=row.received_at,
                     )  # fmt: skip
                 )
                 logs.append((row, decision, applied.ticket_id))
@@ -252,7 +319,55 @@ class Worker:
             else:
                 yield row, result
 
+    def _still_mine(self, session: Session, ids: list[int]) -> set[int]:
+        """The claimed rows no one released meanwhile, locked until commit."""
+        return set(
+            session.connection().scalars(
+                select(Inbound.id)
+                .where(
+                    Inbound.id.in_(ids),
+                    Inbound.status == InboundStatus.PROCESSING,
+                    Inbound.claimed_by == self.instance_id,
+                )
+                .with_for_update()
+            )
+        )
+
+    def _wait_for_earlier(self, session: Session, row: Inbound, msg: ParsedMessage) -> None:
+        """Raise `Deferred` while an earlier message this one refers to is unprocessed.
+
+        Several instances only (one worker processes in arrival order). Checked
+        before the facts are read: once the earlier row reads as done, its
+        ticket and article are committed too.
+        """
+        if is_sqlite(session):
+            return
+        refs = list(msg.thread_ids())
+        if not refs:
+            return
+        earlier = session.connection().scalar(
+            select(Inbound.id)
+            .where(
+                Inbound.message_id.in_(refs),
+                Inbound.id < row.id,
+                Inbound.status.in_([InboundStatus.PENDING, InboundStatus.PROCESSING]),
+            )
+            .limit(1)
+        )
+        if earlier is not None:
+            raise Deferred(earlier)
+
+    def _release(self, ids: list[int]) -> None:
+        """Deferred rows go back to pending; the wait is not a failed attempt."""
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Inbound)
+                .where(Inbound.id.in_(ids), Inbound.claimed_by == self.instance_id)
+                .values(status=InboundStatus.PENDING, claimed_by=None)
+            )
+
     def _decide(self, session: Session, row: Inbound, msg: ParsedMessage) -> Decision:
+        self._wait_for_earlier(session, row, msg)
         recipients = _recipients(row, msg)
         token = find_reply_token(self.applier.signer, recipients)  # a personal reply address
         facts = lookup_facts(session, msg, token=token, directory=self.applier.directory)
