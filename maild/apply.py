@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from maild.autoreply import AutoreplyGuard, Refusal, alert_notice
 from maild.compose import Outgoing, compose, new_message_id
 from maild.config import Settings
-from maild.db import insert_ignore
+from maild.db import insert_ignore, upsert_contact
 from maild.decide import (
     ArticleSpec,
     BounceSpec,
@@ -62,7 +62,6 @@ from maild.states import (
     Visibility,
 )
 from maild.tokens import Signer, load_or_create_secret
-from maild.verp import verp_address
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +72,38 @@ _INSERT_ARTICLE = insert(Article).returning(Article.id)
 _INSERT_OUTBOX = insert(Outbox).returning(Outbox.id)
 _INSERT_EVENT = insert(Event)
 _INSERT_ATTACHMENT = insert(Attachment)
-_SET_MAIL_FROM = (
-    update(Outbox).where(Outbox.id == bindparam("b_id")).values(mail_from=bindparam("b_from"))
+_CONTACT = select(Contact.id, Contact.name, Contact.language).where(
+    Contact.email == bindparam("email")
 )
-_CONTACT = select(Contact.id, Contact.name).where(Contact.email == bindparam("email"))
+_TICKET_VIEW = (
+    select(
+        Ticket.id,
+        Ticket.subject,
+        Ticket.priority,
+        Ticket.type,
+        Ticket.category,
+        Ticket.status,
+        Ticket.tier,
+        Ticket.language,
+        Ticket.address,
+        Contact.email.label("requester_email"),
+        Contact.name.label("requester_name"),
+        Ticket.impact,
+        Ticket.urgency,
+        Ticket.security,
+        Ticket.created_at,
+        Ticket.first_response_due,
+        Ticket.first_response_at,
+        Ticket.resolution_due,
+        Ticket.resolved_at,
+        Ticket.regulator_due,
+    )
+    .join(Contact, Ticket.requester_id == Contact.id)
+    .where(Ticket.id == bindparam("b_id"))
+)
+_TOUCH_TICKET = (
+    update(Ticket).where(Ticket.id == bindparam("b_id")).values(updated_at=bindparam("b_now"))
+)
 _FINISH = {
     claimed: update(Inbound)
     .where(
@@ -209,13 +236,7 @@ class Applier:
             view = self._create_ticket(session, decision.new_ticket, now)
         else:
             assert decision.ticket_id is not None
-            ticket = session.get(Ticket, decision.ticket_id)
-            if ticket is None:  # pragma: no cover - the worker looked it up in this txn
-                raise LookupError(f"ticket #{decision.ticket_id} vanished")
-            if decision.status is not None and decision.status != ticket.status:
-                change_status(ticket, decision.status, now, self.policy)
-            ticket.updated_at = now
-            view = TicketView.of(ticket)
+            view = self._existing_ticket(session, decision.ticket_id, decision.status, now)
         if decision.article is not None:
             self._add_article(session, view.id, decision.article, inbound_id, now)
         watchers = decision.new_ticket.watchers if decision.new_ticket else decision.watchers_add
@@ -233,6 +254,28 @@ class Applier:
         return Applied(decision.outcome, view.id, outbox_ids)
 
     # --- pieces --------------------------------------------------------------
+
+    def _existing_ticket(
+        self, session: Session, ticket_id: int, status: str | None, now: datetime
+    ) -> TicketView:
+        """The ticket a message goes to, touched; its status changed if asked.
+
+        Most replies change nothing but ``updated_at``: two Core statements.
+        A status change goes through the ORM object and `change_status`, which
+        keeps the SLA bookkeeping.
+        """
+        conn = session.connection()
+        row = conn.execute(_TICKET_VIEW, {"b_id": ticket_id}).first()
+        if row is None:  # pragma: no cover - the worker looked it up in this txn
+            raise LookupError(f"ticket #{ticket_id} vanished")
+        if status is not None and status != row.status:
+            ticket = session.get(Ticket, ticket_id)
+            assert ticket is not None
+            change_status(ticket, status, now, self.policy)
+            ticket.updated_at = now
+            return TicketView.of(ticket)
+        conn.execute(_TOUCH_TICKET, {"b_id": ticket_id, "b_now": now})
+        return TicketView(**row._asdict())
 
     @staticmethod
     def _finish_inbound(
@@ -272,15 +315,16 @@ class Applier:
                 "bounce_state": "ok",
                 "created_at": now,
             }
-            insert_ignore(session, Contact, [new])
-            row = conn.execute(_CONTACT, {"email": who.email}).one()
-        contact_id, name = row
-        if who.name and not name:
-            conn.execute(update(Contact).where(Contact.id == contact_id).values(name=who.name))
-            name = who.name
-        if language:  # recorded once: the first language we know for them
-            conn.execute(update(Contact).where(Contact.id == contact_id,
-                                               Contact.language.is_(None)).values(language=language))  # fmt: skip
+            # One statement whether or not another transaction created it meanwhile.
+            row = conn.execute(upsert_contact(session), new).one()
+        contact_id, name, known_language = row
+        if (who.name and not name) or (language and not known_language):
+            conn.execute(
+                update(Contact)
+                .where(Contact.id == contact_id)
+                .values(name=name or who.name, language=known_language or language)
+            )
+            name = name or who.name
         return contact_id, name
 
     def _create_ticket(self, session: Session, spec: TicketSpec, now: datetime) -> TicketView:
@@ -595,11 +639,6 @@ class Applier:
             "created_at": now,
         }
         outbox_id: int = session.connection().execute(_INSERT_OUTBOX, values).scalar_one()
-        # VERP: the bounce of this very mail names it (the id exists only now).
-        session.connection().execute(
-            _SET_MAIL_FROM,
-            {"b_id": outbox_id, "b_from": verp_address(self.signer, desk.email, outbox_id)},
-        )
         if notice.visibility != Visibility.INTERNAL and notice.auto_submitted != "no":
             # (mail to agents, and a person's reply, are not automatic mail)
             self.guard.record(session, ticket.id, notice.to, notice.kind, now)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, case, create_engine, event, func, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -152,6 +152,33 @@ def insert_ignore(
         return list(conn.execute(stmt.returning(*returning), list(rows)).all())
     conn.execute(stmt, list(rows))
     return []
+
+
+_UPSERT_CONTACT: dict[str, Any] = {}
+
+
+def upsert_contact(session: Session) -> Any:
+    """INSERT a contact or keep the existing one; RETURNING (id, name, language).
+
+    An existing contact keeps its name and language, but gets the given ones
+    where it had none.
+    """
+    from maild.models import Contact
+
+    dialect = session.get_bind().dialect.name
+    stmt = _UPSERT_CONTACT.get(dialect)
+    if stmt is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        base = insert(Contact)
+        stmt = base.on_conflict_do_update(
+            index_elements=[Contact.email],
+            set_={
+                "name": case((Contact.name == "", base.excluded.name), else_=Contact.name),
+                "language": func.coalesce(Contact.language, base.excluded.language),
+            },
+        ).returning(Contact.id, Contact.name, Contact.language)
+        _UPSERT_CONTACT[dialect] = stmt
+    return stmt
 
 
 def claim_order(stmt: Any) -> Any:

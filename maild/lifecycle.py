@@ -13,7 +13,6 @@ the SLA columns right through the pure transitions of `maild.sla`:
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
 
 from maild.models import Ticket
@@ -32,14 +31,12 @@ def clock_of(ticket: Ticket) -> SlaClock:
 
 def sla_columns(clock: SlaClock) -> dict[str, object]:
     """The ticket columns of `clock`, for an INSERT."""
-    data = asdict(clock)
-    return {_COLUMN.get(f, f): data[f] for f in FIELDS}
+    return {_COLUMN.get(f, f): getattr(clock, f) for f in FIELDS}
 
 
 def store(ticket: Ticket, clock: SlaClock) -> None:
-    data = asdict(clock)
     for f in FIELDS:
-        setattr(ticket, _COLUMN.get(f, f), data[f])
+        setattr(ticket, _COLUMN.get(f, f), getattr(clock, f))
     ticket.priority = clock.priority
 
 

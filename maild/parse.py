@@ -166,11 +166,21 @@ def _peek(raw: bytes) -> Message | None:
         return None
 
 
+_MESSAGE_ID_FIELD = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+
+
 def peek_message_id(raw: bytes) -> str | None:
-    """The Message-ID from the header block, without parsing the body."""
-    msg = _peek(raw)
-    value = msg.get("Message-ID") if msg is not None else None
-    return normalize_message_id(str(value)) if value is not None else None
+    """The Message-ID from the header block, without parsing anything else.
+
+    Every intake path calls this before it commits (dedupe), so it is a scan
+    of the header bytes, not a header parse.
+    """
+    match = _MESSAGE_ID_FIELD.search(header_block(raw, limit=64 * 1024))
+    if match is None:
+        return None
+    return normalize_message_id(
+        match.group(1).decode("latin-1").replace("\r", " ").replace("\n", " ")
+    )
 
 
 def peek_recipients(raw: bytes) -> list[str]:

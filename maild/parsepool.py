@@ -24,6 +24,7 @@ CPU and memory budget (tests, debugging).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import multiprocessing
 import os
@@ -114,10 +115,14 @@ def _child_main(
         try:
             flags = conn.recv_bytes()[0]
             raw = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
         except MemoryError:
             conn.send(("memory", "the message alone does not fit the memory budget"))
+            return
+        except OSError as exc:  # ENOMEM: reading the message hit the memory budget
+            if exc.errno == errno.ENOMEM:
+                conn.send(("memory", "the message alone does not fit the memory budget"))
+            return
+        except EOFError:
             return
         backstop = int(_own_cpu() + cpu_seconds) + 2  # the parent kills it before
         if cpu_hard == resource.RLIM_INFINITY or backstop < cpu_hard:
@@ -299,8 +304,14 @@ class ParsePool:
     def _ask(self, child: _Child, raw: bytes, flags: int = 0) -> tuple[Result, bool]:
         """Send one message; (result, whether the child must be replaced)."""
         try:
-            child.conn.send_bytes(bytes((flags,)))
-            child.conn.send_bytes(raw)
+            try:
+                child.conn.send_bytes(bytes((flags,)))
+                child.conn.send_bytes(raw)
+            except OSError:
+                # The child may have refused the message (its memory budget)
+                # before we finished writing it: its answer is in the pipe.
+                if not child.conn.poll(1):
+                    raise
             started = time.monotonic()
             # Most parses answer at once; a long one has its CPU time watched.
             while not child.conn.poll(_SLICE if child.cpu_mark else 0.02):

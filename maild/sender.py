@@ -33,6 +33,8 @@ from maild.db import claim_order
 from maild.errors import PermanentError, TransientError
 from maild.models import Article, Outbox
 from maild.states import OutboxStatus
+from maild.tokens import Signer, load_or_create_secret
+from maild.verp import verp_address
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +233,14 @@ class Sender:
         self.settings = settings
         self.clock = clock
         self.transport = transport
+        self._signer: Signer | None = None
         self.instance_id: int | None = None  # set by the daemon (maild.cluster)
+
+    @property
+    def signer(self) -> Signer:
+        if self._signer is None:
+            self._signer = Signer(load_or_create_secret(self.settings.helpdesk.secret_file))
+        return self._signer
 
     def recover(self) -> int:
         """Single instance at start: rows claimed by a dead run are due now."""
@@ -278,8 +287,18 @@ class Sender:
                         claimed_at=now, claimed_by=self.instance_id, next_attempt_at=now + lease
                     )  # fmt: skip
                 )
+            # VERP: the envelope sender names this very outbox row, so its bounce
+            # maps back to it (`maild.verp`); `Outbox.mail_from` is the help-desk
+            # address it goes out from.
             return [
-                OutgoingItem(r.id, r.message_id, r.mail_from, tuple(r.rcpt_to), r.raw, r.attempts)
+                OutgoingItem(
+                    r.id,
+                    r.message_id,
+                    verp_address(self.signer, r.mail_from, r.id),
+                    tuple(r.rcpt_to),
+                    r.raw,
+                    r.attempts,
+                )  # fmt: skip
                 for r in rows
             ]
 
