@@ -163,11 +163,13 @@ def child_maild(corpus: Path, work: Path) -> dict[str, Any]:
                 or 0
             )
 
+    # In memory before the clock starts, as for the baseline.
+    raws = [f.read_bytes() for f in files]
     started = time.perf_counter()
     window = 64
     futures = []
-    for f in files:
-        delivery = Delivery(raw=f.read_bytes(), source=Source.SMTP, recipient="help@example.com")
+    for raw in raws:
+        delivery = Delivery(raw=raw, source=Source.SMTP, recipient="help@example.com")
         futures.append(daemon.committer.submit(delivery))
         if len(futures) >= window:
             futures.pop(0).result()
@@ -187,7 +189,7 @@ def child_maild(corpus: Path, work: Path) -> dict[str, Any]:
             )
         if not open_rows and not pending():
             break
-        time.sleep(0.01)
+        time.sleep(0.05)  # the watcher's own queries compete with the daemon
     elapsed = time.perf_counter() - started
     expected_acks = acks_on_disk()
     daemon.request_stop()

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.errors import HeaderParseError
-from email.header import Header, decode_header, make_header
+from email.header import decode_header, make_header
 from email.utils import format_datetime, formataddr
 
 from maild.addresses import is_valid_address
@@ -79,7 +79,26 @@ def _text_header(name: str, value: str) -> str:
     value = clean_header_text(value)
     if value.isascii():
         return _fold(len(name) + 2, value)
-    return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+    return encode_words(value)
+
+
+def encode_words(value: str) -> str:
+    """RFC 2047 ``B`` encoded-words of UTF-8, each at most 75 characters, folded.
+
+    Chunks end on character boundaries; decoders join adjacent encoded-words
+    without the folding white space between them.
+    """
+    words: list[str] = []
+    chunk = b""
+    for ch in value:
+        data = ch.encode("utf-8")
+        if len(chunk) + len(data) > 42:  # 42 bytes: 56 base64 characters, 68 in all
+            words.append(chunk)
+            chunk = b""
+        chunk += data
+    if chunk:
+        words.append(chunk)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 
 def _fold(used: int, value: str, width: int = 78) -> str:

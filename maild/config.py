@@ -90,6 +90,7 @@ class OutgoingSettings:
     max_attempts: int = 10
     retry_base_seconds: float = 60.0
     batch_size: int = 50
+    sender_process: bool = True
 
 
 @dataclass(frozen=True)

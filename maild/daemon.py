@@ -47,6 +47,7 @@ from maild.notify import Notifier, inherited_sockets
 from maild.parsepool import ParsePool
 from maild.render import Renderer
 from maild.sender import Sender, transport_from_settings
+from maild.senderproc import SenderProcess
 from maild.smtp import IntakeHandler, start_server
 from maild.states import InboundStatus
 from maild.sweeps import SWEEPS, Sweep
@@ -139,9 +140,18 @@ class Daemon:
         self.applier = Applier(settings, self.renderer)
         agents.install(self.sessions, self.applier)  # the agent directory, synced with the config
         self.sender = Sender(self.sessions, settings, self.clock, transport_from_settings(settings))
-        self.sender_loop = Loop(
-            "sender", self._send_step, settings.worker.poll_seconds, settle=0.05
-        )
+        # The sender runs in a process of its own (it would otherwise compete
+        # for the interpreter lock with intake and worker), except with an
+        # injected clock (tests), which a child process could not share.
+        self.sender_loop: Loop | SenderProcess
+        if settings.outgoing.sender_process and clock is None:
+            self.sender_loop = SenderProcess(
+                settings, settings.worker.poll_seconds, settle=0.05, on_stats=self._on_sent
+            )
+        else:
+            self.sender_loop = Loop(
+                "sender", self._send_step, settings.worker.poll_seconds, settle=0.05
+            )
         self.parser = ParsePool.from_settings(settings)
         self.worker = Worker(
             self.sessions,
@@ -215,6 +225,8 @@ class Daemon:
     def _set_instance(self, instance_id: int) -> None:
         self.worker.instance_id = instance_id
         self.sender.instance_id = instance_id
+        if isinstance(self.sender_loop, SenderProcess):
+            self.sender_loop.set_instance(instance_id)
 
     def _on_intake(self, source: str, result: str, seconds: float) -> None:
         self.metrics.inbound_received.labels(source, result).inc()
@@ -238,11 +250,14 @@ class Daemon:
 
     def _send_step(self) -> bool:
         stats = self.sender.run_batch()
-        m = self.metrics.outbox
-        m.labels("sent").inc(stats.sent)
-        m.labels("retried").inc(stats.retried)
-        m.labels("dead").inc(stats.dead)
+        self._on_sent(stats.sent, stats.retried, stats.dead)
         return stats.total > 0
+
+    def _on_sent(self, sent: int, retried: int, dead: int) -> None:
+        m = self.metrics.outbox
+        m.labels("sent").inc(sent)
+        m.labels("retried").inc(retried)
+        m.labels("dead").inc(dead)
 
     def _finish_interrupted(self, budget: float = 10.0) -> None:
         """Before accepting mail: process what a crash interrupted (each alone).

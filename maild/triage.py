@@ -83,6 +83,15 @@ class Family:
             for p in rule.patterns
         ]
         self._all_anchors = tuple({a for _, anchors, _, _ in self._patterns for a in anchors})
+        # Only patterns one of whose anchors occurs in a text can match it: index
+        # them by anchor, so a message looks at a handful of patterns, not all.
+        self._by_anchor: dict[str, list[int]] = {}
+        self._unanchored: list[int] = []
+        for index, (_, anchors, _, _) in enumerate(self._patterns):
+            if not anchors:
+                self._unanchored.append(index)
+            for a in anchors:
+                self._by_anchor.setdefault(a, []).append(index)
 
     def scores(self, subject: str, body: str, recipient: str, sender: str) -> list[int]:
         """Points per rule: 2 per pattern found in the subject, else 1 if in the body.
@@ -93,7 +102,11 @@ class Family:
         # Each distinct anchor is looked for once per text (a substring test).
         in_subject = {a for a in self._all_anchors if a in subject}
         in_body = {a for a in self._all_anchors if a in body}
-        for r_index, anchors, fast, exact in self._patterns:
+        candidates = set(self._unanchored)
+        for a in in_subject | in_body:
+            candidates.update(self._by_anchor[a])
+        for index in sorted(candidates):
+            r_index, anchors, fast, exact = self._patterns[index]
             if subject and _found(anchors, in_subject, fast, exact, subject):
                 out[r_index] += SUBJECT_WEIGHT
             elif body and _found(anchors, in_body, fast, exact, body):
