@@ -23,14 +23,17 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+# Each benchmark prints its figures and whether its targets were met; a
+# missed target does not stop the others ("-").
 bench: install
-	$(BIN)/python bench/run.py
-	$(BIN)/python bench/imap_backlog.py
-	$(BIN)/python bench/agents.py
-	$(BIN)/python bench/smtp_load.py
-	$(BIN)/python bench/idle_connections.py
-	$(BIN)/python bench/archive_cost.py
-	MAILD_CRASH_MESSAGES=5000 MAILD_CRASH_KILLS=300 $(BIN)/python -m pytest -q -s \
+	-$(BIN)/python bench/run.py
+	-$(BIN)/python bench/imap_backlog.py
+	-$(BIN)/python bench/triage.py
+	-$(BIN)/python bench/agents.py
+	-$(BIN)/python bench/smtp_load.py
+	-$(BIN)/python bench/idle_connections.py
+	-$(BIN)/python bench/archive_cost.py
+	-MAILD_CRASH_MESSAGES=5000 MAILD_CRASH_KILLS=300 $(BIN)/python -m pytest -q -s \
 	    tests/integration/test_crash_suite.py -k kill_9
 
 lint: install
