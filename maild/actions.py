@@ -157,7 +157,8 @@ class TicketOps:
         self.tell_requester(ticket, "closed", "closed", done, note=note, auto=auto)
         return done
 
-    def reopen(self, number: int, *, actor: str, note: str = "") -> Done:
+    def reopen(self, number: int, *, actor: str, note: str = "", quiet: bool = False) -> Done:
+        """Open again; `quiet` when the agent's own reply tells the requester (one mail)."""
         ticket = self.get(number)
         if ticket.status not in FINISHED_STATUSES:
             raise ActionRefused(
@@ -165,7 +166,8 @@ class TicketOps:
             )
         done = Done(ticket.id)
         self._status(ticket, TicketStatus.OPEN, actor, done, reason=note or "reopened")
-        self.tell_requester(ticket, "status", "status", done, event="reopened", note=note)
+        if not quiet:
+            self.tell_requester(ticket, "status", "status", done, event="reopened", note=note)
         self.tell_groups(ticket, "agent_update", self.working_audience(ticket), done,
                          event="reopened", note=note, actor=actor)  # fmt: skip
         return done

@@ -9,7 +9,8 @@ Order: the commands as written, except that the public text goes out after
 them and before a ``#resolve``/``#close``; a ``#resolve`` or ``#close``
 without a note of its own carries the text (one mail to the requester, and
 the first response is recorded); a ``#status`` of open, in_progress or
-pending_user rides on the reply.
+pending_user rides on the reply; a ``#reopen`` without a note of its own
+reopens quietly when there is text, which then goes out as the one mail.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def plan(number: int, reply: AgentReply) -> list[Step]:
         first = finishing[0]
         if first.name == "status" or not first.value:  # no note of its own
             carrier = first
-    steps = [Step(c.line, _operation(number, c, reply)) for c in reply.commands
-             if c not in finishing and c is not folded]  # fmt: skip
+    steps = [Step(c.line, _quiet_reopen(number, actor) if text and c.name == "reopen"
+                  and not c.value else _operation(number, c, reply))
+             for c in reply.commands if c not in finishing and c is not folded]  # fmt: skip
     if text and carrier is None:
         status = folded.value if folded is not None else None
         steps.append(Step("reply", lambda ops: ops.reply(number, agent=reply.agent, text=text,
@@ -109,6 +111,11 @@ def _carried(number: int, c: Command, text: str, actor: str) -> Callable[[Ticket
         return done
 
     return run
+
+
+def _quiet_reopen(number: int, actor: str) -> Callable[[TicketOps], Done]:
+    """#reopen in a reply with text: the reply that follows is the requester's one mail."""
+    return lambda ops: ops.reopen(number, actor=actor, quiet=True)
 
 
 def _operation(number: int, c: Command, reply: AgentReply) -> Callable[[TicketOps], Done]:

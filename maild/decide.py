@@ -290,7 +290,8 @@ def _reopen_notices(
     return (
         notices.to_requester("status", "status", msg.reply_to[0] if msg.reply_to else
                              Address(name="", email=ticket.requester),
-                             thread=thread, context={"event": "reopened"}, cc=watchers),
+                             thread=thread, context={"event": "reopened", "by_reply": True},
+                             cc=watchers),
         *notices.to_groups("agent_update", "agent_update", audience,
                            security=ticket.security, context=context),
     )  # fmt: skip

@@ -253,7 +253,21 @@ def test_a_reply_to_a_resolved_ticket_is_refused_until_reopened(desk):
     )
     answer(desk, note, "#reopen\n\nOne more thing, Bob.", message_id="<a3@example.com>")
     assert desk.ticket(n)["status"] == "in_progress"
-    assert any("One more thing, Bob." in body(m) for m in mail.new()["bob@example.org"])
+    # One mail to Bob: the agent's words (the reopening rides on them).
+    (reply,) = mail.new()["bob@example.org"]
+    assert "One more thing, Bob." in body(reply)
+
+
+def test_an_agent_reopen_without_text_does_not_blame_the_requester(desk):
+    mail = Mail(desk)
+    n, note = open_ticket(desk, mail)
+    answer(desk, note, "#resolve Done.", message_id="<b1@example.com>")
+    mail.new()
+    answer(desk, note, "#reopen", message_id="<b2@example.com>")
+    assert desk.ticket(n)["status"] == "open"
+    (told,) = mail.new()["bob@example.org"]
+    assert "reopened your ticket" in body(told)
+    assert "because of your reply" not in body(told)
 
 
 # --- forgeries: each changes nothing and tells the agent at the directory address -------------

@@ -167,7 +167,8 @@ def test_whole_life_of_a_ticket(desk, priority):
         reply_to(resolved, sender=REQUESTER, body="Still broken.", message_id="<r2@example.org>")
     )
     mail = box.new()
-    assert "reopened" in text(mail.pop("bob@example.org")[0])
+    told = text(mail.pop("bob@example.org")[0])
+    assert "reopened" in told and "because of your reply" in told
     assert "reopened this ticket" in text(mail.pop("tier2@example.com")[0])
     assert mail == {}
     assert desk.ticket(p.ticket_id)["status"] == "open"
