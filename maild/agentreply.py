@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from maild.actions import ActionRefused, Done, TicketOps
 from maild.agentmail import feedback_notice, refused_notice
-from maild.apply import Applied, Applier
+from maild.apply import Applied, Applier, flush_events
 from maild.commands import Command
 from maild.decide import AgentReply, Decision, EventSpec
 from maild.models import Agent, Ticket
@@ -170,6 +170,7 @@ def run(
     """Run `reply` on ticket `number`; return the outbox rows it queued."""
     ops = TicketOps(session, applier, now, rules)
     agent = applier.directory.by_id(reply.agent_id)
+    flush_events(session)  # the savepoint's rollback must not take earlier events along
     savepoint = session.begin_nested()
     done_steps: list[dict[str, Any]] = []
     queued: list[int] = []

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from maild.addresses import normalize_address
 from maild.agentreply import apply_decision
-from maild.apply import Applier
+from maild.apply import Applier, buffer_events, flush_events
 from maild.clock import Clock
 from maild.config import Settings
 from maild.correlate import BouncedOutbox, Facts, TicketFacts, lookup_keys
@@ -256,6 +256,7 @@ class Worker:
         results: list[Processed] = []
         logs: list[tuple[Inbound, Decision, int | None]] = []
         with self.sessions.begin() as session:
+            buffer_events(session)
             mine = self._still_mine(session, [row.id for row, _item in items])
             for row, item in items:
                 if row.id not in mine:
@@ -286,6 +287,7 @@ class Worker:
                     )  # fmt: skip
                 )
                 logs.append((row, decision, applied.ticket_id))
+            flush_events(session)
         for row, decision, ticket_id in logs:  # only what was committed
             self._log(row, decision, ticket_id)
         return results
