@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from maild.autoreply import AutoreplyGuard, Refusal, alert_notice
 from maild.compose import Outgoing, compose, new_message_id
 from maild.config import Settings
-from maild.db import insert_ignore, upsert_contact
+from maild.db import Direct, insert_ignore, upsert_contact
 from maild.decide import (
     ArticleSpec,
     BounceSpec,
@@ -67,17 +67,17 @@ log = logging.getLogger(__name__)
 
 # Statements of the per-message hot path, built once: constructing a statement
 # costs SQLAlchemy more than SQLite spends running it.
-_INSERT_TICKET = insert(Ticket).returning(Ticket.id)
-_INSERT_ARTICLE = insert(Article).returning(Article.id)
-_INSERT_OUTBOX = insert(Outbox).returning(Outbox.id)
+_INSERT_TICKET = Direct(insert(Ticket).returning(Ticket.id))
+_INSERT_ARTICLE = Direct(insert(Article).returning(Article.id))
+_INSERT_OUTBOX = Direct(insert(Outbox).returning(Outbox.id))
 _INSERT_EVENT = insert(Event)
 # Events are written, never read, while messages are applied: the worker
 # collects a transaction's events and inserts them in one statement before
 # it commits (one round trip instead of one per event on PostgreSQL).
 _EVENT_BUFFER = "maild.event_buffer"
 _INSERT_ATTACHMENT = insert(Attachment)
-_CONTACT = select(Contact.id, Contact.name, Contact.language).where(
-    Contact.email == bindparam("email")
+_CONTACT = Direct(
+    select(Contact.id, Contact.name, Contact.language).where(Contact.email == bindparam("email"))
 )
 _TICKET_VIEW = (
     select(
@@ -105,25 +105,30 @@ _TICKET_VIEW = (
     .join(Contact, Ticket.requester_id == Contact.id)
     .where(Ticket.id == bindparam("b_id"))
 )
-_TOUCH_TICKET = (
+_TOUCH_TICKET = Direct(
     update(Ticket).where(Ticket.id == bindparam("b_id")).values(updated_at=bindparam("b_now"))
 )
 _FINISH = {
-    claimed: update(Inbound)
-    .where(
-        Inbound.id == bindparam("b_id"),
-        *(
-            (Inbound.status == InboundStatus.PROCESSING, Inbound.claimed_at == bindparam("b_claim"))
-            if claimed
-            else ()
-        ),
-    )
-    .values(
-        status=bindparam("b_status"),
-        outcome=bindparam("b_outcome"),
-        error=bindparam("b_error"),
-        processed_at=bindparam("b_now"),
-        ticket_id=bindparam("b_ticket"),
+    claimed: Direct(
+        update(Inbound)
+        .where(
+            Inbound.id == bindparam("b_id"),
+            *(
+                (
+                    Inbound.status == InboundStatus.PROCESSING,
+                    Inbound.claimed_at == bindparam("b_claim"),
+                )
+                if claimed
+                else ()
+            ),
+        )
+        .values(
+            status=bindparam("b_status"),
+            outcome=bindparam("b_outcome"),
+            error=bindparam("b_error"),
+            processed_at=bindparam("b_now"),
+            ticket_id=bindparam("b_ticket"),
+        )
     )
     for claimed in (False, True)
 }
@@ -291,7 +296,7 @@ class Applier:
             change_status(ticket, status, now, self.policy)
             ticket.updated_at = now
             return TicketView.of(ticket)
-        conn.execute(_TOUCH_TICKET, {"b_id": ticket_id, "b_now": now})
+        _TOUCH_TICKET.execute(session, {"b_id": ticket_id, "b_now": now}).close()
         return TicketView(**row._asdict())
 
     @staticmethod
@@ -314,8 +319,8 @@ class Applier:
             "b_ticket": ticket_id,
             "b_claim": claimed_at,
         }
-        result = session.connection().execute(_FINISH[claimed_at is not None], params)
-        if claimed_at is not None and result.rowcount != 1:
+        rowcount = _FINISH[claimed_at is not None].rowcount(session, params)
+        if claimed_at is not None and rowcount != 1:
             raise LostClaim(f"inbound {inbound_id} is no longer in our hands")
 
     def _contact(
@@ -323,7 +328,7 @@ class Applier:
     ) -> tuple[int, str]:
         """The contact's (id, name), created if new; a name is filled in once known."""
         conn = session.connection()
-        row = conn.execute(_CONTACT, {"email": who.email}).first()
+        row: Any = _CONTACT.first(session, {"email": who.email})
         if row is None:
             new = {
                 "email": who.email,
@@ -372,7 +377,7 @@ class Applier:
         }
         if spec.sla is not None:
             values.update(sla_columns(spec.sla))
-        ticket_id = session.connection().execute(_INSERT_TICKET, values).scalar_one()
+        ticket_id = _INSERT_TICKET.scalar_one(session, values)
         return TicketView(
             id=ticket_id,
             subject=spec.subject,
@@ -419,7 +424,7 @@ class Applier:
             "created_at": now,
             "inbound_id": inbound_id,
         }
-        article_id: int = conn.execute(_INSERT_ARTICLE, values).scalar_one()
+        article_id: int = _INSERT_ARTICLE.scalar_one(session, values)
         if spec.attachments:
             blobs: dict[str, dict[str, Any]] = {}
             for att in spec.attachments:
@@ -659,7 +664,7 @@ class Applier:
             "next_attempt_at": now,
             "created_at": now,
         }
-        outbox_id: int = session.connection().execute(_INSERT_OUTBOX, values).scalar_one()
+        outbox_id: int = _INSERT_OUTBOX.scalar_one(session, values)
         if notice.visibility != Visibility.INTERNAL and notice.auto_submitted != "no":
             # (mail to agents, and a person's reply, are not automatic mail)
             self.guard.record(session, ticket.id, notice.to, notice.kind, now)

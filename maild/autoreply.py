@@ -24,11 +24,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from maild.config import Settings
+from maild.db import Direct
 from maild.decide import Notice
 from maild.models import AutoreplyLog, Contact
 from maild.parse import Address
@@ -49,6 +51,7 @@ class Refusal:
 # Built once (the hot path of every acknowledgement): one round trip for the
 # three counts, each an index-only range scan. Alert rows are counted too:
 # there is at most one per hour and cause, which the limits can bear.
+_INSERT_LOG = Direct(insert(AutoreplyLog))
 _HARD = select(Contact.email).where(
     Contact.email.in_(bindparam("emails", expanding=True)), Contact.bounce_state == "hard"
 )
@@ -60,30 +63,46 @@ _PER_ADDRESS = (
     )
     .group_by(AutoreplyLog.address)
 )
-_COUNTS = select(
-    select(func.count())
-    .select_from(Contact)
-    .where(Contact.email.in_(bindparam("emails", expanding=True)), Contact.bounce_state == "hard")
-    .scalar_subquery(),
-    select(func.count())
-    .select_from(AutoreplyLog)
-    .where(AutoreplyLog.at > bindparam("hour_ago"))
-    .scalar_subquery(),
-    select(func.count())
-    .select_from(AutoreplyLog)
-    .where(AutoreplyLog.ticket_id == bindparam("ticket_id"), AutoreplyLog.at > bindparam("ten_ago"))
-    .scalar_subquery(),
-    select(func.count())
-    .select_from(AutoreplyLog)
-    .where(
-        AutoreplyLog.address.in_(bindparam("emails", expanding=True)),
-        AutoreplyLog.at > bindparam("hour_ago"),
+
+
+def _counts(single: bool) -> Any:
+    """The four counts; `single`: for one address (most mail), a statement run directly."""
+
+    def match(column: Any) -> Any:
+        if single:
+            return column == bindparam("email")
+        return column.in_(bindparam("emails", expanding=True))
+
+    return select(
+        select(func.count())
+        .select_from(Contact)
+        .where(match(Contact.email), Contact.bounce_state == "hard")
+        .scalar_subquery(),
+        select(func.count())
+        .select_from(AutoreplyLog)
+        .where(AutoreplyLog.at > bindparam("hour_ago"))
+        .scalar_subquery(),
+        select(func.count())
+        .select_from(AutoreplyLog)
+        .where(
+            AutoreplyLog.ticket_id == bindparam("ticket_id"), AutoreplyLog.at > bindparam("ten_ago")
+        )
+        .scalar_subquery(),
+        select(func.count())
+        .select_from(AutoreplyLog)
+        .where(
+            match(AutoreplyLog.address),
+            AutoreplyLog.at > bindparam("hour_ago"),
+        )
+        .group_by(AutoreplyLog.address)
+        .order_by(func.count().desc())
+        .limit(1)
+        .scalar_subquery(),
     )
-    .group_by(AutoreplyLog.address)
-    .order_by(func.count().desc())
-    .limit(1)
-    .scalar_subquery(),
-)
+
+
+_COUNTS = _counts(single=False)
+_COUNTS_ONE = Direct(_counts(single=True))
 
 
 class AutoreplyGuard:
@@ -102,11 +121,15 @@ class AutoreplyGuard:
         emails = [a.email for a in notice.to]
         lim = self.settings.limits
         hour_ago = now - timedelta(hours=1)
-        hard_count, total, recent, most = conn.execute(
-            _COUNTS,
-            {"emails": emails, "hour_ago": hour_ago, "ticket_id": ticket_id,
-             "ten_ago": now - timedelta(minutes=10)},
-        ).one()  # fmt: skip
+        params = {"hour_ago": hour_ago, "ticket_id": ticket_id,
+                  "ten_ago": now - timedelta(minutes=10)}  # fmt: skip
+        if len(emails) == 1:
+            hard_count, total, recent, most = _COUNTS_ONE.one(session, {**params,
+                                                                      "email": emails[0]})  # fmt: skip
+        else:
+            hard_count, total, recent, most = conn.execute(
+                _COUNTS, {**params, "emails": emails}
+            ).one()
         if hard_count:
             hard = set(conn.execute(_HARD, {"emails": emails}).scalars())
             notice = replace(notice, to=tuple(a for a in notice.to if a.email not in hard))
@@ -145,13 +168,9 @@ class AutoreplyGuard:
     ) -> None:  # fmt: skip
         if kind == ALERT_KIND or not to:
             return
-        session.connection().execute(
-            insert(AutoreplyLog),
-            [
-                {"address": a.email, "ticket_id": ticket_id, "at": now, "kind": kind[:32]}
-                for a in to
-            ],
-        )
+        for a in to:
+            params = {"address": a.email, "ticket_id": ticket_id, "at": now, "kind": kind[:32]}
+            _INSERT_LOG.execute(session, params).close()
 
     def should_alert(
         self, session: Session, ticket_id: int, refusal: Refusal, now: datetime, was_flagged: bool
@@ -172,10 +191,8 @@ class AutoreplyGuard:
         )
         if already:
             return False
-        session.connection().execute(
-            insert(AutoreplyLog),
-            {"address": address, "ticket_id": ticket_id, "at": now, "kind": kind},
-        )
+        params = {"address": address, "ticket_id": ticket_id, "at": now, "kind": kind}
+        _INSERT_LOG.execute(session, params).close()
         return True
 
 

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlalchemy import Engine, case, create_engine, event, func, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.models import Base
@@ -152,6 +153,134 @@ def insert_ignore(
         return list(conn.execute(stmt.returning(*returning), list(rows)).all())
     conn.execute(stmt, list(rows))
     return []
+
+
+class Direct:
+    """A hot-path INSERT or UPDATE, compiled by SQLAlchemy once, run on the DBAPI cursor.
+
+    Per execution, SQLAlchemy spends about 40 µs on a wide INSERT (parameter
+    processing, execution context, result object) against about 12 µs that
+    sqlite3 spends on the whole statement. For the handful of statements run
+    for every message, this compiles the Core statement once per dialect and
+    set of keys (the same SQL SQLAlchemy would send), converts the values with
+    each column type's own bind processor, fills Python-side column defaults,
+    and executes on the session's DBAPI connection, inside its transaction.
+    A DBAPI error comes out wrapped exactly as `Connection.execute` wraps it.
+
+    Only for statements whose result is nothing, a rowcount, or one integer
+    (``RETURNING id``): results are not type-processed.
+    """
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+        self._plans: dict[tuple[str, frozenset[str]], _Plan] = {}
+
+    def _plan(self, dialect: Any, keys: frozenset[str]) -> _Plan:
+        plan = self._plans.get((dialect.name, keys))
+        if plan is None:
+            plan = _Plan(self.stmt, dialect, keys)
+            self._plans[(dialect.name, keys)] = plan
+        return plan
+
+    def execute(self, session: Session, params: Mapping[str, Any]) -> Any:
+        """Run with `params`; returns the (open) DBAPI cursor."""
+        conn = session.connection()
+        dialect = conn.dialect
+        plan = self._plan(dialect, frozenset(params))
+        args = plan.args(params)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(plan.sql, args)
+        except dialect.loaded_dbapi.Error as exc:
+            gone = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+            cursor.close()
+            if gone:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(plan.sql, args, exc, dialect.loaded_dbapi.Error,
+                                      connection_invalidated=gone, dialect=dialect) from exc  # fmt: skip
+        return cursor
+
+    def scalar_one(self, session: Session, params: Mapping[str, Any]) -> Any:
+        """The single value of ``RETURNING``."""
+        cursor = self.execute(session, params)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        if row is None:
+            raise LookupError("the statement returned no row")
+        return row[0]
+
+    def one(self, session: Session, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The one row of a SELECT (values as the driver returns them)."""
+        cursor = self.execute(session, params)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        if row is None:
+            raise LookupError("the statement returned no row")
+        return tuple(row)
+
+    def first(self, session: Session, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of a SELECT, or None."""
+        cursor = self.execute(session, params)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else tuple(row)
+
+    def rowcount(self, session: Session, params: Mapping[str, Any]) -> int:
+        cursor = self.execute(session, params)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+
+class _Plan:
+    def __init__(self, stmt: Any, dialect: Any, keys: frozenset[str]) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=sorted(keys))
+        self.sql: str = compiled.string
+        names = compiled.positiontup if compiled.positional else list(compiled.binds)
+        if getattr(compiled, "escaped_bind_names", None):
+            raise ValueError(f"bind names need escaping: {compiled.escaped_bind_names}")
+        self.positional: bool = compiled.positional
+        self.names: list[str] = list(names or ())
+        self.processors: list[Any] = []
+        for name in self.names:
+            bind = compiled.binds[name]
+            self.processors.append(bind.type.dialect_impl(dialect).bind_processor(dialect))
+        # Python-side column defaults SQLAlchemy would compute at execution.
+        self.defaults: dict[str, Any] = {}
+        for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
+            default = column.default if column in compiled.insert_prefetch else column.onupdate
+            if default is None or not (default.is_scalar or default.is_callable):
+                raise ValueError(f"{column.key}: unsupported default")
+            self.defaults[column.key] = default
+        # Literals in the statement (``status == 'processing'``) carry their value.
+        self.literals: dict[str, Any] = {
+            name: compiled.binds[name].effective_value
+            for name in self.names
+            if name not in self.defaults and not compiled.binds[name].required
+        }
+        self.todo = list(zip(self.names, self.processors, strict=True))
+
+    def args(self, params: Mapping[str, Any]) -> Any:
+        values = []
+        for name, processor in self.todo:
+            if name in params:
+                value = params[name]
+            elif name in self.literals:
+                value = self.literals[name]
+            else:
+                default = self.defaults[name]
+                value = default.arg if default.is_scalar else default.arg(None)
+            values.append(processor(value) if processor is not None else value)
+        if self.positional:
+            return tuple(values)
+        return dict(zip(self.names, values, strict=True))
 
 
 _UPSERT_CONTACT: dict[str, Any] = {}

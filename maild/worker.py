@@ -39,7 +39,7 @@ from maild.apply import Applier, buffer_events, flush_events
 from maild.clock import Clock
 from maild.config import Settings
 from maild.correlate import BouncedOutbox, Facts, TicketFacts, lookup_keys
-from maild.db import claim_order, is_sqlite
+from maild.db import Direct, claim_order, is_sqlite
 from maild.decide import Decision, InboundMeta, decide
 from maild.directory import EMPTY, Directory
 from maild.errors import PermanentError
@@ -454,7 +454,7 @@ def _with_bounced_outbox(session: Session, facts: Facts, outbox_id: int) -> Fact
 _KNOWN_IDS = select(Article.message_id, Article.ticket_id, Article.direction).where(
     Article.message_id.in_(bindparam("ids", expanding=True))
 )
-_LANGUAGE = select(Contact.language).where(Contact.email == bindparam("email"))
+_LANGUAGE = Direct(select(Contact.language).where(Contact.email == bindparam("email")))
 _TICKETS = (
     select(
         Ticket.id,
@@ -514,7 +514,8 @@ def lookup_facts(
         wanted.add(token_ticket)
     language = None  # the contact's language matters to a new ticket's acknowledgement
     if msg.sender is not None and not wanted:
-        language = session.connection().execute(_LANGUAGE, {"email": msg.sender.email}).scalar()
+        row = _LANGUAGE.first(session, {"email": msg.sender.email})
+        language = row[0] if row else None
     tickets = ticket_facts(session, wanted)
     if token_ticket not in tickets:  # a signed address of a ticket that is gone
         token_ticket = None
