@@ -222,6 +222,14 @@ class Direct:
             raise LookupError("the statement returned no row")
         return tuple(row)
 
+    def all(self, session: Session, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row of a SELECT (values as the driver returns them)."""
+        cursor = self.execute(session, params)
+        try:
+            return [tuple(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
     def first(self, session: Session, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The first row of a SELECT, or None."""
         cursor = self.execute(session, params)

@@ -20,6 +20,7 @@ gives way to intake between transactions (`Worker.intake_busy`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -29,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -454,6 +456,20 @@ def _with_bounced_outbox(session: Session, facts: Facts, outbox_id: int) -> Fact
 _KNOWN_IDS = select(Article.message_id, Article.ticket_id, Article.direction).where(
     Article.message_id.in_(bindparam("ids", expanding=True))
 )
+_ID_KEYS = [f"m{i}" for i in range(16)]
+
+
+@functools.cache
+def _known_ids(n: int) -> Direct:
+    """The lookup for `n` Message-IDs, one statement per count, run directly."""
+    keys = [bindparam(k) for k in _ID_KEYS[:n]]
+    return Direct(
+        select(Article.message_id, Article.ticket_id, Article.direction).where(
+            Article.message_id.in_(keys)
+        )
+    )
+
+
 _LANGUAGE = Direct(select(Contact.language).where(Contact.email == bindparam("email")))
 _TICKETS = (
     select(
@@ -500,7 +516,12 @@ def lookup_facts(
     known: dict[str, int] = {}
     already = None
     if wanted_ids:
-        rows = session.connection().execute(_KNOWN_IDS, {"ids": wanted_ids})
+        rows: Iterable[Any]
+        if len(wanted_ids) <= len(_ID_KEYS):  # the usual case: run directly
+            params = dict(zip(_ID_KEYS, wanted_ids, strict=False))
+            rows = _known_ids(len(wanted_ids)).all(session, params)
+        else:
+            rows = session.connection().execute(_KNOWN_IDS, {"ids": wanted_ids})
         for mid, tid, direction in rows:
             if mid == keys.own_message_id and direction == Direction.IN:
                 already = tid
