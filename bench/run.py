@@ -131,9 +131,6 @@ def child_maild(corpus: Path, work: Path) -> dict[str, Any]:
         # One corpus sender opens up to 11 tickets within the run: not a loop.
         limits={"autoreply_per_address_per_hour": 1000},
     )
-    import sys as _sys
-
-    _sys.setswitchinterval(0.0005)
     daemon = Daemon(settings)
     thread = threading.Thread(target=lambda: asyncio.run(daemon.run(install_signals=False)))
     thread.start()

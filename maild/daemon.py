@@ -25,6 +25,7 @@ import functools
 import logging
 import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 # systemd watchdog is no longer fed, so systemd restarts the service.
 STUCK_AFTER_SECONDS = 300.0
 STOP_BUDGET_SECONDS = 9.0
+SWITCH_INTERVAL = 0.0005  # seconds; see Daemon.run
 
 
 def raise_nofile_limit() -> int:
@@ -309,6 +311,11 @@ class Daemon:
 
     async def run(self, *, install_signals: bool = True) -> int:
         nofile = raise_nofile_limit()
+        # The intake writer, the parse-pool threads and the worker share the
+        # GIL; handing it over every 0.5 ms instead of Python's 5 ms lets a
+        # thread woken by a commit or a parse result run at once: +10-20 %
+        # end to end in bench/run.py, and shorter waits for the 250.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         single = is_sqlite(self.engine)
         await asyncio.to_thread(self.parser.start)  # warm, before any work is claimed
         self.membership.register()
