@@ -106,6 +106,8 @@ _TICKET_VIEW = (
     .join(Contact, Ticket.requester_id == Contact.id)
     .where(Ticket.id == bindparam("b_id"))
 )
+_VIEW = Direct(_TICKET_VIEW)
+_VIEW_KEYS = [column.key for column in _TICKET_VIEW.selected_columns]
 _TOUCH_TICKET = Direct(
     update(Ticket).where(Ticket.id == bindparam("b_id")).values(updated_at=bindparam("b_now"))
 )
@@ -287,18 +289,18 @@ class Applier:
         A status change goes through the ORM object and `change_status`, which
         keeps the SLA bookkeeping.
         """
-        conn = session.connection()
-        row = conn.execute(_TICKET_VIEW, {"b_id": ticket_id}).first()
+        row = _VIEW.first(session, {"b_id": ticket_id})
         if row is None:  # pragma: no cover - the worker looked it up in this txn
             raise LookupError(f"ticket #{ticket_id} vanished")
-        if status is not None and status != row.status:
+        view = dict(zip(_VIEW_KEYS, row, strict=True))
+        if status is not None and status != view["status"]:
             ticket = session.get(Ticket, ticket_id)
             assert ticket is not None
             change_status(ticket, status, now, self.policy)
             ticket.updated_at = now
             return TicketView.of(ticket)
         _TOUCH_TICKET.execute(session, {"b_id": ticket_id, "b_now": now}).close()
-        return TicketView(**row._asdict())
+        return TicketView(**view)
 
     @staticmethod
     def _finish_inbound(

@@ -156,7 +156,7 @@ def insert_ignore(
 
 
 class Direct:
-    """A hot-path INSERT or UPDATE, compiled by SQLAlchemy once, run on the DBAPI cursor.
+    """A hot-path statement, compiled by SQLAlchemy once, run on the DBAPI cursor.
 
     Per execution, SQLAlchemy spends about 40 µs on a wide INSERT (parameter
     processing, execution context, result object) against about 12 µs that
@@ -164,11 +164,10 @@ class Direct:
     for every message, this compiles the Core statement once per dialect and
     set of keys (the same SQL SQLAlchemy would send), converts the values with
     each column type's own bind processor, fills Python-side column defaults,
-    and executes on the session's DBAPI connection, inside its transaction.
-    A DBAPI error comes out wrapped exactly as `Connection.execute` wraps it.
-
-    Only for statements whose result is nothing, a rowcount, or one integer
-    (``RETURNING id``): results are not type-processed.
+    executes on the session's DBAPI connection inside its transaction, and
+    converts result values with each selected column type's result processor.
+    A DBAPI error comes out wrapped as `Connection.execute` wraps it.
+    No expanding (``IN``) parameters: build one statement per count instead.
     """
 
     def __init__(self, stmt: Any) -> None:
@@ -182,8 +181,7 @@ class Direct:
             self._plans[(dialect.name, keys)] = plan
         return plan
 
-    def execute(self, session: Session, params: Mapping[str, Any]) -> Any:
-        """Run with `params`; returns the (open) DBAPI cursor."""
+    def _run(self, session: Session, params: Mapping[str, Any]) -> tuple[Any, _Plan]:
         conn = session.connection()
         dialect = conn.dialect
         plan = self._plan(dialect, frozenset(params))
@@ -198,46 +196,39 @@ class Direct:
                 conn.invalidate(exc)
             raise DBAPIError.instance(plan.sql, args, exc, dialect.loaded_dbapi.Error,
                                       connection_invalidated=gone, dialect=dialect) from exc  # fmt: skip
-        return cursor
+        return cursor, plan
+
+    def execute(self, session: Session, params: Mapping[str, Any]) -> Any:
+        """Run with `params`; returns the (open) DBAPI cursor, rows unconverted."""
+        return self._run(session, params)[0]
 
     def scalar_one(self, session: Session, params: Mapping[str, Any]) -> Any:
-        """The single value of ``RETURNING``."""
-        cursor = self.execute(session, params)
-        try:
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-        if row is None:
-            raise LookupError("the statement returned no row")
-        return row[0]
+        """The first value of the one row (``RETURNING id``)."""
+        return self.one(session, params)[0]
 
     def one(self, session: Session, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        """The one row of a SELECT (values as the driver returns them)."""
-        cursor = self.execute(session, params)
-        try:
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
+        """The one row."""
+        row = self.first(session, params)
         if row is None:
             raise LookupError("the statement returned no row")
-        return tuple(row)
-
-    def all(self, session: Session, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Every row of a SELECT (values as the driver returns them)."""
-        cursor = self.execute(session, params)
-        try:
-            return [tuple(row) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
+        return row
 
     def first(self, session: Session, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The first row of a SELECT, or None."""
-        cursor = self.execute(session, params)
+        """The first row, or None."""
+        cursor, plan = self._run(session, params)
         try:
             row = cursor.fetchone()
         finally:
             cursor.close()
-        return None if row is None else tuple(row)
+        return None if row is None else plan.convert(row)
+
+    def all(self, session: Session, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row."""
+        cursor, plan = self._run(session, params)
+        try:
+            return [plan.convert(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
 
     def rowcount(self, session: Session, params: Mapping[str, Any]) -> int:
         cursor = self.execute(session, params)
@@ -274,6 +265,21 @@ class _Plan:
             if name not in self.defaults and not compiled.binds[name].required
         }
         self.todo = list(zip(self.names, self.processors, strict=True))
+        # A SELECT's values as SQLAlchemy would hand them out (SQLite returns
+        # date-times as text, for one). RETURNING is used for integer ids only.
+        self.results: list[Any] = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in getattr(stmt, "selected_columns", ())
+        ]
+        self.identity = not any(self.results)
+
+    def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        if self.identity:
+            return tuple(row)
+        return tuple(
+            value if proc is None else proc(value)
+            for value, proc in zip(row, self.results, strict=False)
+        )
 
     def args(self, params: Mapping[str, Any]) -> Any:
         values = []

@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -530,28 +530,26 @@ _AHEAD = (
     .limit(bindparam("limit"))
 )
 _LANGUAGE = Direct(select(Contact.language).where(Contact.email == bindparam("email")))
-_TICKETS = (
-    select(
-        Ticket.id,
-        Ticket.status,
-        Ticket.subject,
-        Ticket.language,
-        Ticket.resolved_at,
-        Ticket.closed_at,
-        Ticket.priority,
-        Ticket.tier,
-        Ticket.security,
-        Ticket.assignee_id,
-        Contact.email,
-    )
-    .join(Contact, Ticket.requester_id == Contact.id)
-    .where(Ticket.id.in_(bindparam("ids", expanding=True)))
+_TICKET_COLUMNS = select(
+    Ticket.id,
+    Ticket.status,
+    Ticket.subject,
+    Ticket.language,
+    Ticket.resolved_at,
+    Ticket.closed_at,
+    Ticket.priority,
+    Ticket.tier,
+    Ticket.security,
+    Ticket.assignee_id,
+    Contact.email,
+).join(Contact, Ticket.requester_id == Contact.id)
+_TICKETS = _TICKET_COLUMNS.where(Ticket.id.in_(bindparam("ids", expanding=True)))
+_TICKET_ONE = Direct(_TICKET_COLUMNS.where(Ticket.id == bindparam("id")))
+_WATCHER_COLUMNS = select(Watcher.ticket_id, Contact.email).join(
+    Contact, Watcher.contact_id == Contact.id
 )
-_WATCHERS = (
-    select(Watcher.ticket_id, Contact.email)
-    .join(Contact, Watcher.contact_id == Contact.id)
-    .where(Watcher.ticket_id.in_(bindparam("ids", expanding=True)))
-)
+_WATCHERS = _WATCHER_COLUMNS.where(Watcher.ticket_id.in_(bindparam("ids", expanding=True)))
+_WATCHERS_ONE = Direct(_WATCHER_COLUMNS.where(Watcher.ticket_id == bindparam("id")))
 _ASSIGNEES = select(Agent.id, Agent.email).where(Agent.id.in_(bindparam("ids", expanding=True)))
 
 
@@ -609,9 +607,16 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
     if not ids:
         return {}
     conn = session.connection()
-    rows = conn.execute(_TICKETS, {"ids": ids}).all()
+    rows: Sequence[Any]
+    pairs: Iterable[Any]
+    if len(ids) == 1:  # a reply: its one ticket, run directly
+        rows = _TICKET_ONE.all(session, {"id": ids[0]})
+        pairs = _WATCHERS_ONE.all(session, {"id": ids[0]})
+    else:
+        rows = conn.execute(_TICKETS, {"ids": ids}).all()
+        pairs = conn.execute(_WATCHERS, {"ids": ids})
     watchers: dict[int, set[str]] = {}
-    for tid, email in conn.execute(_WATCHERS, {"ids": ids}):
+    for tid, email in pairs:
         watchers.setdefault(tid, set()).add(email)
     assignee_ids = {row[-2] for row in rows if row[-2] is not None}
     assignees: dict[int, str] = dict(
