@@ -72,6 +72,9 @@ BUSY_TXN_MESSAGES = 4
 # look-ahead (PostgreSQL, or the first batch of a burst), waiting for 32
 # parses at the start of every batch cost a fifth of the throughput.
 FIRST_TXN_MESSAGES = 4
+# Raw bytes read ahead for the look-ahead parses (beside the batch in hand,
+# which MAX_BATCH_BYTES bounds): a typical batch is 2 MB.
+AHEAD_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,7 @@ class Worker:
         total = 0
         for row in session.execute(_AHEAD, {"after": after, "limit": limit}):
             total += row.size
-            if rows and total > MAX_BATCH_BYTES:
+            if total > AHEAD_BYTES:
                 break
             rows.append(row)
         return rows
@@ -346,14 +349,17 @@ class Worker:
         results are waited for one by one.
         """
         limit = self.settings.worker.max_attempts
-        ahead, self._ahead = self._ahead, {}  # what this batch does not use is dropped
         futures: dict[int, Future[ParseResult]] = {}
         for row in rows:
             if row.attempts < limit:
-                future = ahead.pop(row.id, None)
+                future = self._ahead.pop(row.id, None)
                 if future is None:
                     future = self.parser.submit(row.raw, _bounce_hint(row))
                 futures[row.id] = future
+        # Parses of later rows stay for the next claims (a retry claimed alone
+        # comes in between); those of earlier rows another process took are dropped.
+        last = rows[-1].id
+        self._ahead = {i: f for i, f in self._ahead.items() if i > last}
         return self._in_order(rows, futures)
 
     def _in_order(

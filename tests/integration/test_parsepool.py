@@ -75,3 +75,43 @@ def test_a_hanging_or_crashing_message_costs_only_itself():
 def test_inline_mode_parses_in_the_calling_thread():
     pool = ParsePool(0)
     assert [r.subject for r in pool.parse_many(MESSAGES[:2])] == ["message 0", "message 1"]
+
+
+def test_look_ahead_parses_each_message_once_across_a_retry(sqlite_url, tmp_path):
+    """The next batch is parsed while this one is applied; a retry claimed alone
+    in between neither loses those parses nor changes the order of tickets."""
+    from sqlalchemy import func, select, update
+
+    from maild.clock import SystemClock
+    from maild.models import Inbound, Ticket
+    from maild.testing import Desk, make_settings
+
+    settings = make_settings(tmp_path, sqlite_url, worker={"parse_processes": 2, "batch_size": 3})
+    desk = Desk(settings, clock=SystemClock())
+    submitted: list[bytes] = []
+    real_submit = desk.parser.submit
+
+    def counting_submit(raw: bytes, hint: bool = False):
+        submitted.append(raw)
+        return real_submit(raw, hint)
+
+    desk.parser.submit = counting_submit  # type: ignore[method-assign]
+    try:
+        raws = [make_message(sender=f"user{i}@example.org", subject=f"case {i}",
+                             message_id=f"<look-{i}@example.org>") for i in range(8)]  # fmt: skip
+        ids = [desk.deliver(raw).inbound_id for raw in raws]
+        with desk.sessions.begin() as session:  # the 5th failed once before: claimed alone
+            session.execute(update(Inbound).where(Inbound.id == ids[4]).values(attempts=1))
+        batches = []
+        while batch := desk.worker.run_batch():
+            batches.append([p.inbound_id for p in batch])
+        assert batches == [ids[0:3], [ids[3]], [ids[4]], ids[5:8]]
+        assert sorted(submitted) == sorted(raws)  # every message parsed once, none twice
+        with desk.sessions() as session:
+            subjects = session.scalars(select(Ticket.subject).order_by(Ticket.id)).all()
+            done = session.scalar(
+                select(func.count()).select_from(Inbound).where(Inbound.status == "done")
+            )
+        assert subjects == [f"case {i}" for i in range(8)] and done == 8
+    finally:
+        desk.parser.close()
