@@ -20,6 +20,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
+from typing import TYPE_CHECKING
 
 import mailparser
 from mailparser.exceptions import MailParserError
@@ -30,6 +31,9 @@ from maild.bounce import BounceReport, analyse
 from maild.errors import PermanentError
 from maild.htmltext import html_to_text
 from maild.limits import ParseLimits, prescan
+
+if TYPE_CHECKING:
+    from maild.triage import Triage
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,9 @@ class ParsedMessage:
     notes: tuple[str, ...] = ()  # what the limits cut (maild.limits), for people
     bounce: BounceReport | None = None  # for mail that looks like a delivery report
     header_order: tuple[str, ...] = ()  # lower-case names of all header fields, top first
+    # Classified beside the parse (`maild.parsepool`): (rules token, recipient,
+    # Triage). `maild.triage.classify` uses it only for the same rules and recipient.
+    pre_triage: tuple[str, str, Triage] | None = field(default=None, compare=False, repr=False)
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())

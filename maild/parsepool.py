@@ -24,6 +24,7 @@ CPU and memory budget (tests, debugging).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import multiprocessing
@@ -45,12 +46,14 @@ from maild.config import Settings
 from maild.errors import PermanentError
 from maild.limits import ParseLimits
 from maild.parse import ParsedMessage, parse
+from maild.triage import Rulebook, classify_with
 
 log = logging.getLogger(__name__)
 
 Result = ParsedMessage | PermanentError
 FLAG_BOUNCE_HINT = 1
 FLAG_SALVAGE = 2
+FLAG_RULES = 4  # not a message: the triage rules to classify with from now on
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _SLICE = 0.1
 _MAIN_LOCK = threading.Lock()
@@ -111,9 +114,15 @@ def _child_main(
         _cap_memory(memory_mb)
     _soft, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
     conn.send_bytes(b"ready")  # starting up is not charged to the first message
+    rules: Rulebook | None = None
     while True:
         try:
-            flags = conn.recv_bytes()[0]
+            head = conn.recv_bytes()
+            flags = head[0]
+            if flags & FLAG_RULES:
+                rules = _load_rules(conn.recv_bytes())
+                continue
+            recipient = head[1:].decode("utf-8", "replace")
             raw = conn.recv_bytes()
         except MemoryError:
             conn.send(("memory", "the message alone does not fit the memory budget"))
@@ -129,6 +138,8 @@ def _child_main(
             resource.setrlimit(resource.RLIMIT_CPU, (backstop, cpu_hard))
         result = parse_one(raw, flags, limits)
         del raw
+        if rules is not None and isinstance(result, ParsedMessage):
+            result = _classified(result, recipient, rules)
         try:
             conn.send_bytes(pickle.dumps(result, protocol=5))
         except MemoryError:
@@ -137,6 +148,30 @@ def _child_main(
             conn.send(("permanent", f"parser result not transferable: {type(exc).__name__}"))
         if isinstance(result, tuple) and result[0] == "memory":
             return  # a process that ran out of memory is replaced
+
+
+def _load_rules(blob: bytes) -> Rulebook | None:
+    try:
+        rules: Rulebook = pickle.loads(blob)
+        return rules
+    except Exception:  # MemoryError included: the worker classifies, as without rules
+        log.exception("parse process: the triage rules could not be loaded")
+        return None
+
+
+def _classified(msg: ParsedMessage, recipient: str, rules: Rulebook) -> ParsedMessage:
+    """`msg` with its triage: the worker's CPU time goes to the rest (bench/run.py).
+
+    Only for a message that refers to none: a reply usually threads onto its
+    ticket and needs no triage (if it opens a ticket, the worker classifies it).
+    """
+    if msg.in_reply_to or msg.references:
+        return msg
+    try:
+        triage = classify_with(rules, msg, recipient or None)
+    except Exception:  # the worker classifies it again, and meets the bug in its own time
+        return msg
+    return dataclasses.replace(msg, pre_triage=(rules.token, recipient, triage))
 
 
 class _Child:
@@ -164,6 +199,7 @@ class _Child:
         except (EOFError, OSError):
             pass  # it died starting: the first _ask finds out and replaces it
         self.cpu_mark = 0.0  # its CPU time when the current message was sent
+        self.rules_token = ""  # of the triage rules it has
 
     def cpu(self) -> float:
         """CPU seconds this process used so far (0 where /proc is missing)."""
@@ -207,9 +243,10 @@ class ParsePool:
         self.cpu_seconds = cpu_seconds
         self.memory_mb = memory_mb
         self.killed = 0  # children killed for a budget (for tests and logs)
+        self._rules: tuple[str, bytes] | None = None  # (token, pickled Rulebook)
         self._ctx = multiprocessing.get_context("forkserver")
         # Children fork from a server that has the parser imported already.
-        self._ctx.set_forkserver_preload(["maild.parse"])
+        self._ctx.set_forkserver_preload(["maild.parse", "maild.triage"])
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -249,15 +286,31 @@ class ParsePool:
                 self._threads.append(thread)
                 ready.wait(30)
 
-    def submit(self, raw: bytes, hint: bool = False) -> Future[Result]:
-        """Parse `raw`; `hint`: its envelope says it is a delivery report."""
+    def set_rules(self, rules: Rulebook) -> None:
+        """Classify each message with `rules` beside its parse, from now on.
+
+        The triage rides along on the `ParsedMessage`, named by the rules'
+        token: `maild.triage.classify` takes it only while those rules are
+        still in force (after a reload, the worker classifies the messages
+        parsed before it).
+        """
+        if self.size > 0:
+            self._rules = (rules.token, pickle.dumps(rules, protocol=5))
+
+    def submit(
+        self, raw: bytes, hint: bool = False, recipient: str | None = None
+    ) -> Future[Result]:
+        """Parse `raw`; `hint`: its envelope says it is a delivery report.
+
+        `recipient` (the address it came to) is for the triage beside the parse.
+        """
         future: Future[Result] = Future()
         if self.size == 0:
             future.set_result(_inline(raw, FLAG_BOUNCE_HINT if hint else 0, self.limits))
             return future
         if len(self._threads) < self.size:
             self.start()
-        self._queue.put((raw, FLAG_BOUNCE_HINT if hint else 0, future))
+        self._queue.put((raw, FLAG_BOUNCE_HINT if hint else 0, recipient or "", future))
         return future
 
     def parse_many(
@@ -278,7 +331,7 @@ class ParsePool:
                 item = self._queue.get()
                 if item is _STOP:
                     return
-                raw, flags, future = item
+                raw, flags, recipient, future = item
                 result: Result | None = None
                 first_error = ""
                 for attempt_flags in (flags, flags | FLAG_SALVAGE):
@@ -286,7 +339,7 @@ class ParsePool:
                         if child is not None:
                             child.kill()
                         child = _Child(self._ctx, self._setup, self)
-                    result, dead = self._ask(child, raw, attempt_flags)
+                    result, dead = self._ask(child, raw, attempt_flags, recipient)
                     if dead:
                         child.kill()
                         child = None
@@ -301,11 +354,18 @@ class ParsePool:
             if child is not None:
                 child.kill()
 
-    def _ask(self, child: _Child, raw: bytes, flags: int = 0) -> tuple[Result, bool]:
+    def _ask(
+        self, child: _Child, raw: bytes, flags: int = 0, recipient: str = ""
+    ) -> tuple[Result, bool]:
         """Send one message; (result, whether the child must be replaced)."""
         try:
             try:
-                child.conn.send_bytes(bytes((flags,)))
+                rules = self._rules
+                if rules is not None and child.rules_token != rules[0]:
+                    child.conn.send_bytes(bytes((FLAG_RULES,)))
+                    child.conn.send_bytes(rules[1])
+                    child.rules_token = rules[0]
+                child.conn.send_bytes(bytes((flags,)) + recipient.encode("utf-8", "replace"))
                 child.conn.send_bytes(raw)
             except OSError:
                 # The child may have refused the message (its memory budget)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -229,6 +230,10 @@ class Rulebook:
     categories: Family
     impact: Family
     urgency: Family
+    # Names this compilation: a classification made elsewhere with these rules
+    # (in a parse process, `maild.parsepool`) carries it, and is used only while
+    # these are still the rules in force.
+    token: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Rulebook:
@@ -265,7 +270,16 @@ def classify(
     settings: Settings,
     rules: Rulebook | None = None,
 ) -> Triage:
+    """The message's triage: from its parse process if made there with `rules`."""
     rules = rules or Rulebook.from_settings(settings)
+    pre = msg.pre_triage
+    if pre is not None and pre[0] == rules.token and pre[1] == (recipient or ""):
+        return pre[2]
+    return classify_with(rules, msg, recipient)
+
+
+def classify_with(rules: Rulebook, msg: ParsedMessage, recipient: str | None) -> Triage:
+    """Score `msg` against `rules`: type, category, impact, urgency, priority, tier."""
     ts = rules.settings
     subject = msg.subject[:1000].lower()
     body = msg.text[: ts.scan_chars].lower()

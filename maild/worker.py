@@ -118,6 +118,7 @@ class Worker:
         self._ahead: dict[int, Future[ParseResult]] = {}
         self._ahead_rows: list[Any] = []
         self.rules = rules or Rulebook.from_settings(settings)  # compiled once
+        self.parser.set_rules(self.rules)  # classified beside the parse
         self.instance_id: int | None = None  # set by the daemon (maild.cluster)
         # Intake first: while this says intake is busy, the worker waits (the
         # daemon sets it).
@@ -139,6 +140,7 @@ class Worker:
     def reload_rules(self) -> None:
         """Compile the triage rules again (SIGHUP); keeps the old ones on error."""
         self.rules = reload_rules(self.settings)
+        self.parser.set_rules(self.rules)
 
     # --- claiming --------------------------------------------------------------
 
@@ -250,7 +252,7 @@ class Worker:
         ahead, self._ahead_rows = self._ahead_rows, []
         for row in ahead:  # queued behind this batch's parses
             if row.id not in self._ahead:
-                self._ahead[row.id] = self.parser.submit(row.raw, _bounce_hint(row))
+                self._ahead[row.id] = self.parser.submit(row.raw, _bounce_hint(row), row.recipient)
         failures: list[tuple[int, int, str]] = []
         results: list[Processed] = []
         # Apply in transactions of bounded duration: SQLite has one writer, and
@@ -354,7 +356,7 @@ class Worker:
             if row.attempts < limit:
                 future = self._ahead.pop(row.id, None)
                 if future is None:
-                    future = self.parser.submit(row.raw, _bounce_hint(row))
+                    future = self.parser.submit(row.raw, _bounce_hint(row), row.recipient)
                 futures[row.id] = future
         # Parses of later rows stay for the next claims (a retry claimed alone
         # comes in between); those of earlier rows another process took are dropped.
@@ -525,7 +527,14 @@ def _known_ids(n: int) -> Direct:
 
 
 _AHEAD = (
-    select(Inbound.id, Inbound.raw, Inbound.size, Inbound.envelope_from, Inbound.envelope_to)
+    select(
+        Inbound.id,
+        Inbound.raw,
+        Inbound.size,
+        Inbound.envelope_from,
+        Inbound.envelope_to,
+        Inbound.recipient,
+    )
     .where(
         Inbound.status == InboundStatus.PENDING,
         Inbound.id > bindparam("after"),

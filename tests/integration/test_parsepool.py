@@ -91,9 +91,9 @@ def test_look_ahead_parses_each_message_once_across_a_retry(sqlite_url, tmp_path
     submitted: list[bytes] = []
     real_submit = desk.parser.submit
 
-    def counting_submit(raw: bytes, hint: bool = False):
+    def counting_submit(raw: bytes, hint: bool = False, recipient: str | None = None):
         submitted.append(raw)
-        return real_submit(raw, hint)
+        return real_submit(raw, hint, recipient)
 
     desk.parser.submit = counting_submit  # type: ignore[method-assign]
     try:
@@ -115,3 +115,42 @@ def test_look_ahead_parses_each_message_once_across_a_retry(sqlite_url, tmp_path
         assert subjects == [f"case {i}" for i in range(8)] and done == 8
     finally:
         desk.parser.close()
+
+
+def test_triage_is_made_beside_the_parse_and_used_only_with_the_same_rules(tmp_path):
+    """The parse process classifies with the worker's rules; after a reload,
+    or for another recipient, the worker classifies again (and may differ)."""
+    from maild.config import settings_from_mapping
+    from maild.triage import Rulebook, classify, reload_rules
+
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text('[[category]]\nname = "facilities"\npatterns = ["coffee machine"]\n')
+    settings = settings_from_mapping({"triage": {"rules_file": str(rules_file)}})
+    before = Rulebook.from_settings(settings)
+    new = make_message(subject="Coffee machine broken", body="It leaks all over.")
+    reply = make_message(subject="Re: Coffee machine broken", in_reply_to="<a@example.org>")
+    pool = ParsePool(1)
+    try:
+        pool.set_rules(before)
+        parsed = pool.submit(new, recipient="help@example.com").result(30)
+        parsed_reply = pool.submit(reply, recipient="help@example.com").result(30)
+        # The rules change on disk and are reloaded (SIGHUP).
+        rules_file.write_text('[[category]]\nname = "kitchen"\npatterns = ["coffee machine"]\n')
+        after = reload_rules(settings)
+        pool.set_rules(after)
+        parsed_after = pool.submit(new, recipient="help@example.com").result(30)
+    finally:
+        pool.close()
+    assert isinstance(parsed, ParsedMessage) and parsed.pre_triage is not None
+    token, recipient, triage = parsed.pre_triage
+    assert (token, recipient, triage.category) == (before.token, "help@example.com", "facilities")
+    assert classify(parsed, "help@example.com", settings, before) is triage
+    # Another recipient, or rules reloaded since: classified afresh.
+    assert classify(parsed, "other@example.com", settings, before) is not triage
+    assert classify(parsed, "help@example.com", settings, after).category == "kitchen"
+    # The reloaded rules reached the parse process.
+    assert isinstance(parsed_after, ParsedMessage) and parsed_after.pre_triage is not None
+    assert parsed_after.pre_triage[0] == after.token
+    assert parsed_after.pre_triage[2].category == "kitchen"
+    # A reply usually threads onto its ticket: not classified beside the parse.
+    assert isinstance(parsed_reply, ParsedMessage) and parsed_reply.pre_triage is None
