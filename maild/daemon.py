@@ -328,7 +328,7 @@ class Daemon:
         self.committer.start()
         if self.settings.worker.enabled:
             self.worker_loop.start()
-        self.sender_loop.start()
+        await asyncio.to_thread(self.sender_loop.start)  # a process: waits until it is set up
         self.imap.start()
         if self.imap.pollers:
             log.info("IMAP intake from %s", ", ".join(p.name for p in self.imap.pollers))

@@ -26,6 +26,8 @@ from maild.config import Settings
 log = logging.getLogger(__name__)
 
 STUCK_AFTER_SECONDS = 300.0
+START_SECONDS = 60.0  # for the child to import and set up before the daemon is ready
+READY = ("ready",)
 
 
 def _child_main(
@@ -50,6 +52,7 @@ def _child_main(
     sender = Sender(
         session_factory(engine), settings, SystemClock(), transport_from_settings(settings)
     )
+    conn.send(READY)
     first = True
     try:
         while not stopping.is_set() and _alive(parent_pid):
@@ -128,8 +131,20 @@ class SenderProcess:
         self._instance.value = instance_id
 
     def start(self) -> None:
+        """Start the process and wait until it has set up (imports, engine,
+        transport: most of a second of CPU), so the daemon reports ready
+        only when its sender is, and that work does not compete with the
+        first mail. A child that dies starting is reported by `healthy`."""
         self._process.start()
         self._child_conn.close()
+        try:
+            if not self._stats.poll(START_SECONDS):
+                log.warning("sender process still starting after %.0f s", START_SECONDS)
+            elif self._stats.recv() != READY:
+                log.error("sender process: unexpected first message")
+        except (EOFError, OSError):
+            self._process.join(1)
+            log.error("sender process exited while starting (status %s)", self._process.exitcode)
         self._reader.start()
 
     def stop(self, timeout: float = 10.0) -> bool:
