@@ -48,6 +48,20 @@ def format_when(value: datetime, tz: str = "UTC") -> str:
     return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or tz)
 
 
+class _Template(jinja2.Template):
+    """Imports (``{% import "en/_names.j2" as n %}``) without a per-render check.
+
+    Jinja compares the importing context's globals with the imported
+    template's on every import, in case a render added globals the cached
+    module lacks. Here every template has exactly the environment's globals
+    and a render adds none, so the cached module is always the right one;
+    the check was a fifth of rendering an acknowledgement (bench/run.py).
+    """
+
+    def _get_default_module(self, ctx: Any = None) -> Any:
+        return super()._get_default_module(None)
+
+
 class Renderer:
     def __init__(self, override_dir: Path | None = None, timezone: str = "UTC") -> None:
         self._override_dir = override_dir
@@ -71,6 +85,7 @@ class Renderer:
             auto_reload=False,
             cache_size=-1,
         )
+        env.template_class = _Template
         env.filters["when"] = lambda v: format_when(v, self._timezone)
         # Compile everything now: a broken template fails at start, not per message.
         for name in env.list_templates(filter_func=lambda n: n.endswith(".j2")):

@@ -53,3 +53,29 @@ def test_a_driver_error_comes_out_as_sqlalchemys_and_rolls_back(db_url):
         assert emails == {"dup@example.org"}
     finally:
         engine.dispose()
+
+
+def test_date_times_are_converted_right_when_one_repeats_and_others_follow(db_url):
+    """Each date-time column remembers its last conversion (a message's ``now``
+    goes into many columns): a new value, equal or not, is converted afresh,
+    and an aware non-UTC time still lands as the same instant."""
+    from datetime import timedelta, timezone
+
+    engine = make_engine(db_url)
+    sessions = session_factory(engine)
+    first = datetime(2026, 11, 29, 12, 0, 0, 1, tzinfo=UTC)
+    later = first + timedelta(minutes=5)
+    helsinki = later.astimezone(timezone(timedelta(hours=2)))  # the same instant
+    values = [first, first, later, first, helsinki, datetime(2026, 11, 29, 12, 0, 0, 1, tzinfo=UTC)]
+    try:
+        with sessions.begin() as session:
+            ids = [
+                INSERT.scalar_one(session, {"email": f"c{i}@example.org", "created_at": when})
+                for i, when in enumerate(values)
+            ]
+        with sessions() as session:
+            stored = [BY_EMAIL.one(session, {"email": f"c{i}@example.org"})[3] for i in range(6)]
+        assert len(set(ids)) == 6
+        assert stored == [first, first, later, first, later, first]
+    finally:
+        engine.dispose()
