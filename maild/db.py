@@ -243,9 +243,9 @@ class _LastValue:
 
     A message's ``now`` goes into a dozen date-time columns across its
     statements; converting date-times was a tenth of the worker's own time
-    (bench/run.py), mostly that same value again. Date-times are immutable, and the
-    remembered input is kept alive, so the identity test cannot be fooled
-    by a reused address. The pair is replaced whole: safe across threads.
+    (bench/run.py), mostly that same value again. Date-times are immutable,
+    and the remembered input is kept alive, so the identity test cannot be
+    fooled by a reused address. The pair is replaced whole: thread-safe.
     """
 
     __slots__ = ("_convert", "_last")
