@@ -44,9 +44,10 @@ NAMES = {
     "ticket": "id, type, category, impact, urgency, priority, tier, status, requester_id, "
     "assignee_id, subject, security, language, address, parent_id, loop_suspected, created_at, "
     "updated_at, first_response_due, first_response_at, resolution_due, resolved_at, closed_at",
-    "inbound": "id, source, mailbox, envelope_from, envelope_to, recipient, raw, size, sha256, "
+    "inbound": "id, source, mailbox, envelope_from, envelope_to, recipient, size, sha256, "
     "message_id, dedupe_key, received_at, status, attempts, claimed_at, processed_at, error, "
     "outcome, notify, ticket_id, claimed_by",
+    "inbound_raw": "inbound_id, raw",
     "article": "id, ticket_id, direction, visibility, kind, author_email, author_name, "
     "message_id, in_reply_to, subject, text, html, sent_at, created_at, inbound_id",
     "outbox": "id, ticket_id, article_id, kind, message_id, mail_from, rcpt_to, raw, status, "
@@ -72,12 +73,16 @@ TABLES = [
         "inbound",
         "{n}",
         "i, 'smtp', NULL, 'person' || (1 + i % {contacts}) || '@archive.example', "
-        "'[\"help@example.com\"]', 'help@example.com', "
-        "CAST('From: person@archive.example' || char(13,10) || "
-        "'Subject: archived ' || i || char(13,10,13,10) || 'body' AS BLOB), 60, "
+        "'[\"help@example.com\"]', 'help@example.com', 60, "
         "printf('%064d', i), '<arch-' || i || '@archive.example>', "
         "printf('%064x', i), '2025-01-01 00:00:00', 'done', 1, NULL, "
         "'2025-01-01 00:00:01', NULL, 'new_ticket', 1, 1 + (i - 1) / 2, NULL",
+    ),
+    (
+        "inbound_raw",
+        "{n}",
+        "i, CAST('From: person@archive.example' || char(13,10) || "
+        "'Subject: archived ' || i || char(13,10,13,10) || 'body' AS BLOB)",
     ),
     (
         "article",

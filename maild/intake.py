@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.clock import Clock
 from maild.db import insert_ignore
 from maild.errors import TransientError
-from maild.models import Inbound
+from maild.models import Inbound, InboundRaw
 from maild.parse import peek_message_id
 from maild.states import InboundStatus, Source
 
@@ -128,9 +128,15 @@ def store(session: Session, deliveries: Sequence[Delivery], now: datetime) -> li
     for row in rows:
         if row["dedupe_key"] not in existing:
             fresh.setdefault(row["dedupe_key"], row)
+    raws = {key: row.pop("raw") for key, row in fresh.items()}
     inserted: dict[str, int] = dict(
         insert_ignore(session, Inbound, list(fresh.values()), Inbound.dedupe_key, Inbound.id)
     )
+    if inserted:
+        session.connection().execute(
+            insert(InboundRaw),
+            [{"inbound_id": i, "raw": raws[key]} for key, i in inserted.items()],
+        )
     missing = set(fresh) - set(inserted)
     if missing:  # another instance stored them between our select and insert
         existing.update(

@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from maild.limits import header_fields, split_header_block
-from maild.models import Inbound
+from maild.models import Inbound, InboundRaw
 from maild.states import InboundStatus
 
 SHOW_HEADERS = 50
@@ -84,5 +84,6 @@ def drop(session: Session, ids: Iterable[int]) -> set[int]:
         )
     )
     if found:
+        session.execute(delete(InboundRaw).where(InboundRaw.inbound_id.in_(found)))
         session.execute(delete(Inbound).where(Inbound.id.in_(found)))
     return found

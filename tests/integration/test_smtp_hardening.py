@@ -23,7 +23,10 @@ def inbound_rows(db_url: str) -> list[bytes]:
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            return [bytes(r[0]) for r in conn.execute(text("select raw from inbound order by id"))]
+            return [
+                bytes(r[0])
+                for r in conn.execute(text("select raw from inbound_raw order by inbound_id"))
+            ]
     finally:
         engine.dispose()
 

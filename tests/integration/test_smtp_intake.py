@@ -154,7 +154,10 @@ def test_garbage_is_stored_then_quarantined_and_daemon_goes_on(db_url, daemon_fa
         def quarantined() -> Any:
             with engine.connect() as conn:
                 return conn.execute(
-                    text("select error, raw from inbound where status = 'quarantined'")
+                    text(
+                        "select error, raw from inbound join inbound_raw on inbound_id = id "
+                        "where status = 'quarantined'"
+                    )
                 ).first()
 
         row = wait_until(quarantined)
