@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from maild.senderproc import SenderProcess
 from maild.testing import make_settings
@@ -12,13 +11,11 @@ from maild.testing import make_settings
 def test_start_returns_once_the_sender_is_set_up(tmp_path, sqlite_url):
     settings = make_settings(tmp_path, sqlite_url)
     proc = SenderProcess(settings, 0.2, settle=0.0)
-    started = time.monotonic()
     proc.start()
     try:
         # Importing and setting up took place inside start(): the Maildir exists.
         assert (tmp_path / "outgoing" / "new").is_dir()
         assert proc.healthy()
-        assert time.monotonic() - started < 30
     finally:
         assert proc.stop()
 
