@@ -29,8 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from maild.db import make_engine, upgrade  # noqa: E402
-from maild.testing import Desk, make_message, make_settings, reply_to  # noqa: E402
+from maild.store.db import make_engine, upgrade  # noqa: E402
+from tests.support.desk import Desk, make_message, make_settings, reply_to  # noqa: E402
 
 QUOTE = "\n".join(f"> line {i} of the notification, as the client quotes it" for i in range(30))
 

@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from maild.clock import SystemClock  # noqa: E402
-from maild.db import make_engine, upgrade  # noqa: E402
-from maild.testing import Desk, make_message, make_settings  # noqa: E402
+from maild.store.db import make_engine, upgrade  # noqa: E402
+from tests.support.desk import Desk, make_message, make_settings  # noqa: E402
 
 CONTACTS = 20_000
 

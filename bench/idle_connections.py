@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 from smtp_load import messages, sqlite_db  # noqa: E402
 from smtpclient import _reply, load  # noqa: E402
 
-from maild.serveproc import ServeProcess, base_sections, free_port  # noqa: E402
+from tests.support.serveproc import ServeProcess, base_sections, free_port  # noqa: E402
 
 
 async def crowd_and_mail(port: int, idle: int, msgs: list[bytes]) -> dict[str, object]:

@@ -45,7 +45,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from corpus import generate  # noqa: E402
 
-from maild.testing_dovecot import PASSWORD, Dovecot, dovecot_available  # noqa: E402
+from tests.support.dovecot import PASSWORD, Dovecot, dovecot_available  # noqa: E402
 
 TARGET_MSGS_PER_S = 200
 TARGET_RSS_MB = 150
@@ -145,9 +145,9 @@ def child_baseline(port: int) -> dict[str, Any]:
 
 def child_intake(config: str) -> dict[str, Any]:
     from maild.clock import SystemClock
-    from maild.config import load_settings
-    from maild.db import ensure_schema, make_engine, session_factory
-    from maild.imap import MailboxPoller
+    from maild.config.settings import load_settings
+    from maild.intake.imap import MailboxPoller
+    from maild.store.db import ensure_schema, make_engine, session_factory
 
     settings = load_settings(config, environ={})
     engine = make_engine(settings.database.url)

@@ -116,11 +116,11 @@ def child_maild(corpus: Path, work: Path) -> dict[str, Any]:
 
     from sqlalchemy import func, select
 
-    from maild.daemon import Daemon
-    from maild.intake import Delivery
-    from maild.models import Outbox
-    from maild.states import OutboxStatus, Source
-    from maild.testing import make_settings
+    from maild.intake.commit import Delivery
+    from maild.service.daemon import Daemon
+    from maild.store.models import Outbox
+    from maild.store.states import OutboxStatus, Source
+    from tests.support.desk import make_settings
 
     url = f"sqlite:///{work / 'maild.db'}"
     settings = make_settings(
@@ -174,8 +174,8 @@ def child_maild(corpus: Path, work: Path) -> dict[str, Any]:
         fut.result()
     intake_done = time.perf_counter() - started
     # Done when every message is processed and no acknowledgement is pending.
-    from maild.models import Inbound
-    from maild.states import InboundStatus
+    from maild.store.models import Inbound
+    from maild.store.states import InboundStatus
 
     while True:
         with daemon.sessions() as session:

@@ -39,8 +39,8 @@ from smtpclient import run_load  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from maild.db import make_engine, upgrade  # noqa: E402
-from maild.serveproc import ServeProcess, base_sections, free_port  # noqa: E402
+from maild.store.db import make_engine, upgrade  # noqa: E402
+from tests.support.serveproc import ServeProcess, base_sections, free_port  # noqa: E402
 
 PG_ADMIN = os.environ.get(
     "MAILD_TEST_PG_URL", "postgresql+psycopg://maild:maild@127.0.0.1:5432/postgres"

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import generate
 
-from maild.parse import parse
-from maild.testing import make_message
+from maild.mail.parse import parse
+from tests.support.desk import make_message
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
@@ -40,8 +40,8 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 
 
 def bench_classify(n: int) -> None:
-    from maild.config import settings_from_mapping
-    from maild.triage import Rulebook, classify
+    from maild.config.settings import settings_from_mapping
+    from maild.pipeline.triage import Rulebook, classify
 
     settings = settings_from_mapping({})
     rules = Rulebook.from_settings(settings)
@@ -66,13 +66,13 @@ def bench_classify(n: int) -> None:
 def bench_sweep(tickets: int) -> None:
     from sqlalchemy import insert
 
-    from maild.apply import Applier
     from maild.clock import FrozenClock
-    from maild.config import settings_from_mapping
-    from maild.db import make_engine, session_factory, upgrade
-    from maild.models import Contact, Ticket
-    from maild.render import Renderer
-    from maild.sweeps import sweep_sla
+    from maild.config.settings import settings_from_mapping
+    from maild.desk.apply import Applier
+    from maild.desk.sweeps import sweep_sla
+    from maild.mail.render import Renderer
+    from maild.store.db import make_engine, session_factory, upgrade
+    from maild.store.models import Contact, Ticket
 
     now = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
     results = {}

@@ -1,4 +1,4 @@
-from maild.cli import main
+from maild.cli.main import main
 
 # Guarded: the parse processes (multiprocessing, forkserver) import the main
 # module, and must not run the command line again.

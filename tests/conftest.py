@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from maild.db import make_engine, upgrade
-from maild.testing import Desk, make_settings
+from maild.store.db import make_engine, upgrade
+from tests.support.desk import Desk, make_settings
 
 REQUIRE_SERVICES = os.environ.get("MAILD_TEST_REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get(
@@ -145,7 +145,7 @@ class RunningDaemon:
 def start_daemon(settings: Any) -> RunningDaemon:
     import asyncio
 
-    from maild.daemon import Daemon
+    from maild.service.daemon import Daemon
 
     daemon = Daemon(settings)
     errors: list[BaseException] = []

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from maild.testing import Desk, make_message, make_settings, reply_to
+from tests.support.desk import Desk, make_message, make_settings, reply_to
 
 REQUESTER = "Bob Customer <bob@example.org>"
 AGENTS = [

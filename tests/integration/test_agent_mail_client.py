@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from maild.config import load_settings
-from maild.parse import parse
-from maild.testing import Desk, make_message, read_maildir
+from maild.config.settings import load_settings
+from maild.mail.parse import parse
 from tests.conftest import service_missing, start_daemon, stop_daemon
+from tests.support.desk import Desk, make_message, read_maildir
 
 AGENTS = [{"email": "anna@example.com", "name": "Anna Agent", "tier": 1}]
 
@@ -95,7 +95,7 @@ def test_mutt_reply_through_the_smtp_listener(daemon_factory, db_url, tmp_path):
         assert "anna" not in str(value).lower() and "help+" not in str(value), name
     assert reply["In-Reply-To"] == "<orig-1@example.org>"
     with running.daemon.sessions() as session:
-        from maild import views
+        from maild.store import views
 
         t = views.show_ticket(session, 1)
     assert (t["priority"], t["status"]) == ("P2", "pending_user")
@@ -150,7 +150,7 @@ def test_agents_list_and_sighup_reload(sqlite_url, tmp_path):
 @pytest.mark.parametrize("where", ["envelope", "delivered-to"])
 def test_reply_address_found_in_envelope_or_delivered_to(sqlite_url, tmp_path, where):
     """Mail handed over by an MTA pipe or IMAP keeps the reply address only in a header."""
-    from maild.testing import make_settings
+    from tests.support.desk import make_settings
 
     desk = Desk(make_settings(tmp_path, sqlite_url, agents=AGENTS))
     try:

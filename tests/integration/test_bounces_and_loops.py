@@ -8,11 +8,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from maild.models import Contact, Outbox
-from maild.sender import OutgoingItem
-from maild.states import Outcome
-from maild.testing import Desk, make_message, make_settings
-from maild.verp import verp_address
+from maild.mail.verp import verp_address
+from maild.service.sender import OutgoingItem
+from maild.store.models import Contact, Outbox
+from maild.store.states import Outcome
+from tests.support.desk import Desk, make_message, make_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BOUNCES = FIXTURES / "bounces"
@@ -190,7 +190,7 @@ def test_loop_two_desks_a_vacation_responder_and_a_mailer_daemon(tmp_path, sqlit
     a, net_a = make_desk(tmp_path, sqlite_url, "a", helpdesk={"addresses": ["help@a.example"],
                          "domain": "hd.a.example"}, tiers={"tier1": []})  # fmt: skip
     b_url = sqlite_url.replace("maild.db", "b.db")
-    from maild.db import make_engine, upgrade
+    from maild.store.db import make_engine, upgrade
 
     engine = make_engine(b_url)
     upgrade(engine)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 from corpus import generate, write_maildir, write_mbox  # noqa: E402
 
-from maild.testing import make_message  # noqa: E402
+from tests.support.desk import make_message  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "mail"
 

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import func, select
 
 from maild.clock import SystemClock
-from maild.cluster import Membership, hold_singleton, singleton_lock
-from maild.models import Inbound, Ticket
-from maild.testing import Desk, make_message, make_settings, reply_to
+from maild.service.cluster import Membership, hold_singleton, singleton_lock
+from maild.store.models import Inbound, Ticket
+from tests.support.desk import Desk, make_message, make_settings, reply_to
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,8 +43,8 @@ def test_singleton_job_moves_to_another_instance_when_its_holder_is_killed(pg_ur
     holder = child(
         """
         import sys, time
-        from maild.db import make_engine
-        from maild.cluster import hold_singleton
+        from maild.store.db import make_engine
+        from maild.service.cluster import hold_singleton
         with hold_singleton(make_engine(sys.argv[1]), "imap:support") as held:
             assert held is not None
             print("ready", flush=True)
@@ -52,7 +52,7 @@ def test_singleton_job_moves_to_another_instance_when_its_holder_is_killed(pg_ur
         """,
         pg_url,
     )
-    from maild.db import make_engine
+    from maild.store.db import make_engine
 
     engine = make_engine(pg_url)
     try:
@@ -75,7 +75,7 @@ def test_singleton_job_moves_to_another_instance_when_its_holder_is_killed(pg_ur
 
 
 def test_transaction_singleton_lock_excludes_a_second_holder(pg_url):
-    from maild.db import make_engine, session_factory
+    from maild.store.db import make_engine, session_factory
 
     engine = make_engine(pg_url)
     sessions = session_factory(engine)
@@ -91,7 +91,7 @@ def test_transaction_singleton_lock_excludes_a_second_holder(pg_url):
 
 
 def test_sqlite_grants_every_singleton(sqlite_url):
-    from maild.db import make_engine
+    from maild.store.db import make_engine
 
     engine = make_engine(sqlite_url)
     with hold_singleton(engine, "a") as one, hold_singleton(engine, "a") as two:
@@ -102,8 +102,8 @@ def test_sqlite_grants_every_singleton(sqlite_url):
 CLAIMER = """
     import sys, time
     from maild.clock import SystemClock
-    from maild.cluster import Membership
-    from maild.testing import Desk, make_settings
+    from maild.service.cluster import Membership
+    from tests.support.desk import Desk, make_settings
     from pathlib import Path
     desk = Desk(make_settings(Path(sys.argv[2]), sys.argv[1]), clock=SystemClock())
     member = Membership(desk.engine, desk.sessions, desk.clock, dead_after=float(sys.argv[3]))
@@ -145,7 +145,7 @@ def test_rows_claimed_by_a_dead_instance_return_within_30s(pg_url, tmp_path, how
 
 def test_worker_does_not_apply_rows_released_to_another_instance(pg_url, tmp_path):
     """A slow instance declared dead mid-batch must not apply its batch a second time."""
-    from maild.cluster import release_claims
+    from maild.service.cluster import release_claims
 
     slow = Desk(make_settings(tmp_path, pg_url), clock=SystemClock())
     fast = Desk(make_settings(tmp_path, pg_url), clock=SystemClock())

@@ -35,10 +35,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from maild.db import make_engine, upgrade
-from maild.serveproc import ServeProcess, base_sections, free_port, send_until_accepted
-from maild.testing import make_message
+from maild.store.db import make_engine, upgrade
 from tests.conftest import service_missing
+from tests.support.desk import make_message
+from tests.support.serveproc import ServeProcess, base_sections, free_port, send_until_accepted
 
 pytestmark = pytest.mark.slow
 

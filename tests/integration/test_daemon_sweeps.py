@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from maild.db import make_engine, session_factory
-from maild.models import Ticket
-from maild.testing import make_message, read_maildir
+from maild.store.db import make_engine, session_factory
+from maild.store.models import Ticket
 from tests.integration.test_smtp_intake import send, wait_until
+from tests.support.desk import make_message, read_maildir
 
 
 def test_scheduler_sweeps_warn_and_escalate(db_url, daemon_factory, tmp_path):

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from maild.db import Direct, make_engine, session_factory
-from maild.models import Contact
+from maild.store.db import Direct, make_engine, session_factory
+from maild.store.models import Contact
 
 INSERT = Direct(insert(Contact).returning(Contact.id))
 BY_EMAIL = Direct(

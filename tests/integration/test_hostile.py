@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import pytest
 
-from maild.states import Outcome
-from maild.testing import make_message
+from maild.store.states import Outcome
+from tests.support.desk import make_message
 
 H = b"From: Mallory <mallory@evil.example>\r\nTo: help@example.com\r\n"
 
@@ -171,8 +171,8 @@ def _cpu_self() -> float:
 
 @pytest.fixture(scope="module")
 def hostile_desk(tmp_path_factory):
-    from maild.db import make_engine, upgrade
-    from maild.testing import Desk, make_settings
+    from maild.store.db import make_engine, upgrade
+    from tests.support.desk import Desk, make_settings
 
     tmp = tmp_path_factory.mktemp("hostile")
     url = f"sqlite:///{tmp / 'maild.db'}"

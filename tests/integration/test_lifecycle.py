@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from maild.parse import Address
-from maild.render import format_when
-from maild.testing import Desk, make_message, make_settings, reply_to
+from maild.mail.parse import Address
+from maild.mail.render import format_when
+from tests.support.desk import Desk, make_message, make_settings, reply_to
 
 TIERS = {
     "tier1": ["tier1@example.com"],
@@ -338,7 +338,7 @@ def test_reply_to_a_closed_ticket_after_the_window_opens_a_linked_ticket(desk):
 
 
 def test_operations_refuse_clearly_and_change_nothing(desk):
-    from maild.actions import ActionRefused
+    from maild.desk.actions import ActionRefused
 
     p = desk.process(make_message())
     before = desk.ticket(p.ticket_id)

@@ -8,8 +8,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from maild.testing import make_message, read_maildir
 from tests.integration.test_smtp_intake import send, wait_until
+from tests.support.desk import make_message, read_maildir
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -77,7 +77,7 @@ def test_sla_breach_shows_in_metrics(sqlite_url, daemon_factory):
 
     from sqlalchemy import update
 
-    from maild.models import Ticket
+    from maild.store.models import Ticket
 
     running = daemon_factory(sqlite_url)
     send(running.port, make_message())
@@ -94,7 +94,7 @@ def test_sla_breach_shows_in_metrics(sqlite_url, daemon_factory):
 def _tickets(running) -> int:
     from sqlalchemy import func, select
 
-    from maild.models import Ticket
+    from maild.store.models import Ticket
 
     with running.daemon.sessions() as session:
         return session.scalar(select(func.count()).select_from(Ticket))

@@ -12,9 +12,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
-from maild.models import Outbox
-from maild.sender import Sender, SmtpTransport
-from maild.testing import Desk, make_message, make_settings
+from maild.service.sender import Sender, SmtpTransport
+from maild.store.models import Outbox
+from tests.support.desk import Desk, make_message, make_settings
 
 
 class Sink:

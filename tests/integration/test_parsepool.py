@@ -6,9 +6,9 @@ import os
 import signal
 
 from maild.errors import PermanentError
-from maild.parse import ParsedMessage
-from maild.parsepool import ParsePool
-from maild.testing import make_message
+from maild.mail.parse import ParsedMessage
+from maild.service.parsepool import ParsePool
+from tests.support.desk import make_message
 
 MESSAGES = [
     make_message(message_id=f"<m{i}@example.org>", subject=f"message {i}") for i in range(12)
@@ -17,7 +17,7 @@ MESSAGES = [
 
 def _hang_on_marker() -> None:
     """Child setup for the test: a message whose subject says HANG hangs the parser."""
-    import maild.parsepool as pp
+    import maild.service.parsepool as pp
 
     real = pp.parse
 
@@ -83,8 +83,8 @@ def test_look_ahead_parses_each_message_once_across_a_retry(sqlite_url, tmp_path
     from sqlalchemy import func, select, update
 
     from maild.clock import SystemClock
-    from maild.models import Inbound, Ticket
-    from maild.testing import Desk, make_settings
+    from maild.store.models import Inbound, Ticket
+    from tests.support.desk import Desk, make_settings
 
     settings = make_settings(tmp_path, sqlite_url, worker={"parse_processes": 2, "batch_size": 3})
     desk = Desk(settings, clock=SystemClock())
@@ -120,8 +120,8 @@ def test_look_ahead_parses_each_message_once_across_a_retry(sqlite_url, tmp_path
 def test_triage_is_made_beside_the_parse_and_used_only_with_the_same_rules(tmp_path):
     """The parse process classifies with the worker's rules; after a reload,
     or for another recipient, the worker classifies again (and may differ)."""
-    from maild.config import settings_from_mapping
-    from maild.triage import Rulebook, classify, reload_rules
+    from maild.config.settings import settings_from_mapping
+    from maild.pipeline.triage import Rulebook, classify, reload_rules
 
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text('[[category]]\nname = "facilities"\npatterns = ["coffee machine"]\n')

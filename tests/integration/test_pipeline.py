@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from maild.models import Attachment, Blob, Event, Inbound
-from maild.states import Outcome
-from maild.testing import make_message, reply_to
+from maild.store.models import Attachment, Blob, Event, Inbound
+from maild.store.states import Outcome
+from tests.support.desk import make_message, reply_to
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mail"
 MANIFEST = tomllib.loads((FIXTURES / "MANIFEST.toml").read_text())
@@ -155,7 +155,7 @@ def test_reopen_within_window_and_linked_ticket_after(desk):
     (ack,) = desk.outgoing()
     from sqlalchemy import update
 
-    from maild.models import Ticket
+    from maild.store.models import Ticket
 
     def finish(days_ago: float) -> None:
         when = desk.clock.now()

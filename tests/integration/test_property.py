@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maild.testing import Desk, make_settings
+from tests.support.desk import Desk, make_settings
 
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures").glob("*/*.eml"))
 SEEDS = [p.read_bytes() for p in FIXTURES] + [
@@ -65,7 +65,7 @@ def mutated(draw: st.DrawFn) -> bytes:
 
 @pytest.fixture(scope="module")
 def prop_desk(tmp_path_factory):
-    from maild.db import make_engine, upgrade
+    from maild.store.db import make_engine, upgrade
 
     tmp = tmp_path_factory.mktemp("property")
     url = f"sqlite:///{tmp / 'maild.db'}"

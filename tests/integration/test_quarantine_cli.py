@@ -8,8 +8,8 @@ import sys
 
 from sqlalchemy import update
 
-from maild.models import Inbound
-from maild.testing import Desk, make_message, make_settings
+from maild.store.models import Inbound
+from tests.support.desk import Desk, make_message, make_settings
 
 
 def maild(tmp_path, db_url, *args, stdin: bytes = b""):
@@ -56,7 +56,7 @@ def test_list_show_replay_drop(db_url, tmp_path):
 
 
 def test_hash_password(tmp_path, sqlite_url):
-    from maild.smtpauth import check_password
+    from maild.intake.smtpauth import check_password
 
     out = maild(tmp_path, sqlite_url, "hash-password", "relay", stdin=b"s3cret\n")
     user, _, hashed = out.stdout.decode().strip().partition(":")

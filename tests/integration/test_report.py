@@ -7,9 +7,10 @@ from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
-from maild import cli, report
-from maild.parse import Address
-from maild.testing import Desk, make_message, make_settings
+from maild.cli import main as cli
+from maild.desk import report
+from maild.mail.parse import Address
+from tests.support.desk import Desk, make_message, make_settings
 
 AGENT = Address("Tina", "tina@example.com")
 

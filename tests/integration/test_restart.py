@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from maild.testing import make_message, read_maildir
+from tests.support.desk import make_message, read_maildir
 
 
 def free_port() -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from maild.db import make_engine
-from maild.models import Base
+from maild.store.db import make_engine
+from maild.store.models import Base
 
 
 def test_migrated_schema_matches_the_models(db_url):
@@ -25,8 +25,8 @@ def test_raw_bytes_survive_the_move_to_their_own_table_and_back(desk):
     from alembic import command
     from sqlalchemy import text
 
-    from maild.db import _alembic_config
-    from maild.testing import make_message
+    from maild.store.db import _alembic_config
+    from tests.support.desk import make_message
 
     first = make_message(message_id="<before@example.org>", subject="Printer jam")
     held = desk.deliver(b"\x00\x01 not mail at all")  # quarantined: kept, bytes and all

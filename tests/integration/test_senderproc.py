@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from maild.senderproc import SenderProcess
-from maild.testing import make_settings
+from maild.service.senderproc import SenderProcess
+from tests.support.desk import make_settings
 
 
 def test_start_returns_once_the_sender_is_set_up(tmp_path, sqlite_url):

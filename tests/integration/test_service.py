@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from maild.serveproc import ServeProcess, base_sections, free_port
-from maild.testing import make_message, read_maildir
 from tests.conftest import service_missing
 from tests.integration.test_smtp_intake import counts, wait_until
+from tests.support.desk import make_message, read_maildir
+from tests.support.serveproc import ServeProcess, base_sections, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
@@ -241,7 +241,7 @@ def test_sigterm_finishes_message_in_data_refuses_the_rest_and_exits_0(sqlite_ur
 
 
 def test_bad_http_listen_is_a_config_error(tmp_path):
-    from maild.cli import EX_CONFIG, main
+    from maild.cli.main import EX_CONFIG, main
 
     cfg = tmp_path / "m.toml"
     cfg.write_text('[http]\nlisten = "localhost"\n')
@@ -259,7 +259,7 @@ def test_socket_activation_uses_the_inherited_socket(sqlite_url, tmp_path):
     wrapper = (
         "import os, sys; os.dup2(int(sys.argv[1]), 3); "
         "os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid()); "
-        "from maild.cli import main; sys.argv = ['maild', 'serve']; raise SystemExit(main())"
+        "from maild.cli.main import main; sys.argv = ['maild', 'serve']; raise SystemExit(main())"
     )
     serve = ServeProcess(sections, log_path=tmp_path / "serve.log", pass_fds=[listener.fileno()])
     serve.port = port

@@ -13,10 +13,10 @@ import time
 import pytest
 from sqlalchemy import text
 
-from maild.db import make_engine
-from maild.testing import make_message
+from maild.store.db import make_engine
 from tests.conftest import service_missing
 from tests.integration.test_smtp_intake import wait_until
+from tests.support.desk import make_message
 
 
 def inbound_rows(db_url: str) -> list[bytes]:
@@ -109,7 +109,7 @@ def _cert(tmp_path):
 
 
 def test_starttls_and_auth(sqlite_url, daemon_factory, tmp_path):
-    from maild.smtpauth import hash_password
+    from maild.intake.smtpauth import hash_password
 
     cert, key = _cert(tmp_path)
     users = tmp_path / "users"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from maild.db import make_engine
-from maild.testing import make_message, read_maildir, reply_to
+from maild.store.db import make_engine
+from tests.support.desk import make_message, read_maildir, reply_to
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05) -> Any:

@@ -7,13 +7,17 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from maild.agentauth import authentication_results, parse_authentication_results, strict_from
-from maild.commands import parse as parse_commands
-from maild.config import settings_from_mapping
-from maild.directory import AgentEntry, Directory, skeleton
-from maild.parse import parse
-from maild.replyaddr import find_reply_token, parse_reply_address, reply_address
-from maild.tokens import Signer
+from maild.config.settings import settings_from_mapping
+from maild.mail.parse import parse
+from maild.mail.replyaddr import find_reply_token, parse_reply_address, reply_address
+from maild.mail.tokens import Signer
+from maild.pipeline.agentauth import (
+    authentication_results,
+    parse_authentication_results,
+    strict_from,
+)
+from maild.pipeline.commands import parse as parse_commands
+from maild.pipeline.directory import AgentEntry, Directory, skeleton
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 SIGNER = Signer(b"s" * 32)

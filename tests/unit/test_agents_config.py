@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maild.config import settings_from_mapping
+from maild.config.settings import settings_from_mapping
 from maild.errors import ConfigError
 
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from maild.compose import Outgoing, clean_header_text, compose, new_message_id
 from maild.errors import PermanentError
-from maild.htmltext import html_to_text
-from maild.parse import Address
-from maild.render import Renderer
+from maild.mail.compose import Outgoing, clean_header_text, compose, new_message_id
+from maild.mail.htmltext import html_to_text
+from maild.mail.parse import Address
+from maild.mail.render import Renderer
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from maild.config import defaults_as_dict, load_settings, settings_from_mapping
+from maild.config.settings import defaults_as_dict, load_settings, settings_from_mapping
 from maild.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

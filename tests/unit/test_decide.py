@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from maild.config import settings_from_mapping
-from maild.correlate import Facts, TicketFacts, correlate, subject_tag
-from maild.decide import InboundMeta, decide
-from maild.parse import parse
-from maild.states import ArticleKind, Outcome, TicketStatus, Visibility
-from maild.testing import make_message
+from maild.config.settings import settings_from_mapping
+from maild.mail.parse import parse
+from maild.pipeline.correlate import Facts, TicketFacts, correlate, subject_tag
+from maild.pipeline.decide import decide
+from maild.pipeline.decision import InboundMeta
+from maild.store.states import ArticleKind, Outcome, TicketStatus, Visibility
+from tests.support.desk import make_message
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 SETTINGS = settings_from_mapping({"helpdesk": {"addresses": ["help@example.com"]}})

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from maild.config import ImapMailboxSettings, load_settings, settings_from_mapping
+from maild.config.settings import ImapMailboxSettings, load_settings, settings_from_mapping
 from maild.errors import ConfigError
-from maild.imap import LoginFailed, backoff_delay, credentials, lock_key
-from maild.mailbox_defaults import apply_mailbox_defaults
-from maild.parse import peek_return_path
-from maild.states import TicketType
-from maild.triage import Triage
+from maild.intake.imap import LoginFailed, backoff_delay, credentials, lock_key
+from maild.mail.parse import peek_return_path
+from maild.pipeline.mailbox_defaults import apply_mailbox_defaults
+from maild.pipeline.triage import Triage
+from maild.store.states import TicketType
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "maild.example.toml"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from maild.errors import PermanentError
-from maild.limits import ParseLimits, prescan, scan_structure
-from maild.parse import parse
-from maild.parsepool import ParsePool
-from maild.testing import make_message
-from maild.tokens import Signer
-from maild.verp import first_outbox_id, outbox_id_of, verp_address
+from maild.mail.limits import ParseLimits, prescan, scan_structure
+from maild.mail.parse import parse
+from maild.mail.tokens import Signer
+from maild.mail.verp import first_outbox_id, outbox_id_of, verp_address
+from maild.service.parsepool import ParsePool
+from tests.support.desk import make_message
 
 HEAD = b"From: Bob <bob@example.org>\r\nTo: help@example.com\r\nMessage-ID: <h@example.org>\r\n"
 

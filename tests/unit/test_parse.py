@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from maild.errors import PermanentError
-from maild.parse import (
+from maild.mail.parse import (
     NotAMessage,
     looks_like_message,
     parse,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from maild.parse import parse
-from maild.quotes import strip_reply
+from maild.mail.parse import parse
+from maild.mail.quotes import strip_reply
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mail"
 MANIFEST = tomllib.loads((FIXTURES / "MANIFEST.toml").read_text())

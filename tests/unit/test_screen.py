@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from maild.config import settings_from_mapping
-from maild.parse import parse
-from maild.screen import Envelope, Verdict, is_auto_reply, is_bounce, is_own_loop, screen
-from maild.testing import make_message
+from maild.config.settings import settings_from_mapping
+from maild.mail.parse import parse
+from maild.pipeline.screen import Envelope, Verdict, is_auto_reply, is_bounce, is_own_loop, screen
+from tests.support.desk import make_message
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mail"
 MANIFEST = tomllib.loads((FIXTURES / "MANIFEST.toml").read_text())
@@ -79,7 +79,7 @@ def test_own_loop():
 
 # --- issue 6: each rule on its own -------------------------------------------------
 
-from maild import screen as sc  # noqa: E402
+from maild.pipeline import screen as sc  # noqa: E402
 
 
 def _msg(**kw):

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from maild.config import settings_from_mapping
-from maild.sla import Calendar, SlaPolicy
+from maild.config.settings import settings_from_mapping
+from maild.pipeline.sla import Calendar, SlaPolicy
 
 HEL = ZoneInfo("Europe/Helsinki")
 H = timedelta(hours=1)

@@ -5,7 +5,7 @@ import stat
 import pytest
 
 from maild.errors import ConfigError
-from maild.tokens import Signer, load_or_create_secret
+from maild.mail.tokens import Signer, load_or_create_secret
 
 
 def test_sign_and_verify():

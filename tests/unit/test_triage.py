@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from maild.config import settings_from_mapping
+from maild.config.settings import settings_from_mapping
 from maild.errors import ConfigError
-from maild.language import choose, detect
-from maild.parse import parse
-from maild.testing import make_message
-from maild.triage import Rulebook, classify, compile_rules
+from maild.mail.language import choose, detect
+from maild.mail.parse import parse
+from maild.pipeline.triage import Rulebook, classify, compile_rules
+from tests.support.desk import make_message
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "triage"
 SETS = {name: tomllib.loads((CORPUS / f"{name}.toml").read_text())["message"]
@@ -190,7 +190,7 @@ def test_fast_matching_finds_exactly_what_a_plain_search_finds():
     import random
     import re
 
-    from maild.triage import _found
+    from maild.pipeline.triage import _found
 
     rng = random.Random(4)
     texts = [(m["subject"] + "\n" + m["body"]).lower() for m in MESSAGES]
@@ -220,6 +220,6 @@ def test_fast_matching_finds_exactly_what_a_plain_search_finds():
     ],
 )
 def test_prefilter_drops_only_word_boundaries(pattern, expected):
-    from maild.triage import _without_boundaries
+    from maild.pipeline.triage import _without_boundaries
 
     assert _without_boundaries(pattern) == expected

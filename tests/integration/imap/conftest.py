@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from maild.clock import SystemClock
-from maild.config import Settings
-from maild.db import make_engine, session_factory
-from maild.imap import MailboxPoller
-from maild.testing import make_settings
-from maild.testing_dovecot import PASSWORD, Dovecot, dovecot_available
+from maild.config.settings import Settings
+from maild.intake.imap import MailboxPoller
+from maild.store.db import make_engine, session_factory
 from tests.conftest import service_missing
+from tests.support.desk import make_settings
+from tests.support.dovecot import PASSWORD, Dovecot, dovecot_available
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:

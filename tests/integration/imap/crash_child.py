@@ -19,10 +19,10 @@ from dataclasses import asdict
 from imapclient import IMAPClient
 
 from maild.clock import SystemClock
-from maild.config import load_settings
-from maild.db import make_engine, session_factory
-from maild.imap import MailboxPoller
-from maild.testing_dovecot import NoMoveIMAPClient
+from maild.config.settings import load_settings
+from maild.intake.imap import MailboxPoller
+from maild.store.db import make_engine, session_factory
+from tests.support.dovecot import NoMoveIMAPClient
 
 
 def main(argv: list[str]) -> int:

@@ -14,10 +14,9 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from maild.cli import cmd_mailbox_check
-from maild.config import load_settings
-from maild.imap import LoginFailed
-from maild.testing import make_message
+from maild.cli.main import cmd_mailbox_check
+from maild.config.settings import load_settings
+from maild.intake.imap import LoginFailed
 from tests.integration.imap.conftest import (
     Intake,
     imap_section,
@@ -25,6 +24,7 @@ from tests.integration.imap.conftest import (
     start_dovecot,
     write_config,
 )
+from tests.support.desk import make_message
 
 GOOD_TOKEN = "ya29.good-token"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from maild.testing import Desk, make_message
-from maild.testing_dovecot import Dovecot
 from tests.integration.imap.conftest import mailbox_table, write_config
 from tests.integration.imap.test_imap_intake import rows
+from tests.support.desk import Desk, make_message
+from tests.support.dovecot import Dovecot
 
 CHILD = Path(__file__).with_name("crash_child.py")
 MESSAGES = 30
@@ -40,7 +40,7 @@ def assert_exactly_once(db_url: str, dovecot: Dovecot, user: str, cfg: Path, exp
     assert stored == expected  # and in arrival order
     assert sorted(dovecot.message_ids(user, "Processed")) == sorted(expected)
     assert dovecot.count(user, "INBOX") == 0
-    from maild.config import load_settings
+    from maild.config.settings import load_settings
 
     desk = Desk(load_settings(cfg, environ={}))
     try:

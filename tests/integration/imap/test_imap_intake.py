@@ -11,12 +11,12 @@ import pytest
 from imapclient import IMAPClient
 from sqlalchemy import func, select, text
 
-from maild.db import make_engine
-from maild.imap import PROCESSED_KEYWORD, LoginFailed, MailboxPoller
-from maild.models import Inbound
-from maild.testing import Desk, make_message, read_maildir, reply_to
-from maild.testing_dovecot import NoMoveIMAPClient
+from maild.intake.imap import PROCESSED_KEYWORD, LoginFailed, MailboxPoller
+from maild.store.db import make_engine
+from maild.store.models import Inbound
 from tests.integration.imap.conftest import imap_section, mailbox_table, wait_until
+from tests.support.desk import Desk, make_message, read_maildir, reply_to
+from tests.support.dovecot import NoMoveIMAPClient
 
 
 def rows(db_url: str, sql: str) -> list:
@@ -101,7 +101,7 @@ def test_idle_pickup_latency(sqlite_url, dovecot, imap_user, password_file, daem
 
 def test_server_restart_mid_session(sqlite_url, own_dovecot, imap_user, password_file,
                                     daemon_factory, caplog):  # fmt: skip
-    caplog.set_level(logging.INFO, logger="maild.imap")
+    caplog.set_level(logging.INFO, logger="maild.intake.imap")
     running = daemon_factory(sqlite_url, imap=imap_section(
         mailbox_table(own_dovecot, imap_user, password_file)))  # fmt: skip
     poller = running.daemon.imap.pollers[0]
@@ -121,7 +121,7 @@ def test_server_restart_mid_session(sqlite_url, own_dovecot, imap_user, password
 def test_wrong_password_is_logged_retried_and_others_go_on(
     db_url, dovecot, imap_user, tmp_path, password_file, daemon_factory, caplog
 ):
-    caplog.set_level(logging.INFO, logger="maild.imap")
+    caplog.set_level(logging.INFO, logger="maild.intake.imap")
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not-the-password\n")
     bad = mailbox_table(dovecot, "someone", wrong, name="bad")

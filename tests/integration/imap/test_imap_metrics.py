@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from maild.testing import make_message
 from tests.integration.imap.conftest import imap_section, mailbox_table, wait_until
 from tests.integration.test_metrics import scrape, value
+from tests.support.desk import make_message
 
 
 def test_last_successful_poll_per_mailbox(

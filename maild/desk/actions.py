@@ -1,0 +1,519 @@
+"""Ticket operations: what an agent, an admin or a sweep does to a ticket.
+
+Each operation changes the ticket, records events and queues the templated
+mails (requester and agent groups) through the `Applier`, all inside the
+caller's transaction (DESIGN: transactions open in one place per flow):
+
+    with sessions.begin() as session:
+        ops = TicketOps(session, applier, clock.now())
+        ops.resolve(42, actor="anna@example.com", note="Replaced the toner.")
+
+The CLI (``maild ticket resolve 42``), the sweeps and agents' mail commands
+(``#resolve``, ``#escalate``, ``#priority`` ... in `maild.agentreply`) all map
+onto these methods. Agents are told through the directory (`maild.directory`,
+held by the applier): each agent at their own address with a personal reply
+address, and the group addresses of ``[tiers]``; public updates to the
+requester go to the ticket's watchers too (Cc).
+A refused operation raises `ActionRefused` with a sentence for the person
+who asked, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, lazyload
+
+from maild.desk.apply import Applier
+from maild.desk.lifecycle import change_status, set_priority, start_regulator_clock
+from maild.errors import MaildError
+from maild.mail.invite import invitation
+from maild.mail.parse import Address
+from maild.pipeline import notices
+from maild.pipeline.decision import EventSpec, Notice
+from maild.pipeline.tiers import MAX_TIER, agent_recipient
+from maild.pipeline.triage import Rulebook
+from maild.store.models import Agent, Article, Contact, Ticket, TicketLink, Watcher
+from maild.store.states import (
+    FINISHED_STATUSES,
+    ArticleKind,
+    Direction,
+    TicketStatus,
+    TicketType,
+)
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "maild"  # the actor of automatic changes
+
+
+class ActionRefused(MaildError):
+    """The operation does not apply to this ticket; nothing was changed."""
+
+
+class TicketNotFound(ActionRefused):
+    """There is no ticket with that number."""
+
+
+@dataclass
+class Done:
+    """What an operation did: the events it recorded and the mails it queued."""
+
+    ticket: int
+    events: list[str] = field(default_factory=list)
+    outbox_ids: list[int] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events)
+
+
+# Requester mails that the watchers get a copy of (Cc).
+PUBLIC_UPDATES = frozenset({"status", "resolved", "closed", "escalated", "reply"})
+
+# Statuses an operator may set directly with `set_status`.
+SETTABLE = (
+    TicketStatus.OPEN,
+    TicketStatus.IN_PROGRESS,
+    TicketStatus.ESCALATED,
+    TicketStatus.PENDING_USER,
+    TicketStatus.RESOLVED,
+    TicketStatus.CLOSED,
+)
+
+
+class TicketOps:
+    """Operations on tickets inside one open transaction at time `now`."""
+
+    def __init__(
+        self, session: Session, applier: Applier, now: datetime, rules: Rulebook | None = None
+    ) -> None:
+        self.session = session
+        self.applier = applier
+        self.settings = applier.settings
+        self.policy = applier.policy
+        self.now = now
+        self.rules = rules or Rulebook.from_settings(applier.settings)
+        self.directory = applier.directory
+
+    # --- looking up -------------------------------------------------------------
+
+    def get(self, number: int) -> Ticket:
+        ticket = self.session.scalars(
+            select(Ticket)
+            .options(lazyload(Ticket.requester))  # FOR UPDATE may not touch the outer join
+            .where(Ticket.id == number)
+            .with_for_update()
+        ).one_or_none()
+        if ticket is None:
+            raise TicketNotFound(f"there is no ticket #{number}")
+        return ticket
+
+    # --- status -----------------------------------------------------------------
+
+    def set_status(self, number: int, status: str, *, actor: str, note: str = "") -> Done:
+        """Any settable status; resolved/closed/open-from-finished go to their own operation."""
+        if status not in SETTABLE:
+            allowed = ", ".join(SETTABLE)
+            raise ActionRefused(f"unknown status {status!r}; use one of: {allowed}")
+        ticket = self.get(number)
+        if status == TicketStatus.RESOLVED:
+            return self.resolve(number, actor=actor, note=note)
+        if status == TicketStatus.CLOSED:
+            return self.close(number, actor=actor, note=note)
+        if ticket.status in FINISHED_STATUSES:
+            return self.reopen(number, actor=actor, note=note)
+        if status == TicketStatus.ESCALATED:
+            return self.escalate(number, actor=actor, reason=note)
+        done = Done(ticket.id)
+        if ticket.status == status:
+            return done
+        self._status(ticket, status, actor, done, reason=note)
+        self.tell_requester(ticket, "status", "status", done, event=str(status), note=note)
+        return done
+
+    def resolve(self, number: int, *, actor: str, note: str = "", auto: bool = False) -> Done:
+        """Resolved, with a note to the requester and "reply to reopen"."""
+        ticket = self.get(number)
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is already {ticket.status}")
+        done = Done(ticket.id)
+        self._status(ticket, TicketStatus.RESOLVED, actor, done, reason=note or None,
+                     auto=auto)  # fmt: skip
+        closes_at = self.now + timedelta(days=self.settings.lifecycle.close_after_days)
+        self.tell_requester(ticket, "resolved", "resolved", done, note=note, auto=auto,
+                           closes_at=closes_at)  # fmt: skip
+        return done
+
+    def close(self, number: int, *, actor: str, note: str = "", auto: bool = False) -> Done:
+        ticket = self.get(number)
+        if ticket.status == TicketStatus.CLOSED:
+            raise ActionRefused(f"ticket #{number} is already closed")
+        done = Done(ticket.id)
+        self._status(ticket, TicketStatus.CLOSED, actor, done, reason=note or None, auto=auto)
+        self.tell_requester(ticket, "closed", "closed", done, note=note, auto=auto)
+        return done
+
+    def reopen(self, number: int, *, actor: str, note: str = "", quiet: bool = False) -> Done:
+        """Open again; `quiet` when the agent's own reply tells the requester (one mail)."""
+        ticket = self.get(number)
+        if ticket.status not in FINISHED_STATUSES:
+            raise ActionRefused(
+                f"ticket #{number} is not resolved or closed (it is {ticket.status})"
+            )
+        done = Done(ticket.id)
+        self._status(ticket, TicketStatus.OPEN, actor, done, reason=note or "reopened")
+        if not quiet:
+            self.tell_requester(ticket, "status", "status", done, event="reopened", note=note)
+        self.tell_groups(ticket, "agent_update", self.working_audience(ticket), done,
+                         event="reopened", note=note, actor=actor)  # fmt: skip
+        return done
+
+    # --- escalation ---------------------------------------------------------------
+
+    def escalate(
+        self,
+        number: int,
+        *,
+        actor: str,
+        tier: int | None = None,
+        reason: str = "",
+        breach: str | None = None,
+    ) -> Done:
+        """Functional escalation to `tier` (default: the next one).
+
+        At the top tier there is nowhere to go: an agent's request is refused,
+        an SLA breach (`breach` = "first_response" | "resolution") escalates
+        hierarchically to the duty manager instead.
+        """
+        ticket = self.get(number)
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        target = tier if tier is not None else ticket.tier + 1
+        done = Done(ticket.id)
+        if target > MAX_TIER and breach is not None:
+            return self._escalate_to_duty_manager(ticket, actor, reason, breach, done)
+        if target not in range(1, MAX_TIER + 1):
+            raise ActionRefused(
+                f"ticket #{number} is at tier {ticket.tier}; tiers are 1 to {MAX_TIER}"
+            )
+        if target <= ticket.tier:
+            raise ActionRefused(f"ticket #{number} is already at tier {ticket.tier}")
+        old = ticket.tier
+        ticket.tier = target
+        ticket.updated_at = self.now
+        self.event(ticket, done, EventSpec("escalated", actor, old=str(old), new=str(target),
+                                            detail={"kind": "functional", "reason": reason,
+                                                    "breach": breach}))  # fmt: skip
+        if ticket.status not in (TicketStatus.PENDING_USER, TicketStatus.ESCALATED):
+            self._status(ticket, TicketStatus.ESCALATED, actor, done, reason="escalated")
+        audience = notices.tier_audience(self.settings, target, security=ticket.security,
+                                         directory=self.directory)  # fmt: skip
+        self.tell_groups(ticket, "agent_escalated", audience, done, from_tier=old,
+                        reason=reason, breach=breach, actor=actor)  # fmt: skip
+        self.tell_requester(ticket, "escalated", "escalated", done, from_tier=old, breach=breach)
+        return done
+
+    def _escalate_to_duty_manager(
+        self, ticket: Ticket, actor: str, reason: str, breach: str, done: Done
+    ) -> Done:
+        self.event(ticket, done, EventSpec("escalated", actor, old=str(ticket.tier),
+                                            new="duty_manager",
+                                            detail={"kind": "hierarchical", "reason": reason,
+                                                    "breach": breach}))  # fmt: skip
+        audience = notices.duty_manager_audience(self.settings, security=ticket.security,
+                                                 directory=self.directory)  # fmt: skip
+        self.tell_groups(ticket, "agent_escalated", audience, done, from_tier=ticket.tier,
+                        reason=reason, breach=breach, actor=actor)  # fmt: skip
+        return done
+
+    # --- classification -------------------------------------------------------------
+
+    def set_priority(self, number: int, priority: int, *, actor: str) -> Done:
+        """New priority: deadlines follow; raising to P1 tells tier 3 and the duty manager."""
+        if priority not in (1, 2, 3, 4):
+            raise ActionRefused(f"priority must be 1, 2, 3 or 4 (P1..P4), got {priority!r}")
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        old = set_priority(ticket, priority, self.now, self.policy)
+        if old == priority:
+            return done
+        self.event(ticket, done, EventSpec("priority", actor, old=f"P{old}", new=f"P{priority}"))
+        if priority == 1 and ticket.status not in FINISHED_STATUSES:
+            audience = notices.audience(
+                (
+                    notices.recipients_for_tier(self.settings, MAX_TIER, self.directory),
+                    notices.ROLE_HIERARCHICAL,
+                ),
+                (notices.duty_manager(self.settings, self.directory), notices.ROLE_HIERARCHICAL),
+            )
+            self.event(ticket, done, EventSpec("escalated", actor, detail={
+                "kind": "hierarchical", "reason": "P1",
+                "notified": [r.address.email for r, _ in audience]}))  # fmt: skip
+            self.tell_groups(ticket, "agent_update", audience, done, event="priority",
+                            old=f"P{old}", actor=actor)  # fmt: skip
+        return done
+
+    def set_type(self, number: int, ticket_type: str, *, actor: str) -> Done:
+        if ticket_type not in tuple(TicketType):
+            raise ActionRefused(f"type must be 'incident' or 'request', got {ticket_type!r}")
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        if ticket.type != ticket_type:
+            self.event(ticket, done, EventSpec("type", actor, old=ticket.type, new=ticket_type))
+            ticket.type = ticket_type
+            ticket.updated_at = self.now
+        return done
+
+    def set_category(self, number: int, category: str, *, actor: str) -> Done:
+        """New category; moving into a security category makes it a security incident."""
+        names = self.rules.category_names
+        if category not in names:
+            raise ActionRefused(f"unknown category {category!r}; use one of: {', '.join(names)}")
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        if ticket.category == category:
+            return done
+        self.event(ticket, done, EventSpec("category", actor, old=ticket.category, new=category))
+        ticket.category = category
+        ticket.updated_at = self.now
+        security = self.rules.is_security(category)
+        if security != ticket.security:
+            ticket.security = security
+            self.event(ticket, done, EventSpec("security", actor, old=str(not security).lower(),
+                                                new=str(security).lower()))  # fmt: skip
+            if security:
+                start_regulator_clock(ticket, self.now, self.policy)
+                self.tell_groups(ticket, "agent_update",
+                                 notices.regulator_audience(self.settings, self.directory),
+                                 done, event="security", actor=actor)  # fmt: skip
+        return done
+
+    # --- replies ------------------------------------------------------------------
+
+    def record_first_response(self, number: int, *, actor: str) -> Done:
+        """The first public reply by an agent: stops the first-response clock."""
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        self._first_response(ticket, actor, done)
+        return done
+
+    def _first_response(self, ticket: Ticket, actor: str, done: Done) -> None:
+        if ticket.first_response_at is not None:
+            return
+        ticket.first_response_at = self.now
+        ticket.updated_at = self.now
+        met = ticket.first_response_due is None or self.now <= ticket.first_response_due
+        self.event(ticket, done, EventSpec("first_response", actor,
+                                            detail={"within_target": met}))  # fmt: skip
+
+    def reply(
+        self,
+        number: int,
+        *,
+        agent: Address,
+        text: str,
+        status: str | None = None,
+    ) -> Done:
+        """A public reply from an agent to the requester (first response if it is one).
+
+        `status` optionally moves the ticket on, e.g. ``pending_user`` when
+        the reply asks the requester something.
+        """
+        if not text.strip():
+            raise ActionRefused("the reply is empty")
+        if status is not None and status not in SETTABLE:
+            raise ActionRefused(f"unknown status {status!r}")
+        ticket = self.get(number)
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        done = Done(ticket.id)
+        self._first_response(ticket, agent.email, done)
+        # The requester sees the agent's name, never the agent's address.
+        self.tell_requester(ticket, "reply", "reply", done, text=text.strip(),
+                           agent={"name": agent.name}, auto_submitted="no")  # fmt: skip
+        if status is not None and status != ticket.status:
+            self._status(ticket, status, agent.email, done, reason="agent reply")
+        elif ticket.status in (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.ESCALATED):
+            self._status(ticket, TicketStatus.IN_PROGRESS, agent.email, done, reason="agent reply")
+        return done
+
+    # --- assignment, links, meetings ------------------------------------------------
+
+    def assign(self, number: int, agent_email: str, *, actor: str) -> Done:
+        """Assign the ticket to an agent of the directory, who is told (unless it is
+        the actor); notifications about the ticket then go to the assignee."""
+        entry = self.directory.by_email(agent_email.lower())
+        if entry is None:
+            raise ActionRefused(f"{agent_email} is not an active agent of the directory")
+        ticket = self.get(number)
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        done = Done(ticket.id)
+        if ticket.assignee_id == entry.id:
+            return done
+        old = self.session.get(Agent, ticket.assignee_id) if ticket.assignee_id else None
+        ticket.assignee_id = entry.id
+        ticket.updated_at = self.now
+        self.event(ticket, done, EventSpec("assigned", actor, old=old.email if old else None,
+                                            new=entry.email))  # fmt: skip
+        if entry.email != actor:
+            audience = notices.audience(((agent_recipient(self.settings, entry),),
+                                         notices.ROLE_ASSIGNEE))  # fmt: skip
+            self.tell_groups(ticket, "agent_update", audience, done, event="assigned",
+                             actor=actor)  # fmt: skip
+        return done
+
+    def link(self, number: int, other: int, *, actor: str) -> Done:
+        """Relate two tickets (both record it; no mail)."""
+        if number == other:
+            raise ActionRefused("a ticket cannot be linked to itself")
+        ticket = self.get(number)
+        if self.session.get(Ticket, other) is None:
+            raise ActionRefused(f"there is no ticket #{other} to link")
+        done = Done(ticket.id)
+        exists = self.session.scalar(select(TicketLink.ticket_id).where(or_(
+            (TicketLink.ticket_id == number) & (TicketLink.other_id == other),
+            (TicketLink.ticket_id == other) & (TicketLink.other_id == number))))  # fmt: skip
+        if exists is not None:
+            return done
+        self.session.add(TicketLink(ticket_id=number, other_id=other, kind="related",
+                                    created_at=self.now))  # fmt: skip
+        self.session.flush()
+        self.event(ticket, done, EventSpec("related", actor, new=str(other)))
+        self.applier.event(self.session, other, EventSpec("related", actor, new=str(number)),
+                           self.now)  # fmt: skip
+        return done
+
+    def meeting(
+        self, number: int, *, agent: Address, start: datetime, end: datetime, link: str = ""
+    ) -> Done:
+        """Invite the requester to a call (iCalendar REQUEST from the help desk)."""
+        ticket = self.get(number)
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        if ticket.requester.bounce_state == "hard":
+            raise ActionRefused(f"mail to the requester of #{number} bounces")
+        done = Done(ticket.id)
+        hd = self.settings.helpdesk
+        requester = Address(name=ticket.requester.name, email=ticket.requester.email)
+        desk = Address(name=hd.name, email=ticket.address or hd.primary_address)
+        calendar = invitation(ticket_id=ticket.id, subject=ticket.subject, desk=desk,
+                              requester=requester, start=start, end=end, link=link,
+                              now=self.now, domain=hd.domain, agent_name=agent.name)  # fmt: skip
+        notice = notices.to_requester("meeting", "meeting", requester, thread=self.thread(ticket),
+                                      context={"start": start, "end": end, "link": link,
+                                               "agent": {"name": agent.name}},
+                                      auto_submitted="no")  # fmt: skip
+        self._queue(ticket, replace(notice, calendar=calendar), done)
+        self.event(ticket, done, EventSpec("meeting", agent.email, new=start.isoformat(),
+                                            detail={"end": end.isoformat(), "link": link}))  # fmt: skip
+        return done
+
+    # --- security -------------------------------------------------------------------
+
+    def regulator_notified(self, number: int, *, actor: str, note: str = "") -> Done:
+        """The regulator has been notified (or it was decided not to): reminders stop."""
+        ticket = self.get(number)
+        if ticket.regulator_due is None:
+            raise ActionRefused(f"ticket #{number} has no regulator deadline")
+        if ticket.regulator_notified_at is not None:
+            raise ActionRefused(f"ticket #{number}: the regulator deadline is already closed")
+        done = Done(ticket.id)
+        ticket.regulator_notified_at = self.now
+        ticket.regulator_next_reminder_at = None
+        ticket.updated_at = self.now
+        within = self.now <= ticket.regulator_due
+        self.event(ticket, done, EventSpec("regulator_notified", actor, detail={
+            "note": note, "within_deadline": within}))  # fmt: skip
+        self.tell_groups(ticket, "agent_update",
+                         notices.regulator_audience(self.settings, self.directory), done,
+                         event="regulator_notified", note=note, actor=actor)  # fmt: skip
+        return done
+
+    # --- pieces -----------------------------------------------------------------------
+
+    def event(self, ticket: Ticket, done: Done, spec: EventSpec) -> None:
+        self.applier.event(self.session, ticket.id, spec, self.now)
+        done.events.append(spec.kind)
+
+    def _status(
+        self, ticket: Ticket, status: str, actor: str, done: Done, *, reason: str | None = None,
+        auto: bool = False,
+    ) -> None:  # fmt: skip
+        old = change_status(ticket, status, self.now, self.policy)
+        if old == status:
+            return
+        detail: dict[str, Any] = {}
+        if reason:
+            detail["reason"] = reason
+        if auto:
+            detail["auto"] = True
+        self.event(ticket, done, EventSpec("status", actor, old=old, new=str(status),
+                                            detail=detail or None))  # fmt: skip
+        log.info("ticket #%d: %s -> %s by %s", ticket.id, old, status, actor)
+
+    def thread(self, ticket: Ticket) -> notices.Thread:
+        """Thread requester mail onto the requester's first message."""
+        first = self.session.scalar(
+            select(Article.message_id)
+            .where(Article.ticket_id == ticket.id, Article.direction == Direction.IN,
+                   Article.kind == ArticleKind.MESSAGE, Article.message_id.is_not(None))
+            .order_by(Article.id)
+            .limit(1)
+        )  # fmt: skip
+        return notices.Thread(first, (first,) if first else ())
+
+    def queue(self, ticket: Ticket, notice: Notice, done: Done) -> None:
+        """Queue one ready-made notice about `ticket`."""
+        self._queue(ticket, notice, done)
+
+    def _queue(self, ticket: Ticket, notice: Notice, done: Done) -> None:
+        outbox_id = self.applier.queue_notice(self.session, ticket, notice, self.now)
+        if outbox_id is not None:  # None: withheld by the rate limits (maild.autoreply)
+            done.outbox_ids.append(outbox_id)
+
+    def tell_requester(
+        self, ticket: Ticket, template: str, kind: str, done: Done, *,
+        auto_submitted: str = "auto-generated", **context: Any,
+    ) -> None:  # fmt: skip
+        """Queue `template` to the requester (not to an address that hard-bounces)."""
+        requester = Address(name=ticket.requester.name, email=ticket.requester.email)
+        if ticket.requester.bounce_state == "hard":
+            log.warning("ticket #%d: not sending %s to %s (hard bounces)", ticket.id, kind,
+                        requester.email)  # fmt: skip
+            return
+        cc = self.watchers(ticket) if kind in PUBLIC_UPDATES else ()
+        notice = notices.to_requester(template, kind, requester, thread=self.thread(ticket),
+                                      context=context, auto_submitted=auto_submitted,
+                                      cc=cc)  # fmt: skip
+        self._queue(ticket, notice, done)
+
+    def watchers(self, ticket: Ticket) -> tuple[Address, ...]:
+        """The ticket's watchers whose mail does not bounce."""
+        rows = self.session.execute(
+            select(Contact.name, Contact.email)
+            .join(Watcher, Watcher.contact_id == Contact.id)
+            .where(Watcher.ticket_id == ticket.id, Contact.bounce_state != "hard")
+            .order_by(Watcher.added_at, Contact.id)
+        ).all()
+        return tuple(Address(name=name or "", email=email) for name, email in rows)
+
+    def tell_groups(
+        self, ticket: Ticket, template: str, audience: notices.Audience, done: Done,
+        **context: Any,
+    ) -> None:  # fmt: skip
+        """Queue `template` to each agent address (content restricted on security tickets)."""
+        for notice in notices.to_groups(template, template, audience, security=ticket.security,
+                                        context=context):  # fmt: skip
+            self._queue(ticket, notice, done)
+
+    def working_audience(self, ticket: Ticket) -> notices.Audience:
+        """The assignee if there is one, else the tier group working the ticket."""
+        return notices.working_audience(self.settings, self.directory, tier=ticket.tier,
+                                        assignee_id=ticket.assignee_id,
+                                        security=ticket.security)  # fmt: skip

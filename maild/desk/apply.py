@@ -1,0 +1,680 @@
+"""apply: write one `Decision` (DB only; the caller owns the transaction).
+
+Ticket rows, the article and its attachments, events, and the rendered
+outgoing mail as `outbox` rows whose Message-IDs are fixed here, before
+anything is sent. Each outgoing mail is also an article on its ticket, so a
+reply to it threads by ``In-Reply-To`` like any other.
+
+Inserts go through SQLAlchemy Core on the session's connection: this is the
+hot path of every message, and the ORM unit of work costs more here than the
+rest of the pipeline. Existing tickets are loaded as ORM objects (few, and
+callers such as the sweeps change them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from maild.config.settings import Settings
+from maild.desk.autoreply import AutoreplyGuard, Refusal, alert_notice
+from maild.desk.lifecycle import change_status, sla_columns
+from maild.errors import TransientError
+from maild.mail.compose import Outgoing, compose, new_message_id
+from maild.mail.parse import Address
+from maild.mail.render import Renderer
+from maild.mail.replyaddr import expiry, reply_address
+from maild.mail.tokens import Signer, load_or_create_secret
+from maild.pipeline.decide import is_own_address
+from maild.pipeline.decision import ArticleSpec, BounceSpec, Decision, EventSpec, Notice, TicketSpec
+from maild.pipeline.directory import EMPTY, Directory
+from maild.pipeline.sla import SlaPolicy
+from maild.store.db import Direct, insert_ignore, upsert_contact
+from maild.store.models import (
+    Article,
+    Attachment,
+    Blob,
+    Contact,
+    Event,
+    Inbound,
+    Outbox,
+    Ticket,
+    Watcher,
+)
+from maild.store.states import (
+    ArticleKind,
+    Direction,
+    InboundStatus,
+    OutboxStatus,
+    Outcome,
+    Visibility,
+)
+
+log = logging.getLogger(__name__)
+
+# Statements of the per-message hot path, built once: constructing a statement
+# costs SQLAlchemy more than SQLite spends running it.
+_INSERT_TICKET = Direct(insert(Ticket).returning(Ticket.id))
+_INSERT_ARTICLE = Direct(insert(Article).returning(Article.id))
+_INSERT_OUTBOX = Direct(insert(Outbox).returning(Outbox.id))
+_INSERT_EVENT = insert(Event)
+# Events are written, never read, while messages are applied: the worker
+# collects a transaction's events and inserts them in one statement before
+# it commits (one round trip instead of one per event on PostgreSQL).
+_EVENT_BUFFER = "maild.event_buffer"
+_INSERT_ATTACHMENT = insert(Attachment)
+_CONTACT = Direct(
+    select(Contact.id, Contact.name, Contact.language).where(Contact.email == bindparam("email"))
+)
+_TICKET_VIEW = (
+    select(
+        Ticket.id,
+        Ticket.subject,
+        Ticket.priority,
+        Ticket.type,
+        Ticket.category,
+        Ticket.status,
+        Ticket.tier,
+        Ticket.language,
+        Ticket.address,
+        Contact.email.label("requester_email"),
+        Contact.name.label("requester_name"),
+        Ticket.impact,
+        Ticket.urgency,
+        Ticket.security,
+        Ticket.created_at,
+        Ticket.first_response_due,
+        Ticket.first_response_at,
+        Ticket.resolution_due,
+        Ticket.resolved_at,
+        Ticket.regulator_due,
+    )
+    .join(Contact, Ticket.requester_id == Contact.id)
+    .where(Ticket.id == bindparam("b_id"))
+)
+_VIEW = Direct(_TICKET_VIEW)
+_VIEW_KEYS = [column.key for column in _TICKET_VIEW.selected_columns]
+_TOUCH_TICKET = Direct(
+    update(Ticket).where(Ticket.id == bindparam("b_id")).values(updated_at=bindparam("b_now"))
+)
+_FINISH = {
+    claimed: Direct(
+        update(Inbound)
+        .where(
+            Inbound.id == bindparam("b_id"),
+            *(
+                (
+                    Inbound.status == InboundStatus.PROCESSING,
+                    Inbound.claimed_at == bindparam("b_claim"),
+                )
+                if claimed
+                else ()
+            ),
+        )
+        .values(
+            status=bindparam("b_status"),
+            outcome=bindparam("b_outcome"),
+            error=bindparam("b_error"),
+            processed_at=bindparam("b_now"),
+            ticket_id=bindparam("b_ticket"),
+        )
+    )
+    for claimed in (False, True)
+}
+
+
+@dataclass(frozen=True)
+class Applied:
+    outcome: Outcome
+    ticket_id: int | None
+    outbox_ids: tuple[int, ...] = ()
+
+
+class LostClaim(TransientError):
+    """The inbound row was taken over by another worker; roll back."""
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """What a notice needs to know of its ticket."""
+
+    id: int
+    subject: str
+    priority: int
+    type: str
+    category: str
+    status: str
+    tier: int
+    language: str
+    address: str
+    requester_email: str
+    requester_name: str
+    # what the mails about SLAs and escalation show
+    impact: int = 3
+    urgency: int = 2
+    security: bool = False
+    created_at: datetime | None = None
+    first_response_due: datetime | None = None
+    first_response_at: datetime | None = None
+    resolution_due: datetime | None = None
+    resolved_at: datetime | None = None
+    regulator_due: datetime | None = None
+
+    @classmethod
+    def of(cls, ticket: Ticket) -> TicketView:
+        return cls(
+            id=ticket.id,
+            subject=ticket.subject,
+            priority=ticket.priority,
+            type=ticket.type,
+            category=ticket.category,
+            status=ticket.status,
+            tier=ticket.tier,
+            language=ticket.language,
+            address=ticket.address,
+            requester_email=ticket.requester.email,
+            requester_name=ticket.requester.name,
+            impact=ticket.impact,
+            urgency=ticket.urgency,
+            security=ticket.security,
+            created_at=ticket.created_at,
+            first_response_due=ticket.first_response_due,
+            first_response_at=ticket.first_response_at,
+            resolution_due=ticket.resolution_due,
+            resolved_at=ticket.resolved_at,
+            regulator_due=ticket.regulator_due,
+        )
+
+
+def buffer_events(session: Session) -> None:
+    """Collect this transaction's events until `flush_events` (the worker's batches)."""
+    session.info[_EVENT_BUFFER] = []
+
+
+def flush_events(session: Session) -> None:
+    """Insert the collected events; call before a savepoint and before commit."""
+    rows = session.info.get(_EVENT_BUFFER)
+    if rows:
+        session.connection().execute(_INSERT_EVENT, rows)
+        rows.clear()
+
+
+class Applier:
+    """Writes Decisions; holds the renderer and settings it needs."""
+
+    def __init__(self, settings: Settings, renderer: Renderer) -> None:
+        self.settings = settings
+        self.renderer = renderer
+        self.policy = SlaPolicy.from_settings(settings)
+        self.guard = AutoreplyGuard(settings)
+        self._signer: Signer | None = None
+        # The agent directory (maild.agents.install sets it at start and on SIGHUP).
+        self.directory: Directory = EMPTY
+
+    @property
+    def signer(self) -> Signer:
+        """Signs our VERP and reply addresses; the secret is read once."""
+        if self._signer is None:
+            self._signer = Signer(load_or_create_secret(self.settings.helpdesk.secret_file))
+        return self._signer
+
+    def apply(
+        self,
+        session: Session,
+        inbound_id: int,
+        decision: Decision,
+        now: datetime,
+        *,
+        claimed_at: datetime | None = None,
+    ) -> Applied:
+        """Write `decision` for inbound row `inbound_id` (the caller commits).
+
+        With `claimed_at`, the row must still be in hand under that claim;
+        otherwise `LostClaim` is raised and the caller rolls back (another
+        worker took the row over after our lease ran out).
+        """
+        if decision.outcome in (Outcome.IGNORED, Outcome.QUARANTINED):
+            status = (
+                InboundStatus.IGNORED
+                if decision.outcome == Outcome.IGNORED
+                else InboundStatus.QUARANTINED
+            )
+            self._finish_inbound(session, inbound_id, status, decision, now, None, claimed_at)
+            return Applied(decision.outcome, None)
+
+        view: TicketView
+        if decision.new_ticket is not None:
+            view = self._create_ticket(session, decision.new_ticket, now)
+        else:
+            assert decision.ticket_id is not None
+            view = self._existing_ticket(session, decision.ticket_id, decision.status, now)
+        if decision.article is not None:
+            self._add_article(session, view.id, decision.article, inbound_id, now)
+        watchers = decision.new_ticket.watchers if decision.new_ticket else decision.watchers_add
+        if watchers or decision.watchers_remove:
+            actor = decision.article.author.email if decision.article else "maild"
+            self._watchers(session, view.id, watchers, decision.watchers_remove, actor, now)
+        self._events(session, view.id, decision.events, now)
+        queued = [self.queue_notice(session, view, notice, now) for notice in decision.notices]
+        if decision.bounce is not None:
+            self._record_bounce(session, view, decision.bounce, now)
+        outbox_ids = tuple(i for i in queued if i is not None)
+        self._finish_inbound(
+            session, inbound_id, InboundStatus.DONE, decision, now, view.id, claimed_at
+        )
+        return Applied(decision.outcome, view.id, outbox_ids)
+
+    # --- pieces --------------------------------------------------------------
+
+    def _existing_ticket(
+        self, session: Session, ticket_id: int, status: str | None, now: datetime
+    ) -> TicketView:
+        """The ticket a message goes to, touched; its status changed if asked.
+
+        Most replies change nothing but ``updated_at``: two Core statements.
+        A status change goes through the ORM object and `change_status`, which
+        keeps the SLA bookkeeping.
+        """
+        row = _VIEW.first(session, {"b_id": ticket_id})
+        if row is None:  # pragma: no cover - the worker looked it up in this txn
+            raise LookupError(f"ticket #{ticket_id} vanished")
+        view = dict(zip(_VIEW_KEYS, row, strict=True))
+        if status is not None and status != view["status"]:
+            ticket = session.get(Ticket, ticket_id)
+            assert ticket is not None
+            change_status(ticket, status, now, self.policy)
+            ticket.updated_at = now
+            return TicketView.of(ticket)
+        _TOUCH_TICKET.execute(session, {"b_id": ticket_id, "b_now": now}).close()
+        return TicketView(**view)
+
+    @staticmethod
+    def _finish_inbound(
+        session: Session,
+        inbound_id: int,
+        status: InboundStatus,
+        decision: Decision,
+        now: datetime,
+        ticket_id: int | None,
+        claimed_at: datetime | None,
+    ) -> None:
+        done = status == InboundStatus.DONE
+        params = {
+            "b_id": inbound_id,
+            "b_status": str(status),
+            "b_outcome": str(decision.outcome),
+            "b_error": None if done else decision.reason,
+            "b_now": now,
+            "b_ticket": ticket_id,
+            "b_claim": claimed_at,
+        }
+        rowcount = _FINISH[claimed_at is not None].rowcount(session, params)
+        if claimed_at is not None and rowcount != 1:
+            raise LostClaim(f"inbound {inbound_id} is no longer in our hands")
+
+    def _contact(
+        self, session: Session, who: Address, language: str | None, now: datetime
+    ) -> tuple[int, str]:
+        """The contact's (id, name), created if new; a name is filled in once known."""
+        conn = session.connection()
+        row: Any = _CONTACT.first(session, {"email": who.email})
+        if row is None:
+            new = {
+                "email": who.email,
+                "name": who.name,
+                "language": language,
+                "bounce_state": "ok",
+                "created_at": now,
+            }
+            # One statement whether or not another transaction created it meanwhile.
+            row = conn.execute(upsert_contact(session), new).one()
+        contact_id, name, known_language = row
+        if (who.name and not name) or (language and not known_language):
+            conn.execute(
+                update(Contact)
+                .where(Contact.id == contact_id)
+                .values(name=name or who.name, language=known_language or language)
+            )
+            name = name or who.name
+        return contact_id, name
+
+    def _create_ticket(self, session: Session, spec: TicketSpec, now: datetime) -> TicketView:
+        requester_id, requester_name = self._contact(
+            session, spec.requester, spec.contact_language, now
+        )
+        values = {
+            "type": str(spec.type),
+            "category": spec.category,
+            "impact": spec.impact,
+            "urgency": spec.urgency,
+            "priority": spec.priority,
+            "tier": spec.tier,
+            "status": str(spec.status),
+            "requester_id": requester_id,
+            "subject": spec.subject,
+            "security": spec.security,
+            "language": spec.language,
+            "address": spec.address,
+            "parent_id": spec.parent_id,
+            "loop_suspected": False,
+            "created_at": now,
+            "updated_at": now,
+            "first_response_due": spec.first_response_due,
+            "resolution_due": spec.resolution_due,
+            "regulator_due": spec.regulator_due,
+            "regulator_next_reminder_at": spec.regulator_next_reminder_at,
+        }
+        if spec.sla is not None:
+            values.update(sla_columns(spec.sla))
+        ticket_id = _INSERT_TICKET.scalar_one(session, values)
+        return TicketView(
+            id=ticket_id,
+            subject=spec.subject,
+            priority=spec.priority,
+            type=str(spec.type),
+            category=spec.category,
+            status=str(spec.status),
+            tier=spec.tier,
+            language=spec.language,
+            address=spec.address,
+            requester_email=spec.requester.email,
+            requester_name=requester_name,
+            impact=spec.impact,
+            urgency=spec.urgency,
+            security=spec.security,
+            created_at=now,
+            first_response_due=spec.first_response_due,
+            resolution_due=spec.resolution_due,
+            regulator_due=spec.regulator_due,
+        )
+
+    def _add_article(
+        self,
+        session: Session,
+        ticket_id: int,
+        spec: ArticleSpec,
+        inbound_id: int | None,
+        now: datetime,
+    ) -> int:
+        conn = session.connection()
+        values = {
+            "ticket_id": ticket_id,
+            "direction": str(spec.direction),
+            "visibility": str(spec.visibility),
+            "kind": str(spec.kind),
+            "author_email": spec.author.email,
+            "author_name": spec.author.name,
+            "message_id": spec.message_id,
+            "in_reply_to": spec.in_reply_to,
+            "subject": spec.subject,
+            "text": spec.text,
+            "html": spec.html,
+            "sent_at": spec.sent_at,
+            "created_at": now,
+            "inbound_id": inbound_id,
+        }
+        article_id: int = _INSERT_ARTICLE.scalar_one(session, values)
+        if spec.attachments:
+            blobs: dict[str, dict[str, Any]] = {}
+            for att in spec.attachments:
+                blobs.setdefault(
+                    att.sha256, {"sha256": att.sha256, "size": att.size, "data": att.data}
+                )
+            insert_ignore(session, Blob, list(blobs.values()))
+            rows = [
+                {
+                    "article_id": article_id,
+                    "filename": att.filename,
+                    "content_type": att.content_type[:255],
+                    "size": att.size,
+                    "sha256": att.sha256,
+                    "content_id": att.content_id,
+                    "inline": att.inline,
+                }
+                for att in spec.attachments
+            ]
+            conn.execute(_INSERT_ATTACHMENT, rows)
+        return article_id
+
+    def _watchers(
+        self, session: Session, ticket_id: int, add: tuple[Address, ...], remove: tuple[str, ...],
+        actor: str, now: datetime,
+    ) -> None:  # fmt: skip
+        """Add and remove watchers of a ticket (each change an event)."""
+        conn = session.connection()
+        for who in add:
+            contact_id, _name = self._contact(session, who, None, now)
+            insert_ignore(session, Watcher, [{"ticket_id": ticket_id, "contact_id": contact_id,
+                                              "added_at": now}])  # fmt: skip
+            self._event(session, ticket_id, EventSpec("watcher_added", actor, new=who.email), now)
+        for email in remove:
+            ids = select(Contact.id).where(Contact.email == email).scalar_subquery()
+            conn.execute(delete(Watcher).where(Watcher.ticket_id == ticket_id,
+                                               Watcher.contact_id == ids))  # fmt: skip
+            self._event(session, ticket_id, EventSpec("watcher_removed", actor, old=email), now)
+
+    def event(self, session: Session, ticket_id: int, spec: EventSpec, now: datetime) -> None:
+        """Record one audit event on a ticket."""
+        self._event(session, ticket_id, spec, now)
+
+    def _event(self, session: Session, ticket_id: int, spec: EventSpec, now: datetime) -> None:
+        self._events(session, ticket_id, (spec,), now)
+
+    @staticmethod
+    def _events(
+        session: Session, ticket_id: int, specs: Sequence[EventSpec], now: datetime
+    ) -> None:
+        if not specs:
+            return
+        rows = [
+            {
+                "ticket_id": ticket_id,
+                "at": now,
+                "actor": spec.actor,
+                "kind": spec.kind,
+                "old": None if spec.old is None else str(spec.old),
+                "new": None if spec.new is None else str(spec.new),
+                "detail": dict(spec.detail) if spec.detail else None,
+            }
+            for spec in specs
+        ]
+        buffer = session.info.get(_EVENT_BUFFER)
+        if buffer is not None and not session.in_nested_transaction():
+            buffer.extend(rows)
+        else:  # no buffer, or inside a savepoint, whose rollback must take them along
+            session.connection().execute(_INSERT_EVENT, rows)
+
+    def _record_bounce(
+        self, session: Session, ticket: TicketView, bounce: BounceSpec, now: datetime
+    ) -> None:
+        """Mark the failed recipients: hard = undeliverable, soft = recorded."""
+        if bounce.kind not in ("hard", "soft") or not bounce.addresses:
+            return
+        rows = session.execute(
+            select(Contact.id, Contact.email, Contact.bounce_state).where(
+                Contact.email.in_(bounce.addresses)
+            )
+        ).all()
+        for contact_id, email, state in rows:
+            if state == "hard" or state == bounce.kind:
+                continue
+            session.execute(update(Contact).where(Contact.id == contact_id)
+                            .values(bounce_state=bounce.kind, bounced_at=now))  # fmt: skip
+            self._event(session, ticket.id, EventSpec(
+                "contact_bounce", "maild", old=state, new=bounce.kind,
+                detail={"contact": email, "status": bounce.status,
+                        "diagnostic": bounce.diagnostic, "outbox": bounce.outbox_id}), now)  # fmt: skip
+            log.warning("ticket #%d: %s bounced (%s, status %s)", ticket.id, email, bounce.kind,
+                        bounce.status)  # fmt: skip
+            if bounce.kind != "hard":
+                continue
+            alert = alert_notice(
+                self.settings,
+                f"{email} is undeliverable",
+                [
+                    f"Status: {bounce.status or 'unknown'}",
+                    f"Diagnostic: {bounce.diagnostic or 'none given'}",
+                ],  # fmt: skip
+                "maild sends no more mail to this address. Contact the requester another "
+                "way; the ticket stays open.",
+            )
+            if alert is not None:
+                self.queue_notice(session, ticket, alert, now)
+
+    def _suppressed(
+        self, session: Session, ticket: TicketView, notice: Notice, refusal: Refusal, now: datetime
+    ) -> None:
+        to = [a.email for a in notice.to]
+        self._event(session, ticket.id, EventSpec(f"{notice.kind}_suppressed", "maild",
+                    detail={"to": to, "reason": refusal.reason}), now)  # fmt: skip
+        log.warning("ticket #%d: %s to %s not sent: %s", ticket.id, notice.kind, ", ".join(to),
+                    refusal.reason)  # fmt: skip
+        if not refusal.loop:
+            return
+        was_flagged = bool(
+            session.scalar(select(Ticket.loop_suspected).where(Ticket.id == ticket.id))
+        )
+        if not was_flagged:
+            session.execute(
+                update(Ticket).where(Ticket.id == ticket.id).values(loop_suspected=True)
+            )
+            self._event(session, ticket.id, EventSpec("loop_suspected", "maild", old="false",
+                        new="true", detail={"reason": refusal.reason}), now)  # fmt: skip
+        if self.guard.should_alert(session, ticket.id, refusal, now, was_flagged):
+            alert = alert_notice(
+                self.settings,
+                "automatic mail stopped: suspected mail loop",
+                [refusal.reason, f"Withheld: {notice.kind} to {', '.join(to)}"],
+                "Check the ticket for an auto-responder or a forwarding rule answering our "
+                "mail. Automatic mail resumes once the rate drops below the limits.",
+            )
+            if alert is not None:
+                self.queue_notice(session, ticket, alert, now)
+
+    def queue_notice(
+        self, session: Session, ticket: Ticket | TicketView, notice: Notice, now: datetime
+    ) -> int | None:
+        """Render `notice`, store it as an outgoing article and an outbox row.
+
+        The one place automatic mail is queued: returns None when the rate
+        limits or a hard bounce withhold it (`maild.autoreply`).
+        """
+        if isinstance(ticket, Ticket):
+            ticket = TicketView.of(ticket)
+        notice, refusal = self.guard.screen(session, ticket.id, notice, now)
+        if refusal is not None:
+            self._suppressed(session, ticket, notice, refusal, now)
+            return None
+        hd = self.settings.helpdesk
+        desk = Address(name=hd.name, email=ticket.address or hd.primary_address)
+        # Namespaces, not dicts: Jinja tries an attribute before an item, and a
+        # failed attribute lookup on a dict costs a third of the rendering.
+        context = {
+            "helpdesk": SimpleNamespace(name=hd.name, address=desk.email),
+            "ticket": SimpleNamespace(
+                number=ticket.id,
+                subject=ticket.subject,
+                priority=ticket.priority,
+                type=ticket.type,
+                category=ticket.category,
+                status=ticket.status,
+                tier=ticket.tier,
+                impact=ticket.impact,
+                urgency=ticket.urgency,
+                security=ticket.security,
+                created_at=ticket.created_at,
+                first_response_due=ticket.first_response_due,
+                first_response_at=ticket.first_response_at,
+                resolution_due=ticket.resolution_due,
+                resolved_at=ticket.resolved_at,
+                regulator_due=ticket.regulator_due,
+            ),
+            "requester": SimpleNamespace(name=ticket.requester_name, email=ticket.requester_email),
+            "reopen_days": hd.reopen_days,
+            "personal": notice.agent_id is not None,  # has a personal reply address
+            **notice.context,
+        }
+        language = notice.language or ticket.language
+        rendered = self.renderer.render(notice.template, language, context)
+        message_id = new_message_id(hd.domain)
+        reply_to = notice.reply_to or desk
+        if notice.agent_id is not None:  # the agent's personal reply address for this ticket
+            address = reply_address(
+                self.signer,
+                desk.email,
+                ticket.id,
+                notice.agent_id,
+                expiry(now, self.settings.agent_mail.reply_token_days),
+            )
+            reply_to = Address(name=f"{hd.name} [#{ticket.id}]", email=address)
+        # Never mail ourselves (a served address, a plus-variant, our own domain).
+        cc = tuple(a for a in notice.cc if not is_own_address(a.email, self.settings))
+        raw = compose(
+            Outgoing(
+                sender=desk,
+                to=notice.to,
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                message_id=message_id,
+                date=now,
+                auto_submitted=notice.auto_submitted,
+                loop_domain=hd.domain,
+                reply_to=reply_to,
+                in_reply_to=notice.in_reply_to,
+                references=notice.references,
+                language=language,
+                cc=cc,
+                calendar=notice.calendar,
+            )
+        )
+        article = ArticleSpec(
+            kind=ArticleKind.NOTIFICATION,
+            visibility=notice.visibility,
+            author=desk,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=None,
+            message_id=message_id,
+            in_reply_to=notice.in_reply_to,
+            sent_at=None,
+            direction=Direction.OUT,
+        )
+        article_id = self._add_article(session, ticket.id, article, None, now)
+        recipients = list(dict.fromkeys(a.email for a in (*notice.to, *cc)))
+        values = {
+            "ticket_id": ticket.id,
+            "article_id": article_id,
+            "kind": notice.kind,
+            "message_id": message_id,
+            "mail_from": desk.email,
+            "rcpt_to": recipients,
+            "raw": raw,
+            "status": str(OutboxStatus.PENDING),
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        outbox_id: int = _INSERT_OUTBOX.scalar_one(session, values)
+        if notice.visibility != Visibility.INTERNAL and notice.auto_submitted != "no":
+            # (mail to agents, and a person's reply, are not automatic mail)
+            self.guard.record(session, ticket.id, notice.to, notice.kind, now)
+            self.guard.record(session, None, cc, notice.kind, now)  # per address, not per ticket
+        detail = {"to": recipients, "outbox": outbox_id}
+        queued = EventSpec(f"{notice.kind}_queued", "maild", new=message_id, detail=detail)
+        self._event(session, ticket.id, queued, now)
+        log.info(
+            "ticket #%d: %s queued to %s as %s",
+            ticket.id,
+            notice.kind,
+            ", ".join(recipients),
+            message_id,
+        )
+        return outbox_id

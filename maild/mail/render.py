@@ -1,0 +1,153 @@
+"""Templates for every mail maild writes (Jinja2, compiled once).
+
+A message template named ``ack`` in language ``fi`` is three files:
+``fi/ack.subject.j2``, ``fi/ack.txt.j2`` and ``fi/ack.html.j2`` (HTML
+autoescaped). Lookup order: the admin's ``templates.directory``, then the
+built-in ``templates/``; a language without the template falls back to
+English. `Renderer.reload()` (SIGHUP) builds a fresh environment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+
+from maild.config.settings import Settings
+from maild.errors import ConfigError
+
+# Every message template maild renders. Each must exist in English (the
+# fallback of every language) as NAME.subject.j2 and NAME.txt.j2; the HTML part
+# is optional. Checked when the templates are loaded: a missing one stops maild
+# at start (exit 78, naming it), never a message in the quarantine.
+TEMPLATES = (
+    "ack", "agent_confirm", "agent_escalated", "agent_new", "agent_refused", "agent_rejected",
+    "agent_update", "alert", "closed", "escalated", "limits", "meeting", "regulator_reminder",
+    "reply", "resolved", "sla_breach", "sla_warning", "status", "waiting_reminder",
+)  # fmt: skip
+
+
+def builtin_templates_dir() -> Path:
+    """The built-in templates: inside the installed package, else the checkout's ``templates/``.
+
+    A wheel carries the top-level ``templates/`` folder as ``maild/templates``
+    (pyproject's force-include), so this works from a wheel, ``pip install
+    --user`` or ``--target``, and pipx alike; a checkout (editable install)
+    has them beside the package.
+    """
+    packaged = resources.files("maild") / "templates"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+
+
+def _autoescape(name: str | None) -> bool:
+    return bool(name and name.endswith(".html.j2"))
+
+
+def format_when(value: datetime, tz: str = "UTC") -> str:
+    local = value.astimezone(ZoneInfo(tz))
+    return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or tz)
+
+
+class _Template(jinja2.Template):
+    """Imports (``{% import "en/_names.j2" as n %}``) without a per-render check.
+
+    Jinja compares the importing context's globals with the imported
+    template's on every import, in case a render added globals the cached
+    module lacks. Here every template has exactly the environment's globals
+    and a render adds none, so the cached module is always the right one;
+    the check was a fifth of rendering an acknowledgement (bench/run.py).
+    """
+
+    def _get_default_module(self, ctx: Any = None) -> Any:
+        return super()._get_default_module(None)
+
+
+class Renderer:
+    def __init__(self, override_dir: Path | None = None, timezone: str = "UTC") -> None:
+        self._override_dir = override_dir
+        self._timezone = timezone
+        self._lock = threading.Lock()
+        self._env = self._build()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Renderer:
+        return cls(settings.templates.directory, settings.helpdesk.timezone)
+
+    def _build(self) -> jinja2.Environment:
+        paths = [str(p) for p in (self._override_dir, builtin_templates_dir()) if p is not None]
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(paths),
+            autoescape=_autoescape,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=False,
+            cache_size=-1,
+        )
+        env.template_class = _Template
+        env.filters["when"] = lambda v: format_when(v, self._timezone)
+        # Compile everything now: a broken template fails at start, not per message.
+        found = set(env.list_templates(filter_func=lambda n: n.endswith(".j2")))
+        for name in sorted(found):
+            try:
+                env.get_template(name)
+            except jinja2.TemplateError as exc:
+                raise ConfigError("templates.directory", f"template {name}: {exc}") from None
+        missing = [
+            f"en/{name}.{part}.j2"
+            for name in TEMPLATES
+            for part in ("subject", "txt")
+            if f"en/{name}.{part}.j2" not in found
+        ]
+        if missing:
+            where = ", ".join(paths) or "nowhere"
+            raise ConfigError(
+                "templates.directory",
+                f"template {missing[0]!r} is missing (looked in {where})"
+                + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""),
+            )
+        return env
+
+    def reload(self) -> None:
+        env = self._build()
+        with self._lock:
+            self._env = env
+
+    def _template(self, name: str, language: str, part: str) -> jinja2.Template | None:
+        env = self._env
+        for lang in (language, "en"):
+            try:
+                return env.get_template(f"{lang}/{name}.{part}.j2")
+            except jinja2.TemplateNotFound:
+                continue
+        return None
+
+    def render(self, name: str, language: str, context: Mapping[str, Any]) -> Rendered:
+        subject_t = self._template(name, language, "subject")
+        text_t = self._template(name, language, "txt")
+        if subject_t is None or text_t is None:
+            raise ConfigError("templates.directory", f"template {name!r} is missing")
+        html_t = self._template(name, language, "html")
+        subject = " ".join(subject_t.render(context).split())
+        return Rendered(
+            subject=subject,
+            text=text_t.render(context),
+            html=html_t.render(context) if html_t is not None else None,
+        )

@@ -1,0 +1,238 @@
+"""Who may change a ticket by mail: authentication of agent replies (pure).
+
+A reply runs commands only when all of these hold:
+
+1. it came to a personal reply address (`maild.replyaddr`) whose signature
+   is ours, that has not expired, issued for this ticket to this agent;
+2. its From, parsed strictly, is exactly that agent's directory address:
+   one From field, one mailbox, a plain ASCII address, no address-like
+   display name, no Sender of someone else (so no IDN or homoglyph
+   look-alike, display-name trick or second address gets through);
+3. with ``agent_mail.require_authentication_results``, a DKIM or DMARC pass
+   for the agent's domain in the Authentication-Results header that one of
+   ``trusted_authserv_ids`` wrote (RFC 8601). Only the top-most such header,
+   and only above the ``trusted_hops``-th Received header (the one our
+   border server adds), counts: a header claiming a trusted authserv-id
+   further down came from outside, where anyone can write one, and is
+   ignored (and named in the refusal).
+
+Anything else from (or imitating) an agent, or sent to a reply address, is
+stored as an internal note, changes nothing, and the agents concerned are
+told why at their directory address, never at the From.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.header import decode_header, make_header
+
+from maild.addresses import is_valid_address, normalize_address
+from maild.config.settings import Settings
+from maild.mail.parse import ParsedMessage
+from maild.mail.replyaddr import ReplyToken
+from maild.pipeline.directory import EMPTY, AgentEntry, Directory
+
+_QUOTED_DISPLAY = re.compile(r'^"(?:[^"\\]|\\.)*"$')
+_PLAIN_DISPLAY = re.compile(r'^[^,;:<>@"()\\\[\]]*$')
+_COMMENT = re.compile(r"\([^()]*\)")
+
+
+@dataclass(frozen=True)
+class AgentCheck:
+    """What the pipeline concluded about a mail on the agents' channel."""
+
+    agent: AgentEntry | None  # the authenticated agent, or the one it claims to be
+    authenticated: bool
+    reasons: tuple[str, ...] = ()  # why not, in words for the agent
+    tell: tuple[AgentEntry, ...] = field(default=())  # who hears about a refusal
+
+
+# --- From, strictly ----------------------------------------------------------------------
+
+
+def _decoded(text: str) -> str:
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # an undecodable encoded-word: judge the raw text
+        return text
+
+
+def strict_from(msg: ParsedMessage) -> tuple[str | None, str]:
+    """The one plain address of the From field, or (None, why it is not acceptable)."""
+    values = msg.headers.get("from", ())
+    if len(values) != 1:
+        return None, f"the mail has {len(values)} From fields"
+    value = values[0].strip()
+    if "<" in value or ">" in value:
+        m = re.fullmatch(r"(?P<display>[^<>]*)<(?P<addr>[^<>]*)>", value)
+        if m is None:
+            return None, "the From field holds more than one address"
+        display, addr = m.group("display").strip(), m.group("addr").strip()
+        if display and not (_QUOTED_DISPLAY.match(display) or _PLAIN_DISPLAY.match(display)):
+            return None, "the From field holds more than one address or a malformed name"
+        shown = _decoded(display)
+        if "@" in shown or "<" in shown or ">" in shown:
+            return None, f"the From name {shown!r} poses as an address"
+    else:
+        addr = value
+        if "," in addr or ";" in addr:
+            return None, "the From field holds more than one address"
+        if not re.fullmatch(r"[^\s,;:()\"<>]+", addr):
+            return None, "the From field is not a single plain address"
+    if not is_valid_address(addr):
+        return None, f"the From address {addr!r} is not a plain ASCII address"
+    email = normalize_address(addr)
+    senders = msg.headers.get("sender", ())
+    for sender in senders:
+        m = re.search(r"<([^<>]*)>", sender)
+        other = normalize_address(m.group(1) if m else sender)
+        if other != email:
+            return None, f"it was sent on behalf of the From by {other}"
+    return email, ""
+
+
+# --- Authentication-Results (RFC 8601) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    authserv_id: str
+    method: str
+    result: str
+    props: dict[str, str]
+
+
+def parse_authentication_results(value: str) -> tuple[str, list[AuthResult]]:
+    """(authserv-id, results) of one header value; comments are dropped."""
+    text = value
+    for _ in range(5):  # nested comments, a few levels deep
+        text = _COMMENT.sub(" ", text)
+    parts = [p.strip() for p in text.split(";")]
+    authserv = parts[0].split()[0].lower() if parts and parts[0].split() else ""
+    results = []
+    for part in parts[1:]:
+        tokens = part.split()
+        if not tokens or "=" not in tokens[0]:
+            continue
+        method, _eq, result = tokens[0].partition("=")
+        props = {}
+        for token in tokens[1:]:
+            key, eq, val = token.partition("=")
+            if eq:
+                props[key.lower()] = val.strip('"').lower()
+        results.append(AuthResult(authserv, method.lower().split("/")[0], result.lower(), props))
+    return authserv, results
+
+
+def _aligned(domain: str, other: str) -> bool:
+    other = other.lstrip("@").rpartition("@")[2]
+    return bool(other) and (
+        other == domain or domain.endswith("." + other) or other.endswith("." + domain)
+    )
+
+
+def authentication_results(msg: ParsedMessage, settings: Settings, email: str) -> tuple[bool, str]:
+    """Whether a trusted server vouches for `email`'s domain; else why not."""
+    am = settings.agent_mail
+    trusted = {a.lower() for a in am.trusted_authserv_ids}
+    domain = email.rpartition("@")[2]
+    hops = 0
+    counted: set[str] = set()
+    outside = []
+    verdicts = []
+    for name, value in msg.fields():
+        if name == "received":
+            hops += 1
+            continue
+        if name != "authentication-results":
+            continue
+        authserv, results = parse_authentication_results(value)
+        if authserv not in trusted:
+            continue
+        if hops >= am.trusted_hops or authserv in counted:
+            outside.append(authserv)
+            continue
+        counted.add(authserv)
+        for r in results:
+            if r.method not in am.authentication_methods or r.result != "pass":
+                continue
+            if r.method == "dkim" and _aligned(domain, r.props.get("header.d", "")):
+                return True, ""
+            if r.method == "dmarc" and _aligned(domain, r.props.get("header.from", domain)):
+                return True, ""
+        verdicts.append(", ".join(f"{r.method}={r.result}" for r in results) or "no results")
+    why = []
+    if verdicts:
+        why.append(f"our mail server found no {'/'.join(am.authentication_methods).upper()} "
+                   f"pass for {domain} ({'; '.join(verdicts)})")  # fmt: skip
+    else:
+        why.append("our mail server's Authentication-Results header is missing")
+    if outside:
+        why.append(f"an Authentication-Results header claiming to be from {outside[0]} "
+                   "came from outside and was ignored")  # fmt: skip
+    return False, "; ".join(why)
+
+
+# --- the verdict ---------------------------------------------------------------------------
+
+
+def check(
+    msg: ParsedMessage,
+    token: ReplyToken | None,
+    directory: Directory | None,
+    settings: Settings,
+    *,
+    ticket_id: int | None,
+    requester: str | None,
+    now: datetime,
+) -> AgentCheck | None:
+    """None when the mail does not concern the agents' channel: no reply address,
+    and not from (or imitating) an agent. Else whether it may run commands."""
+    directory = directory or EMPTY
+    sender = msg.sender.email if msg.sender else ""
+    claimed = directory.by_email(sender)
+    lookalike = directory.lookalike(sender) if claimed is None else None
+    owner = directory.by_id(token.agent) if token is not None and token.valid else None
+    if token is None and claimed is None and lookalike is None:
+        return None
+    if token is None and sender and sender == requester:
+        return None  # an agent who is the requester of this ticket writes as a requester
+    reasons: list[str] = []
+    if token is None:
+        reasons.append("it was not sent to your personal reply address for this ticket "
+                       "(reply to a notification from maild)")  # fmt: skip
+    elif not token.valid:
+        reasons.append("its reply address was not issued by maild (the signature does not match)")
+    else:
+        if token.expired(now):
+            reasons.append(f"its reply address expired on {token.expires:%Y-%m-%d}; "
+                           "reply to a newer notification")  # fmt: skip
+        if ticket_id is not None and token.ticket != ticket_id:
+            reasons.append(f"its reply address belongs to ticket #{token.ticket}")
+        if owner is None:
+            reasons.append("its reply address belongs to an agent no longer in the directory")
+    if lookalike is not None:
+        reasons.append(f"the sender {sender} only looks like {lookalike.email}")
+    elif claimed is None and sender:
+        reasons.append(f"it is from {sender}, not from an agent")
+    if owner is not None and claimed is not None and owner.id != claimed.id:
+        reasons.append(f"the reply address was issued to {owner.email}, "
+                       f"but the mail says it is from {claimed.email}")  # fmt: skip
+    strict, why = strict_from(msg)
+    if why:
+        reasons.append(why)
+    elif claimed is not None and strict != claimed.email:
+        reasons.append(f"the From address {strict} is not {claimed.email}")
+    if not reasons and claimed is not None and settings.agent_mail.require_authentication_results:
+        ok, why = authentication_results(msg, settings, claimed.email)
+        if not ok:
+            reasons.append(why)
+    if not reasons and claimed is not None:
+        return AgentCheck(claimed, True)
+    tell: dict[int, AgentEntry] = {}
+    for agent in (claimed, lookalike, owner):
+        if agent is not None:
+            tell.setdefault(agent.id, agent)
+    return AgentCheck(claimed or lookalike or owner, False, tuple(reasons), tuple(tell.values()))

@@ -1,0 +1,218 @@
+"""Agent commands: the leading ``#`` lines of an agent's reply (pure).
+
+    #status pending_user
+    #priority P2
+    #assign anna@example.com      (or a name or local part only one agent has)
+    #take
+    #escalate [tier]
+    #category network
+    #type incident|request
+    #resolve [note]
+    #close [note]
+    #reopen [note]
+    #note [text]                  (the whole reply stays internal)
+    #meeting YYYY-MM-DD HH:MM[-HH:MM] [https://link]
+    #link 123
+
+Only leading lines count (blank lines between them are fine); a ``#`` further
+down is text. Every value is checked here, before anything runs: a line
+with control characters, an unknown command, a bad value, or a header-like
+line right after a command (a line break smuggled into a value: ``Bcc:``)
+refuses the whole reply. What the command then does is `maild.agentmail`'s
+business, through `maild.actions.TicketOps`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from maild.pipeline.directory import Directory
+
+MAX_COMMANDS = 20
+MAX_LINE = 500
+
+STATUSES = ("open", "in_progress", "escalated", "pending_user", "resolved", "closed")
+NAMES = ("status", "priority", "assign", "take", "escalate", "category", "type", "resolve",
+         "close", "reopen", "note", "meeting", "link")  # fmt: skip
+# The syntax of each, as the agent is shown it when a command is refused.
+SYNTAX = (
+    "#status open|in_progress|escalated|pending_user|resolved|closed",
+    "#priority P1|P2|P3|P4",
+    "#assign <agent address or name>",
+    "#take",
+    "#escalate [tier]",
+    "#category <category>",
+    "#type incident|request",
+    "#resolve [note to the requester]",
+    "#close [note to the requester]",
+    "#reopen [note]",
+    "#note [text]",
+    "#meeting YYYY-MM-DD HH:MM[-HH:MM] [https://link]",
+    "#link <ticket number>",
+)
+_HEADER_LIKE = re.compile(
+    r"^(?:to|cc|bcc|from|reply-to|subject|sender|date|content-type|content-transfer-encoding"
+    r"|mime-version|message-id|return-path|received|x-[a-z0-9-]+)\s*:",
+    re.IGNORECASE,
+)
+_CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_LINK = re.compile(r"^https?://[!-~]{1,400}$")
+_WHEN = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[ T](\d{1,2}:\d{2})(?:\s*-\s*(\d{1,2}:\d{2}))?(?:\s+(\S+))?$"
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # one of NAMES
+    line: str  # as written (for the confirmation)
+    value: Any = None  # the parsed argument (see `_parse_one`)
+
+
+@dataclass(frozen=True)
+class Meeting:
+    start: datetime  # UTC
+    end: datetime
+    link: str
+
+
+@dataclass(frozen=True)
+class CommandBlock:
+    commands: tuple[Command, ...]
+    errors: tuple[str, ...]  # one sentence per refused line
+    body: str  # the text after the command lines
+
+    @property
+    def internal(self) -> bool:
+        return any(c.name == "note" for c in self.commands)
+
+
+def _bad_chars(line: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn")
+               for c in line if c != "\t")  # fmt: skip
+
+
+def parse(
+    text: str, directory: Directory, *, now: datetime, timezone: str = "UTC",
+    meeting_minutes: int = 30,
+) -> CommandBlock:  # fmt: skip
+    """Split `text` into its leading commands (checked) and the rest."""
+    lines = text.split("\n")
+    commands: list[Command] = []
+    errors: list[str] = []
+    i = 0
+    previous_was_command = False
+    while i < len(lines):
+        raw = lines[i]
+        line = raw.strip()
+        if not line:
+            previous_was_command = False
+            i += 1
+            continue
+        if previous_was_command and _HEADER_LIKE.match(line):
+            errors.append(f"the header-like line {line[:60]!r} follows a command: was a line "
+                          "break smuggled into a command value? Put a blank line between the "
+                          "commands and your text")  # fmt: skip
+            previous_was_command = False
+            i += 1
+            continue
+        if not line.startswith("#"):
+            break
+        i += 1
+        previous_was_command = True
+        if len(commands) + len(errors) >= MAX_COMMANDS:
+            errors.append(f"more than {MAX_COMMANDS} commands in one reply")
+            continue
+        if _bad_chars(raw) or len(line) > MAX_LINE:
+            errors.append(f"{_shown(line)}: the line carries control characters or is too long")
+            continue
+        try:
+            commands.append(_parse_one(line, directory, now, timezone, meeting_minutes))
+        except ValueError as exc:
+            errors.append(f"{_shown(line)}: {exc}")
+    body = "\n".join(lines[i:]).strip("\n")
+    return CommandBlock(tuple(commands), tuple(errors), body)
+
+
+def _shown(line: str) -> str:
+    clean = "".join(c if c.isprintable() else "?" for c in line)
+    return clean if len(clean) <= 80 else clean[:77] + "..."
+
+
+def _parse_one(
+    line: str, directory: Directory, now: datetime, timezone: str, minutes: int
+) -> Command:
+    word, _sp, arg = line[1:].strip().partition(" ")
+    name = word.lower()
+    arg = " ".join(arg.split())
+    if name not in NAMES:
+        raise ValueError(f"unknown command #{word}")
+    if name == "status":
+        status = arg.lower().replace(" ", "_").replace("-", "_")
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        return Command(name, line, status)
+    if name == "priority":
+        text = arg.upper().removeprefix("P")
+        if text not in ("1", "2", "3", "4"):
+            raise ValueError("priority must be P1, P2, P3 or P4")
+        return Command(name, line, int(text))
+    if name == "assign":
+        agent = directory.find(arg)
+        if agent is None:
+            raise ValueError(f"no single active agent is called {arg!r}" if arg else
+                             "name the agent: #assign <address or name>")  # fmt: skip
+        return Command(name, line, agent.email)
+    if name == "take" and arg:
+        raise ValueError("#take takes no argument")
+    if name == "escalate":
+        if not arg:
+            return Command(name, line, None)
+        tier = arg.lower().removeprefix("tier").strip().removeprefix("t")
+        if tier not in ("1", "2", "3"):
+            raise ValueError("the tier must be 1, 2 or 3")
+        return Command(name, line, int(tier))
+    if name == "category":
+        if not _CATEGORY.match(arg.lower()):
+            raise ValueError("name one category, e.g. #category network")
+        return Command(name, line, arg.lower())
+    if name == "type":
+        if arg.lower() not in ("incident", "request"):
+            raise ValueError("type must be incident or request")
+        return Command(name, line, arg.lower())
+    if name == "meeting":
+        return Command(name, line, _meeting(arg, now, timezone, minutes))
+    if name == "link":
+        number = arg.removeprefix("#")
+        if not number.isdigit() or len(number) > 12:
+            raise ValueError("name the ticket to link by its number, e.g. #link 123")
+        return Command(name, line, int(number))
+    return Command(name, line, arg)  # take, resolve, close, reopen, note: free text
+
+
+def _meeting(arg: str, now: datetime, timezone: str, minutes: int) -> Meeting:
+    m = _WHEN.match(arg)
+    if m is None:
+        raise ValueError("write the time as YYYY-MM-DD HH:MM[-HH:MM], then an optional link")
+    day, start_s, end_s, link = m.groups()
+    zone = ZoneInfo(timezone)
+    try:
+        start = datetime.strptime(f"{day} {start_s}", "%Y-%m-%d %H:%M").replace(tzinfo=zone)
+        end = (datetime.strptime(f"{day} {end_s}", "%Y-%m-%d %H:%M").replace(tzinfo=zone)
+               if end_s else start + timedelta(minutes=minutes))  # fmt: skip
+    except ValueError:
+        raise ValueError(f"{day} {start_s} is not a date and time") from None
+    if end <= start:
+        raise ValueError("the meeting must end after it starts")
+    if start.astimezone(UTC) < now:
+        raise ValueError("the meeting time is in the past")
+    if start.astimezone(UTC) > now + timedelta(days=366):
+        raise ValueError("the meeting time is more than a year away")
+    if link and not _LINK.match(link):
+        raise ValueError("the link must be one http(s) address")
+    return Meeting(start.astimezone(UTC), end.astimezone(UTC), link or "")

@@ -1,0 +1,435 @@
+"""decide: run the pure stages and return one frozen `Decision`.
+
+``screen -> correlate -> identify -> commands -> triage -> decide``. No
+database, no network, no clock: the worker passes in the `Facts` it looked
+up and "now". `apply` writes the Decision in one transaction (and
+`maild.agentreply` runs an agent's commands in it).
+
+Mail on the agents' channel (to a personal reply address, or from or
+imitating an agent of the directory) is decided by `maild.agentmail`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from maild.addresses import ServedAddresses, is_valid_address, normalize_address, split_plus
+from maild.config.settings import Settings
+from maild.mail.language import choose as choose_language
+from maild.mail.parse import Address, ParsedMessage
+from maild.mail.quotes import strip_reply
+from maild.pipeline import agentauth, agentmail, notices
+from maild.pipeline.correlate import Facts, TicketFacts, correlate
+from maild.pipeline.decision import (
+    ArticleSpec,
+    BounceSpec,
+    Decision,
+    EventSpec,
+    InboundMeta,
+    Notice,
+    TicketSpec,
+)
+from maild.pipeline.identify import Role, identify
+from maild.pipeline.mailbox_defaults import apply_mailbox_defaults
+from maild.pipeline.screen import Envelope, Verdict, screen
+from maild.pipeline.sla import SlaPolicy
+from maild.pipeline.triage import Rulebook, classify
+from maild.store.states import (
+    FINISHED_STATUSES,
+    ArticleKind,
+    Outcome,
+    TicketStatus,
+    Visibility,
+)
+
+SUMMARY_CHARS = 600
+SUMMARY_SCAN_CHARS = 8192
+MAX_WATCHERS = 20
+
+
+def decide(
+    msg: ParsedMessage,
+    inbound: InboundMeta,
+    facts: Facts,
+    settings: Settings,
+    now: datetime,
+    rules: Rulebook | None = None,
+) -> Decision:
+    served = ServedAddresses.of(settings.helpdesk.addresses)
+    sender = _sender(msg, inbound)
+    env = Envelope(
+        mail_from=inbound.envelope_from, recipient=inbound.recipient, to=inbound.envelope_to
+    )
+    screening = screen(msg, env, settings)
+    correlation = correlate(msg, facts)
+    ticket = facts.tickets.get(correlation.ticket_id) if correlation.ticket_id else None
+
+    if screening.verdict == Verdict.OWN_LOOP:
+        return Decision(Outcome.IGNORED, f"own mail: {screening.reason}")
+    if screening.verdict in (Verdict.BOUNCE, Verdict.AUTOMATED):
+        # Never a new ticket, an acknowledgement, a reopen or a command.
+        if ticket is None:
+            return Decision(Outcome.IGNORED, f"{screening.verdict}: {screening.reason}")
+        kind = ArticleKind.BOUNCE if screening.verdict == Verdict.BOUNCE else ArticleKind.AUTOMATED
+        bounce = _bounce(msg, facts, ticket) if screening.verdict == Verdict.BOUNCE else None
+        detail: dict[str, Any] = {"reason": screening.reason}
+        if bounce is not None:
+            detail.update(kind=bounce.kind, addresses=list(bounce.addresses),
+                          status=bounce.status, outbox=bounce.outbox_id)  # fmt: skip
+        return Decision(
+            Outcome.APPENDED,
+            f"{screening.verdict}: {screening.reason}",
+            ticket_id=ticket.id,
+            article=_article(msg, sender, kind, Visibility.INTERNAL),
+            events=(EventSpec(f"{kind}_received", sender.email, detail=detail),),
+            how=correlation.how,
+            bounce=bounce,
+        )
+
+    if facts.already_stored_on is not None:
+        return Decision(
+            Outcome.IGNORED,
+            f"already recorded on ticket #{facts.already_stored_on} (same Message-ID)",
+        )
+    if served.serves(sender.email):  # an envelope sender of ours (From was screened)
+        return Decision(Outcome.IGNORED, f"sent from our own address {sender.email}")
+    if ticket is not None:  # the agents' channel first: a look-alike From is no valid address
+        check = agentauth.check(msg, facts.reply_token, facts.directory, settings,
+                                ticket_id=ticket.id, requester=ticket.requester, now=now)  # fmt: skip
+        if check is not None:
+            return agentmail.decide(msg, inbound, facts, settings, now, ticket, check, sender,
+                                    how=correlation.how)  # fmt: skip
+    if not is_valid_address(sender.email):
+        return Decision(Outcome.QUARANTINED, "no usable sender address (From or envelope)")
+
+    if ticket is not None:
+        role = identify(msg, ticket)
+        if ticket.status in FINISHED_STATUSES and role == Role.REQUESTER:
+            finished_at = ticket.closed_at or ticket.resolved_at or now
+            if now - finished_at > timedelta(days=settings.helpdesk.reopen_days):
+                return _new_ticket(
+                    msg, inbound, sender, settings, now, facts, rules, parent=ticket,
+                    note=f"reply to #{ticket.id} after the reopen window",
+                )  # fmt: skip
+            return Decision(
+                Outcome.APPENDED,
+                f"requester reply reopens #{ticket.id}",
+                ticket_id=ticket.id,
+                article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
+                status=TicketStatus.OPEN,
+                events=(
+                    EventSpec("article_added", sender.email, detail={"role": str(role)}),
+                    EventSpec(
+                        "status",
+                        sender.email,
+                        old=ticket.status,
+                        new=TicketStatus.OPEN,
+                        detail={"reason": "requester replied"},
+                    ),
+                ),  # fmt: skip
+                notices=_reopen_notices(msg, ticket, facts, settings) if inbound.notify else (),
+                how=correlation.how,
+            )
+        events = [EventSpec("article_added", sender.email, detail={"role": str(role)})]
+        status = None
+        if ticket.status == TicketStatus.PENDING_USER and role == Role.REQUESTER:
+            status = TicketStatus.OPEN
+            events.append(EventSpec("status", sender.email, old=ticket.status, new=status,
+                                    detail={"reason": "requester replied"}))  # fmt: skip
+        add: tuple[Address, ...] = ()
+        remove: tuple[str, ...] = ()
+        if role == Role.REQUESTER and msg.cc:  # the requester's Cc says who watches
+            add, remove = _watcher_changes(msg, sender, ticket, facts, settings)
+        told: tuple[Notice, ...] = ()
+        if inbound.notify and role in (Role.REQUESTER, Role.PARTICIPANT):
+            told = _reply_notices(msg, sender, ticket, facts, settings, status)
+        return Decision(
+            Outcome.APPENDED,
+            f"{role} reply to #{ticket.id} ({correlation.how})",
+            ticket_id=ticket.id,
+            article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
+            status=status,
+            events=tuple(events),
+            notices=(*told, *_limits_notice(msg, inbound, sender)),
+            how=correlation.how,
+            watchers_add=add,
+            watchers_remove=remove,
+        )
+    return _new_ticket(msg, inbound, sender, settings, now, facts, rules, note=correlation.note)
+
+
+def _reopen_notices(
+    msg: ParsedMessage, ticket: TicketFacts, facts: Facts, settings: Settings
+) -> tuple[Notice, ...]:
+    """The requester hears the ticket is open again; the agents working it, that it came back."""
+    references = (*msg.references, msg.message_id) if msg.message_id else msg.references
+    thread = notices.Thread(msg.message_id, references)
+    context = {"event": "reopened", "summary": _summary(msg.text)}
+    watchers = tuple(Address("", w) for w in sorted(ticket.watchers))
+    audience = notices.working_audience(
+        settings,
+        facts.directory,
+        tier=ticket.tier,
+        assignee_id=ticket.assignee,
+        security=ticket.security,
+    )
+    return (
+        notices.to_requester("status", "status", msg.reply_to[0] if msg.reply_to else
+                             Address(name="", email=ticket.requester),
+                             thread=thread, context={"event": "reopened", "by_reply": True},
+                             cc=watchers),
+        *notices.to_groups("agent_update", "agent_update", audience,
+                           security=ticket.security, context=context),
+    )  # fmt: skip
+
+
+def _bounce(msg: ParsedMessage, facts: Facts, ticket: TicketFacts) -> BounceSpec:
+    """Which of the recipients of our mail the report says failed, and how.
+
+    Only addresses we sent that mail to (the VERP outbox row's recipients, else
+    the ticket's participants) can be marked: a report naming anyone else
+    changes nothing (a forwarded address that failed further on is recorded
+    on the ticket, and left to the agent).
+    """
+    report = msg.bounce
+    outbox = facts.bounced_outbox
+    if report is None:
+        return BounceSpec("unknown", (), outbox.id if outbox else None)
+    ours = set(outbox.recipients) if outbox is not None else set(ticket.participants)
+
+    hard = tuple(a for a in report.permanent if a in ours)
+    soft = tuple(a for a in report.temporary if a in ours)
+    kind = "hard" if hard else "soft" if soft else "unknown"
+    return BounceSpec(
+        kind,
+        hard or soft,
+        outbox.id if outbox else None,
+        status=report.status,
+        diagnostic=report.diagnostic,
+    )
+
+
+def _limits_notice(msg: ParsedMessage, inbound: InboundMeta, sender: Address) -> tuple[Notice, ...]:
+    """Tell a person whose reply was cut by the limits what was left out."""
+    if not msg.notes or not inbound.notify:
+        return ()
+    return (
+        Notice(
+            template="limits",
+            to=msg.reply_to[:1] or (sender,),
+            kind="limits",
+            auto_submitted="auto-replied",
+            in_reply_to=msg.message_id,
+            references=((*msg.references, msg.message_id) if msg.message_id else msg.references)[
+                -20:
+            ],
+            context={"notes": list(msg.notes)},
+        ),
+    )
+
+
+def _reply_notices(
+    msg: ParsedMessage, sender: Address, ticket: TicketFacts, facts: Facts, settings: Settings,
+    status: TicketStatus | None,
+) -> tuple[Notice, ...]:  # fmt: skip
+    """The agents working the ticket hear of a requester's (or watcher's) reply."""
+    audience = notices.working_audience(
+        settings,
+        facts.directory,
+        tier=ticket.tier,
+        assignee_id=ticket.assignee,
+        security=ticket.security,
+    )
+    # What they wrote, without the mail they quote (the head only: it is untrusted input).
+    said = strip_reply(msg.text[:SUMMARY_SCAN_CHARS]) or msg.text
+    context = {
+        "event": "reply",
+        "summary": _summary(said),
+        "author": sender.formatted(),
+        "status_now": str(status) if status else ticket.status,
+    }
+    return notices.to_groups("agent_update", "agent_update", audience, security=ticket.security,
+                             context=context)  # fmt: skip
+
+
+def is_own_address(email: str, settings: Settings, served: ServedAddresses | None = None) -> bool:
+    """One of ours: a served address (or a plus-variant), or on our Message-ID domain."""
+    served = served or ServedAddresses.of(settings.helpdesk.addresses)
+    base, _tag = split_plus(email)
+    domain = email.rpartition("@")[2]
+    return served.serves(base) or domain == settings.helpdesk.domain.lower()
+
+
+def _watcher_candidates(
+    msg: ParsedMessage, sender: Address, requester: str, facts: Facts, settings: Settings
+) -> dict[str, Address]:
+    """The people the requester copied: never our own addresses, agents or groups."""
+    served = ServedAddresses.of(settings.helpdesk.addresses)
+    t = settings.tiers
+    groups = {e.lower() for e in (*t.tier1, *t.tier2, *t.tier3, *t.duty_manager, *t.security)}
+    out: dict[str, Address] = {}
+    for a in msg.cc:
+        email = a.email
+        if (email in (sender.email, requester) or email in groups or not is_valid_address(email)
+                or facts.directory.by_email(email) is not None
+                or is_own_address(email, settings, served)):  # fmt: skip
+            continue
+        out.setdefault(email, a)
+    return dict(list(out.items())[:MAX_WATCHERS])
+
+
+def _watcher_changes(
+    msg: ParsedMessage, sender: Address, ticket: TicketFacts, facts: Facts, settings: Settings
+) -> tuple[tuple[Address, ...], tuple[str, ...]]:
+    """A requester's mail that copies anyone but us sets the watchers to exactly those copied."""
+    if all(is_own_address(a.email, settings) for a in msg.cc):
+        return (), ()
+    wanted = _watcher_candidates(msg, sender, ticket.requester, facts, settings)
+    add = tuple(a for e, a in wanted.items() if e not in ticket.watchers)
+    remove = tuple(sorted(w for w in ticket.watchers if w not in wanted))
+    return add, remove
+
+
+def _sender(msg: ParsedMessage, inbound: InboundMeta) -> Address:
+    if msg.sender is not None:
+        return msg.sender
+    envelope = normalize_address(inbound.envelope_from or "")
+    return Address(name="", email=envelope)
+
+
+def _article(
+    msg: ParsedMessage, sender: Address, kind: ArticleKind, visibility: Visibility
+) -> ArticleSpec:
+    text = msg.text
+    if msg.notes:  # what the limits left out, where the agent reads the message
+        text = "\n\n".join(
+            [text.rstrip(), "\n".join(f"[maild: {note}]" for note in msg.notes)]
+        ).lstrip()
+    return ArticleSpec(
+        kind=kind,
+        visibility=visibility,
+        author=sender,
+        subject=msg.subject,
+        text=text,
+        html=msg.html,
+        message_id=msg.message_id,
+        in_reply_to=msg.in_reply_to[0] if msg.in_reply_to else None,
+        sent_at=msg.date,
+        attachments=msg.attachments,
+    )
+
+
+def _summary(text: str) -> str:
+    text = text.strip()
+    if len(text) <= SUMMARY_CHARS:
+        return text
+    cut = text[:SUMMARY_CHARS].rsplit(" ", 1)[0]
+    return cut + " …"
+
+
+def _new_ticket(
+    msg: ParsedMessage,
+    inbound: InboundMeta,
+    sender: Address,
+    settings: Settings,
+    now: datetime,
+    facts: Facts,
+    rules: Rulebook | None,
+    *,
+    parent: TicketFacts | None = None,
+    note: str = "",
+) -> Decision:
+    rules = rules or Rulebook.from_settings(settings)
+    triage = classify(msg, inbound.recipient, settings, rules)
+    triage = apply_mailbox_defaults(triage, inbound.mailbox, settings)
+    language, language_source = choose_language(facts.sender_language, msg.language,
+                                                f"{msg.subject}\n{msg.text}",
+                                                settings.helpdesk.default_language)  # fmt: skip
+    policy = SlaPolicy.from_settings(settings)
+    clock = policy.start(triage.priority, now)
+    due = clock.first_response_due
+    regulator_due = regulator_next = None
+    if triage.security:
+        regulator_due, regulator_next = policy.regulator_clock(now)
+    subject = msg.subject or "(no subject)"
+    spec = TicketSpec(
+        type=triage.type,
+        category=triage.category,
+        impact=triage.impact,
+        urgency=triage.urgency,
+        priority=triage.priority,
+        tier=triage.tier,
+        security=triage.security,
+        subject=subject,
+        requester=sender,
+        language=language,
+        address=inbound.recipient or settings.helpdesk.primary_address,
+        first_response_due=due,
+        resolution_due=clock.resolution_due,
+        parent_id=parent.id if parent else None,
+        sla=clock,
+        regulator_due=regulator_due,
+        regulator_next_reminder_at=regulator_next,
+        contact_language=language if language_source != "default" else None,
+        watchers=tuple(_watcher_candidates(msg, sender, sender.email, facts, settings).values()),
+    )
+    detail: dict[str, Any] = {"triage": list(triage.matched), "language": language_source}
+    if note:
+        detail["note"] = note
+    events = [EventSpec("created", sender.email, new=TicketStatus.NEW, detail=detail)]
+    if parent is not None:
+        events.append(EventSpec("linked", sender.email, new=str(parent.id),
+                                detail={"reason": "reply after the reopen window"}))  # fmt: skip
+    notices_out: tuple[Notice, ...] = ()
+    if inbound.notify:
+        spec = replace(spec, status=TicketStatus.OPEN)
+        events.append(EventSpec("status", "maild", old=TicketStatus.NEW, new=TicketStatus.OPEN,
+                                detail={"reason": "acknowledged"}))  # fmt: skip
+        to = msg.reply_to[:1] or (sender,)
+        references = (*msg.references, msg.message_id) if msg.message_id else msg.references
+        hierarchical = triage.priority == 1
+        ack = Notice(
+            template="ack",
+            to=to,
+            kind="ack",
+            auto_submitted="auto-replied",
+            in_reply_to=msg.message_id,
+            references=references[-20:],
+            context={
+                "summary": _summary(msg.text),
+                "first_response_due": due,
+                "resolution_due": clock.resolution_due,
+                "parent_id": parent.id if parent else None,
+                "questions": list(rules.questions(triage.category, language)),
+                "security": triage.security,
+                "hierarchical": hierarchical,
+                "notes": list(msg.notes),
+            },
+        )
+        audience = notices.new_ticket_audience(
+            settings,
+            priority=triage.priority,
+            tier=triage.tier,
+            security=triage.security,
+            directory=facts.directory,
+        )
+        agent_context = {"summary": _summary(msg.text), "hierarchical": hierarchical,
+                         "parent_id": parent.id if parent else None}  # fmt: skip
+        group = notices.to_groups("agent_new", "agent_new", audience, security=triage.security,
+                                  context=agent_context)  # fmt: skip
+        notices_out = (ack, *group)
+        if hierarchical:
+            events.append(EventSpec("escalated", "maild", detail={
+                "kind": "hierarchical", "reason": "P1",
+                "notified": [r.address.email for r, role in audience
+                             if role == notices.ROLE_HIERARCHICAL]}))  # fmt: skip
+    return Decision(
+        Outcome.NEW_TICKET,
+        note or "new ticket",
+        new_ticket=spec,
+        article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
+        events=tuple(events),
+        notices=notices_out,
+    )

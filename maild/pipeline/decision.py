@@ -1,0 +1,145 @@
+"""The decision types: what the pipeline decided about one message.
+
+`decide` (requesters' mail), `agentmail` (agents' replies), `notices` (who is
+told) and the desk's `apply` all speak these frozen types; they live here, below
+all of them, so none of those modules needs another to name them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from maild.mail.parse import Address, ParsedAttachment
+from maild.pipeline.commands import Command
+from maild.pipeline.sla import SlaClock
+from maild.store.states import ArticleKind, Direction, Outcome, TicketStatus, Visibility
+
+__all__ = [
+    "AgentReply",
+    "ArticleSpec",
+    "BounceSpec",
+    "Decision",
+    "EventSpec",
+    "InboundMeta",
+    "Notice",
+    "TicketSpec",
+]
+
+
+@dataclass(frozen=True)
+class InboundMeta:
+    id: int
+    recipient: str | None  # the served base address
+    envelope_from: str | None
+    notify: bool
+    received_at: datetime
+    mailbox: str | None = None  # the [[imap.mailboxes]] name it was read from
+    envelope_to: tuple[str, ...] = ()  # as given, plus-tags kept (reply addresses)
+
+
+@dataclass(frozen=True)
+class ArticleSpec:
+    kind: ArticleKind
+    visibility: Visibility
+    author: Address
+    subject: str
+    text: str
+    html: str | None
+    message_id: str | None
+    in_reply_to: str | None
+    sent_at: datetime | None
+    attachments: tuple[ParsedAttachment, ...] = ()
+    direction: Direction = Direction.IN
+
+
+@dataclass(frozen=True)
+class TicketSpec:
+    type: str
+    category: str
+    impact: int
+    urgency: int
+    priority: int
+    tier: int
+    security: bool
+    subject: str
+    requester: Address
+    language: str
+    address: str
+    first_response_due: datetime | None
+    resolution_due: datetime | None
+    status: TicketStatus = TicketStatus.NEW
+    parent_id: int | None = None
+    sla: SlaClock | None = None  # all SLA columns (maild.sla); the dues above mirror it
+    regulator_due: datetime | None = None
+    regulator_next_reminder_at: datetime | None = None
+    contact_language: str | None = None  # recorded on a new contact (None: only the default)
+    watchers: tuple[Address, ...] = ()  # the requester's Cc
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    kind: str
+    actor: str
+    old: str | None = None
+    new: str | None = None
+    detail: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An automatic mail to send; rendered from `template` when applied."""
+
+    template: str
+    to: tuple[Address, ...]
+    kind: str  # "ack", "update", ...
+    auto_submitted: str  # "auto-replied" (answers a mail) or "auto-generated"
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    context: Mapping[str, Any] = field(default_factory=dict)
+    reply_to: Address | None = None  # default: the help-desk address of the ticket
+    language: str | None = None  # default: the ticket's language
+    visibility: Visibility = Visibility.PUBLIC  # agent notifications are internal
+    agent_id: int | None = None  # to an agent: Reply-To is their personal reply address
+    cc: tuple[Address, ...] = ()  # the watchers, on public updates
+    calendar: bytes | None = None  # an iCalendar REQUEST sent along (#meeting)
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    """An authenticated agent's reply: commands to run, text for the requester."""
+
+    agent_id: int
+    agent: Address
+    commands: tuple[Command, ...]
+    text: str  # for the requester, quote- and signature-stripped ("" if none)
+
+
+@dataclass(frozen=True)
+class BounceSpec:
+    """What a delivery report says about mail we sent (`maild.bounce`)."""
+
+    kind: str  # "hard" | "soft" | "unknown"
+    addresses: tuple[str, ...]  # our recipients it reports as failed
+    outbox_id: int | None  # the mail it is about, when its VERP address told us
+    status: str | None = None
+    diagnostic: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str = ""
+    ticket_id: int | None = None  # existing ticket the message goes to
+    new_ticket: TicketSpec | None = None
+    article: ArticleSpec | None = None
+    status: TicketStatus | None = None  # new status for an existing ticket
+    events: tuple[EventSpec, ...] = ()
+    notices: tuple[Notice, ...] = ()
+    how: str = ""  # how the ticket was found
+    bounce: BounceSpec | None = None  # a delivery report: who failed, for good or not
+    agent_reply: AgentReply | None = None  # run by maild.agentreply after apply
+    watchers_add: tuple[Address, ...] = ()
+    watchers_remove: tuple[str, ...] = ()

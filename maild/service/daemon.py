@@ -1,0 +1,482 @@
+"""``maild serve``: wire the parts together and run until told to stop.
+
+Threads: the intake writer (group commit), the worker, the sender, one per
+IMAP mailbox (`maild.imap`), the ``/metrics`` and ``/healthz`` listener; the
+asyncio loop runs the SMTP/LMTP listener and the systemd watchdog;
+APScheduler runs the periodic, idempotent sweeps (`Daemon.add_sweep`, each
+under a singleton lock across instances) and this instance's heartbeat.
+
+Signals: SIGTERM/SIGINT answer ``421`` to new connections and commands, let
+messages already in DATA finish (up to ``smtp.drain_seconds``), commit what
+was received, finish the batch in hand, hand back what this instance claimed
+and exit 0, within 10 s. SIGHUP runs the reload hooks (templates and triage
+rules; the agent directory registers its own with `Daemon.add_reload_hook`)
+without touching open connections.
+
+Under systemd (``Type=notify``) it reports READY, STATUS, RELOADING, STOPPING
+and pings WATCHDOG while its threads are healthy (`maild.notify`); a socket
+passed by ``maild.socket`` replaces ``smtp.listen``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import resource
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine, or_, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.clock import Clock, SystemClock
+from maild.config.settings import Settings
+from maild.desk import agents
+from maild.desk.apply import Applier
+from maild.desk.sweeps import SWEEPS, Sweep
+from maild.intake.commit import GroupCommitter
+from maild.intake.imap import ImapIntake
+from maild.intake.smtp import IntakeHandler, start_server
+from maild.mail.render import Renderer
+from maild.service.cluster import Membership, run_singleton
+from maild.service.metrics import HttpServer, Metrics
+from maild.service.notify import Notifier, inherited_sockets
+from maild.service.parsepool import ParsePool
+from maild.service.sender import Sender, transport_from_settings
+from maild.service.senderproc import SenderProcess
+from maild.service.worker import Processed, Worker
+from maild.store.db import ensure_schema, is_sqlite, make_engine, session_factory
+from maild.store.models import Inbound
+from maild.store.states import InboundStatus
+
+log = logging.getLogger(__name__)
+
+# A step running longer than this means a stuck thread: healthz fails and the
+# systemd watchdog is no longer fed, so systemd restarts the service.
+STUCK_AFTER_SECONDS = 300.0
+STOP_BUDGET_SECONDS = 9.0
+SWITCH_INTERVAL = 0.0005  # seconds; see Daemon.run
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft limit on open files to the hard limit (idle SMTP clients)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+class Loop:
+    """A thread that runs `step` whenever woken (or every `interval` seconds)."""
+
+    def __init__(
+        self, name: str, step: Callable[[], bool], interval: float, settle: float = 0.0
+    ) -> None:
+        self.name = name
+        self.step = step
+        self.interval = interval
+        # After a wake-up, wait this long so that work arriving in a burst is
+        # handled in one batch (fewer transactions) rather than piecemeal.
+        self.settle = settle
+        self.wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.busy_since: float | None = None  # time.monotonic() when the step began
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop after the step in hand; True if the thread ended within `timeout`."""
+        if self._thread.ident is None:  # never started
+            return True
+        self._stopping.set()
+        self.wake.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def healthy(self) -> bool:
+        busy = self.busy_since
+        stuck = busy is not None and time.monotonic() - busy > STUCK_AFTER_SECONDS
+        return self._thread.is_alive() and not stuck
+
+    def _run(self) -> None:
+        first = True  # work left by an earlier run is taken up at once
+        while not self._stopping.is_set():
+            if not first and self.wake.wait(self.interval) and self.settle:
+                self._stopping.wait(self.settle)
+            first = False
+            self.wake.clear()
+            while not self._stopping.is_set():
+                self.busy_since = time.monotonic()
+                try:
+                    more = self.step()
+                except Exception:
+                    log.exception(
+                        "%s: step failed; trying again in %.0fs", self.name, self.interval
+                    )
+                    break
+                finally:
+                    self.busy_since = None
+                if not more:
+                    break
+
+
+class Daemon:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.engine: Engine = make_engine(settings.database.url)
+        ensure_schema(self.engine)
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self.renderer = Renderer.from_settings(settings)
+        self.applier = Applier(settings, self.renderer)
+        agents.install(self.sessions, self.applier)  # the agent directory, synced with the config
+        self.sender = Sender(self.sessions, settings, self.clock, transport_from_settings(settings))
+        # The sender runs in a process of its own (it would otherwise compete
+        # for the interpreter lock with intake and worker), except with an
+        # injected clock (tests), which a child process could not share.
+        self.sender_loop: Loop | SenderProcess
+        if settings.outgoing.sender_process and clock is None:
+            self.sender_loop = SenderProcess(
+                settings, settings.worker.poll_seconds, settle=0.05, on_stats=self._on_sent
+            )
+        else:
+            self.sender_loop = Loop(
+                "sender", self._send_step, settings.worker.poll_seconds, settle=0.05
+            )
+        self.parser = ParsePool.from_settings(settings)
+        self.worker = Worker(
+            self.sessions,
+            settings,
+            self.clock,
+            self.applier,
+            on_outbox=self.sender_loop.wake,
+            parser=self.parser,
+        )
+        self.worker_loop = Loop("worker", self._work_step, settings.worker.poll_seconds)
+        self.committer = GroupCommitter(
+            self.sessions, self.clock, on_commit=self.worker_loop.wake.set
+        )
+        self.handler = IntakeHandler(settings, self.committer, lmtp=settings.smtp.lmtp)
+        self.imap = ImapIntake(
+            settings, self.sessions, self.clock, on_commit=self.worker_loop.wake.set
+        )
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.server: asyncio.Server | None = None
+        self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.ready = threading.Event()
+        self.metrics = Metrics(self.sessions, self.clock)
+        for poller in self.imap.pollers:
+            poller.on_polled = self.metrics.mailbox_polled
+        self.handler.on_result = self._on_intake
+        self.worker.intake_busy = self._intake_busy
+        self.notifier = Notifier()
+        self.http: HttpServer | None = None
+        self.membership = Membership(
+            self.engine, self.sessions, self.clock,
+            dead_after=settings.cluster.dead_after_seconds, on_new_id=self._set_instance,
+        )  # fmt: skip
+        self.reload_hooks: list[tuple[str, Callable[[], object]]] = [
+            ("templates", self.renderer.reload),
+            ("triage rules", self.worker.reload_rules),
+            ("agent directory", lambda: agents.reload(self.sessions, self.applier)),
+        ]
+
+    # --- extension points for other modules ---------------------------------------
+
+    def add_reload_hook(self, name: str, hook: Callable[[], object]) -> None:
+        """Run `hook` on SIGHUP (e.g. recompile rules, reread the agent directory).
+
+        A hook that raises keeps its old state; the others still run.
+        """
+        self.reload_hooks.append((name, hook))
+
+    def add_sweep(
+        self, name: str, job: Callable[[], object], *, seconds: float, singleton: bool = True
+    ) -> None:
+        """Run `job` every `seconds`; with `singleton`, on one instance at a time."""
+
+        def run() -> None:
+            try:
+                if singleton:
+                    run_singleton(self.engine, f"sweep:{name}", job)
+                else:
+                    job()
+            except Exception:
+                log.exception("sweep %s failed; next run in %.0fs", name, seconds)
+
+        self.scheduler.add_job(run, "interval", seconds=seconds, id=name, name=name,
+                               max_instances=1, coalesce=True)  # fmt: skip
+
+    # --- steps ---------------------------------------------------------------------
+
+    def _intake_busy(self) -> bool:
+        return self.handler.in_data > 0 or self.committer.queued() > 0
+
+    def _set_instance(self, instance_id: int) -> None:
+        self.worker.instance_id = instance_id
+        self.sender.instance_id = instance_id
+        if isinstance(self.sender_loop, SenderProcess):
+            self.sender_loop.set_instance(instance_id)
+
+    def _on_intake(self, source: str, result: str, seconds: float) -> None:
+        self.metrics.inbound_received.labels(source, result).inc()
+        self.metrics.smtp_reply_latency.observe(seconds)
+
+    def _work_step(self) -> bool:
+        results = self.worker.run_batch()
+        self._observe_processed(results)
+        return any(p.reason != "deferred" for p in results)
+
+    def _observe_processed(self, results: list[Processed]) -> None:
+        now = self.clock.now()
+        for p in results:
+            if p.outcome is not None:
+                outcome = str(p.outcome)
+                if p.received_at is not None:
+                    self.metrics.processing_latency.observe((now - p.received_at).total_seconds())
+            else:
+                outcome = "deferred" if p.reason == "deferred" else "failed"
+            self.metrics.inbound_processed.labels(p.source, outcome).inc()
+
+    def _send_step(self) -> bool:
+        stats = self.sender.run_batch()
+        self._on_sent(stats.sent, stats.retried, stats.dead)
+        return stats.total > 0
+
+    def _on_sent(self, sent: int, retried: int, dead: int) -> None:
+        m = self.metrics.outbox
+        m.labels("sent").inc(sent)
+        m.labels("retried").inc(retried)
+        m.labels("dead").inc(dead)
+
+    def _finish_interrupted(self, budget: float = 10.0) -> None:
+        """Before accepting mail: process what a crash interrupted (each alone).
+
+        A message that was in hand when the previous run died is retried
+        before new mail competes for the worker, so one that was merely
+        unlucky is done, and only one that kills the daemon again and again
+        is charged its attempts (and quarantined).
+        """
+        interrupted = select(Inbound.id).where(
+            Inbound.status == InboundStatus.PENDING,
+            or_(Inbound.attempts > 0, Inbound.error.is_not(None)),
+        )
+        deadline = time.monotonic() + budget
+        done = 0
+        while time.monotonic() < deadline:
+            with self.sessions() as session:
+                if session.scalar(interrupted.limit(1)) is None:
+                    break
+            batch = self.worker.run_batch()
+            if not batch:
+                break
+            done += len(batch)
+        if done:
+            log.info("processed %d message(s) interrupted by the previous run", done)
+
+    def _recover_stuck(self) -> None:
+        self.worker.recover()
+
+    def _sweep(self, name: str, sweep: Sweep) -> None:
+        try:
+            if sweep(self.sessions, self.applier, self.clock):
+                self.sender_loop.wake.set()
+        except Exception:
+            log.exception("sweep %s failed; trying again at the next interval", name)
+
+    def _reap(self) -> None:
+        try:
+            self.membership.reap()
+        except Exception as exc:  # e.g. lock_timeout behind a busy worker: next round
+            log.info("reaping dead instances postponed: %s", type(exc).__name__)
+
+    @property
+    def port(self) -> int | None:
+        """The port the listener is bound to (useful with ``smtp.listen = "HOST:0"``)."""
+        if self.server is None or not self.server.sockets:
+            return None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        nofile = raise_nofile_limit()
+        # The intake writer, the parse-pool threads and the worker share the
+        # GIL; handing it over every 0.5 ms instead of Python's 5 ms lets a
+        # thread woken by a commit or a parse result run at once: +10-20 %
+        # end to end in bench/run.py, and shorter waits for the 250.
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        single = is_sqlite(self.engine)
+        await asyncio.to_thread(self.parser.start)  # warm, before any work is claimed
+        self.membership.register()
+        self.membership.reap()  # an earlier run of ours, killed, holds rows
+        self.worker.recover(all_rows=single)
+        if single:
+            self.sender.recover()
+        if self.settings.worker.enabled:
+            await asyncio.to_thread(self._finish_interrupted)
+        self.committer.start()
+        if self.settings.worker.enabled:
+            self.worker_loop.start()
+        await asyncio.to_thread(self.sender_loop.start)  # a process: waits until it is set up
+        self.imap.start()
+        if self.imap.pollers:
+            log.info("IMAP intake from %s", ", ".join(p.name for p in self.imap.pollers))
+        beat = self.settings.cluster.heartbeat_seconds
+        # Separate jobs: a slow reap must not delay our own heartbeat.
+        self.scheduler.add_job(self.membership.heartbeat, "interval", seconds=beat,
+                               id="heartbeat", max_instances=1, coalesce=True)  # fmt: skip
+        self.scheduler.add_job(self._reap, "interval", seconds=beat, id="reap",
+                               max_instances=1, coalesce=True)  # fmt: skip
+        # Rows whose claim outlived the lease go back to pending (a last resort
+        # beside the heartbeat). Each sweep runs on one instance at a time.
+        self.add_sweep("recover_stuck", self._recover_stuck,
+                       seconds=max(1.0, min(60.0, self.settings.worker.lease_seconds / 4)))  # fmt: skip
+        for name, sweep in SWEEPS:
+            self.add_sweep(f"sweep_{name}", functools.partial(self._sweep, name, sweep),
+                           seconds=self.settings.sla.sweep_seconds)  # fmt: skip
+        self.scheduler.start()
+        self._loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._stop.set)
+            self._loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self.settings.http.enabled:
+            host, port = self.settings.http.host_port
+            self.http = HttpServer(host, port, self.metrics, self.health)
+            self.http.start()
+        status = "SMTP intake disabled"
+        if self.settings.smtp.enabled:
+            inherited = inherited_sockets()
+            self.server = await start_server(
+                self.settings, self.handler, sock=inherited[0] if inherited else None
+            )
+            where = ", ".join(str(s.getsockname()[:2]) for s in self.server.sockets)
+            status = f"{'LMTP' if self.settings.smtp.lmtp else 'SMTP'} on {where}"
+            if inherited:
+                status += " (socket from systemd)"
+        self.metrics.smtp_connections.set_function(lambda: len(self.handler.open_sessions))
+        log.info("maild ready: %s, database %s, outgoing %s, instance %s, open files %d%s",
+                 status, self.engine.url.render_as_string(hide_password=True),
+                 self.settings.outgoing.transport, self.membership.id, nofile,
+                 f", metrics on http://{self.settings.http.listen}/metrics"
+                 if self.http else "")  # fmt: skip
+        self.notifier.ready(f"accepting mail: {status}")
+        self.ready.set()
+        watchdog = asyncio.create_task(self._watchdog())
+        await self._stop.wait()
+        watchdog.cancel()
+        await self.shutdown()
+        return 0
+
+    # --- health, watchdog, reload ------------------------------------------------
+
+    def threads_healthy(self) -> dict[str, bool]:
+        return {
+            "intake_writer": self.committer.alive(),
+            "worker": not self.settings.worker.enabled or self.worker_loop.healthy(),
+            "sender": self.sender_loop.healthy(),
+            "imap": all(p.alive for p in self.imap.pollers) or not self.ready.is_set(),
+        }
+
+    def health(self) -> dict[str, bool]:
+        """What ``/healthz`` reports; every value must be True for a 200."""
+        checks = self.threads_healthy()
+        checks["smtp"] = not self.settings.smtp.enabled or (
+            self.server is not None and self.server.is_serving()
+        )
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = True
+        except Exception:
+            checks["database"] = False
+        return checks
+
+    async def _watchdog(self) -> None:
+        """Feed systemd's watchdog while the threads are healthy; update STATUS."""
+        interval = self.notifier.watchdog_interval()
+        period = min(interval, 10.0) if interval else 10.0
+        if not self.notifier.enabled:
+            return
+        while True:
+            checks = self.threads_healthy()
+            if all(checks.values()):
+                if interval:
+                    self.notifier.watchdog()
+                self.notifier.status(
+                    f"accepting mail; {self.committer.messages} received, "
+                    f"{len(self.handler.open_sessions)} connection(s)"
+                )
+            else:
+                bad = ", ".join(k for k, ok in checks.items() if not ok)
+                log.error("unhealthy: %s; no longer feeding the watchdog", bad)
+                self.notifier.status(f"unhealthy: {bad}")
+            await asyncio.sleep(period)
+
+    def reload(self) -> bool:
+        """SIGHUP: run every reload hook; open connections are not touched."""
+        self.notifier.reloading()
+        ok = True
+        for name, hook in self.reload_hooks:
+            try:
+                hook()
+                log.info("SIGHUP: %s reloaded", name)
+            except Exception as exc:
+                ok = False
+                log.error("SIGHUP: reloading %s failed, keeping the old one: %s", name, exc)
+        self.metrics.reloads.labels("ok" if ok else "failed").inc()
+        self.notifier.ready("accepting mail (reloaded)" if ok else "reload failed, see the log")
+        return ok
+
+    def request_stop(self) -> None:
+        """Ask a daemon running in another thread to stop (thread-safe)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def shutdown(self) -> None:
+        started = time.monotonic()
+
+        def left(cap: float) -> float:
+            return max(0.1, min(cap, STOP_BUDGET_SECONDS - (time.monotonic() - started)))
+
+        log.info("stopping: 421 to new mail; finishing what is in hand")
+        self.notifier.stopping("stopping: finishing messages in hand")
+        self.handler.drain()
+        drain_until = started + min(self.settings.smtp.drain_seconds, STOP_BUDGET_SECONDS - 3)
+        while self.handler.in_data and time.monotonic() < drain_until:
+            await asyncio.sleep(0.02)
+        if self.handler.in_data:
+            log.warning("stopping: %d message(s) still in DATA after %.1fs; they get no answer "
+                        "and their senders retry", self.handler.in_data,
+                        self.settings.smtp.drain_seconds)  # fmt: skip
+        if self.server is not None:
+            self.server.close()
+        await asyncio.to_thread(self.imap.stop, left(3.0))
+        # Commit everything already received, then stop the threads after
+        # their current batch.
+        await asyncio.to_thread(self.committer.stop, left(3.0))
+        self.scheduler.shutdown(wait=False)
+        worker_done, sender_done = await asyncio.gather(
+            asyncio.to_thread(self.worker_loop.stop, left(4.0)),
+            asyncio.to_thread(self.sender_loop.stop, left(4.0)),
+        )
+        if worker_done and sender_done:
+            await asyncio.to_thread(self.membership.leave)
+        else:  # a batch is still running: its rows are released by the next start or a peer
+            log.warning("stopping: a batch did not finish in time; leaving it to be retried")
+        self.parser.close()
+        if self.http is not None:
+            self.http.stop()
+        self.engine.dispose()
+        log.info("stopped in %.1fs", time.monotonic() - started)

@@ -1,0 +1,421 @@
+"""Parse in long-lived child processes: both cores, and a hostile message
+cannot take the daemon down.
+
+Parsing is the CPU-heavy stage of every message. In a thread it would hold
+the GIL against the intake writer (whose commits each SMTP ``250`` waits for);
+in child processes it runs on the other cores while the worker thread applies
+earlier messages. A child that exceeds ``worker.parse_timeout_seconds`` or dies
+is replaced, and the message it was working on gets a `PermanentError`
+(quarantine, raw bytes kept); the other messages are unaffected.
+
+Each child also has a budget per message (issue 6): its address space is
+capped at what it used when it started plus ``limits.parse_memory_mb``
+(``RLIMIT_AS``: the parse gets `MemoryError`), and its CPU time is watched
+(``/proc``, with ``RLIMIT_CPU`` as the backstop) and the child killed past
+``limits.parse_cpu_seconds``. The parse itself first applies the limits of
+`maild.limits` to the raw bytes. A message whose parse was killed is parsed
+once more in salvage mode (headers within the limits, the first text part,
+the original attached); if that fails too, it is quarantined with the reason.
+
+``worker.parse_processes = 0`` parses in the calling thread, without the
+CPU and memory budget (tests, debugging).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import resource
+import signal
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from typing import Any
+
+from maild.config.settings import Settings
+from maild.errors import PermanentError
+from maild.mail.limits import ParseLimits
+from maild.mail.parse import ParsedMessage, parse
+from maild.pipeline.triage import Rulebook, classify_with
+
+log = logging.getLogger(__name__)
+
+Result = ParsedMessage | PermanentError
+FLAG_BOUNCE_HINT = 1
+FLAG_SALVAGE = 2
+FLAG_RULES = 4  # not a message: the triage rules to classify with from now on
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_SLICE = 0.1
+_MAIN_LOCK = threading.Lock()
+
+
+def background_priority() -> None:
+    """Child setup: parse at a lower CPU priority than the daemon, whose SMTP
+    intake (a client waits for each 250) comes first when the cores are busy."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cap_memory(memory_mb: int) -> None:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            base = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = base + memory_mb * 1024 * 1024
+    if hard == resource.RLIM_INFINITY or cap < hard:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def parse_one(raw: bytes, flags: int, limits: ParseLimits) -> Any:
+    """A ParsedMessage, or ("permanent" | "memory", reason)."""
+    try:
+        return parse(raw, limits, bounce_hint=bool(flags & FLAG_BOUNCE_HINT),
+                     salvage=bool(flags & FLAG_SALVAGE))  # fmt: skip
+    except PermanentError as exc:
+        return ("permanent", str(exc))
+    except RecursionError:
+        return ("permanent", "unparseable message: nesting too deep")
+    except MemoryError:
+        return ("memory", "parsing needed more than the memory budget")
+    except Exception as exc:  # a parser bug: retrying will not help
+        return ("permanent", f"parser failed: {type(exc).__name__}: {exc}"[:500])
+
+
+def _child_main(
+    conn: Connection,
+    setup: Callable[[], None] | None,
+    limits: ParseLimits | None = None,
+    cpu_seconds: float = 2.0,
+    memory_mb: int = 256,
+) -> None:
+    """Child loop: receive flags and raw bytes, send back a ParsedMessage or an error."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    if setup is not None:
+        setup()
+    limits = limits or ParseLimits()
+    if memory_mb > 0:
+        _cap_memory(memory_mb)
+    _soft, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+    conn.send_bytes(b"ready")  # starting up is not charged to the first message
+    rules: Rulebook | None = None
+    while True:
+        try:
+            head = conn.recv_bytes()
+            flags = head[0]
+            if flags & FLAG_RULES:
+                rules = _load_rules(conn.recv_bytes())
+                continue
+            recipient = head[1:].decode("utf-8", "replace")
+            raw = conn.recv_bytes()
+        except MemoryError:
+            conn.send(("memory", "the message alone does not fit the memory budget"))
+            return
+        except OSError as exc:  # ENOMEM: reading the message hit the memory budget
+            if exc.errno == errno.ENOMEM:
+                conn.send(("memory", "the message alone does not fit the memory budget"))
+            return
+        except EOFError:
+            return
+        backstop = int(_own_cpu() + cpu_seconds) + 2  # the parent kills it before
+        if cpu_hard == resource.RLIM_INFINITY or backstop < cpu_hard:
+            resource.setrlimit(resource.RLIMIT_CPU, (backstop, cpu_hard))
+        result = parse_one(raw, flags, limits)
+        del raw
+        if rules is not None and isinstance(result, ParsedMessage):
+            result = _classified(result, recipient, rules)
+        try:
+            conn.send_bytes(pickle.dumps(result, protocol=5))
+        except MemoryError:
+            conn.send(("memory", "parsing needed more than the memory budget"))
+        except Exception as exc:  # e.g. a result that cannot be pickled
+            conn.send(("permanent", f"parser result not transferable: {type(exc).__name__}"))
+        if isinstance(result, tuple) and result[0] == "memory":
+            return  # a process that ran out of memory is replaced
+
+
+def _load_rules(blob: bytes) -> Rulebook | None:
+    try:
+        rules: Rulebook = pickle.loads(blob)
+        return rules
+    except Exception:  # MemoryError included: the worker classifies, as without rules
+        log.exception("parse process: the triage rules could not be loaded")
+        return None
+
+
+def _classified(msg: ParsedMessage, recipient: str, rules: Rulebook) -> ParsedMessage:
+    """`msg` with its triage: the worker's CPU time goes to the rest (bench/run.py).
+
+    Only for a message that refers to none: a reply usually threads onto its
+    ticket and needs no triage (if it opens a ticket, the worker classifies it).
+    """
+    if msg.in_reply_to or msg.references:
+        return msg
+    try:
+        triage = classify_with(rules, msg, recipient or None)
+    except Exception:  # the worker classifies it again, and meets the bug in its own time
+        return msg
+    return dataclasses.replace(msg, pre_triage=(rules.token, recipient, triage))
+
+
+class _Child:
+    def __init__(self, ctx: Any, setup: Callable[[], None] | None, pool: ParsePool) -> None:
+        parent, child = ctx.Pipe(duplex=True)
+        self.conn: Connection = parent
+        self.process = ctx.Process(
+            target=_child_main,
+            args=(child, setup, pool.limits, pool.cpu_seconds, pool.memory_mb),
+            daemon=True,
+        )
+        # A child would otherwise import the parent's __main__ (pytest, a
+        # bench script): seconds per process, for nothing it uses.
+        with _MAIN_LOCK:
+            main = sys.modules["__main__"]
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                self.process.start()
+            finally:
+                sys.modules["__main__"] = main
+        child.close()
+        try:
+            if parent.poll(60):
+                parent.recv_bytes()
+        except (EOFError, OSError):
+            pass  # it died starting: the first _ask finds out and replaces it
+        self.cpu_mark = 0.0  # its CPU time when the current message was sent
+        self.rules_token = ""  # of the triage rules it has
+
+    def cpu(self) -> float:
+        """CPU seconds this process used so far (0 where /proc is missing)."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat", "rb") as fh:
+                fields = fh.read().rpartition(b")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / _TICKS
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()
+            self.process.join(5)
+        finally:
+            self.conn.close()
+
+
+class ParsePool:
+    """A fixed set of parse processes fed from one queue.
+
+    Each process has a thread of ours that hands it one message at a time and
+    waits (GIL released) for the answer, so the worker thread can submit a
+    whole batch and apply the first messages while the rest are being parsed.
+    """
+
+    def __init__(
+        self,
+        processes: int,
+        *,
+        timeout: float = 10.0,
+        setup: Callable[[], None] | None = None,
+        limits: ParseLimits | None = None,
+        cpu_seconds: float = 2.0,
+        memory_mb: int = 256,
+    ) -> None:
+        self.size = max(0, processes)
+        self.timeout = timeout
+        self._setup = setup
+        self.limits = limits or ParseLimits()
+        self.cpu_seconds = cpu_seconds
+        self.memory_mb = memory_mb
+        self.killed = 0  # children killed for a budget (for tests and logs)
+        self._rules: tuple[str, bytes] | None = None  # (token, pickled Rulebook)
+        self._ctx = multiprocessing.get_context("forkserver")
+        # Children fork from a server that has the parser imported already.
+        self._ctx.set_forkserver_preload(["maild.mail.parse", "maild.pipeline.triage"])
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.restarts = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ParsePool:
+        size = settings.worker.parse_processes
+        if size < 0:
+            size = max(1, min(4, len(os.sched_getaffinity(0))))
+        lim = settings.limits
+        limits = ParseLimits(
+            max_message_bytes=lim.max_message_bytes,
+            max_header_block_bytes=lim.max_header_block_bytes,
+            max_header_fields=lim.max_header_fields,
+            max_header_bytes=lim.max_header_bytes,
+            max_addresses_per_header=lim.max_addresses_per_header,
+            max_mime_depth=lim.max_mime_depth,
+            max_mime_parts=lim.max_mime_parts,
+            max_attachments=lim.max_attachments,
+            max_attachment_bytes=lim.max_attachment_bytes,
+        )
+        return cls(size, timeout=settings.worker.parse_timeout_seconds, limits=limits,
+                   cpu_seconds=lim.parse_cpu_seconds, memory_mb=lim.parse_memory_mb,
+                   setup=background_priority)  # fmt: skip
+
+    def start(self) -> None:
+        """Start the processes now (the daemon does, before it takes work)."""
+        with self._lock:
+            while len(self._threads) < self.size:
+                ready = threading.Event()
+                thread = threading.Thread(
+                    target=self._serve, args=(ready,), name=f"parser-{len(self._threads)}",
+                    daemon=True,
+                )  # fmt: skip
+                thread.start()
+                self._threads.append(thread)
+                ready.wait(30)
+
+    def set_rules(self, rules: Rulebook) -> None:
+        """Classify each message with `rules` beside its parse, from now on.
+
+        The triage rides along on the `ParsedMessage`, named by the rules'
+        token: `maild.triage.classify` takes it only while those rules are
+        still in force (after a reload, the worker classifies the messages
+        parsed before it).
+        """
+        if self.size > 0:
+            self._rules = (rules.token, pickle.dumps(rules, protocol=5))
+
+    def submit(
+        self, raw: bytes, hint: bool = False, recipient: str | None = None
+    ) -> Future[Result]:
+        """Parse `raw`; `hint`: its envelope says it is a delivery report.
+
+        `recipient` (the address it came to) is for the triage beside the parse.
+        """
+        future: Future[Result] = Future()
+        if self.size == 0:
+            future.set_result(_inline(raw, FLAG_BOUNCE_HINT if hint else 0, self.limits))
+            return future
+        if len(self._threads) < self.size:
+            self.start()
+        self._queue.put((raw, FLAG_BOUNCE_HINT if hint else 0, recipient or "", future))
+        return future
+
+    def parse_many(
+        self, raws: Sequence[bytes], hints: Sequence[bool] | None = None
+    ) -> Iterator[Result]:
+        """Yield one result per message, in order, as soon as each is ready."""
+        hints = hints or [False] * len(raws)
+        futures = [self.submit(raw, hint) for raw, hint in zip(raws, hints, strict=True)]
+        for future in futures:
+            yield future.result()
+
+    def _serve(self, ready: threading.Event) -> None:
+        child: _Child | None = None
+        try:
+            child = _Child(self._ctx, self._setup, self)
+            ready.set()
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                raw, flags, recipient, future = item
+                result: Result | None = None
+                first_error = ""
+                for attempt_flags in (flags, flags | FLAG_SALVAGE):
+                    if child is None or not child.process.is_alive():
+                        if child is not None:
+                            child.kill()
+                        child = _Child(self._ctx, self._setup, self)
+                    result, dead = self._ask(child, raw, attempt_flags, recipient)
+                    if dead:
+                        child.kill()
+                        child = None
+                        self.restarts += 1
+                        if not attempt_flags & FLAG_SALVAGE:
+                            first_error = str(result)
+                            continue  # over its budget: once more, keeping only the words
+                        result = PermanentError(f"{first_error}; salvage: {result}")
+                    break
+                future.set_result(result)
+        finally:
+            if child is not None:
+                child.kill()
+
+    def _ask(
+        self, child: _Child, raw: bytes, flags: int = 0, recipient: str = ""
+    ) -> tuple[Result, bool]:
+        """Send one message; (result, whether the child must be replaced)."""
+        try:
+            try:
+                rules = self._rules
+                if rules is not None and child.rules_token != rules[0]:
+                    child.conn.send_bytes(bytes((FLAG_RULES,)))
+                    child.conn.send_bytes(rules[1])
+                    child.rules_token = rules[0]
+                child.conn.send_bytes(bytes((flags,)) + recipient.encode("utf-8", "replace"))
+                child.conn.send_bytes(raw)
+            except OSError:
+                # The child may have refused the message (its memory budget)
+                # before we finished writing it: its answer is in the pipe.
+                if not child.conn.poll(1):
+                    raise
+            started = time.monotonic()
+            # Most parses answer at once; a long one has its CPU time watched.
+            while not child.conn.poll(_SLICE if child.cpu_mark else 0.02):
+                if not child.cpu_mark:
+                    child.cpu_mark = child.cpu() or 1e-9
+                used = child.cpu() - child.cpu_mark
+                if used > self.cpu_seconds:
+                    self.killed += 1
+                    log.error("parser used more than %.1f s CPU; child replaced", self.cpu_seconds)
+                    return PermanentError(
+                        f"parsing took more than {self.cpu_seconds:g} s of CPU"
+                    ), True
+                if time.monotonic() - started > self.timeout:
+                    self.killed += 1
+                    log.error("parser took longer than %.0fs; child replaced", self.timeout)
+                    return PermanentError(f"parsing took longer than {self.timeout:.0f} s"), True
+            answer = child.conn.recv()
+        except (EOFError, OSError):
+            child.process.join(1)
+            code = child.process.exitcode
+            log.error("parser process died (exit status %s)", code)
+            return PermanentError(f"the parser process died (exit status {code})"), True
+        finally:
+            child.cpu_mark = 0.0
+        if isinstance(answer, tuple) and answer and answer[0] == "memory":
+            return PermanentError(answer[1]), True
+        if isinstance(answer, tuple) and answer and answer[0] == "permanent":
+            return PermanentError(answer[1]), False
+        return answer, False
+
+    def close(self) -> None:
+        with self._lock:
+            for _ in self._threads:
+                self._queue.put(_STOP)
+            for thread in self._threads:
+                thread.join(10)
+            self._threads.clear()
+
+
+_STOP = object()
+
+
+def _inline(raw: bytes, flags: int, limits: ParseLimits) -> Result:
+    answer = parse_one(raw, flags, limits)
+    if isinstance(answer, tuple):
+        return PermanentError(answer[1])
+    return answer

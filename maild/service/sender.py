@@ -1,0 +1,389 @@
+"""The sender: deliver due outbox rows, retry with backoff, never twice on purpose.
+
+A batch is claimed by pushing its rows' ``next_attempt_at`` one lease ahead
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL), then sent outside any
+transaction, then the outcomes are written in one transaction. A crash after
+sending and before that write sends the same bytes with the same Message-ID
+again after the lease: a duplicate a mail client folds into one.
+
+Transports: `MaildirTransport` (default; a deterministic file name per outbox
+row, so a resend replaces the file instead of adding one) and `SmtpTransport`
+(a relay, STARTTLS and AUTH optional; 4xx and connection errors retry, 5xx is
+dead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import smtplib
+import ssl
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.clock import Clock
+from maild.config.settings import Settings
+from maild.errors import PermanentError, TransientError
+from maild.mail.tokens import Signer, load_or_create_secret
+from maild.mail.verp import verp_address
+from maild.store.db import claim_order
+from maild.store.models import Article, Outbox
+from maild.store.states import OutboxStatus
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = timedelta(hours=6)
+
+
+@dataclass(frozen=True)
+class OutgoingItem:
+    id: int
+    message_id: str
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    raw: bytes
+    attempts: int
+
+
+class Transport(Protocol):
+    def send(self, item: OutgoingItem) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MaildirTransport:
+    """Deliver into a local Maildir (``new/``), durably: write, fsync, rename."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        for sub in ("tmp", "new", "cur"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        self._dirty = False
+
+    @staticmethod
+    def file_name(item: OutgoingItem) -> str:
+        digest = hashlib.sha256(item.message_id.encode()).hexdigest()[:16]
+        return f"{item.id:010d}.{digest}.maild"
+
+    def send(self, item: OutgoingItem) -> None:
+        name = self.file_name(item)
+        tmp = self.path / "tmp" / name
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(item.raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path / "new" / name)
+        except OSError as exc:
+            raise TransientError(f"maildir {self.path}: {exc.strerror or exc}") from None
+        self._dirty = True
+
+    def flush(self) -> None:
+        if self._dirty:
+            fd = os.open(self.path / "new", os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._dirty = False
+
+    def close(self) -> None:
+        self.flush()
+
+
+class SmtpTransport:
+    """Relay through an SMTP server; one connection reused for a batch."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        starttls: bool = False,
+        username: str = "",
+        password: str = "",
+        timeout: float = 30.0,
+        local_hostname: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.starttls, self.username, self.password = starttls, username, password
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self.tls_context = tls_context
+        self._conn: smtplib.SMTP | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpTransport:
+        o = settings.outgoing
+        password = ""
+        if o.smtp_password_file is not None:
+            password = o.smtp_password_file.read_text().strip()
+        return cls(
+            o.smtp_host,
+            o.smtp_port,
+            starttls=o.smtp_starttls,
+            username=o.smtp_username,
+            password=password,
+            timeout=o.smtp_timeout_seconds,
+            local_hostname=settings.helpdesk.domain,
+        )
+
+    def _connect(self) -> smtplib.SMTP:
+        if self._conn is not None:
+            return self._conn
+        conn = smtplib.SMTP(
+            self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname
+        )
+        try:
+            conn.ehlo()
+            if self.starttls:
+                conn.starttls(context=self.tls_context or ssl.create_default_context())
+                conn.ehlo()
+            if self.username:
+                conn.login(self.username, self.password)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def send(self, item: OutgoingItem) -> None:
+        try:
+            conn = self._connect()
+            refused = conn.sendmail(item.mail_from, list(item.rcpt_to), item.raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            self._drop()
+            codes = [code for code, _msg in exc.recipients.values()]
+            detail = "; ".join(f"{r}: {c} {m!r}" for r, (c, m) in exc.recipients.items())
+            if all(500 <= c < 600 for c in codes):
+                raise PermanentError(f"all recipients refused: {detail}") from None
+            raise TransientError(f"recipients refused: {detail}") from None
+        except smtplib.SMTPAuthenticationError as exc:
+            self._drop()
+            raise TransientError(f"relay refused our login: {exc.smtp_code}") from None
+        except smtplib.SMTPResponseException as exc:
+            self._drop()
+            text = f"{exc.smtp_code} {exc.smtp_error!r}"
+            if 500 <= exc.smtp_code < 600:
+                raise PermanentError(f"relay answered {text}") from None
+            raise TransientError(f"relay answered {text}") from None
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise TransientError(
+                f"relay {self.host}:{self.port}: {type(exc).__name__}: {exc}"
+            ) from None
+        if refused:
+            log.warning("outbox %d: some recipients refused: %s", item.id, refused)
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            finally:
+                self._conn = None
+
+
+def transport_from_settings(settings: Settings) -> Transport:
+    if settings.outgoing.transport == "smtp":
+        return SmtpTransport.from_settings(settings)
+    return MaildirTransport(settings.outgoing.maildir)
+
+
+@dataclass
+class SendStats:
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.retried + self.dead
+
+
+class Sender:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        clock: Clock,
+        transport: Transport,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.clock = clock
+        self.transport = transport
+        self._signer: Signer | None = None
+        self.instance_id: int | None = None  # set by the daemon (maild.cluster)
+
+    @property
+    def signer(self) -> Signer:
+        if self._signer is None:
+            self._signer = Signer(load_or_create_secret(self.settings.helpdesk.secret_file))
+        return self._signer
+
+    def recover(self) -> int:
+        """Single instance at start: rows claimed by a dead run are due now."""
+        now = self.clock.now()
+        with self.sessions.begin() as session:
+            count = session.execute(
+                update(Outbox)
+                .where(Outbox.status == OutboxStatus.PENDING, Outbox.claimed_at.is_not(None))
+                .values(claimed_at=None, next_attempt_at=now)
+            ).rowcount
+        if count:
+            log.warning("outbox: %d message(s) claimed by a previous run are due again", count)
+        return count
+
+    def backoff(self, attempts: int) -> timedelta:
+        base = self.settings.outgoing.retry_base_seconds
+        return min(timedelta(seconds=base * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+    def _claim(self) -> list[OutgoingItem]:
+        now = self.clock.now()
+        lease = timedelta(seconds=self.settings.worker.lease_seconds)
+        with self.sessions.begin() as session:
+            conn = session.connection()
+            rows = conn.execute(
+                claim_order(
+                    select(
+                        Outbox.id,
+                        Outbox.message_id,
+                        Outbox.mail_from,
+                        Outbox.rcpt_to,
+                        Outbox.raw,
+                        Outbox.attempts,
+                    )
+                    .where(Outbox.status == OutboxStatus.PENDING, Outbox.next_attempt_at <= now)
+                    .order_by(Outbox.id)
+                    .limit(self.settings.outgoing.batch_size)
+                )
+            ).all()
+            if rows:
+                conn.execute(
+                    update(Outbox)
+                    .where(Outbox.id.in_([r.id for r in rows]))
+                    .values(
+                        claimed_at=now, claimed_by=self.instance_id, next_attempt_at=now + lease
+                    )  # fmt: skip
+                )
+            # VERP: the envelope sender names this very outbox row, so its bounce
+            # maps back to it (`maild.verp`); `Outbox.mail_from` is the help-desk
+            # address it goes out from.
+            return [
+                OutgoingItem(
+                    r.id,
+                    r.message_id,
+                    verp_address(self.signer, r.mail_from, r.id),
+                    tuple(r.rcpt_to),
+                    r.raw,
+                    r.attempts,
+                )  # fmt: skip
+                for r in rows
+            ]
+
+    def run_batch(self) -> SendStats:
+        items = self._claim()
+        stats = SendStats()
+        if not items:
+            return stats
+        outcomes: list[tuple[OutgoingItem, Exception | None]] = []
+        try:
+            for item in items:
+                try:
+                    self.transport.send(item)
+                    outcomes.append((item, None))
+                except (TransientError, PermanentError) as exc:
+                    outcomes.append((item, exc))
+            self.transport.flush()
+        finally:
+            self._record(outcomes, stats)
+        return stats
+
+    def _record(
+        self, outcomes: list[tuple[OutgoingItem, Exception | None]], stats: SendStats
+    ) -> None:
+        now = self.clock.now()
+        max_attempts = self.settings.outgoing.max_attempts
+        sent = [item for item, error in outcomes if error is None]
+        with self.sessions.begin() as session:
+            conn = session.connection()
+            if sent:
+                ids = [item.id for item in sent]
+                conn.execute(
+                    update(Outbox)
+                    .where(Outbox.id.in_(ids))
+                    .values(
+                        status=OutboxStatus.SENT,
+                        sent_at=now,
+                        claimed_at=None,
+                        claimed_by=None,
+                        last_error=None,
+                    )  # fmt: skip
+                )
+                conn.execute(
+                    update(Article)
+                    .where(Article.id.in_(select(Outbox.article_id).where(Outbox.id.in_(ids))))
+                    .values(sent_at=now)
+                )
+                stats.sent += len(sent)
+                for item in sent:
+                    log.info("outbox %d %s sent to %s", item.id, item.message_id,
+                             ", ".join(item.rcpt_to))  # fmt: skip
+            for item, error in outcomes:
+                if error is None:
+                    continue
+                attempts = item.attempts + 1
+                values: dict[str, object] = {
+                    "attempts": attempts,
+                    "last_error": str(error)[:2000],
+                    "claimed_at": None,
+                    "claimed_by": None,
+                }
+                if isinstance(error, PermanentError) or attempts >= max_attempts:
+                    values["status"] = OutboxStatus.DEAD
+                    stats.dead += 1
+                    log.error("outbox %d %s dead after %d attempt(s): %s", item.id,
+                              item.message_id, attempts, error)  # fmt: skip
+                else:
+                    values["next_attempt_at"] = now + self.backoff(attempts)
+                    stats.retried += 1
+                    log.warning("outbox %d %s: %s; retry at %s", item.id, item.message_id, error,
+                                values["next_attempt_at"])  # fmt: skip
+                # Another instance may have finished it (we were thought dead): leave it.
+                conn.execute(
+                    update(Outbox)
+                    .where(Outbox.id == item.id, Outbox.status == OutboxStatus.PENDING)
+                    .values(**values)
+                )
+
+    def drain(self) -> SendStats:
+        """Send everything due now (burst mode, for the CLI and tests)."""
+        total = SendStats()
+        while True:
+            stats = self.run_batch()
+            if stats.total == 0:
+                return total
+            total.sent += stats.sent
+            total.retried += stats.retried
+            total.dead += stats.dead

@@ -1,0 +1,680 @@
+"""The worker: claim pending inbound rows, run the pipeline, apply, record.
+
+A batch is claimed in arrival order (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL), parsed outside any transaction, then decided and applied in one
+transaction with a savepoint per message, so a reply later in the batch sees
+the ticket an earlier message opened. A message that raises is rolled back to
+its savepoint and retried later; after ``worker.max_attempts`` it is
+quarantined with the error. A row left in ``processing`` by a crash returns
+to ``pending`` (at start on SQLite; on PostgreSQL when its instance is found
+dead, see `maild.cluster`, or after the lease). Nothing is ever deleted by
+processing.
+
+Several instances (PostgreSQL): a worker applies only rows still claimed by
+its instance (re-checked ``FOR UPDATE`` in the applying transaction), and a
+reply waits while an earlier message it refers to is still pending or being
+processed elsewhere, so a reply and its original handled at the same moment
+by two instances cannot open two tickets. Under an SMTP burst the worker
+gives way to intake between transactions (`Worker.intake_busy`).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.addresses import normalize_address
+from maild.clock import Clock
+from maild.config.settings import Settings
+from maild.desk.agentreply import apply_decision
+from maild.desk.apply import Applier, buffer_events, flush_events
+from maild.errors import PermanentError
+from maild.mail.parse import ParsedMessage
+from maild.mail.replyaddr import ReplyToken, find_reply_token
+from maild.mail.verp import first_outbox_id, is_verp_address
+from maild.pipeline.correlate import BouncedOutbox, Facts, TicketFacts, lookup_keys
+from maild.pipeline.decide import decide
+from maild.pipeline.decision import Decision, InboundMeta
+from maild.pipeline.directory import EMPTY, Directory
+from maild.pipeline.triage import Rulebook, reload_rules
+from maild.service.parsepool import ParsePool
+from maild.service.parsepool import Result as ParseResult
+from maild.store.db import Direct, claim_order, is_sqlite
+from maild.store.models import Agent, Article, Contact, Inbound, Outbox, Ticket, Watcher
+from maild.store.states import Direction, InboundStatus, Outcome
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+# Messages applied per transaction: about 2 ms of work each, so a transaction
+# holds SQLite's write lock for about 60 ms; every commit is an fsync, and with
+# 16 the commits cost a sixth of the throughput (bench/run.py).
+TXN_MESSAGES = 32
+# SMTP clients wait for intake; nobody waits on a processing backlog of
+# seconds: under an intake burst the worker pauses up to this long between
+# transactions.
+YIELD_SECONDS = 0.02
+BUSY_TXN_MESSAGES = 4
+# The first transaction of a batch is small: the worker starts on its first
+# parsed messages while the parse processes go on with the rest. Without the
+# look-ahead (PostgreSQL, or the first batch of a burst), waiting for 32
+# parses at the start of every batch cost a fifth of the throughput.
+FIRST_TXN_MESSAGES = 4
+# Raw bytes read ahead for the look-ahead parses (beside the batch in hand,
+# which MAX_BATCH_BYTES bounds): a typical batch is 2 MB.
+AHEAD_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Processed:
+    inbound_id: int
+    outcome: Outcome | None  # None: failed, will be retried
+    ticket_id: int | None
+    reason: str = ""
+    queued: bool = False  # outgoing mail was queued
+    source: str = ""
+    received_at: datetime | None = None
+
+
+class Deferred(Exception):
+    """An earlier message of the same thread is not processed yet: try later."""
+
+
+class Worker:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        clock: Clock,
+        applier: Applier,
+        *,
+        on_outbox: threading.Event | None = None,
+        parser: ParsePool | None = None,
+        rules: Rulebook | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.clock = clock
+        self.applier = applier
+        self.on_outbox = on_outbox
+        self.parser = parser or ParsePool(0)
+        # Look-ahead (single instance, parse processes): the next batch's
+        # parses are queued behind this batch's, so the parse processes never
+        # wait for the worker to claim (maild serve, bench/run.py: the worker
+        # waited a fifth of its time for the first parses of each batch).
+        # Only parses run ahead; claiming, and so crash accounting, does not.
+        self._ahead: dict[int, Future[ParseResult]] = {}
+        self._ahead_rows: list[Any] = []
+        self.rules = rules or Rulebook.from_settings(settings)  # compiled once
+        self.parser.set_rules(self.rules)  # classified beside the parse
+        self.instance_id: int | None = None  # set by the daemon (maild.cluster)
+        # Intake first: while this says intake is busy, the worker waits (the
+        # daemon sets it).
+        self.intake_busy: Callable[[], bool] | None = None
+
+    def _chunk_size(self) -> int:
+        """Smaller transactions while intake is busy: its commits wait less."""
+        busy = self.intake_busy
+        return TXN_MESSAGES if busy is None or not busy() else BUSY_TXN_MESSAGES
+
+    def _give_way(self) -> None:
+        busy = self.intake_busy
+        if busy is None:
+            return
+        deadline = time.monotonic() + YIELD_SECONDS
+        while busy() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def reload_rules(self) -> None:
+        """Compile the triage rules again (SIGHUP); keeps the old ones on error."""
+        self.rules = reload_rules(self.settings)
+        self.parser.set_rules(self.rules)
+
+    # --- claiming --------------------------------------------------------------
+
+    def recover(self, *, all_rows: bool = False) -> int:
+        """Return rows stuck in ``processing`` to ``pending``.
+
+        `all_rows` at start of a single-instance (SQLite) daemon; otherwise
+        only rows whose lease ran out. A message that was in hand *alone*
+        when its worker died is charged an attempt: three such deaths and it
+        is quarantined. Messages that were in hand together are not charged
+        (the culprit is unknown) but marked, so that each is retried alone.
+        """
+        now = self.clock.now()
+        query = select(Inbound.id, Inbound.claimed_at).where(
+            Inbound.status == InboundStatus.PROCESSING
+        )
+        if not all_rows:
+            cutoff = now - timedelta(seconds=self.settings.worker.lease_seconds)
+            query = query.where(or_(Inbound.claimed_at.is_(None), Inbound.claimed_at < cutoff))
+        with self.sessions.begin() as session:
+            stuck = session.execute(query).all()
+            claims = Counter(claimed_at for _id, claimed_at in stuck)
+            alone = [row_id for row_id, claimed_at in stuck if claims[claimed_at] == 1]
+            together = [row_id for row_id, claimed_at in stuck if claims[claimed_at] > 1]
+            if alone:
+                session.execute(
+                    update(Inbound)
+                    .where(Inbound.id.in_(alone))
+                    .values(
+                        status=InboundStatus.PENDING,
+                        attempts=Inbound.attempts + 1,
+                        error="the worker stopped while handling it",
+                    )  # fmt: skip
+                )
+            if together:
+                session.execute(
+                    update(Inbound)
+                    .where(Inbound.id.in_(together))
+                    .values(
+                        status=InboundStatus.PENDING,
+                        error="in hand when the worker stopped; retried on its own",
+                    )  # fmt: skip
+                )
+        if stuck:
+            log.warning("returned %d inbound message(s) stuck in processing to pending", len(stuck))
+        return len(stuck)
+
+    def _claim(self, limit: int) -> list[Inbound]:
+        """Claim the next pending messages in arrival order.
+
+        A message that failed before, or was in hand when a worker died, is
+        claimed alone: if it brings the worker down again, it alone is
+        charged for it.
+        """
+        now = self.clock.now()
+        pending = select(Inbound.id, Inbound.size, Inbound.attempts, Inbound.error).where(
+            Inbound.status == InboundStatus.PENDING
+        )
+        with self.sessions.begin() as session:
+            candidates = session.execute(
+                claim_order(pending.order_by(Inbound.id).limit(limit))
+            ).all()
+            ids: list[int] = []
+            total = 0
+            for row_id, size, attempts, error in candidates:
+                alone = attempts > 0 or error is not None
+                if ids and (alone or total + size > MAX_BATCH_BYTES):
+                    break
+                ids.append(row_id)
+                total += size
+                if alone:
+                    break
+            if not ids:
+                return []
+            session.execute(
+                update(Inbound)
+                .where(Inbound.id.in_(ids))
+                .values(
+                    status=InboundStatus.PROCESSING, claimed_at=now, claimed_by=self.instance_id
+                )
+            )
+            rows = list(
+                session.scalars(select(Inbound).where(Inbound.id.in_(ids)).order_by(Inbound.id))
+            )
+            if self.parser.size > 0 and is_sqlite(session):
+                self._ahead_rows = self._peek(session, ids[-1], limit)
+            session.expunge_all()
+            return rows
+
+    @staticmethod
+    def _peek(session: Session, after: int, limit: int) -> list[Any]:
+        """The pending rows a next claim will take (first attempts only), not claimed."""
+        rows = []
+        total = 0
+        for row in session.execute(_AHEAD, {"after": after, "limit": limit}):
+            total += row.size
+            if total > AHEAD_BYTES:
+                break
+            rows.append(row)
+        return rows
+
+    # --- processing ------------------------------------------------------------
+
+    def run_batch(self, limit: int | None = None) -> list[Processed]:
+        rows = self._claim(limit or self.settings.worker.batch_size)
+        if not rows:
+            return []
+        items = self._parsed(rows)
+        ahead, self._ahead_rows = self._ahead_rows, []
+        for row in ahead:  # queued behind this batch's parses
+            if row.id not in self._ahead:
+                self._ahead[row.id] = self.parser.submit(row.raw, _bounce_hint(row), row.recipient)
+        failures: list[tuple[int, int, str]] = []
+        results: list[Processed] = []
+        # Apply in transactions of bounded duration: SQLite has one writer, and
+        # the intake's commits (each SMTP 250 waits for one) must not queue
+        # behind a long batch. Later messages are still being parsed in the
+        # parse processes while earlier ones are applied.
+        deferred: list[int] = []
+        size = min(FIRST_TXN_MESSAGES, self._chunk_size())
+        while chunk := list(itertools.islice(items, size)):
+            size = self._chunk_size()
+            if results:
+                self._give_way()
+            try:
+                results.extend(self._process(chunk, deferred))
+            except Exception:
+                log.warning("a batch of %d failed; processing its messages one by one", len(chunk))
+                for row, item in chunk:
+                    try:
+                        results.extend(self._process([(row, item)], deferred))
+                    except Exception as exc:
+                        detail = "".join(traceback.format_exception_only(exc)).strip()
+                        log.exception("inbound %d (%s): processing failed", row.id, row.message_id)
+                        failures.append((row.id, row.attempts, detail))
+                        results.append(Processed(row.id, None, None, detail, source=row.source))
+        if failures:
+            self._record_failures(failures)
+        if deferred:
+            self._release(deferred)
+        if self.on_outbox is not None and any(p.queued for p in results):
+            self.on_outbox.set()
+        return results
+
+    def _process(
+        self, items: list[tuple[Inbound, ParsedMessage | Decision]], deferred: list[int]
+    ) -> list[Processed]:
+        """Decide and apply `items` in one transaction (all or nothing).
+
+        Rows no longer claimed by this instance are skipped; a reply whose
+        original is not processed yet is deferred (it is decided before
+        anything is written for it, so the transaction goes on).
+        """
+        results: list[Processed] = []
+        logs: list[tuple[Inbound, Decision, int | None]] = []
+        with self.sessions.begin() as session:
+            buffer_events(session)
+            mine = self._still_mine(session, [row.id for row, _item in items])
+            for row, item in items:
+                if row.id not in mine:
+                    log.warning("inbound %d (%s): released to another instance meanwhile; "
+                                "skipped", row.id, row.message_id)  # fmt: skip
+                    continue
+                try:
+                    decision = (
+                        item if isinstance(item, Decision) else self._decide(session, row, item)
+                    )
+                except Deferred as exc:
+                    log.info("inbound %d (%s): waits for inbound %s of the same thread",
+                             row.id, row.message_id, exc)  # fmt: skip
+                    deferred.append(row.id)
+                    results.append(Processed(row.id, None, None, "deferred", source=row.source))
+                    continue
+                applied = apply_decision(self.applier, session, row.id, decision, self.clock.now(),
+                                         claimed_at=row.claimed_at, rules=self.rules)  # fmt: skip
+                results.append(
+                    Processed(
+                        row.id,
+                        applied.outcome,
+                        applied.ticket_id,
+                        decision.reason,
+                        queued=bool(applied.outbox_ids),
+                        source=row.source,
+                        received_at=row.received_at,
+                    )  # fmt: skip
+                )
+                logs.append((row, decision, applied.ticket_id))
+            flush_events(session)
+        for row, decision, ticket_id in logs:  # only what was committed
+            self._log(row, decision, ticket_id)
+        return results
+
+    def drain(self) -> list[Processed]:
+        """Process until nothing is pending (burst mode, for the CLI and tests).
+
+        A message that fails is retried at once, up to ``worker.max_attempts``,
+        then quarantined; so this always ends.
+        """
+        out: list[Processed] = []
+        while batch := self.run_batch():
+            out.extend(batch)
+        return out
+
+    def _parsed(self, rows: list[Inbound]) -> Iterator[tuple[Inbound, ParsedMessage | Decision]]:
+        """Each row with its parse (or the Decision to set it aside), in order.
+
+        The parses are queued at once (or were, by the look-ahead); the
+        results are waited for one by one.
+        """
+        limit = self.settings.worker.max_attempts
+        futures: dict[int, Future[ParseResult]] = {}
+        for row in rows:
+            if row.attempts < limit:
+                future = self._ahead.pop(row.id, None)
+                if future is None:
+                    future = self.parser.submit(row.raw, _bounce_hint(row), row.recipient)
+                futures[row.id] = future
+        # Parses of later rows stay for the next claims (a retry claimed alone
+        # comes in between); those of earlier rows another process took are dropped.
+        last = rows[-1].id
+        self._ahead = {i: f for i, f in self._ahead.items() if i > last}
+        return self._in_order(rows, futures)
+
+    def _in_order(
+        self, rows: list[Inbound], futures: dict[int, Future[ParseResult]]
+    ) -> Iterator[tuple[Inbound, ParsedMessage | Decision]]:
+        limit = self.settings.worker.max_attempts
+        for row in rows:
+            if row.attempts >= limit:
+                reason = row.error or "the worker stopped while handling it"
+                failed = f"processing failed {row.attempts} times; last: {reason}"
+                yield row, Decision(Outcome.QUARANTINED, failed)
+                continue
+            result = futures[row.id].result()
+            if isinstance(result, PermanentError):
+                yield row, Decision(Outcome.QUARANTINED, str(result))
+            else:
+                yield row, result
+
+    def _still_mine(self, session: Session, ids: list[int]) -> set[int]:
+        """The claimed rows no one released meanwhile, locked until commit."""
+        return set(
+            session.connection().scalars(
+                select(Inbound.id)
+                .where(
+                    Inbound.id.in_(ids),
+                    Inbound.status == InboundStatus.PROCESSING,
+                    Inbound.claimed_by == self.instance_id,
+                )
+                .with_for_update()
+            )
+        )
+
+    def _wait_for_earlier(self, session: Session, row: Inbound, msg: ParsedMessage) -> None:
+        """Raise `Deferred` while an earlier message this one refers to is unprocessed.
+
+        Several instances only (one worker processes in arrival order). Checked
+        before the facts are read: once the earlier row reads as done, its
+        ticket and article are committed too.
+        """
+        if is_sqlite(session):
+            return
+        refs = list(msg.thread_ids())
+        if not refs:
+            return
+        earlier = session.connection().scalar(
+            select(Inbound.id)
+            .where(
+                Inbound.message_id.in_(refs),
+                Inbound.id < row.id,
+                Inbound.status.in_([InboundStatus.PENDING, InboundStatus.PROCESSING]),
+            )
+            .limit(1)
+        )
+        if earlier is not None:
+            raise Deferred(earlier)
+
+    def _release(self, ids: list[int]) -> None:
+        """Deferred rows go back to pending; the wait is not a failed attempt."""
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Inbound)
+                .where(Inbound.id.in_(ids), Inbound.claimed_by == self.instance_id)
+                .values(status=InboundStatus.PENDING, claimed_by=None)
+            )
+
+    def _decide(self, session: Session, row: Inbound, msg: ParsedMessage) -> Decision:
+        self._wait_for_earlier(session, row, msg)
+        recipients = _recipients(row, msg)
+        token = find_reply_token(self.applier.signer, recipients)  # a personal reply address
+        facts = lookup_facts(session, msg, token=token, directory=self.applier.directory)
+        verp = first_outbox_id(self.applier.signer, recipients)
+        if verp is not None:
+            facts = _with_bounced_outbox(session, facts, verp)
+        meta = InboundMeta(
+            id=row.id,
+            recipient=row.recipient,
+            envelope_from=row.envelope_from,
+            notify=row.notify,
+            received_at=row.received_at,
+            mailbox=row.mailbox,
+            envelope_to=tuple(row.envelope_to or ()),
+        )
+        return decide(msg, meta, facts, self.settings, self.clock.now(), self.rules)
+
+    def _record_failures(self, failures: list[tuple[int, int, str]]) -> None:
+        now = self.clock.now()
+        with self.sessions.begin() as session:
+            for row_id, attempts, detail in failures:
+                final = attempts + 1 >= self.settings.worker.max_attempts
+                session.execute(
+                    update(Inbound)
+                    .where(Inbound.id == row_id)
+                    .values(
+                        attempts=attempts + 1,
+                        status=InboundStatus.QUARANTINED if final else InboundStatus.PENDING,
+                        error=detail[:4000],
+                        outcome=str(Outcome.QUARANTINED) if final else None,
+                        processed_at=now if final else None,
+                    )
+                )
+                if final:
+                    log.error(
+                        "inbound %d quarantined after %d attempts: %s", row_id, attempts + 1, detail
+                    )
+
+    def _log(self, row: Inbound, decision: Decision, ticket_id: int | None) -> None:
+        ticket = f"#{ticket_id}" if ticket_id else "-"
+        level = logging.WARNING if decision.outcome == Outcome.QUARANTINED else logging.INFO
+        log.log(level, "inbound %d %s ticket %s: %s (%s)", row.id, row.message_id or "(no Message-ID)",
+                ticket, decision.outcome, decision.reason)  # fmt: skip
+
+
+# --- the facts the pure pipeline needs -----------------------------------------
+
+
+def _bounce_hint(row: Inbound) -> bool:
+    """The envelope says delivery report: null sender, or one of our VERP addresses."""
+    if row.envelope_from is not None and row.envelope_from.strip("<> ") == "":
+        return True
+    if any(is_verp_address(a) for a in row.envelope_to or ()):
+        return True
+    return b"+bounces." in row.raw[:65536]  # a VERP address in Delivered-To / To
+
+
+def _recipients(row: Inbound, msg: ParsedMessage) -> list[str]:
+    """Where the message was delivered: envelope first, then the headers saying so."""
+    out = list(row.envelope_to or ())
+    for name in ("delivered-to", "x-original-to"):
+        out.extend(v.strip().strip("<>") for v in msg.headers.get(name, ()))
+    out.extend(a.email for a in (*msg.to, *msg.cc))
+    return out
+
+
+def _with_bounced_outbox(session: Session, facts: Facts, outbox_id: int) -> Facts:
+    row = session.execute(
+        select(Outbox.id, Outbox.ticket_id, Outbox.rcpt_to).where(Outbox.id == outbox_id)
+    ).first()
+    if row is None:
+        return facts
+    bounced = BouncedOutbox(row.id, row.ticket_id, tuple(normalize_address(r) for r in row.rcpt_to))
+    tickets = dict(facts.tickets)
+    if row.ticket_id is not None and row.ticket_id not in tickets:
+        tickets.update(ticket_facts(session, [row.ticket_id]))
+    return replace(facts, bounced_outbox=bounced, tickets=tickets)
+
+
+# Built once (constructing statements costs more than SQLite spends on them).
+_KNOWN_IDS = select(Article.message_id, Article.ticket_id, Article.direction).where(
+    Article.message_id.in_(bindparam("ids", expanding=True))
+)
+_ID_KEYS = [f"m{i}" for i in range(16)]
+
+
+@functools.cache
+def _known_ids(n: int) -> Direct:
+    """The lookup for `n` Message-IDs, one statement per count, run directly."""
+    keys = [bindparam(k) for k in _ID_KEYS[:n]]
+    return Direct(
+        select(Article.message_id, Article.ticket_id, Article.direction).where(
+            Article.message_id.in_(keys)
+        )
+    )
+
+
+_AHEAD = (
+    select(
+        Inbound.id,
+        Inbound.raw,
+        Inbound.size,
+        Inbound.envelope_from,
+        Inbound.envelope_to,
+        Inbound.recipient,
+    )
+    .where(
+        Inbound.status == InboundStatus.PENDING,
+        Inbound.id > bindparam("after"),
+        Inbound.attempts == 0,
+        Inbound.error.is_(None),
+    )
+    .order_by(Inbound.id)
+    .limit(bindparam("limit"))
+)
+_LANGUAGE = Direct(select(Contact.language).where(Contact.email == bindparam("email")))
+_TICKET_COLUMNS = select(
+    Ticket.id,
+    Ticket.status,
+    Ticket.subject,
+    Ticket.language,
+    Ticket.resolved_at,
+    Ticket.closed_at,
+    Ticket.priority,
+    Ticket.tier,
+    Ticket.security,
+    Ticket.assignee_id,
+    Contact.email,
+).join(Contact, Ticket.requester_id == Contact.id)
+_TICKETS = _TICKET_COLUMNS.where(Ticket.id.in_(bindparam("ids", expanding=True)))
+_TICKET_ONE = Direct(_TICKET_COLUMNS.where(Ticket.id == bindparam("id")))
+_WATCHER_COLUMNS = select(Watcher.ticket_id, Contact.email).join(
+    Contact, Watcher.contact_id == Contact.id
+)
+_WATCHERS = _WATCHER_COLUMNS.where(Watcher.ticket_id.in_(bindparam("ids", expanding=True)))
+_WATCHERS_ONE = Direct(_WATCHER_COLUMNS.where(Watcher.ticket_id == bindparam("id")))
+_ASSIGNEES = select(Agent.id, Agent.email).where(Agent.id.in_(bindparam("ids", expanding=True)))
+
+
+def lookup_facts(
+    session: Session,
+    msg: ParsedMessage,
+    *,
+    token: ReplyToken | None = None,
+    directory: Directory = EMPTY,
+) -> Facts:
+    """One indexed query for every Message-ID the message names (and its own).
+
+    Every mail maild sends is also an article, so the article table alone
+    knows every Message-ID we stored or sent. A valid personal reply address
+    (`token`) names its ticket directly.
+    """
+    keys = lookup_keys(msg)
+    wanted_ids = list(keys.message_ids)
+    if keys.own_message_id:
+        wanted_ids.append(keys.own_message_id)
+    known: dict[str, int] = {}
+    already = None
+    if wanted_ids:
+        rows: Iterable[Any]
+        if len(wanted_ids) <= len(_ID_KEYS):  # the usual case: run directly
+            params = dict(zip(_ID_KEYS, wanted_ids, strict=False))
+            rows = _known_ids(len(wanted_ids)).all(session, params)
+        else:
+            rows = session.connection().execute(_KNOWN_IDS, {"ids": wanted_ids})
+        for mid, tid, direction in rows:
+            if mid == keys.own_message_id and direction == Direction.IN:
+                already = tid
+            if mid in keys.message_ids:
+                known.setdefault(mid, tid)
+    wanted = set(known.values())
+    if keys.subject_ticket is not None:
+        wanted.add(keys.subject_ticket)
+    token_ticket = token.ticket if token is not None and token.valid else None
+    if token_ticket is not None:
+        wanted.add(token_ticket)
+    language = None  # the contact's language matters to a new ticket's acknowledgement
+    if msg.sender is not None and not wanted:
+        row = _LANGUAGE.first(session, {"email": msg.sender.email})
+        language = row[0] if row else None
+    tickets = ticket_facts(session, wanted)
+    if token_ticket not in tickets:  # a signed address of a ticket that is gone
+        token_ticket = None
+    return Facts(known_ids=known, tickets=tickets, already_stored_on=already,
+                 sender_language=language, token_ticket=token_ticket, reply_token=token,
+                 directory=directory)  # fmt: skip
+
+
+def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]:
+    ids = list(ids)
+    if not ids:
+        return {}
+    conn = session.connection()
+    rows: Sequence[Any]
+    pairs: Iterable[Any]
+    if len(ids) == 1:  # a reply: its one ticket, run directly
+        rows = _TICKET_ONE.all(session, {"id": ids[0]})
+        pairs = _WATCHERS_ONE.all(session, {"id": ids[0]})
+    else:
+        rows = conn.execute(_TICKETS, {"ids": ids}).all()
+        pairs = conn.execute(_WATCHERS, {"ids": ids})
+    watchers: dict[int, set[str]] = {}
+    for tid, email in pairs:
+        watchers.setdefault(tid, set()).add(email)
+    assignee_ids = {row[-2] for row in rows if row[-2] is not None}
+    assignees: dict[int, str] = dict(
+        conn.execute(_ASSIGNEES, {"ids": list(assignee_ids)}).all() if assignee_ids else []
+    )
+    out = {}
+    for (
+        tid,
+        status,
+        subject,
+        language,
+        resolved_at,
+        closed_at,
+        priority,
+        tier,
+        security,
+        assignee_id,
+        email,
+    ) in rows:
+        requester = normalize_address(email)
+        ticket_watchers = frozenset(watchers.get(tid, set()))
+        assignee = assignees.get(assignee_id) if assignee_id else None
+        out[tid] = TicketFacts(
+            id=tid,
+            status=status,
+            requester=requester,
+            subject=subject,
+            language=language,
+            participants=frozenset(
+                {requester, *ticket_watchers, *([assignee] if assignee else [])}
+            ),
+            resolved_at=resolved_at,
+            closed_at=closed_at,
+            priority=priority,
+            tier=tier,
+            security=security,
+            assignee=assignee_id,
+            watchers=ticket_watchers,
+        )
+    return out
+
+
+def single_instance(sessions: sessionmaker[Session]) -> bool:
+    with sessions() as session:
+        return is_sqlite(session)

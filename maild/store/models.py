@@ -1,0 +1,336 @@
+"""The data model (DESIGN §2), SQLAlchemy 2 declarative.
+
+ORM objects stay inside the modules that write the database (`intake`,
+`apply`, `worker`, `sender`, `views`); the pipeline sees frozen dataclasses.
+Every schema change here comes with an Alembic migration in
+``maild/store/migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    select,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
+
+# BIGINT keys on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python; naive UTC in the column on every backend."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime, int: BigId}
+
+
+class Inbound(Base):
+    """A message exactly as it arrived, committed before we acknowledged it.
+
+    Its bytes are in `InboundRaw`, read here as ``raw``.
+    """
+
+    __tablename__ = "inbound"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(16))
+    mailbox: Mapped[str | None] = mapped_column(String(200))
+    envelope_from: Mapped[str | None] = mapped_column(String(512))
+    envelope_to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    received_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None]
+    claimed_by: Mapped[int | None] = mapped_column(BigInteger)  # instance.id
+    processed_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    notify: Mapped[bool] = mapped_column(Boolean, default=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
+
+    __table_args__ = (Index("ix_inbound_status_id", "status", "id"),)
+
+
+class InboundRaw(Base):
+    """The raw bytes of an inbound message, in a row of their own.
+
+    SQLite writes a whole record again, overflow pages and all, on every
+    UPDATE of any of its columns; an inbound row is updated when claimed and
+    again when processed. With the bytes inside it, every message was written
+    five times over into the WAL (and again by each checkpoint); apart, once.
+    """
+
+    __tablename__ = "inbound_raw"
+
+    inbound_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("inbound.id"), primary_key=True, autoincrement=False
+    )
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# Loaded with the row (one primary-key lookup), as when the bytes were a column.
+Inbound.raw = column_property(
+    select(InboundRaw.raw).where(InboundRaw.inbound_id == Inbound.id).scalar_subquery()
+)
+
+
+class Contact(Base):
+    __tablename__ = "contact"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    language: Mapped[str | None] = mapped_column(String(16))
+    bounce_state: Mapped[str] = mapped_column(String(16), default="ok")
+    bounced_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class Agent(Base):
+    __tablename__ = "agent"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    tier: Mapped[int] = mapped_column(Integer, default=1)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    language: Mapped[str | None] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Ticket(Base):
+    """A ticket; its id is the ticket number users see as ``[#N]``."""
+
+    __tablename__ = "ticket"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str] = mapped_column(String(64))
+    impact: Mapped[int] = mapped_column(Integer)
+    urgency: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer)
+    tier: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("contact.id"), index=True)
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id"))
+    subject: Mapped[str] = mapped_column(Text)
+    security: Mapped[bool] = mapped_column(Boolean, default=False)
+    language: Mapped[str] = mapped_column(String(16), default="en")
+    address: Mapped[str] = mapped_column(String(320))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
+    loop_suspected: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    first_response_due: Mapped[datetime | None]
+    first_response_at: Mapped[datetime | None]
+    resolution_due: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    # SLA bookkeeping (maild.sla, maild.lifecycle, maild.sweeps)
+    first_response_warn_at: Mapped[datetime | None] = mapped_column(index=True)
+    first_response_warned_at: Mapped[datetime | None]
+    first_response_breached_at: Mapped[datetime | None]
+    resolution_warn_at: Mapped[datetime | None] = mapped_column(index=True)
+    resolution_warned_at: Mapped[datetime | None]
+    resolution_breached_at: Mapped[datetime | None]
+    sla_paused_at: Mapped[datetime | None]
+    sla_paused_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_reminder_at: Mapped[datetime | None]
+    # GDPR art. 33: the regulator must hear of a personal-data breach within 72 h.
+    regulator_due: Mapped[datetime | None]
+    regulator_next_reminder_at: Mapped[datetime | None] = mapped_column(index=True)
+    regulator_reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    regulator_notified_at: Mapped[datetime | None]
+
+    requester: Mapped[Contact] = relationship(foreign_keys=[requester_id], lazy="joined")
+
+
+class Article(Base):
+    """One message or note on a ticket, in either direction."""
+
+    __tablename__ = "article"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    visibility: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    author_email: Mapped[str] = mapped_column(String(320), default="")
+    author_name: Mapped[str] = mapped_column(String(200), default="")
+    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    html: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"))
+
+
+class Blob(Base):
+    """Attachment content, stored once per sha256."""
+
+    __tablename__ = "blob"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Attachment(Base):
+    __tablename__ = "attachment"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("article.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blob.sha256"), index=True)
+    content_id: Mapped[str | None] = mapped_column(String(998))
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Watcher(Base):
+    __tablename__ = "watcher"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"), primary_key=True)
+    added_at: Mapped[datetime]
+
+
+class TicketLink(Base):
+    __tablename__ = "ticket_link"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    other_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), default="related")
+    created_at: Mapped[datetime]
+
+
+class Event(Base):
+    """The audit log: who changed what, when."""
+
+    __tablename__ = "event"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(32))
+    old: Mapped[str | None] = mapped_column(Text)
+    new: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Outbox(Base):
+    """A rendered outgoing message; `raw` is what every (re)send transmits."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("article.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    mail_from: Mapped[str] = mapped_column(String(320))
+    rcpt_to: Mapped[list[str]] = mapped_column(JSON)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_at: Mapped[datetime | None]
+    claimed_by: Mapped[int | None] = mapped_column(BigInteger)  # instance.id
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_outbox_status_next", "status", "next_attempt_at"),
+        Index("ix_outbox_status_id", "status", "id"),  # the sender's claim, in id order
+    )
+
+
+class AutoreplyLog(Base):
+    """Automatic mails sent per address, for rate limits and loop breaking."""
+
+    __tablename__ = "autoreply_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (
+        Index("ix_autoreply_log_address_at", "address", "at"),
+        Index("ix_autoreply_log_ticket_at", "ticket_id", "at"),
+        Index("ix_autoreply_log_at", "at"),
+    )
+
+
+class ImapCheckpoint(Base):
+    __tablename__ = "imap_checkpoint"
+
+    mailbox: Mapped[str] = mapped_column(String(200), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(500), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class Instance(Base):
+    """A running ``maild serve``; its rows are released when it is gone (maild.cluster)."""
+
+    __tablename__ = "instance"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
