@@ -39,6 +39,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check maild tests bench
 	$(BIN)/ruff format --check maild tests bench
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .ruff_cache bench/out
