@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config/maild.example.toml
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test mutants bench lint clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+# Deliberate bugs (tests/mutants/*.patch), each applied to a temporary copy of
+# the checkout; the tests each names must fail. MUTANTS="a b" runs only those.
+mutants: install
+	$(BIN)/python tests/mutants/run.py $(MUTANTS)
+
 # Each benchmark prints its figures and whether its targets were met; a
 # missed target does not stop the others ("-").
 bench: install
@@ -40,6 +45,7 @@ lint: install
 	$(BIN)/ruff check maild tests bench
 	$(BIN)/ruff format --check maild tests bench
 	$(BIN)/lint-imports
+	$(BIN)/python tests/mutants/run.py --check
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .ruff_cache bench/out

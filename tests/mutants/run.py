@@ -1,0 +1,366 @@
+"""Run the deliberate bugs in tests/mutants/ and require the tests to catch each.
+
+Each ``tests/mutants/NAME.patch`` is a few header lines, then a unified diff
+made by ``git diff`` (it applies with ``git apply`` at the repository root)::
+
+    promise: <the promise this bug breaks, one line>
+    tests: <arguments for pytest, run at the repository root>
+    diff --git a/maild/... b/maild/...
+    ...
+
+``promise:`` and ``tests:`` are required. Optional header lines:
+``timeout: SECONDS`` (the named tests' time limit, default 600; a mutant that
+makes its tests hang past it counts as killed, and is reported so) and
+``# comments``. Blank lines are allowed before the diff.
+
+For each mutant the runner copies the checkout (what git tracks plus new files
+not ignored: not ``.venv``, ``var/`` or caches) to a temporary directory,
+applies the patch there, and runs its tests with this Python (the project's
+venv) in the copy, ``PYTHONPATH`` pointing at the copy so every process the
+tests start imports the mutated code, not the editable install. The tests must
+FAIL: a mutant whose tests pass SURVIVED. A patch that no longer applies, a
+``tests:`` line that selects no test, or tests that cannot even be collected
+are errors, never kills. Prints a table; exits 1 if any mutant survived or
+erred, 2 on a usage error.
+
+    python tests/mutants/run.py [-j JOBS] [--check] [--baseline] [--keep] [NAME ...]
+
+``--check`` only checks that every patch is well-formed and applies (fast;
+``make lint`` runs it). ``--baseline`` first runs all named tests on the
+unchanged copy and requires them to pass (use it when writing a mutant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MUTANTS = Path(__file__).resolve().parent
+DEFAULT_TIMEOUT = 600.0
+HEADER_KEYS = {"promise", "tests", "timeout"}
+PYTEST = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-o", "addopts=-ra"]
+# pytest's exit codes: 0 all passed, 1 some failed, 2 interrupted or collection
+# errors, 3 internal error, 4 usage error, 5 no tests collected.
+EXIT_FAILED = 1
+
+
+class MutantError(Exception):
+    """A mutant that cannot be run as written (names the patch)."""
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: Path
+    promise: str
+    tests: tuple[str, ...]
+    diff: str
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    result: str  # "killed", "killed (timeout)", "SURVIVED", "ERROR"
+    seconds: float
+    detail: str = ""
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.result.startswith("killed")
+
+
+def load(path: Path) -> Mutant:
+    """Parse one patch file; every problem names the file."""
+    text = path.read_text(encoding="utf-8")
+    header: dict[str, str] = {}
+    lines = text.splitlines(keepends=True)
+    start = None
+    for number, line in enumerate(lines, 1):
+        if line.startswith("diff --git "):
+            start = number - 1
+            break
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition(":")
+        key = key.strip().lower()
+        if not sep or key not in HEADER_KEYS:
+            raise MutantError(
+                f"{path.name}:{number}: expected 'promise:', 'tests:', 'timeout:' or "
+                f"'diff --git', got {stripped[:60]!r}"
+            )
+        if key in header:
+            raise MutantError(f"{path.name}:{number}: '{key}:' given twice")
+        header[key] = value.strip()
+    if start is None:
+        raise MutantError(f"{path.name}: no 'diff --git' line: not a patch made by git diff")
+    for key in ("promise", "tests"):
+        if not header.get(key):
+            raise MutantError(f"{path.name}: the '{key}:' header line is missing or empty")
+    try:
+        tests = tuple(shlex.split(header["tests"]))
+    except ValueError as exc:
+        raise MutantError(f"{path.name}: tests: {exc}") from None
+    timeout = DEFAULT_TIMEOUT
+    if "timeout" in header:
+        try:
+            timeout = float(header["timeout"])
+        except ValueError:
+            raise MutantError(f"{path.name}: timeout: not a number of seconds") from None
+    return Mutant(
+        name=path.stem,
+        path=path,
+        promise=header["promise"],
+        tests=tests,
+        diff="".join(lines[start:]),
+        timeout=timeout,
+    )
+
+
+def checkout_files(root: Path) -> list[str]:
+    """What a fresh clone would hold, plus new files not ignored (work in progress)."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    ).stdout
+    return [name for name in out.decode().split("\0") if name]
+
+
+def make_copy(root: Path, files: list[str], parent: Path, name: str) -> Path:
+    dest = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+    for rel in files:
+        src = root / rel
+        if not src.is_file():  # deleted in the working tree, not yet committed
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    # A repository of its own: git apply never looks for an enclosing one
+    # (where it would skip paths outside the current directory).
+    subprocess.run(["git", "init", "-q", str(dest)], check=True)
+    return dest
+
+
+def apply(mutant: Mutant, copy: Path, check_only: bool = False) -> None:
+    args = ["git", "apply", "--whitespace=nowarn"] + (["--check"] if check_only else [])
+    proc = subprocess.run(args, cwd=copy, input=mutant.diff.encode(), capture_output=True)
+    if proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise MutantError(
+            f"{mutant.path.name} no longer applies to this checkout (re-make it with git diff): "
+            + "; ".join(reason[:4])
+        )
+
+
+def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
+    """(pytest's exit code or None on timeout, its output)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(copy), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.pop("PYTEST_ADDOPTS", None)
+    proc = subprocess.Popen(
+        [sys.executable, *PYTEST, *tests],
+        cwd=copy,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out.decode(errors="replace")
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def summary_line(output: str) -> str:
+    for line in reversed(output.strip().splitlines()):
+        if re.search(r"\b(passed|failed|error|errors|skipped|no tests ran|deselected)\b", line):
+            return line.strip("= ").strip()
+    return (output.strip().splitlines() or [""])[-1][:200]
+
+
+def judge(code: int | None, output: str) -> tuple[str, str]:
+    last = summary_line(output)
+    if code is None:
+        return "killed (timeout)", f"the tests hung past their time limit; {last}"
+    if code == EXIT_FAILED:
+        return "killed", last
+    if code == 0:
+        return "SURVIVED", f"the named tests passed with the bug in place: {last}"
+    if code == 5:
+        return "ERROR", "the tests: line selects no test (pytest exit 5)"
+    return "ERROR", f"the tests could not run (pytest exit {code}): {last}"
+
+
+def run_one(mutant: Mutant, files: list[str], parent: Path, keep: bool) -> Outcome:
+    started = time.monotonic()
+    copy = None
+    try:
+        copy = make_copy(ROOT, files, parent, mutant.name)
+        apply(mutant, copy)
+        code, output = run_tests(copy, mutant.tests, mutant.timeout)
+        result, detail = judge(code, output)
+        tail = output.strip().splitlines()[-40:] if not result.startswith("killed") else []
+        if keep:
+            detail += f" (copy kept in {copy})"
+        return Outcome(mutant, result, time.monotonic() - started, detail, tail)
+    except MutantError as exc:
+        return Outcome(mutant, "ERROR", time.monotonic() - started, str(exc))
+    finally:
+        if copy is not None and not keep:
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+def baseline(mutants: list[Mutant], files: list[str], parent: Path) -> list[str]:
+    """Run each mutant's tests on the unchanged code: they must pass."""
+    problems = []
+    copy = make_copy(ROOT, files, parent, "baseline")
+    try:
+        for m in mutants:
+            code, output = run_tests(copy, m.tests, m.timeout)
+            if code != 0:
+                problems.append(
+                    f"{m.name}: its tests do not pass unmutated: {summary_line(output)}"
+                )
+            print(f"  baseline {m.name}: {'ok' if code == 0 else 'FAILS'}", flush=True)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    return problems
+
+
+def table(outcomes: list[Outcome]) -> str:
+    width = max([len("mutant")] + [len(o.mutant.name) for o in outcomes])
+    promise_width = 64
+    rows = [f"{'mutant':<{width}}  {'promise':<{promise_width}}  {'result':<16}  seconds"]
+    rows.append("-" * len(rows[0]))
+    for o in outcomes:
+        promise = o.mutant.promise
+        if len(promise) > promise_width:
+            promise = promise[: promise_width - 1] + "…"
+        rows.append(
+            f"{o.mutant.name:<{width}}  {promise:<{promise_width}}  {o.result:<16}  {o.seconds:7.1f}"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="run only these mutants (file stems)")
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("MAILD_MUTANT_JOBS", "0")) or min(2, os.cpu_count() or 1),
+        help="mutants run at once (default: 2, or MAILD_MUTANT_JOBS)",
+    )
+    parser.add_argument("--check", action="store_true", help="only check that every patch applies")
+    parser.add_argument("--baseline", action="store_true", help="first run the tests unmutated")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    args = parser.parse_args(argv)
+
+    paths = sorted(MUTANTS.glob("*.patch"))
+    if args.names:
+        wanted = {n.removesuffix(".patch") for n in args.names}
+        unknown = wanted - {p.stem for p in paths}
+        if unknown:
+            print(f"mutants: no such mutant: {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        paths = [p for p in paths if p.stem in wanted]
+    if not paths:
+        print("mutants: no tests/mutants/*.patch", file=sys.stderr)
+        return 2
+
+    errors: list[str] = []
+    mutants: list[Mutant] = []
+    for path in paths:
+        try:
+            mutants.append(load(path))
+        except MutantError as exc:
+            errors.append(str(exc))
+
+    files = checkout_files(ROOT)
+    parent = Path(tempfile.mkdtemp(prefix="maild-mutants-"))
+    try:
+        if args.check:
+            copy = make_copy(ROOT, files, parent, "check")
+            for m in mutants:
+                try:
+                    apply(m, copy, check_only=True)
+                except MutantError as exc:
+                    errors.append(str(exc))
+            for e in errors:
+                print(f"mutants: {e}", file=sys.stderr)
+            print(f"mutants: {len(paths) - len(errors)} of {len(paths)} patches apply")
+            return 1 if errors else 0
+
+        if args.baseline:
+            problems = baseline(mutants, files, parent)
+            if problems:
+                for p in problems:
+                    print(f"mutants: {p}", file=sys.stderr)
+                return 1
+
+        started = time.monotonic()
+        print(f"mutants: {len(mutants)} to run, {args.jobs} at a time", flush=True)
+        outcomes: list[Outcome] = []
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = [pool.submit(run_one, m, files, parent, args.keep) for m in mutants]
+            for future in futures:
+                o = future.result()
+                outcomes.append(o)
+                print(f"  {o.mutant.name}: {o.result} ({o.seconds:.1f} s)", flush=True)
+        elapsed = time.monotonic() - started
+    finally:
+        if not args.keep:
+            shutil.rmtree(parent, ignore_errors=True)
+
+    print()
+    print(table(outcomes))
+    bad = [o for o in outcomes if not o.ok]
+    for o in bad:
+        print(f"\n{o.mutant.name} [{o.result}]: {o.detail}\n  promise: {o.mutant.promise}")
+        print(f"  tests:   {shlex.join(o.mutant.tests)}")
+        for line in o.log:
+            print(f"  | {line}")
+    for e in errors:
+        print(f"\nmutants: ERROR {e}")
+    killed = sum(o.ok for o in outcomes)
+    total = len(outcomes) + len(errors)
+    print(
+        f"\nmutants: {killed} of {total} killed"
+        + (f", {sum(o.result == 'SURVIVED' for o in outcomes)} SURVIVED" if bad else "")
+        + (
+            f", {len(errors) + sum(o.result == 'ERROR' for o in outcomes)} errors"
+            if bad or errors
+            else ""
+        )
+        + f" in {elapsed:.0f} s"
+    )
+    return 1 if bad or errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
