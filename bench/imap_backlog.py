@@ -9,7 +9,7 @@ each in a fresh child process on SQLite (WAL, ``synchronous=FULL``):
 * **baseline** - the least any IMAP reader does: one connection fetching every
   message with ``BODY.PEEK[]`` in UID batches of 100 and throwing it away
   (read-only; no database). The ceiling the server and loopback give.
-* **maild intake** - `maild.imap.MailboxPoller` in burst mode: fetch, commit
+* **maild intake** - `maild.intake.imap.MailboxPoller` in burst mode: fetch, commit
   each batch with its UID checkpoint, then MOVE it to Processed.
 * **maild serve** - the whole daemon (``maild serve``, SMTP off) on a second
   copy of the backlog: intake, worker (parse, triage, apply, acknowledgement

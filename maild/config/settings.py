@@ -596,6 +596,9 @@ def _positive(key: str, value: float) -> None:
 
 def validate(s: Settings) -> None:
     """Cross-field and value checks; each failure names its key."""
+    # SQLAlchemy's URL parser, imported here and not at the top: the parse
+    # processes import this module (for the Settings type) but never validate,
+    # and SQLAlchemy would cost each of them memory within its budget.
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 

@@ -9,8 +9,8 @@ caller's transaction (DESIGN: transactions open in one place per flow):
         ops.resolve(42, actor="anna@example.com", note="Replaced the toner.")
 
 The CLI (``maild ticket resolve 42``), the sweeps and agents' mail commands
-(``#resolve``, ``#escalate``, ``#priority`` ... in `maild.agentreply`) all map
-onto these methods. Agents are told through the directory (`maild.directory`,
+(``#resolve``, ``#escalate``, ``#priority`` ... in `maild.desk.agentreply`) all map
+onto these methods. Agents are told through the directory (`maild.pipeline.directory`,
 held by the applier): each agent at their own address with a personal reply
 address, and the group addresses of ``[tiers]``; public updates to the
 requester go to the ticket's watchers too (Cc).

@@ -1,4 +1,4 @@
-"""Run an authenticated agent's reply (`maild.agentmail`): its commands and its
+"""Run an authenticated agent's reply (`maild.pipeline.agentmail`): its commands and its
 public text, through `TicketOps`, inside the transaction that stores the
 article. All or nothing: the reply runs under a savepoint; a refused step
 rolls the whole reply back (the article stays, as an internal note) and the

@@ -564,7 +564,7 @@ class Applier:
         """Render `notice`, store it as an outgoing article and an outbox row.
 
         The one place automatic mail is queued: returns None when the rate
-        limits or a hard bounce withhold it (`maild.autoreply`).
+        limits or a hard bounce withhold it (`maild.desk.autoreply`).
         """
         if isinstance(ticket, Ticket):
             ticket = TicketView.of(ticket)

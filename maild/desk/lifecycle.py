@@ -3,7 +3,7 @@
 The one place that moves ``ticket.status`` (DESIGN §3): `apply` (a reply
 reopens or un-pauses a ticket), `actions` (agents and admins) and `sweeps`
 (reminders, auto-resolve, auto-close) all call `change_status`, which keeps
-the SLA columns right through the pure transitions of `maild.sla`:
+the SLA columns right through the pure transitions of `maild.pipeline.sla`:
 
 - entering ``pending_user`` pauses the clocks and starts the reminder count;
 - leaving it resumes them, the deadlines moved by the time spent waiting;

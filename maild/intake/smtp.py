@@ -10,7 +10,7 @@ address (one more gets ``421 4.7.0``); a client idle for
 ``smtp.timeout_seconds`` gets ``421 4.4.2`` and is dropped; at most
 ``smtp.max_recipients`` recipients (``452 4.5.3``); only ``CRLF.CRLF`` ends
 DATA (a bare-LF ``\n.\n`` is message content, so SMTP smuggling cannot slip a
-second message past us); optional STARTTLS and AUTH (`maild.smtpauth`).
+second message past us); optional STARTTLS and AUTH (`maild.intake.smtpauth`).
 Disk full gives ``452 4.3.1``.
 
 Draining (SIGTERM): `IntakeHandler.drain()` answers ``421 4.3.2`` to every

@@ -98,7 +98,7 @@ class ParsedMessage:
     notes: tuple[str, ...] = ()  # what the limits cut (maild.limits), for people
     bounce: BounceReport | None = None  # for mail that looks like a delivery report
     header_order: tuple[str, ...] = ()  # lower-case names of all header fields, top first
-    # Classified beside the parse (`maild.parsepool`): (rules token, recipient,
+    # Classified beside the parse (`maild.service.parsepool`): (rules token, recipient,
     # Triage). `maild.pipeline.triage.classify` uses it only for the same rules and
     # recipient; typed `object` here because triage is a layer above the format.
     pre_triage: tuple[str, str, object] | None = field(default=None, compare=False, repr=False)
@@ -271,7 +271,7 @@ def parse(
 
     `bounce_hint` says the envelope already marks this as a delivery report
     (null sender, or sent to one of our VERP addresses); `salvage` parses
-    only the headers and the first text part (see `maild.limits.prescan`).
+    only the headers and the first text part (see `maild.mail.limits.prescan`).
     """
     limits = limits or ParseLimits()
     if not looks_like_message(raw[: 1024 * 1024]):

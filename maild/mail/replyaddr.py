@@ -3,7 +3,7 @@
 ``help+<ticket>.<agent>.<token>@example.com`` or, expiring,
 ``help+<ticket>.<agent>.<yyyymmdd>.<token>@example.com``: a plus-variant of
 the ticket's help-desk address, so it arrives like any mail to us. The token
-is an HMAC-SHA256 (`maild.tokens`, 128 bits, compared in constant time) over
+is an HMAC-SHA256 (`maild.mail.tokens`, 128 bits, compared in constant time) over
 the ticket number, the agent's number and the expiry date, so none of them
 can be changed, and the expiry cannot be dropped, without the secret.
 

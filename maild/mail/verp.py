@@ -2,7 +2,7 @@
 
 ``help+bounces.<outbox-id>.<token>@example.com`` is a plus-variant of the
 served address the mail went out from, so the bounce comes back to us; the
-token (an HMAC over the outbox id, `maild.tokens`) makes sure a forged bounce
+token (an HMAC over the outbox id, `maild.mail.tokens`) makes sure a forged bounce
 cannot mark anyone's address undeliverable. Pure functions.
 """
 

@@ -2,7 +2,7 @@
 
 A reply runs commands only when all of these hold:
 
-1. it came to a personal reply address (`maild.replyaddr`) whose signature
+1. it came to a personal reply address (`maild.mail.replyaddr`) whose signature
    is ours, that has not expired, issued for this ticket to this agent;
 2. its From, parsed strictly, is exactly that agent's directory address:
    one From field, one mailbox, a plain ASCII address, no address-like

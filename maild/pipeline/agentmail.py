@@ -1,14 +1,14 @@
 """Mail on the agents' channel (pure): what an agent's reply, or a mail posing
 as one, does to its ticket.
 
-- Not authenticated (`maild.agentauth`): the mail becomes an internal note,
+- Not authenticated (`maild.pipeline.agentauth`): the mail becomes an internal note,
   nothing changes, and each agent concerned is told why at their directory
   address.
-- Authenticated: the leading ``#`` lines are parsed (`maild.commands`); a
+- Authenticated: the leading ``#`` lines are parsed (`maild.pipeline.commands`); a
   bad line refuses the whole reply (internal note, the agent gets the list
   of valid commands). Otherwise the commands and the public text (quotes
-  and signature stripped by `maild.quotes`, the agent's own and our reply
-  addresses scrubbed) go to `maild.agentreply`, which runs them in the same
+  and signature stripped by `maild.mail.quotes`, the agent's own and our reply
+  addresses scrubbed) go to `maild.desk.agentreply`, which runs them in the same
   transaction as the article, all or nothing.
 
 The agent's mail itself is always an internal article: the requester only

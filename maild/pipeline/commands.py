@@ -18,8 +18,8 @@ Only leading lines count (blank lines between them are fine); a ``#`` further
 down is text. Every value is checked here, before anything runs: a line
 with control characters, an unknown command, a bad value, or a header-like
 line right after a command (a line break smuggled into a value: ``Bcc:``)
-refuses the whole reply. What the command then does is `maild.agentmail`'s
-business, through `maild.actions.TicketOps`.
+refuses the whole reply. What the command then does is `maild.pipeline.agentmail`'s
+business, through `maild.desk.actions.TicketOps`.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class TicketFacts:
 
 @dataclass(frozen=True)
 class BouncedOutbox:
-    """The outgoing mail a genuine VERP address names (`maild.verp`)."""
+    """The outgoing mail a genuine VERP address names (`maild.mail.verp`)."""
 
     id: int
     ticket_id: int | None

@@ -3,10 +3,10 @@
 ``screen -> correlate -> identify -> commands -> triage -> decide``. No
 database, no network, no clock: the worker passes in the `Facts` it looked
 up and "now". `apply` writes the Decision in one transaction (and
-`maild.agentreply` runs an agent's commands in it).
+`maild.desk.agentreply` runs an agent's commands in it).
 
 Mail on the agents' channel (to a personal reply address, or from or
-imitating an agent of the directory) is decided by `maild.agentmail`.
+imitating an agent of the directory) is decided by `maild.pipeline.agentmail`.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ class AgentReply:
 
 @dataclass(frozen=True)
 class BounceSpec:
-    """What a delivery report says about mail we sent (`maild.bounce`)."""
+    """What a delivery report says about mail we sent (`maild.mail.bounce`)."""
 
     kind: str  # "hard" | "soft" | "unknown"
     addresses: tuple[str, ...]  # our recipients it reports as failed

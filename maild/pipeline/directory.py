@@ -2,7 +2,7 @@
 
 `Directory` is the frozen, in-memory view the pure stages use: who is in
 which tier, who is a security contact, is this From one of our agents or a
-look-alike of one. `maild.agents` builds it from the ``agent`` table after
+look-alike of one. `maild.desk.agents` builds it from the ``agent`` table after
 syncing that with the configuration; the `Applier` holds the current one.
 """
 

@@ -7,7 +7,7 @@ recipient's language), internal articles on the ticket, and for a security
 ticket carry no subject and no message body unless the address belongs to
 the security group (``tiers.security``, or an agent in group "security").
 A notice to an agent of the directory carries that agent's personal reply
-address (`maild.replyaddr`).
+address (`maild.mail.replyaddr`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every notification to agents goes through `recipients_for_tier` (and its
 siblings for the duty manager and the security contacts): the individual
-agents of the directory (`maild.directory`), each of whom gets a personal
+agents of the directory (`maild.pipeline.directory`), each of whom gets a personal
 reply address, and the group addresses configured in ``[tiers]``.
 """
 

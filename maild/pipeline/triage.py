@@ -1,7 +1,7 @@
 """Triage (DESIGN §6): type, category, impact, urgency, priority, tier.
 
 Rule-driven and pure. A `Rulebook` is compiled once (at start, and again on
-SIGHUP) from the built-in rules (``maild/rules/triage.toml``, English and
+SIGHUP) from the built-in rules (``maild/pipeline/rules/triage.toml``, English and
 Finnish) and the admin's ``triage.rules_file``; `classify` scores a message
 against it:
 
@@ -231,7 +231,7 @@ class Rulebook:
     impact: Family
     urgency: Family
     # Names this compilation: a classification made elsewhere with these rules
-    # (in a parse process, `maild.parsepool`) carries it, and is used only while
+    # (in a parse process, `maild.service.parsepool`) carries it, and is used only while
     # these are still the rules in force.
     token: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)
 

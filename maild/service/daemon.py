@@ -1,7 +1,7 @@
 """``maild serve``: wire the parts together and run until told to stop.
 
 Threads: the intake writer (group commit), the worker, the sender, one per
-IMAP mailbox (`maild.imap`), the ``/metrics`` and ``/healthz`` listener; the
+IMAP mailbox (`maild.intake.imap`), the ``/metrics`` and ``/healthz`` listener; the
 asyncio loop runs the SMTP/LMTP listener and the systemd watchdog;
 APScheduler runs the periodic, idempotent sweeps (`Daemon.add_sweep`, each
 under a singleton lock across instances) and this instance's heartbeat.
@@ -14,7 +14,7 @@ rules; the agent directory registers its own with `Daemon.add_reload_hook`)
 without touching open connections.
 
 Under systemd (``Type=notify``) it reports READY, STATUS, RELOADING, STOPPING
-and pings WATCHDOG while its threads are healthy (`maild.notify`); a socket
+and pings WATCHDOG while its threads are healthy (`maild.service.notify`); a socket
 passed by ``maild.socket`` replaces ``smtp.listen``.
 """
 

@@ -13,7 +13,7 @@ capped at what it used when it started plus ``limits.parse_memory_mb``
 (``RLIMIT_AS``: the parse gets `MemoryError`), and its CPU time is watched
 (``/proc``, with ``RLIMIT_CPU`` as the backstop) and the child killed past
 ``limits.parse_cpu_seconds``. The parse itself first applies the limits of
-`maild.limits` to the raw bytes. A message whose parse was killed is parsed
+`maild.mail.limits` to the raw bytes. A message whose parse was killed is parsed
 once more in salvage mode (headers within the limits, the first text part,
 the original attached); if that fails too, it is quarantined with the reason.
 
@@ -290,7 +290,7 @@ class ParsePool:
         """Classify each message with `rules` beside its parse, from now on.
 
         The triage rides along on the `ParsedMessage`, named by the rules'
-        token: `maild.triage.classify` takes it only while those rules are
+        token: `maild.pipeline.triage.classify` takes it only while those rules are
         still in force (after a reload, the worker classifies the messages
         parsed before it).
         """

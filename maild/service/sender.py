@@ -288,7 +288,7 @@ class Sender:
                     )  # fmt: skip
                 )
             # VERP: the envelope sender names this very outbox row, so its bounce
-            # maps back to it (`maild.verp`); `Outbox.mail_from` is the help-desk
+            # maps back to it (`maild.mail.verp`); `Outbox.mail_from` is the help-desk
             # address it goes out from.
             return [
                 OutgoingItem(

@@ -5,7 +5,7 @@ work (claiming, composing envelopes, writing and fsyncing files, recording
 outcomes) competed with the SMTP intake and the worker for it. In a child
 process it runs beside them. It behaves as the daemon's other loops do
 (`wake`, `start`, `stop`, `healthy`), claims rows exactly as the in-thread
-sender does (`maild.sender.Sender`), and reports what it sent to the parent
+sender does (`maild.service.sender.Sender`), and reports what it sent to the parent
 for the metrics. It ends when told to, or when its parent is gone.
 """
 
@@ -90,7 +90,7 @@ def _alive(pid: int) -> bool:
 
 
 class SenderProcess:
-    """Runs the sender in a child process; the interface of `maild.daemon.Loop`."""
+    """Runs the sender in a child process; the interface of `maild.service.daemon.Loop`."""
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ the ticket an earlier message opened. A message that raises is rolled back to
 its savepoint and retried later; after ``worker.max_attempts`` it is
 quarantined with the error. A row left in ``processing`` by a crash returns
 to ``pending`` (at start on SQLite; on PostgreSQL when its instance is found
-dead, see `maild.cluster`, or after the lease). Nothing is ever deleted by
+dead, see `maild.service.cluster`, or after the lease). Nothing is ever deleted by
 processing.
 
 Several instances (PostgreSQL): a worker applies only rows still claimed by

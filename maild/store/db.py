@@ -364,6 +364,8 @@ def claim_order(stmt: Any) -> Any:
 
 
 # --- migrations ------------------------------------------------------------
+# Alembic is imported inside these functions: it costs ~0.1 s of start-up, and
+# only `db upgrade` and `serve` (its schema check) need it.
 
 
 def _alembic_config(engine: Engine) -> Any:

@@ -1,4 +1,4 @@
-"""`maild.db.Direct` behaves as SQLAlchemy would: values, defaults, errors (both backends)."""
+"""`maild.store.db.Direct` behaves as SQLAlchemy would: values, defaults, errors (both backends)."""
 
 from __future__ import annotations
 
