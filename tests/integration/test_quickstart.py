@@ -19,7 +19,14 @@ def test_example_config_serves_a_first_message(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "MAILD_SMTP__LISTEN": f"127.0.0.1:{port}"}
+    # The example's fixed ports (SMTP 2525, metrics 9325) may be taken by a
+    # developer's `make run` or another test run: SMTP on a free port, metrics
+    # on any port the OS gives.
+    env = {
+        **os.environ,
+        "MAILD_SMTP__LISTEN": f"127.0.0.1:{port}",
+        "MAILD_HTTP__LISTEN": "127.0.0.1:0",
+    }
     config = ROOT / "config" / "maild.example.toml"
     proc = subprocess.Popen(
         [sys.executable, "-m", "maild", "--config", str(config), "serve"],

@@ -45,6 +45,8 @@ class Server:
             # A short lease: on PostgreSQL (possibly several instances) rows a
             # killed daemon had in hand come back when their lease runs out.
             "[worker]\npoll_seconds = 0.2\nparse_processes = 1\nlease_seconds = 4\n"
+            # Not the default metrics port 9325: another run may hold it.
+            "[http]\nenabled = false\n"
         )
         self.log = open(tmp_path / "serve.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc: subprocess.Popen[bytes] | None = None
