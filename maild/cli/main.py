@@ -251,6 +251,11 @@ def cmd_check_config(settings: Settings) -> int:
     from maild.pipeline.triage import Rulebook
 
     rules = Rulebook.from_settings(settings)  # triage rules compile, or a ConfigError
+    from maild.mail.language import load_languages
+    from maild.pipeline.screen import recognisers
+
+    recognisers(settings.languages.directory)  # language data compiles, or a ConfigError
+    languages = load_languages(settings.languages.directory)
     print(f"configuration OK ({settings.source})")
     print(f"  serving:  {', '.join(settings.helpdesk.addresses)}")
     print(f"  database: {settings.database.url}")
@@ -265,6 +270,8 @@ def cmd_check_config(settings: Settings) -> int:
     else:
         print(f"  outgoing: Maildir {settings.outgoing.maildir}")
     print(f"  triage:   {len(rules.category_names)} categories ({', '.join(rules.category_names)})")
+    extra = f" (with {settings.languages.directory})" if settings.languages.directory else ""
+    print(f"  language data: {', '.join(languages.codes)}{extra}")
     sla = settings.sla
     print(f"  SLA:      {sla.business_hours or '24/7'}; first response "
           f"{'/'.join(f'{h:g}' for h in sla.first_response_hours)} h, resolution "

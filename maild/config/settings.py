@@ -396,6 +396,17 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class LanguagesSettings:
+    """Language data beyond the built-in maild/mail/lang/*.toml (maild.mail.language)."""
+
+    directory: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.directory is not None and not self.directory.is_dir():
+            _fail("languages.directory", f"no such directory: {self.directory}")
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -419,6 +430,7 @@ class Settings:
     agents: tuple[AgentSettings, ...] = ()  # the agent directory, [[agents]]
     http: HttpSettings = field(default_factory=HttpSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    languages: LanguagesSettings = field(default_factory=LanguagesSettings)
     source: str = "<defaults>"
 
 

@@ -1,6 +1,28 @@
-"""Which language a requester gets: en or fi (pure).
+"""Language data (one TOML file per language) and which language a requester gets (pure).
 
-In order: the contact's recorded language, the message's
+**Language data.** Phrase lists are data, not code: ``maild/mail/lang/<code>.toml``,
+one file per language (``en.toml``, ``fi.toml``, ``sv.toml`` ...), each a set of
+sections, one per concern and owner::
+
+    [language]      name = "Suomi"                    (every file)
+    [autoreply]     subjects, subject_endings, body, reply_prefixes   (screening)
+    [bounce]        subjects, body, forward_prefixes                  (screening)
+    [thanks] [still_broken] [rating] [quotes] ...      (added by their owners)
+
+An admin adds a language, or phrases to one, without code: ``languages.directory``
+names a folder of more ``<code>.toml`` files in the same format; a file for a
+built-in code extends it (lists are appended to, other values replaced), any
+other code adds a language. Read it all through `load_languages()`::
+
+    langs = load_languages(settings.languages.directory)   # cached per folder
+    langs.strings("autoreply", "subjects")      # every language's list, in one tuple
+    langs["fi"].strings("autoreply", "body")    # one language's list
+    langs.codes                                 # ("da", "de", "en", ...)
+
+A value of the wrong type, or a file that is not TOML, raises `ConfigError`
+naming the file and key; `maild check-config` loads everything once.
+
+**Language choice.** In order: the contact's recorded language, the message's
 ``Content-Language``, a simple detection on the text, the configured
 default. Detection counts common function words of each language (and the
 letters ä/ö, which English never uses) in the first few thousand characters;
@@ -9,7 +31,16 @@ it answers only when one language clearly leads.
 
 from __future__ import annotations
 
+import functools
 import re
+import tomllib
+import unicodedata
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maild.errors import ConfigError
 
 LANGUAGES = ("en", "fi")
 _WORD = re.compile(r"[a-zåäö']+")
@@ -58,3 +89,201 @@ def choose(
     if detected is not None:
         return detected, "detected"
     return default, "default"
+
+
+# --- language data -------------------------------------------------------------------
+
+LANG_DIR = Path(__file__).with_name("lang")
+_CODE_RE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{1,8})?$")
+CONFIG_KEY = "languages.directory"
+
+
+@dataclass(frozen=True)
+class Language:
+    """One language's data: its sections as read from ``<code>.toml`` (plus extensions)."""
+
+    code: str
+    name: str
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    files: tuple[str, ...] = ()  # where it was read from, for error messages
+
+    def table(self, section: str) -> Mapping[str, Any]:
+        """A section as a mapping (empty when the file has none)."""
+        return self.sections.get(section, {})
+
+    def strings(self, section: str, key: str) -> tuple[str, ...]:
+        """A list of strings, e.g. ``strings("autoreply", "subjects")``; () when absent."""
+        value = self.table(section).get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            where = " or ".join(self.files) or f"{self.code}.toml"
+            raise ConfigError(CONFIG_KEY, f"{where}: [{section}] {key} must be a list of strings")
+        return tuple(value)
+
+
+class Languages(Mapping[str, Language]):
+    """Every language with data, by code (a read-only mapping)."""
+
+    def __init__(self, languages: Mapping[str, Language]) -> None:
+        self._by_code = dict(sorted(languages.items()))
+
+    def __getitem__(self, code: str) -> Language:
+        return self._by_code[code]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_code)
+
+    def __len__(self) -> int:
+        return len(self._by_code)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(self._by_code)
+
+    def strings(self, section: str, key: str) -> tuple[str, ...]:
+        """The list `key` of `section` of every language, joined, duplicates dropped."""
+        seen: dict[str, None] = {}
+        for language in self._by_code.values():
+            for value in language.strings(section, key):
+                seen.setdefault(value, None)
+        return tuple(seen)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(CONFIG_KEY, f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(CONFIG_KEY, f"{path} is not valid TOML: {exc}") from None
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(CONFIG_KEY, f"{path}: {name} must be a table ([{name}])")
+    return data
+
+
+def _merge(base: Mapping[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
+    """`more` over `base`: lists are appended to, tables merged, other values replaced."""
+    out = dict(base)
+    for key, value in more.items():
+        old = out.get(key)
+        if isinstance(old, list) and isinstance(value, list):
+            out[key] = [*old, *(v for v in value if v not in old)]
+        elif isinstance(old, dict) and isinstance(value, dict):
+            out[key] = _merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise ConfigError(CONFIG_KEY, f"no such directory: {folder}")
+    out = []
+    for path in sorted(folder.glob("*.toml")):
+        if not _CODE_RE.match(path.stem):
+            raise ConfigError(CONFIG_KEY, f"{path}: the file name must be a language code "
+                              "such as fi.toml or pt-br.toml")  # fmt: skip
+        out.append(path)
+    return out
+
+
+@functools.cache
+def load_languages(directory: Path | None = None) -> Languages:
+    """The built-in language data, extended by the files in `directory` (cached).
+
+    Raises `ConfigError` for a file that is not TOML, a section that is not a
+    table, or a file name that is not a language code.
+    """
+    raw: dict[str, dict[str, Any]] = {}
+    files: dict[str, list[str]] = {}
+    for folder in (LANG_DIR, *([directory] if directory is not None else [])):
+        for path in _files(folder):
+            code = path.stem
+            raw[code] = _merge(raw.get(code, {}), _read(path))
+            files.setdefault(code, []).append(str(path))
+    out = {}
+    for code, sections in raw.items():
+        name = sections.get("language", {}).get("name", code)
+        out[code] = Language(code, str(name), sections, tuple(files[code]))
+    return Languages(out)
+
+
+# --- matching phrases -------------------------------------------------------------------
+
+_EXTRA = {"\u2019": "'", "\u2018": "'", "\u00b4": "'", "`": "'", "\u00a0": " ", "\u202f": " "}
+
+
+def _fold_table() -> dict[int, str]:
+    """Each accented letter of the Latin, Greek and Cyrillic blocks to its base letters."""
+    table: dict[int, str] = {ord(k): v for k, v in _EXTRA.items()}
+    for start, end in ((0x00C0, 0x0250), (0x0370, 0x0530), (0x1E00, 0x1F00)):
+        for code in range(start, end):
+            char = chr(code).casefold()
+            base = "".join(c for c in unicodedata.normalize("NFKD", char)
+                           if not unicodedata.combining(c))  # fmt: skip
+            if base != chr(code):
+                table[code] = base
+    return table
+
+
+_FOLD = _fold_table()
+
+
+def fold(text: str) -> str:
+    """Text as phrases are matched: case-folded, accents dropped, apostrophes and
+    spaces made plain ("Réponse  automatique" -> "reponse  automatique")."""
+    if text.isascii():
+        return text.lower()
+    return text.casefold().translate(_FOLD)
+
+
+WILDCARD_CHARS = 60
+
+
+_SPACE, _WILD, _END = "\x00space", "\x00wild", "\x00end"
+_UNIT = {_SPACE: r"\s+", _WILD: rf"(?:\s+[^\n]{{0,{WILDCARD_CHARS}}}?)?"}
+
+
+def _units(phrase: str) -> list[str]:
+    out: list[str] = []
+    for i, word in enumerate(phrase.split()):
+        if word == "*":  # up to WILDCARD_CHARS characters of the same line
+            out.append(_WILD)
+            continue
+        if i:
+            out.append(_SPACE)
+        out.extend(word)
+    return out
+
+
+def _trie_pattern(node: dict[str, Any]) -> str:
+    alternatives = [
+        (_UNIT[unit] if unit in _UNIT else re.escape(unit)) + _trie_pattern(child)
+        for unit, child in sorted(node.items())
+        if unit != _END
+    ]
+    if not alternatives:
+        return ""
+    if len(alternatives) == 1 and _END not in node:
+        return alternatives[0]
+    group = "(?:" + "|".join(alternatives) + ")"
+    return group + "?" if _END in node else group
+
+
+def phrase_pattern(phrases: tuple[str, ...] | list[str]) -> str:
+    """A regular expression matching any of `phrases` in `fold`ed text.
+
+    Any run of white space where a phrase has a space; a ``*`` word stands for
+    up to 60 characters of the same line ("ich bin bis * nicht im büro"
+    matches "Ich bin bis zum 7. Dezember nicht im Büro"). The phrases are
+    merged into a trie, so the expression tries a handful of first letters at
+    each position, not hundreds of phrases.
+    """
+    root: dict[str, Any] = {}
+    for phrase in {fold(p).strip() for p in phrases if p.strip()}:
+        node = root
+        for unit in _units(phrase):
+            node = node.setdefault(unit, {})
+        node[_END] = {}
+    return _trie_pattern(root) or r"(?!)"

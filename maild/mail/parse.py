@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import mimetypes
@@ -29,6 +30,7 @@ from maild.errors import PermanentError
 from maild.mail import tnef
 from maild.mail.bounce import BounceReport, analyse
 from maild.mail.htmltext import html_to_text
+from maild.mail.language import fold, load_languages, phrase_pattern
 from maild.mail.limits import ParseLimits, prescan
 
 log = logging.getLogger(__name__)
@@ -232,16 +234,13 @@ def message_ids(value: str | None) -> tuple[str, ...]:
 # --- the full parse --------------------------------------------------------
 
 
-_BOUNCE_SUBJECT = re.compile(
-    r"^\s*(?:undeliver|undelivered mail|permanent delivery failure|non[- ]?deliver|nondeliverable|returned mail"
-    r"|mail delivery (?:failed|failure|system|warning|problem|error)|mail error"
-    r"|delivery (?:status notification|failure|failed|has failed|report|notification|warning"
-    r"|problem)|failure notice|delayed mail|warning: could not send|could not send message"
-    r"|mail could not be delivered|message (?:not delivered|delivery failure|undeliverable)"
-    r"|automatically rejected mail|mail system error|non remis|unzustellbar"
-    r"|toimittamaton|onnistumaton|ei voitu toimittaa|viestin toimitus ep[äa]onnistui)",
-    re.IGNORECASE,
-)
+@functools.cache
+def _bounce_subject() -> re.Pattern[str]:
+    """Bounce subjects of every built-in language ([bounce] subjects of maild/mail/lang)."""
+    phrases = load_languages().strings("bounce", "subjects")
+    return re.compile(rf"^\s*(?:{phrase_pattern(phrases)})")
+
+
 _DAEMON_RE = re.compile(
     r"^(?:(?:prvs|btv1)=[^=]+=)?(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon|mdaemon|ndr)@",
     re.IGNORECASE,
@@ -257,7 +256,7 @@ def looks_like_bounce(
     for value in headers.get("return-path", ()):
         if value.strip() in ("<>", "") or _DAEMON_RE.match(value.strip().strip("<>") + "@"):
             return True
-    return bool(_DAEMON_RE.match(sender) or _BOUNCE_SUBJECT.match(subject))
+    return bool(_DAEMON_RE.match(sender) or _bounce_subject().match(fold(subject)))
 
 
 def parse(

@@ -2,22 +2,34 @@
 
 Each rule is a plain function ``(msg, envelope, settings) -> reason | None``,
 listed in order in `SCREENS` with the verdict it gives. The first rule that
-answers decides. Rules never look at the database: whether the mail refers to
-a ticket is the correlator's business.
+answers decides, and the `Screening` names it (``rule``), so every ignored
+message says which rule set it aside and why. Rules never look at the
+database: whether the mail refers to a ticket is the correlator's business.
+
+The phrases that give auto-replies and relay bounces away in each language
+(subjects such as "Automatische Antwort:", "Réponse automatique :",
+"Automātiskā atbilde:", "Unzustellbar:", "Non remis :"; out-of-office texts;
+bounce texts) are data: the ``[autoreply]`` and ``[bounce]`` sections of
+``maild/mail/lang/<code>.toml`` plus ``languages.directory``, compiled once
+into `Recognisers`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from maild.addresses import ServedAddresses
 from maild.config.settings import Settings
 from maild.mail.compose import LOOP_HEADER
+from maild.mail.language import fold, load_languages, phrase_pattern
 from maild.mail.parse import ParsedMessage
 from maild.mail.verp import is_verp_address
+from maild.pipeline.correlate import subject_tag
 
 
 class Verdict(StrEnum):
@@ -40,35 +52,64 @@ class Envelope:
 class Screening:
     verdict: Verdict
     reason: str
+    rule: str = ""  # the name of the rule that decided ("" for a person)
 
 
 Rule = Callable[[ParsedMessage, Envelope, Settings], str | None]
 
-_REPLY_PREFIX = r"^\s*(?:(?:re|aw|vs|sv|antw|odp|r|ref|fw|fwd|wg|vl)\s*(?:\[\d+\])?\s*:\s*)*"
-# Out-of-office subjects as responders write them: the phrase first, then a
-# colon (and the original subject) or nothing; "Out of office not working"
-# is a person asking for help and stays a person.
-_OOO_SUBJECT = re.compile(
-    _REPLY_PREFIX + r"(?:"
-    r"auto(?:matic|matische|matisk|matiskt|maattinen|maatne|matyczna)?[ -]?(?:reply|response"
-    r"|antwort|antwoord|svar|vastaus|odpowied[zź])"
-    r"|autoreply|autosvar|automaattinen vastaus|out of (?:the )?office(?: autoreply)?"
-    r"|away from (?:the |my )?office|on vacation|vacation (?:reply|notice)|auto-reply"
-    r"|poissa toimistolta|poissaoloviesti|lomavastaaja|lomalla|poissa"
-    r"|abwesenheitsnotiz|abwesend|abwesenheit|r[ée]ponse automatique|absence du bureau"
-    r"|absent(?:e)? du bureau|fr[åa]nvaro|fr[åa]nvarande|ikke til stede|frav[æa]rsmelding"
-    r"|afwezig(?:heid)?|respuesta autom[aá]tica|fuera de la oficina|risposta automatica"
-    r"|fuori sede|fuori ufficio|resposta autom[aá]tica|aus[êe]ncia|poza biurem"
-    r"|odpowied[zź] automatyczna|automatisch antwoord)"
-    r"\s*(?::|$|\(|\[)",
-    re.IGNORECASE,
-)
-# Lotus Notes and Domino write "<Name> is out of the office." and nothing else.
-_OOO_NOTES = re.compile(
-    r"\b(?:is out of (?:the )?office|est absent(?:e|\(e\))? du bureau|ist au(?:ß|ss)er haus"
-    r"|ist nicht im b(?:ü|ue)ro|on poissa)\.?\s*$",
-    re.IGNORECASE,
-)
+# Out-of-office text is looked for only this far into a message that answers ours;
+# bounce text this far into a message whose subject says "undeliverable".
+OOO_TEXT_CHARS = 600
+BOUNCE_TEXT_CHARS = 4000
+_RETURNED_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"})
+
+
+@dataclass(frozen=True)
+class Recognisers:
+    """The phrase lists of every language, compiled once (see the module doc)."""
+
+    autoreply_subject: re.Pattern[str]  # "Automatic reply: ...", after "RE:" / "AW:" ...
+    autoreply_ending: re.Pattern[str]  # "Bob Smith is out of the office."
+    autoreply_text: re.Pattern[str]  # "I am out of the office until ..."
+    bounce_subject: re.Pattern[str]  # "Undeliverable: ...", at the very start
+    bounce_text: re.Pattern[str]  # "Delivery has failed to these recipients ..."
+    forward_prefix: re.Pattern[str]  # "Fwd:" "WG:" "VB:" ...
+
+
+@functools.cache
+def recognisers(directory: Path | None = None) -> Recognisers:
+    """Compile the ``[autoreply]`` and ``[bounce]`` phrases (built-in plus `directory`).
+
+    Raises `ConfigError` (naming the file and key) for bad language data.
+    """
+    langs = load_languages(directory)
+    prefixes = phrase_pattern([*langs.strings("autoreply", "reply_prefixes"),
+                               *langs.strings("bounce", "forward_prefixes")])  # fmt: skip
+    skip = rf"^\s*(?:(?:{prefixes})\s*(?:\[\d+\])?\s*:\s*)*"
+    return Recognisers(
+        autoreply_subject=re.compile(
+            rf"{skip}(?:{phrase_pattern(langs.strings('autoreply', 'subjects'))})"
+            r"\s*(?::|$|\(|\[)"
+        ),
+        autoreply_ending=re.compile(
+            rf"(?:^|\s)(?:{phrase_pattern(langs.strings('autoreply', 'subject_endings'))})"
+            r"\.?\s*$"
+        ),
+        autoreply_text=re.compile(phrase_pattern(langs.strings("autoreply", "body"))),
+        bounce_subject=re.compile(
+            rf"^\s*(?:{phrase_pattern(langs.strings('bounce', 'subjects'))})"
+        ),
+        bounce_text=re.compile(phrase_pattern(langs.strings("bounce", "body"))),
+        forward_prefix=re.compile(
+            rf"^\s*(?:{phrase_pattern(langs.strings('bounce', 'forward_prefixes'))})\s*:"
+        ),
+    )
+
+
+def _rec(settings: Settings) -> Recognisers:
+    return recognisers(settings.languages.directory)
+
+
 _NOREPLY_LOCAL = re.compile(
     r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply|no[-_.]?response|noreply"
     r"|bounces?|mailer[-_.]?daemon)(?:$|[-_.+])",
@@ -82,7 +123,6 @@ _DAEMON_NAMES = re.compile(
     r"^(?:mailer[- ]?daemon|postmaster|mail delivery (?:system|subsystem)|system administrator)$",
     re.IGNORECASE,
 )
-_FORWARD_PREFIX = re.compile(r"^\s*(?:fwd?|fw|vs|wg|tr|vl|i)\s*:", re.IGNORECASE)
 _BATV = re.compile(r"^(?:prvs|btv1|msprvs1)=[^=]+=", re.IGNORECASE)
 
 
@@ -131,12 +171,12 @@ def is_from_us(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | N
     return None
 
 
+OWN_LOOP_RULES: tuple[Rule, ...] = (has_our_loop_header, has_our_message_id, is_from_us)
+
+
 def is_own_loop(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
     """Our own mail came back: our loop header, Message-ID domain or From."""
-    for rule in (has_our_loop_header, has_our_message_id, is_from_us):
-        if reason := rule(msg, env, settings):
-            return reason
-    return None
+    return _first(OWN_LOOP_RULES, msg, env, settings)[1]
 
 
 # --- delivery reports -----------------------------------------------------------------
@@ -195,18 +235,36 @@ def is_reported_failure(msg: ParsedMessage, env: Envelope, settings: Settings) -
     report = msg.bounce
     if report is None or not (report.permanent or report.temporary):
         return None
-    if _FORWARD_PREFIX.match(msg.subject):
+    if _rec(settings).forward_prefix.match(fold(msg.subject)):
         return None  # "Fwd: Undeliverable": a person asking why their mail bounced
     return f"reports failed delivery to {', '.join((*report.permanent, *report.temporary)[:3])}"
 
 
-def is_bounce(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
-    """A delivery report: DSN, null sender, our VERP address, MAILER-DAEMON."""
-    for rule in (is_delivery_report, has_null_return_path, is_to_our_bounce_address,
-                 has_failed_recipients, is_from_mailer_daemon, is_reported_failure):  # fmt: skip
-        if reason := rule(msg, env, settings):
-            return reason
+def is_relay_bounce(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """A bounce a relay sent with a real return path: its subject says so in some
+    language ("Undeliverable:", "Unzustellbar:", "Non remis :", "Toimittamaton:")
+    and its text says so too, or it carries the returned message. A subject
+    alone is not enough (a person may write "Undeliverable parcel")."""
+    rec = _rec(settings)
+    subject = fold(msg.subject)
+    if not rec.bounce_subject.match(subject) or rec.forward_prefix.match(subject):
+        return None
+    if found := rec.bounce_text.search(fold(msg.text[:BOUNCE_TEXT_CHARS])):
+        return f"bounce subject {msg.subject[:60]!r} and text {found.group(0)!r}"
+    if any(a.content_type in _RETURNED_TYPES for a in msg.attachments):
+        return f"bounce subject {msg.subject[:60]!r} with the returned message attached"
     return None
+
+
+BOUNCE_RULES: tuple[Rule, ...] = (
+    is_delivery_report, has_null_return_path, is_to_our_bounce_address, has_failed_recipients,
+    is_from_mailer_daemon, is_reported_failure, is_relay_bounce,
+)  # fmt: skip
+
+
+def is_bounce(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """A delivery report: DSN, null sender, our VERP address, MAILER-DAEMON, a relay's."""
+    return _first(BOUNCE_RULES, msg, env, settings)[1]
 
 
 # --- automated mail -----------------------------------------------------------------
@@ -254,30 +312,65 @@ def is_noreply_sender(msg: ParsedMessage, env: Envelope, settings: Settings) -> 
 
 
 def has_out_of_office_subject(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
-    if _OOO_SUBJECT.match(msg.subject) or _OOO_NOTES.search(msg.subject):
+    """An auto-responder's subject in any language of the data ("Automatische Antwort: ...")."""
+    rec = _rec(settings)
+    subject = fold(msg.subject)
+    if rec.autoreply_subject.match(subject) or rec.autoreply_ending.search(subject):
         return f"out-of-office subject: {msg.subject[:60]!r}"
     return None
 
 
-def is_auto_reply(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
-    """Auto-replies and bulk mail (RFC 3834 and the headers peers rely on)."""
-    for rule in (is_auto_submitted, has_autoreply_header, has_bulk_precedence, is_list_mail,
-                 is_read_receipt, is_noreply_sender, has_out_of_office_subject):  # fmt: skip
-        if reason := rule(msg, env, settings):
-            return reason
+def answers_us(msg: ParsedMessage, settings: Settings) -> bool:
+    """It refers to a Message-ID of our domain, or carries a ticket tag [#N]."""
+    domain = settings.helpdesk.domain.lower()
+    ours = any(_domain_of_id(mid) == domain for mid in (*msg.in_reply_to, *msg.references))
+    return ours or subject_tag(msg.subject) is not None
+
+
+def has_out_of_office_text(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """An answer to our mail that opens with an out-of-office text in some language.
+
+    Only for answers to our mail: in a new mail "I'm on holiday, but my laptop
+    is broken" is a request like any other.
+    """
+    if not msg.text or not answers_us(msg, settings):
+        return None
+    if found := _rec(settings).autoreply_text.search(fold(msg.text[:OOO_TEXT_CHARS])):
+        return f"out-of-office text: {found.group(0)!r}"
     return None
 
 
-SCREENS: tuple[tuple[Verdict, Rule], ...] = (
-    (Verdict.OWN_LOOP, is_own_loop),
-    (Verdict.BOUNCE, is_bounce),
-    (Verdict.AUTOMATED, is_auto_reply),
+AUTOMATED_RULES: tuple[Rule, ...] = (
+    is_auto_submitted, has_autoreply_header, has_bulk_precedence, is_list_mail, is_read_receipt,
+    is_noreply_sender, has_out_of_office_subject, has_out_of_office_text,
+)  # fmt: skip
+
+
+def is_auto_reply(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """Auto-replies and bulk mail (RFC 3834 and the headers peers rely on)."""
+    return _first(AUTOMATED_RULES, msg, env, settings)[1]
+
+
+def _first(
+    rules: tuple[Rule, ...], msg: ParsedMessage, env: Envelope, settings: Settings
+) -> tuple[str, str | None]:
+    """(name, reason) of the first rule that answers, else ("", None)."""
+    for rule in rules:
+        if reason := rule(msg, env, settings):
+            return rule.__name__, reason
+    return "", None
+
+
+SCREENS: tuple[tuple[Verdict, tuple[Rule, ...]], ...] = (
+    (Verdict.OWN_LOOP, OWN_LOOP_RULES),
+    (Verdict.BOUNCE, BOUNCE_RULES),
+    (Verdict.AUTOMATED, AUTOMATED_RULES),
 )
 
 
 def screen(msg: ParsedMessage, env: Envelope, settings: Settings) -> Screening:
-    for verdict, rule in SCREENS:
-        reason = rule(msg, env, settings)
+    for verdict, rules in SCREENS:
+        name, reason = _first(rules, msg, env, settings)
         if reason:
-            return Screening(verdict, reason)
+            return Screening(verdict, reason, name)
     return Screening(Verdict.PERSON, "")

@@ -49,6 +49,7 @@ from maild.pipeline.correlate import BouncedOutbox, Facts, TicketFacts, lookup_k
 from maild.pipeline.decide import decide
 from maild.pipeline.decision import Decision, InboundMeta
 from maild.pipeline.directory import EMPTY, Directory
+from maild.pipeline.screen import recognisers
 from maild.pipeline.triage import Rulebook, reload_rules
 from maild.service.parsepool import ParsePool
 from maild.service.parsepool import Result as ParseResult
@@ -119,6 +120,7 @@ class Worker:
         self._ahead: dict[int, Future[ParseResult]] = {}
         self._ahead_rows: list[Any] = []
         self.rules = rules or Rulebook.from_settings(settings)  # compiled once
+        recognisers(settings.languages.directory)  # the language data, or a ConfigError at start
         self.parser.set_rules(self.rules)  # classified beside the parse
         self.instance_id: int | None = None  # set by the daemon (maild.cluster)
         # Intake first: while this says intake is busy, the worker waits (the
