@@ -34,6 +34,7 @@ bench: install
 	-$(BIN)/python bench/run.py
 	-$(BIN)/python bench/imap_backlog.py
 	-$(BIN)/python bench/triage.py
+	-$(BIN)/python bench/recognisers.py
 	-$(BIN)/python bench/agents.py
 	-$(BIN)/python bench/smtp_load.py
 	-$(BIN)/python bench/idle_connections.py
