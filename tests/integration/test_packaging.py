@@ -51,7 +51,7 @@ def test_the_wheel_holds_production_code_templates_and_rules(wheel):
     assert "maild/templates/en/ack.txt.j2" in names
     assert "maild/templates/fi/ack.txt.j2" in names
     assert "maild/pipeline/rules/triage.toml" in names
-    assert {"maild/mail/lang/en.toml", "maild/mail/lang/fi.toml", "maild/mail/lang/ru.toml"} <= names
+    assert {f"maild/mail/lang/{code}.toml" for code in ("en", "fi", "ru")} <= names
     assert "maild/config/maild.example.toml" in names
     assert "maild/store/migrations/env.py" in names
     assert any(n.startswith("maild/store/migrations/versions/") for n in names)
