@@ -69,7 +69,9 @@ class HelpdeskSettings:
     domain: str = "helpdesk.example.com"
     reopen_days: float = 14.0
     default_language: str = "en"
-    timezone: str = "UTC"
+    # IANA zone of the desk: times in mail, #meeting input, sla.business_hours.
+    # Empty: the system's own zone (see `system_timezone`), resolved at load.
+    timezone: str = ""
     secret_file: Path = Path("var/secret.key")
 
     @property
@@ -434,6 +436,33 @@ class Settings:
     source: str = "<defaults>"
 
 
+def system_timezone(environ: Mapping[str, str] | None = None, root: Path = Path("/")) -> str:
+    """The machine's own zone as an IANA name: ``TZ``, else ``/etc/localtime``
+    (a link into the zoneinfo tree), else ``/etc/timezone``, else "UTC"."""
+    environ = os.environ if environ is None else environ
+    candidates = [environ.get("TZ", "").removeprefix(":")]
+    localtime = root / "etc" / "localtime"
+    try:
+        target = str(localtime.resolve(strict=True))
+    except OSError:
+        target = ""
+    if "/zoneinfo/" in target:
+        candidates.append(target.split("/zoneinfo/", 1)[1].removeprefix("posix/"))
+    try:
+        candidates.append((root / "etc" / "timezone").read_text().strip())
+    except OSError:
+        pass
+    for name in candidates:
+        if not name or name.startswith("/"):
+            continue
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+        return name
+    return "UTC"
+
+
 def split_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -495,6 +524,8 @@ def settings_from_mapping(
     if pending:
         section = sorted(pending)[0]
         raise ConfigError(section, "unknown section (from environment)")
+    if not sections["helpdesk"].timezone:
+        sections["helpdesk"] = dataclasses.replace(sections["helpdesk"], timezone=system_timezone())
     settings = Settings(**sections, source=source)
     validate(settings)
     return settings

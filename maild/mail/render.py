@@ -16,12 +16,14 @@ from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import jinja2
 
 from maild.config.settings import Settings
 from maild.errors import ConfigError
+from maild.mail.dates import PARTS, Part, format_when
+
+__all__ = ["TEMPLATES", "Rendered", "Renderer", "builtin_templates_dir", "format_when"]
 
 # Every message template maild renders. Each must exist in English (the
 # fallback of every language) as NAME.subject.j2 and NAME.txt.j2; the HTML part
@@ -59,9 +61,9 @@ def _autoescape(name: str | None) -> bool:
     return bool(name and name.endswith(".html.j2"))
 
 
-def format_when(value: datetime, tz: str = "UTC") -> str:
-    local = value.astimezone(ZoneInfo(tz))
-    return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or tz)
+def template_language(name: str | None) -> str:
+    """The language a template is written in: its folder ("fi/ack.txt.j2" -> "fi")."""
+    return (name or "en").partition("/")[0] if name and "/" in name else "en"
 
 
 class _Template(jinja2.Template):
@@ -102,7 +104,9 @@ class Renderer:
             cache_size=-1,
         )
         env.template_class = _Template
-        env.filters["when"] = lambda v: format_when(v, self._timezone)
+        env.filters["when"] = jinja2.pass_context(
+            lambda ctx, value, part="datetime": self._when(ctx, value, part)
+        )
         # Compile everything now: a broken template fails at start, not per message.
         found = set(env.list_templates(filter_func=lambda n: n.endswith(".j2")))
         for name in sorted(found):
@@ -124,6 +128,16 @@ class Renderer:
                 + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""),
             )
         return env
+
+    def _when(self, ctx: jinja2.runtime.Context, value: datetime | None, part: Part = "datetime") -> str:
+        """``{{ due|when }}``, ``{{ closes_at|when("date") }}``, ``{{ end|when("time") }}``.
+
+        Written the way the template's own language writes it (its folder):
+        a template that fell back to English shows English dates.
+        """
+        if part not in PARTS:
+            raise ValueError(f"when: part must be one of {PARTS}, got {part!r}")
+        return format_when(value, self._timezone, template_language(ctx.name), part)
 
     def reload(self) -> None:
         env = self._build()

@@ -134,7 +134,7 @@ def test_templates_render_in_english_and_finnish_and_escape_html():
     }
     en = renderer.render("ack", "en", context)
     assert en.subject == "[#42] <script>x</script>"
-    assert "ticket #42" in en.text and "2026-11-30 09:00 UTC" in en.text
+    assert "ticket #42" in en.text and "Mon 30 Nov 2026, 09:00 UTC" in en.text
     assert "<script>" not in en.html and "&lt;script&gt;" in en.html
     assert "&lt;broken&gt;" in en.html
     fi = renderer.render("ack", "fi", context)

@@ -1,0 +1,150 @@
+"""Dates and times as each language writes them: the one formatter (Babel, CLDR).
+
+Every place maild shows a time to a person (mail templates, the CLI's text
+output, the report, the web console) calls `format_when`, so a deadline reads
+the same everywhere: in the desk's zone (``helpdesk.timezone``), in the
+reader's language::
+
+    fi  pe 4.12.2026 klo 9.45          (date alone: 4.12.2026)
+    sv  fre 4.12.2026 kl. 9.45         (date alone: 4.12.2026)
+    en  Fri 4 Dec 2026, 09:45 EET      (date alone: 4 December 2026)
+
+The zone's name is added only where the reader may not share it: a language
+lists the zones its readers live in (`DateStyle.home_zones`); a Finnish reader
+of a desk in Europe/Helsinki needs no "EET", an English one does.
+
+A language's patterns are data (CLDR pattern syntax, e.g. ``"EEE d.M.y 'klo'
+H.mm"``), given as a `DateStyle`; a language without one gets its CLDR
+locale's own medium date and short time, so any language code Babel knows
+reads naturally with no code change. Babel enters maild here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import DateTimePattern, parse_pattern
+
+Part = Literal["datetime", "date", "time"]
+PARTS: tuple[Part, ...] = ("datetime", "date", "time")
+
+
+@dataclass(frozen=True)
+class DateStyle:
+    """How one language writes dates: a CLDR locale and patterns (None: the locale's own)."""
+
+    locale: str
+    datetime: str | None = None
+    date: str | None = None
+    time: str | None = None
+    home_zones: tuple[str, ...] = ()  # zones whose readers need no zone name
+
+
+# The built-in styles. Finnish and Finland-Swedish write "4.12.2026" and
+# "klo 9.45" / "kl. 9.45" (Kielitoimisto; Svenska språkbyrån i Finland);
+# English gets an unambiguous day-month order with the month's name.
+BUILTIN_STYLES: dict[str, DateStyle] = {
+    "en": DateStyle("en", "EEE d MMM y, HH:mm", "d MMMM y", "HH:mm"),
+    "fi": DateStyle("fi", "EEE d.M.y 'klo' H.mm", "d.M.y", "'klo' H.mm", ("Europe/Helsinki",)),
+    "sv": DateStyle(
+        "sv",
+        "EEE d.M.y 'kl.' H.mm",
+        "d.M.y",
+        "'kl.' H.mm",
+        ("Europe/Helsinki", "Europe/Mariehamn", "Europe/Stockholm"),
+    ),
+}
+
+_lock = threading.Lock()
+_styles: dict[str, DateStyle] = dict(BUILTIN_STYLES)
+
+
+def set_styles(styles: Mapping[str, DateStyle]) -> None:
+    """Add or replace languages' styles (from language data, at start and on SIGHUP)."""
+    with _lock:
+        _styles.update(styles)
+        _compiled.cache_clear()
+
+
+def style_for(language: str) -> DateStyle:
+    return _styles.get(language) or _styles.get(language.split("-")[0]) or DateStyle(language)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    locale: Locale
+    patterns: Mapping[str, DateTimePattern]
+    home_zones: frozenset[str]
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(language: str) -> _Compiled:
+    style = style_for(language)
+    try:
+        locale = Locale.parse(style.locale.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):  # a code CLDR does not know: write as English
+        style = style_for("en")
+        locale = Locale.parse(style.locale)
+    date = style.date or locale.date_formats["medium"].pattern
+    time = style.time or locale.time_formats["short"].pattern
+    both = style.datetime or str(locale.datetime_formats["medium"]).replace(
+        "{1}", date
+    ).replace("{0}", time)
+    return _Compiled(
+        locale,
+        {"datetime": parse_pattern(both), "date": parse_pattern(date), "time": parse_pattern(time)},
+        frozenset(style.home_zones),
+    )
+
+
+def check_pattern(pattern: str) -> str | None:
+    """Why `pattern` is not a usable CLDR date pattern (None when it is)."""
+    try:
+        parse_pattern(pattern).apply(datetime(2026, 12, 4, 9, 45, tzinfo=UTC), Locale("en"))
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def known_locale(code: str) -> bool:
+    try:
+        Locale.parse(code.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return False
+    return True
+
+
+def format_when(
+    value: datetime | None,
+    tz: str = "UTC",
+    language: str = "en",
+    part: Part = "datetime",
+    *,
+    zone: bool | None = None,
+) -> str:
+    """`value` in zone `tz`, written the way `language` writes it.
+
+    `part`: "datetime", "date" (the day alone, where the hour adds nothing)
+    or "time". `zone`: add the zone's abbreviation ("EET", "UTC"); None adds
+    it unless `tz` is one of the language's home zones (a date alone never
+    gets one). A naive `value` is taken as UTC; None is shown as "-".
+    """
+    if value is None:
+        return "-"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    local = value.astimezone(ZoneInfo(tz))
+    c = _compiled(language)
+    text = c.patterns[part].apply(local, c.locale)
+    if zone is None:
+        zone = part != "date" and tz not in c.home_zones
+    if zone:
+        text += " " + (local.tzname() or tz)
+    return text
