@@ -12,6 +12,7 @@ checks that the two agree.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -448,10 +449,8 @@ def system_timezone(environ: Mapping[str, str] | None = None, root: Path = Path(
         target = ""
     if "/zoneinfo/" in target:
         candidates.append(target.split("/zoneinfo/", 1)[1].removeprefix("posix/"))
-    try:
+    with contextlib.suppress(OSError):
         candidates.append((root / "etc" / "timezone").read_text().strip())
-    except OSError:
-        pass
     for name in candidates:
         if not name or name.startswith("/"):
             continue

@@ -94,9 +94,9 @@ def _compiled(language: str) -> _Compiled:
         locale = Locale.parse(style.locale)
     date = style.date or locale.date_formats["medium"].pattern
     time = style.time or locale.time_formats["short"].pattern
-    both = style.datetime or str(locale.datetime_formats["medium"]).replace(
-        "{1}", date
-    ).replace("{0}", time)
+    both = style.datetime or str(locale.datetime_formats["medium"]).replace("{1}", date).replace(
+        "{0}", time
+    )
     return _Compiled(
         locale,
         {"datetime": parse_pattern(both), "date": parse_pattern(date), "time": parse_pattern(time)},

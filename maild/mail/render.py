@@ -129,7 +129,9 @@ class Renderer:
             )
         return env
 
-    def _when(self, ctx: jinja2.runtime.Context, value: datetime | None, part: Part = "datetime") -> str:
+    def _when(
+        self, ctx: jinja2.runtime.Context, value: datetime | None, part: Part = "datetime"
+    ) -> str:
         """``{{ due|when }}``, ``{{ closes_at|when("date") }}``, ``{{ end|when("time") }}``.
 
         Written the way the template's own language writes it (its folder):

@@ -55,8 +55,13 @@ def test_templates_write_dates_in_their_own_language():
     renderer = Renderer(timezone="Europe/Helsinki")
     context = {
         "helpdesk": {"name": "Help Desk", "address": "help@example.com"},
-        "ticket": {"number": 7, "subject": "Printer", "priority": 3, "type": "incident",
-                   "category": "hardware"},  # fmt: skip
+        "ticket": {
+            "number": 7,
+            "subject": "Printer",
+            "priority": 3,
+            "type": "incident",
+            "category": "hardware",
+        },  # fmt: skip
         "requester": {"name": "Bob", "email": "bob@example.org"},
         "summary": "It is broken.",
         "first_response_due": WINTER,
