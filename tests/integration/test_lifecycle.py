@@ -392,7 +392,7 @@ def test_business_hours_calendar_in_the_acknowledgement(db_url, tmp_path):
         desk.process(make_message())  # P3: 2 h of service time to a first response
         (ack,) = desk.outgoing()
         # One hour on Friday; Monday the 7th is a holiday; the second hour is Tuesday 08-09.
-        assert "will respond by 2026-12-08 09:00 EET" in text(ack)
+        assert "by Tue 8 Dec 2026, 09:00 EET" in text(ack)
     finally:
         desk.close()
 
