@@ -36,6 +36,7 @@ bench: install
 	-$(BIN)/python bench/triage.py
 	-$(BIN)/python bench/recognisers.py
 	-$(BIN)/python bench/agents.py
+	-$(BIN)/python bench/quotes.py
 	-$(BIN)/python bench/smtp_load.py
 	-$(BIN)/python bench/idle_connections.py
 	-$(BIN)/python bench/archive_cost.py

@@ -200,13 +200,14 @@ def run(
         return refused.outbox_ids
     log.info("ticket #%d: reply of %s applied: %s", number, reply.agent.email,
              ", ".join(s["label"] for s in done_steps))  # fmt: skip
-    if reply.commands and agent is not None:
+    if (reply.commands or reply.quote_kept) and agent is not None:
         ticket = session.get(Ticket, number)
         assert ticket is not None
         confirmed = Done(number)
         replied = bool(reply.text)  # it went out, as a reply or as the note of #resolve
         ops.queue(ticket, feedback_notice("agent_confirm", agent, ticket.security, in_reply_to,
-                                          {"steps": done_steps, "replied": replied}),
+                                          {"steps": done_steps, "replied": replied,
+                                           "quote_kept": reply.quote_kept}),
                   confirmed)  # fmt: skip
         queued.extend(confirmed.outbox_ids)
     return queued

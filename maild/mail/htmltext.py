@@ -2,6 +2,9 @@
 
 Small on purpose: block elements become line breaks, list items get a bullet,
 links keep their target, scripts and styles vanish, entities are decoded.
+Quoted mail keeps its mark: each line inside a ``<blockquote>`` starts with
+``> `` (one per level), as a plain-text client would write it, so a reply
+written in HTML only is read like any other (`maild.mail.quotes`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ _BLOCK = frozenset(
 )
 _SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})
 _VOID_SKIP_DEPTH_LIMIT = 10_000
+_QUOTE_IN, _QUOTE_OUT = "\x01", "\x02"  # blockquote edges, marked while extracting
+_MAX_QUOTE_DEPTH = 20
 
 
 class _TextExtractor(HTMLParser):
@@ -59,7 +64,9 @@ class _TextExtractor(HTMLParser):
         if tag in _SKIP:
             self.skip = min(self.skip + 1, _VOID_SKIP_DEPTH_LIMIT)
             return
-        if tag == "br":
+        if tag == "blockquote":
+            self.out.append(f"\n{_QUOTE_IN}\n")
+        elif tag == "br":
             self.out.append("\n")
         elif tag == "li":
             self.out.append("\n- ")
@@ -78,6 +85,8 @@ class _TextExtractor(HTMLParser):
             return
         if tag == "pre":
             self.pre = max(self.pre - 1, 0)
+        if tag == "blockquote":
+            self.out.append(f"\n{_QUOTE_OUT}\n")
         if tag == "a" and self.href:
             href = self.href.pop()
             if href and href.startswith(("http://", "https://", "mailto:")):
@@ -88,6 +97,7 @@ class _TextExtractor(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self.skip:
             return
+        data = data.replace(_QUOTE_IN, "").replace(_QUOTE_OUT, "")
         if not self.pre:
             data = re.sub(r"[ \t\r\n\f\v]+", " ", data)
         self.out.append(data.replace("\xa0", " "))
@@ -98,7 +108,18 @@ def html_to_text(html: str) -> str:
     parser.feed(html)
     parser.close()
     text = "".join(parser.out)
-    lines = [line.strip(" ") for line in text.split("\n")]
+    lines = []
+    depth = 0
+    for line in text.split("\n"):
+        if line == _QUOTE_IN:
+            depth += 1
+            continue
+        if line == _QUOTE_OUT:
+            depth = max(depth - 1, 0)
+            continue
+        line = line.strip(" ")
+        mark = "> " * min(depth, _MAX_QUOTE_DEPTH)
+        lines.append(f"{mark}{line}".rstrip() if depth else line)
     text = "\n".join(lines)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()

@@ -4,12 +4,16 @@ as one, does to its ticket.
 - Not authenticated (`maild.pipeline.agentauth`): the mail becomes an internal note,
   nothing changes, and each agent concerned is told why at their directory
   address.
-- Authenticated: the leading ``#`` lines are parsed (`maild.pipeline.commands`); a
+- Authenticated: the agent's own text is found wherever their client put it
+  (above, below or between the quoted mail: `maild.mail.quotes`); the ``#``
+  lines at the top of that text are parsed (`maild.pipeline.commands`); a
   bad line refuses the whole reply (internal note, the agent gets the list
-  of valid commands). Otherwise the commands and the public text (quotes
-  and signature stripped by `maild.mail.quotes`, the agent's own and our reply
-  addresses scrubbed) go to `maild.desk.agentreply`, which runs them in the same
-  transaction as the article, all or nothing.
+  of valid commands). Otherwise the commands and the public text (the agent's
+  words, with the quoted lines an interleaved answer refers to, the agent's own
+  and our reply addresses scrubbed) go to `maild.desk.agentreply`, which runs
+  them in the same transaction as the article, all or nothing. A reply whose
+  text could not be told apart from the quote is sent whole, minus its ``>``
+  lines, and the agent is told.
 
 The agent's mail itself is always an internal article: the requester only
 ever sees what the help desk sends, from the help-desk address.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -64,13 +69,17 @@ def decide(
         return Decision(Outcome.APPENDED, f"agent mail from {agent.email} recorded", **base,
                         article=_article(msg, sender, ArticleKind.MESSAGE),
                         events=(_added(agent, ()),))  # fmt: skip
-    block = commands.parse(msg.text, facts.directory, now=now,
+    reply = quotes.split_reply(msg.text)
+    first = reply.parts[0] if reply.parts else quotes.Part("")
+    # Commands are the leading lines of the agent's own text, wherever it starts.
+    block = commands.parse(first.text, facts.directory, now=now,
                            timezone=settings.helpdesk.timezone,
                            meeting_minutes=settings.agent_mail.meeting_minutes)  # fmt: skip
-    text = "" if block.internal else public_text(block.body, agent, settings, inbound)
+    said = quotes.render((replace(first, text=block.body), *reply.parts[1:]))
+    text = "" if block.internal else public_text(said, agent, settings, inbound)
     errors = list(block.errors)
     if not errors and not block.commands and not text:
-        errors.append("the reply has no text above the quoted mail and no commands")
+        errors.append("the reply has no text of its own (only quoted mail) and no commands")
     if errors:
         return Decision(
             Outcome.APPENDED, f"agent reply from {agent.email} refused: {errors[0]}", **base,
@@ -87,7 +96,13 @@ def decide(
         **base,
         article=_article(msg, sender, kind),
         events=(_added(agent, lines),),
-        agent_reply=AgentReply(agent.id, agent.address, block.commands, text),
+        agent_reply=AgentReply(
+            agent.id,
+            agent.address,
+            block.commands,
+            text,
+            quote_kept=bool(text) and not reply.certain,
+        ),
     )
 
 
@@ -172,10 +187,9 @@ def refused_notice(
                            {"errors": list(errors), "syntax": list(commands.SYNTAX)})  # fmt: skip
 
 
-def public_text(body: str, agent: AgentEntry, settings: Settings, inbound: InboundMeta) -> str:
-    """What the requester reads: the new text, with no address of the agent's or
+def public_text(text: str, agent: AgentEntry, settings: Settings, inbound: InboundMeta) -> str:
+    """What the requester reads: the agent's text, with no address of the agent's or
     of our reply channel in it."""
-    text = quotes.strip_reply(body)
     desk = inbound.recipient or settings.helpdesk.primary_address
     text = re.sub(re.escape(agent.email), desk, text, flags=re.IGNORECASE)
     for served in settings.helpdesk.addresses:

@@ -115,6 +115,9 @@ class AgentReply:
     agent: Address
     commands: tuple[Command, ...]
     text: str  # for the requester, quote- and signature-stripped ("" if none)
+    # The quoted mail could not be told apart from the agent's text: the text is the
+    # whole reply minus its ">" lines, and the agent's confirmation says so.
+    quote_kept: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import pytest
 
 from maild.config.settings import load_settings
 from maild.mail.parse import parse
+from maild.store import views
 from tests.conftest import service_missing, start_daemon, stop_daemon
 from tests.support.desk import Desk, make_message, read_maildir
 
@@ -39,8 +40,10 @@ def outgoing_to(outdir: Path, address: str) -> list[Path]:
     return [f for f in files if any(a.email == address for a in parse(f.read_bytes()).to)]
 
 
-def mutt_reply(home: Path, message: Path, port: int, *, sender: str, text: str) -> None:
-    """mutt replies to `message` (put into a Maildir), writing `text` above the quote."""
+def mutt_reply(home: Path, message: Path, port: int, *, sender: str, text: str,
+               below: bool = False) -> None:  # fmt: skip
+    """mutt replies to `message` (put into a Maildir), writing `text` above the quote
+    (or, `below`, under it: the "reply below the quote" habit)."""
     if shutil.which("mutt") is None or shutil.which("msmtp") is None:
         service_missing("mutt and msmtp (apt-get install mutt msmtp)")
     box = home / "Maildir"
@@ -49,8 +52,9 @@ def mutt_reply(home: Path, message: Path, port: int, *, sender: str, text: str) 
     shutil.copy(message, box / "new" / f"{time.time_ns()}.notification")
     words = home / "reply.txt"
     words.write_text(text)
-    editor = home / "editor.sh"  # puts the agent's words above mutt's "On ... wrote:" quote
-    editor.write_text(f'#!/bin/sh\ncat "{words}" "$1" > "$1.new" && mv "$1.new" "$1"\n')
+    editor = home / "editor.sh"  # puts the agent's words above (or below) mutt's quote
+    order = f'"$1" "{words}"' if below else f'"{words}" "$1"'
+    editor.write_text(f'#!/bin/sh\ncat {order} > "$1.new" && mv "$1.new" "$1"\n')
     editor.chmod(0o755)
     address = sender.rpartition("<")[2].rstrip(">")
     muttrc = home / "muttrc"
@@ -95,13 +99,40 @@ def test_mutt_reply_through_the_smtp_listener(daemon_factory, db_url, tmp_path):
         assert "anna" not in str(value).lower() and "help+" not in str(value), name
     assert reply["In-Reply-To"] == "<orig-1@example.org>"
     with running.daemon.sessions() as session:
-        from maild.store import views
-
         t = views.show_ticket(session, 1)
     assert (t["priority"], t["status"]) == ("P2", "pending_user")
     assert datetime.fromisoformat(t["first_response_at"]) >= due  # the clock stopped
     agent_mail = [a for a in t["articles"] if a["from"]["email"] == "anna@example.com"]
     assert agent_mail[0]["visibility"] == "internal" and "wrote:" in agent_mail[0]["text"]
+
+
+def test_mutt_reply_below_the_quote_through_the_smtp_listener(daemon_factory, db_url, tmp_path):
+    """Bottom-posting: mutt's "On … wrote:" and the quoted notification first, the
+    agent's commands and answer under it."""
+    running = daemon_factory(db_url, agents=AGENTS)
+    outdir = tmp_path / "outgoing"
+    smtp = smtplib.SMTP("127.0.0.1", running.port)
+    smtp.sendmail("bob@example.org", ["help@example.com"], make_message())
+    smtp.quit()
+    (notification,) = wait_for(lambda: outgoing_to(outdir, "anna@example.com"))
+    mutt_reply(tmp_path / "anna", notification, running.port, sender="Anna Agent <anna@example.com>",
+               text="\n#priority P2\n#status pending_user\n\nHi Bob, which room is the "
+                    "printer in?\n\n-- \nAnna Agent, IT\n", below=True)  # fmt: skip
+    confirm = wait_for(lambda: outgoing_to(outdir, "anna@example.com")[1:])
+    assert b"priority: P3 -> P2" in confirm[0].read_bytes()
+    mails = read_maildir(outdir)
+    to_bob = [m for m in mails if m["To"].addresses[0].addr_spec == "bob@example.org"]
+    ack, reply = to_bob
+    text = reply.get_body(("plain",)).get_content()
+    assert text.startswith("Hi Bob, which room is the printer in?")
+    for gone in ("#priority", "wrote:", "Requester:", "A new ticket", "> ", "Anna Agent, IT"):
+        assert gone not in text
+    with running.daemon.sessions() as session:
+        t = views.show_ticket(session, 1)
+    assert (t["priority"], t["status"]) == ("P2", "pending_user")
+    agent_mail = [a for a in t["articles"] if a["from"]["email"] == "anna@example.com"]
+    body = agent_mail[0]["text"]
+    assert body.index("wrote:") < body.index("#priority P2")  # it really was below the quote
 
 
 def test_agents_list_and_sighup_reload(sqlite_url, tmp_path):

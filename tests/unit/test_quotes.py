@@ -118,10 +118,11 @@ CASES = {
         ["On it."],
         ["Get Outlook", "Requester:"],
     ),
+    # Interleaved answers keep the quoted line each one answers.
     "interleaved": (
         "> Ticket:    #7 VPN drops\nThat one is fixed.\n> Priority:  P3\nAnd P3 is right.\n",
-        ["That one is fixed.", "And P3 is right."],
-        ["Ticket:", "Priority:"],
+        ["> Ticket:    #7 VPN drops\nThat one is fixed.", "> Priority:  P3\nAnd P3 is right."],
+        ["Requester:"],
     ),
 }
 
@@ -155,3 +156,89 @@ def test_hostile_long_lines_do_not_hang_the_stripper():
         started = time.monotonic()
         strip_reply(text)
         assert time.monotonic() - started < 10
+
+
+# --- where the agent's text stands: top, bottom, interleaved, or not told apart ------------
+
+from maild.mail.quotes import split_reply  # noqa: E402
+
+BOTTOM = (
+    "On Fri, Dec 04, 2026 at 09:00:00AM +0200, Help Desk wrote:\n" + QUOTED + "\n\n"
+    "#priority P2\n\nHi Carol, restarted the gateway.\n\n-- \nAnna\n"
+)
+
+
+def test_a_bottom_posted_answer_is_the_text_below_the_quote():
+    reply = split_reply(BOTTOM)
+    assert reply.layout == "bottom" and reply.certain
+    assert reply.text == "#priority P2\n\nHi Carol, restarted the gateway."
+
+
+def test_top_posted_text_with_its_quote_is_top():
+    reply = split_reply(
+        "Done.\n\nOn Fri, 4 Dec 2026, Help Desk <help@example.com> wrote:\n" + QUOTED
+    )
+    assert (reply.layout, reply.text) == ("top", "Done.")
+
+
+def test_interleaved_answers_keep_their_question_and_drop_the_rest():
+    text = (
+        "On 4.12.2026 9.00, Help Desk wrote:\n> A new ticket needs handling.\n>\n"
+        "> Requester: Carol\n\nCarol is in Espoo.\n\n> Priority:  P3\n\nP2 is right.\n\n"
+        "> You receive this as the group working this ticket.\n"
+    )
+    reply = split_reply(text)
+    assert reply.layout == "interleaved"
+    assert reply.text == "> Requester: Carol\nCarol is in Espoo.\n\n> Priority:  P3\nP2 is right."
+    assert [p.question for p in reply.parts] == [("Requester: Carol",), ("Priority:  P3",)]
+
+
+def test_top_text_and_answers_below_is_interleaved():
+    text = "See my answers below.\n\n> Which room?\nRoom 301.\n"
+    reply = split_reply(text)
+    assert reply.layout == "interleaved"
+    assert reply.text == "See my answers below.\n\n> Which room?\nRoom 301."
+
+
+def test_a_sentence_with_wrote_is_not_an_attribution():
+    text = "As I wrote: restart the client first.\nThen sign in again.\n"
+    assert split_reply(text).text == text.strip()
+    assert split_reply(text).layout == "plain"
+
+
+def test_an_attribution_wrapped_over_three_lines():
+    text = (
+        "Fixed.\n\nOn Fri, Dec 4, 2026 at 9:00 AM Help Desk\n<help+42.1.20270304.abc@\n"
+        "example.com> wrote:\n\n" + QUOTED
+    )
+    assert split_reply(text).text == "Fixed."
+
+
+def test_text_only_below_unmarked_history_is_kept_whole_and_flagged():
+    text = (
+        "________________________________\nFrom: Help Desk <help@example.com>\n"
+        "Sent: Friday, December 4, 2026 09:00\nTo: Anna <anna@example.com>\n"
+        "Subject: [#7] VPN\n\n" + NOTIFICATION + "\n\n> quoted line\n\nMy answer at the bottom.\n"
+    )
+    reply = split_reply(text)
+    assert not reply.certain and reply.layout == "uncertain"
+    assert "My answer at the bottom." in reply.text and "> quoted line" not in reply.text
+
+
+def test_only_quoted_mail_is_empty():
+    reply = split_reply("On Fri, 4 Dec 2026 at 9:00, Help Desk wrote:\n" + QUOTED + "\n")
+    assert (reply.layout, reply.text, reply.certain) == ("empty", "", True)
+
+
+def test_a_short_answer_below_the_quote_is_not_mistaken_for_a_signature():
+    reply = split_reply("On Fri, 4 Dec 2026 at 9:00, Help Desk wrote:\n" + QUOTED + "\n\nDone\n")
+    assert reply.text == "Done"
+
+
+def test_html_only_replies_keep_their_quote_marks():
+    from maild.mail.htmltext import html_to_text
+
+    text = html_to_text(
+        "<div>Below.</div><blockquote type=cite>Which room?<br>Floor 3?</blockquote><div>301</div>"
+    )
+    assert split_reply(text).text == "Below.\n\n> Which room?\n> Floor 3?\n301"
