@@ -69,7 +69,7 @@ def decide(
         return Decision(Outcome.APPENDED, f"agent mail from {agent.email} recorded", **base,
                         article=_article(msg, sender, ArticleKind.MESSAGE),
                         events=(_added(agent, ()),))  # fmt: skip
-    reply = quotes.split_reply(msg.text)
+    reply = quotes.split_reply(msg.text, quotes.phrases(settings.languages.directory))
     first = reply.parts[0] if reply.parts else quotes.Part("")
     # Commands are the leading lines of the agent's own text, wherever it starts.
     block = commands.parse(first.text, facts.directory, now=now,

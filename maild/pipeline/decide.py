@@ -19,7 +19,7 @@ from maild.addresses import ServedAddresses, is_valid_address, normalize_address
 from maild.config.settings import Settings
 from maild.mail.language import choose as choose_language
 from maild.mail.parse import Address, ParsedMessage
-from maild.mail.quotes import strip_reply
+from maild.mail.quotes import phrases, strip_reply
 from maild.pipeline import agentauth, agentmail, notices
 from maild.pipeline.correlate import Facts, TicketFacts, correlate
 from maild.pipeline.decision import (
@@ -243,7 +243,10 @@ def _reply_notices(
         security=ticket.security,
     )
     # What they wrote, without the mail they quote (the head only: it is untrusted input).
-    said = strip_reply(msg.text[:SUMMARY_SCAN_CHARS]) or msg.text
+    said = (
+        strip_reply(msg.text[:SUMMARY_SCAN_CHARS], phrases(settings.languages.directory))
+        or msg.text
+    )
     context = {
         "event": "reply",
         "summary": _summary(said),
