@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from maild import __version__
 from maild.addresses import ServedAddresses, normalize_address
+from maild.cli import search as cli_search
 from maild.cli import tickets as cli_tickets
 from maild.clock import SystemClock
 from maild.config.settings import Settings, load_settings
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     a_list = a_sub.add_parser("list", help="sync the directory with the configuration and list it")
     a_list.add_argument("--json", action="store_true")
     cli_tickets.add_parsers(tk_sub, sub)
+    cli_search.add_parsers(sub)
     q_show = q_sub.add_parser("show", help="one quarantined message: reason and headers")
     q_show.add_argument("id", type=int)
     q_show.add_argument("--json", action="store_true")
@@ -148,6 +150,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_drain(settings)
     if cmd == "agents":
         return cmd_agents(settings, as_json=args.json)
+    if cli_search.handles(args):
+        return cli_search.run(args, settings, _sessions(settings))
     if cli_tickets.handles(args):
         return cli_tickets.run(args, settings, _sessions(settings))
     if cmd == "mailbox":

@@ -258,6 +258,19 @@ class LifecycleSettings:
             _fail("lifecycle.max_reminders", "must be 0 or more")
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """The full-text index and past fixes (maild.store.search, maild.desk.apply)."""
+
+    # Past fixes (the most similar resolved tickets) in the new-ticket mail to
+    # agents; 0: none (the console and the API still find them).
+    suggestions: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.suggestions <= 10:
+            _fail("search.suggestions", "must be between 0 and 10")
+
+
 _GROUP_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 AUTH_METHODS = ("dmarc", "dkim")
 
@@ -427,6 +440,7 @@ class Settings:
     sla: SlaSettings = field(default_factory=SlaSettings)
     tiers: TiersSettings = field(default_factory=TiersSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
     log: LogSettings = field(default_factory=LogSettings)
     agent_mail: AgentMailSettings = field(default_factory=AgentMailSettings)

@@ -37,7 +37,7 @@ from maild.pipeline import notices
 from maild.pipeline.decision import EventSpec, Notice
 from maild.pipeline.tiers import MAX_TIER, agent_recipient
 from maild.pipeline.triage import Rulebook
-from maild.store.models import Agent, Article, Contact, Ticket, TicketLink, Watcher
+from maild.store.models import Agent, Article, Contact, Suggestion, Ticket, TicketLink, Watcher
 from maild.store.states import (
     FINISHED_STATUSES,
     ArticleKind,
@@ -336,10 +336,41 @@ class TicketOps:
         # The requester sees the agent's name, never the agent's address.
         self.tell_requester(ticket, "reply", "reply", done, text=text.strip(),
                            agent={"name": agent.name}, auto_submitted="no")  # fmt: skip
+        if done.outbox_ids:  # sent: searchable, and the resolution if none is written
+            self.applier.index_reply(self.session, ticket, text.strip(), self.now)
         if status is not None and status != ticket.status:
             self._status(ticket, status, agent.email, done, reason="agent reply")
         elif ticket.status in (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.ESCALATED):
             self._status(ticket, TicketStatus.IN_PROGRESS, agent.email, done, reason="agent reply")
+        return done
+
+    # --- past fixes ------------------------------------------------------------------
+
+    def helpful(self, number: int, suggested: int, *, actor: str) -> Done:
+        """An agent found resolved ticket `suggested` helpful for ticket `number`
+        (``#helpful N``): counted once per pair, shown by ``ticket show``."""
+        if suggested == number:
+            raise ActionRefused(f"ticket #{number} cannot help itself")
+        ticket = self.get(number)
+        other = self.session.get(Ticket, suggested)
+        if other is None:
+            raise ActionRefused(f"there is no ticket #{suggested}")
+        done = Done(ticket.id)
+        row = self.session.get(Suggestion, (number, suggested))
+        if row is None:
+            if other.status not in FINISHED_STATUSES:
+                raise ActionRefused(f"ticket #{suggested} is not resolved; only a past fix "
+                                    "can be helpful")  # fmt: skip
+            row = Suggestion(ticket_id=number, suggested_id=suggested, position=0, score=0.0,
+                             created_at=self.now)  # fmt: skip
+            self.session.add(row)
+        if row.helpful_at is not None:
+            return done
+        row.helpful_at = self.now
+        row.helpful_by = actor
+        self.session.flush()
+        self.event(ticket, done, EventSpec("helpful", actor, new=str(suggested),
+                                            detail={"suggested": row.position > 0}))  # fmt: skip
         return done
 
     # --- assignment, links, meetings ------------------------------------------------
@@ -448,6 +479,8 @@ class TicketOps:
         old = change_status(ticket, status, self.now, self.policy)
         if old == status:
             return
+        self.applier.status_changed(self.session, ticket, old, status, self.now,
+                                    note=reason if status in FINISHED_STATUSES else None)  # fmt: skip
         detail: dict[str, Any] = {}
         if reason:
             detail["reason"] = reason

@@ -134,6 +134,7 @@ def _operation(number: int, c: Command, reply: AgentReply) -> Callable[[TicketOp
         "reopen": lambda ops: ops.reopen(number, actor=actor, note=v or ""),
         "note": lambda ops: Done(number),
         "link": lambda ops: ops.link(number, v, actor=actor),
+        "helpful": lambda ops: ops.helpful(number, v, actor=actor),
         "meeting": lambda ops: ops.meeting(
             number, agent=reply.agent, start=v.start, end=v.end, link=v.link
         ),  # fmt: skip

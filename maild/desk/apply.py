@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -28,7 +28,9 @@ from maild.desk.autoreply import AutoreplyGuard, Refusal, alert_notice
 from maild.desk.lifecycle import change_status, sla_columns
 from maild.errors import TransientError
 from maild.mail.compose import Outgoing, compose, new_message_id
+from maild.mail.language import detect
 from maild.mail.parse import Address
+from maild.mail.quotes import strip_reply
 from maild.mail.render import Renderer
 from maild.mail.replyaddr import expiry, reply_address
 from maild.mail.tokens import Signer, load_or_create_secret
@@ -36,6 +38,7 @@ from maild.pipeline.decide import is_own_address
 from maild.pipeline.decision import ArticleSpec, BounceSpec, Decision, EventSpec, Notice, TicketSpec
 from maild.pipeline.directory import EMPTY, Directory
 from maild.pipeline.sla import SlaPolicy
+from maild.store import search
 from maild.store.db import Direct, insert_ignore, upsert_contact
 from maild.store.models import (
     Article,
@@ -45,10 +48,12 @@ from maild.store.models import (
     Event,
     Inbound,
     Outbox,
+    Suggestion,
     Ticket,
     Watcher,
 )
 from maild.store.states import (
+    FINISHED_STATUSES,
     ArticleKind,
     Direction,
     InboundStatus,
@@ -70,6 +75,7 @@ _INSERT_EVENT = insert(Event)
 # it commits (one round trip instead of one per event on PostgreSQL).
 _EVENT_BUFFER = "maild.event_buffer"
 _INSERT_ATTACHMENT = insert(Attachment)
+_INSERT_SUGGESTION = Direct(insert(Suggestion))
 _CONTACT = Direct(
     select(Contact.id, Contact.name, Contact.language).where(Contact.email == bindparam("email"))
 )
@@ -256,13 +262,17 @@ class Applier:
             assert decision.ticket_id is not None
             view = self._existing_ticket(session, decision.ticket_id, decision.status, now)
         if decision.article is not None:
-            self._add_article(session, view.id, decision.article, inbound_id, now)
+            article_id = self._add_article(session, view.id, decision.article, inbound_id, now)
+            self.index_article(session, view, article_id, decision.article, now)
         watchers = decision.new_ticket.watchers if decision.new_ticket else decision.watchers_add
         if watchers or decision.watchers_remove:
             actor = decision.article.author.email if decision.article else "maild"
             self._watchers(session, view.id, watchers, decision.watchers_remove, actor, now)
         self._events(session, view.id, decision.events, now)
-        queued = [self.queue_notice(session, view, notice, now) for notice in decision.notices]
+        notices = decision.notices
+        if decision.new_ticket is not None:
+            notices = self._with_past_fixes(session, view, decision, notices, now)
+        queued = [self.queue_notice(session, view, notice, now) for notice in notices]
         if decision.bounce is not None:
             self._record_bounce(session, view, decision.bounce, now)
         outbox_ids = tuple(i for i in queued if i is not None)
@@ -289,8 +299,9 @@ class Applier:
         if status is not None and status != view["status"]:
             ticket = session.get(Ticket, ticket_id)
             assert ticket is not None
-            change_status(ticket, status, now, self.policy)
+            old = change_status(ticket, status, now, self.policy)
             ticket.updated_at = now
+            self.status_changed(session, ticket, old, status, now)
             return TicketView.of(ticket)
         _TOUCH_TICKET.execute(session, {"b_id": ticket_id, "b_now": now}).close()
         return TicketView(**view)
@@ -442,6 +453,101 @@ class Applier:
             ]
             conn.execute(_INSERT_ATTACHMENT, rows)
         return article_id
+
+    # --- the search index and past fixes (maild.store.search) ---------------
+
+    def index_article(
+        self,
+        session: Session,
+        ticket: Ticket | TicketView,
+        article_id: int | None,
+        spec: ArticleSpec,
+        now: datetime,
+    ) -> None:
+        """Index a person's message or note (not mail maild made, auto-replies,
+        bounces) in this transaction; a reply without the mail it quotes."""
+        if spec.direction != Direction.IN or spec.kind not in (ArticleKind.MESSAGE,
+                                                                ArticleKind.NOTE):  # fmt: skip
+            return
+        text = strip_reply(spec.text) if spec.in_reply_to else spec.text
+        kind = "note" if spec.kind == ArticleKind.NOTE else "message"
+        self._index(session, ticket, kind, spec.visibility, text, now, article_id=article_id)
+
+    def index_reply(
+        self, session: Session, ticket: Ticket | TicketView, text: str, now: datetime
+    ) -> None:
+        """Index an agent's public reply as they wrote it (the mail around it is not)."""
+        self._index(session, ticket, "reply", Visibility.PUBLIC, text, now, body=text)
+
+    def _index(
+        self, session: Session, ticket: Ticket | TicketView, kind: str, visibility: str,
+        text: str, now: datetime, *, article_id: int | None = None, body: str | None = None,
+    ) -> None:  # fmt: skip
+        view = ticket if isinstance(ticket, TicketView) else TicketView.of(ticket)
+        head = search.head_text(view.id, view.subject, view.requester_name, view.requester_email)
+        search.index_document(session, ticket_id=view.id, kind=kind, visibility=visibility,
+                              language=detect(text) or view.language, head=head, text=text,
+                              now=now, article_id=article_id, body=body)  # fmt: skip
+
+    def status_changed(
+        self, session: Session, ticket: Ticket, old: str, new: str, now: datetime, *,
+        note: str | None = None,
+    ) -> None:  # fmt: skip
+        """Keep the past fixes in step: a ticket resolved or closed becomes one
+        (its resolution: `note`, else the last public reply of an agent), a
+        ticket reopened is none any more."""
+        finished = new in FINISHED_STATUSES
+        if finished and note:
+            self._index(session, ticket, "resolution", Visibility.PUBLIC, note, now, body=note)
+        if finished and (old not in FINISHED_STATUSES or not search.has_resolution(session,
+                                                                                  ticket.id)):  # fmt: skip
+            texts = [strip_reply(t) if i else t
+                     for i, t in enumerate(search.requester_texts(session, ticket.id))]  # fmt: skip
+            problem = "\n".join(texts)[:8000]
+            search.index_resolution(
+                session, ticket_id=ticket.id, subject=ticket.subject, problem=problem,
+                language=detect(f"{ticket.subject}\n{problem}") or ticket.language,
+                resolution=note or search.last_reply(session, ticket.id), resolved_at=now,
+            )  # fmt: skip
+        elif not finished and old in FINISHED_STATUSES:
+            search.forget_resolution(session, ticket.id)
+
+    def _with_past_fixes(
+        self, session: Session, view: TicketView, decision: Decision,
+        notices: tuple[Notice, ...], now: datetime,
+    ) -> tuple[Notice, ...]:  # fmt: skip
+        """The agents' new-ticket mails with the most similar resolved tickets.
+
+        Not to an agent who may not see the ticket's content (a security
+        incident outside the security group); security incidents are only
+        suggested on a security incident (whose mail goes to the security group).
+        """
+        wanted = self.settings.search.suggestions
+        targets = [i for i, n in enumerate(notices)
+                   if n.template == "agent_new" and not n.context.get("restricted")]  # fmt: skip
+        if wanted <= 0 or not targets:
+            return notices
+        text = decision.article.text if decision.article is not None else ""
+        fixes = search.similar_resolved(
+            session,
+            text,
+            subject=view.subject,
+            limit=wanted,
+            include_security=view.security,
+            language=detect(f"{view.subject}\n{text}"),
+        )
+        if not fixes:
+            return notices
+        for position, fix in enumerate(fixes, 1):
+            _INSERT_SUGGESTION.execute(session, {
+                "ticket_id": view.id, "suggested_id": fix.number, "position": position,
+                "score": fix.rank, "created_at": now}).close()  # fmt: skip
+        shown = [SimpleNamespace(number=f.number, subject=f.subject, resolution=f.short(),
+                                 helpful=f.helpful) for f in fixes]  # fmt: skip
+        out = list(notices)
+        for i in targets:
+            out[i] = replace(out[i], context={**out[i].context, "suggestions": shown})
+        return tuple(out)
 
     def _watchers(
         self, session: Session, ticket_id: int, add: tuple[Address, ...], remove: tuple[str, ...],

@@ -13,6 +13,7 @@
     #note [text]                  (the whole reply stays internal)
     #meeting YYYY-MM-DD HH:MM[-HH:MM] [https://link]
     #link 123
+    #helpful 123                  (past fix #123 helped with this ticket)
 
 Only leading lines count (blank lines between them are fine); a ``#`` further
 down is text. Every value is checked here, before anything runs: a line
@@ -38,7 +39,7 @@ MAX_LINE = 500
 
 STATUSES = ("open", "in_progress", "escalated", "pending_user", "resolved", "closed")
 NAMES = ("status", "priority", "assign", "take", "escalate", "category", "type", "resolve",
-         "close", "reopen", "note", "meeting", "link")  # fmt: skip
+         "close", "reopen", "note", "meeting", "link", "helpful")  # fmt: skip
 # The syntax of each, as the agent is shown it when a command is refused.
 SYNTAX = (
     "#status open|in_progress|escalated|pending_user|resolved|closed",
@@ -54,6 +55,7 @@ SYNTAX = (
     "#note [text]",
     "#meeting YYYY-MM-DD HH:MM[-HH:MM] [https://link]",
     "#link <ticket number>",
+    "#helpful <number of the past fix that helped>",
 )
 _HEADER_LIKE = re.compile(
     r"^(?:to|cc|bcc|from|reply-to|subject|sender|date|content-type|content-transfer-encoding"
@@ -187,10 +189,10 @@ def _parse_one(
         return Command(name, line, arg.lower())
     if name == "meeting":
         return Command(name, line, _meeting(arg, now, timezone, minutes))
-    if name == "link":
+    if name in ("link", "helpful"):
         number = arg.removeprefix("#")
         if not number.isdigit() or len(number) > 12:
-            raise ValueError("name the ticket to link by its number, e.g. #link 123")
+            raise ValueError(f"name the ticket by its number, e.g. #{name} 123")
         return Command(name, line, int(number))
     return Command(name, line, arg)  # take, resolve, close, reopen, note: free text
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -334,3 +335,64 @@ class Instance(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
+
+
+class SearchDoc(Base):
+    """One searchable text of a ticket (maild.store.search): an article, an
+    agent's public reply, a resolution note.
+
+    `head` and `terms` hold the analysed words (stemmed, stopwords gone) of the
+    ticket's number, subject and requester, and of the text; the full-text
+    index is built on them: an FTS5 table on SQLite, a GIN index on a
+    generated ``tsvector`` column on PostgreSQL (both made by migration 0007,
+    not described here). `body` keeps the original text where no article
+    holds it (a reply's own words, a resolution note), for snippets.
+    """
+
+    __tablename__ = "search_doc"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id", ondelete="CASCADE"), index=True)
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("article.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    visibility: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(16))
+    head: Mapped[str] = mapped_column(Text)
+    terms: Mapped[str] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class SimilarDoc(Base):
+    """A resolved or closed ticket as a past fix (maild.store.search.similar_resolved):
+    its problem (subject and the requester's words) and its resolution, analysed
+    like `SearchDoc`, with an index of its own. Gone again when the ticket reopens."""
+
+    __tablename__ = "similar_doc"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id", ondelete="CASCADE"), unique=True)
+    language: Mapped[str] = mapped_column(String(16))
+    head: Mapped[str] = mapped_column(Text)
+    terms: Mapped[str] = mapped_column(Text)
+    resolution: Mapped[str] = mapped_column(Text, default="")
+    resolved_at: Mapped[datetime]
+
+
+class Suggestion(Base):
+    """A past fix suggested for a ticket, and whether an agent found it helpful
+    (``#helpful N``)."""
+
+    __tablename__ = "suggestion"
+
+    ticket_id: Mapped[int] = mapped_column(
+        ForeignKey("ticket.id", ondelete="CASCADE"), primary_key=True
+    )
+    suggested_id: Mapped[int] = mapped_column(
+        ForeignKey("ticket.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)  # 1.. in the agents' mail; 0: not suggested
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime]
+    helpful_at: Mapped[datetime | None]
+    helpful_by: Mapped[str | None] = mapped_column(String(320))

@@ -16,6 +16,7 @@ from maild.store.models import (
     Event,
     Inbound,
     Outbox,
+    Suggestion,
     Ticket,
     TicketLink,
     Watcher,
@@ -137,6 +138,25 @@ def show_ticket(session: Session, number: int) -> dict[str, Any] | None:
             select(Article).where(Article.ticket_id == number).order_by(Article.id)
         )
     ]
+    out["suggestions"] = [
+        {
+            "number": s.suggested_id,
+            "subject": subject,
+            "position": s.position or None,  # None: marked helpful, not suggested
+            "helpful": s.helpful_at is not None,
+            "helpful_by": s.helpful_by,
+        }
+        for s, subject in session.execute(
+            select(Suggestion, Ticket.subject)
+            .join(Ticket, Ticket.id == Suggestion.suggested_id)
+            .where(Suggestion.ticket_id == number)
+            .order_by(Suggestion.position == 0, Suggestion.position, Suggestion.suggested_id)
+        )
+    ]
+    # How often this ticket's fix helped with others (#helpful).
+    out["helpful_count"] = int(session.scalar(
+        select(func.count()).select_from(Suggestion)
+        .where(Suggestion.suggested_id == number, Suggestion.helpful_at.is_not(None))) or 0)  # fmt: skip
     out["events"] = [
         {
             "at": _iso(e.at),

@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from maild.store.models import Base
+from maild.store.search import is_index_object
 
 config = context.config
 engine = config.attributes.get("engine")
@@ -16,6 +17,7 @@ with engine.connect() as connection:
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=is_index_object,  # the FTS5 tables, tsvector columns, GIN indexes
     )
     with context.begin_transaction():
         context.run_migrations()
