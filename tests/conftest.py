@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
 
 from maild.store.db import make_engine, upgrade
 from tests.support.desk import Desk, make_settings
@@ -76,8 +78,18 @@ class _Postgres:
 
     def drop(self, name: str) -> None:
         admin = self._connect()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        # FORCE may not end an autovacuum worker (a superuser's backend) that
+        # happens to be in the database: it then refuses; the worker is gone
+        # a moment later.
+        for attempt in range(20):
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                return
+            except ProgrammingError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
 
     def close(self) -> None:
         if self._admin is not None:
