@@ -682,33 +682,53 @@ class PastFix:
         return flat[:chars].rsplit(" ", 1)[0] + " …"
 
 
-SIMILAR_TERMS = 12  # the rarest terms of the new ticket that go into the lookup
+# How a lookup works (the same on both databases):
+# 1. The new ticket's terms are weighed (subject twice) and the SIMILAR_TERMS
+#    most telling kept (weight times inverse document frequency).
+# 2. The index gives the documents of the rarest of them, up to
+#    SIMILAR_POSTINGS documents in all (the rarest term always): at 100,000
+#    past fixes "printer" alone is in thousands of them, and reading them
+#    all is what made a lookup slow (bench/similar.py).
+# 3. Those are scored by the idf of the terms they hold; the best
+#    SIMILAR_RERANK are ranked by BM25 over all kept terms (FTS5's formula:
+#    k1 1.2, b 0.75, the subject column twice the text), computed here from
+#    their stored terms, so PostgreSQL ranks by document frequency too.
+SIMILAR_TERMS = 12
+SIMILAR_POSTINGS = 30000
+SIMILAR_RERANK = 100
 _SUBJECT_WEIGHT = 2.0
+_HEAD_BM25 = 2.0
+_K1, _B = 1.2, 0.75
 _DF_TTL = 600.0
 
 
 class _DocFreq:
-    """Document frequencies of terms in the similar index, remembered a while.
+    """Document frequencies of terms in the similar index, remembered a while,
+    and the size of the index (documents, average length).
 
-    They choose which terms of a new ticket go into the lookup (the rarer,
-    the more telling: a lookup on every word would rank all tickets that say
-    "problem") and weigh them on PostgreSQL. A count of a few minutes ago is
-    good enough for that; a term found in no document is asked again.
+    A count of a few minutes ago is good enough to choose and weigh terms; a
+    term found in no document is asked again next time.
     """
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str], tuple[int, float]] = {}
-        self._totals: dict[str, tuple[int, float]] = {}
+        self._totals: dict[str, tuple[int, float, float]] = {}
         self._lock = threading.Lock()
 
-    def total(self, session: Session, key: str) -> int:
+    def total(self, session: Session, key: str) -> tuple[int, float]:
+        """(documents, average terms per document)."""
         now = time.monotonic()
         seen = self._totals.get(key)
-        if seen is not None and now - seen[1] < 60.0:
-            return seen[0]
+        if seen is not None and now - seen[2] < 60.0:
+            return seen[0], seen[1]
         n = int(session.scalar(select(func.count()).select_from(SimilarDoc)) or 0)
-        self._totals[key] = (n, now)
-        return n
+        sample = session.execute(
+            select(SimilarDoc.head, SimilarDoc.terms).order_by(SimilarDoc.id.desc()).limit(200)
+        ).all()
+        avgdl = (sum(len(h.split()) + len(t.split()) for h, t in sample) / len(sample)
+                 if sample else 1.0)  # fmt: skip
+        self._totals[key] = (n, max(avgdl, 1.0), now)
+        return n, max(avgdl, 1.0)
 
     def counts(self, session: Session, key: str, terms: Iterable[str]) -> dict[str, int]:
         now = time.monotonic()
@@ -725,9 +745,7 @@ class _DocFreq:
                 stmt = text("SELECT doc FROM similar_vocab WHERE term = :t")
                 found = {t: int(session.scalar(stmt, {"t": t}) or 0) for t in missing}
             else:
-                stmt = text(
-                    "SELECT count(*) FROM similar_doc WHERE tsv @@ to_tsquery('simple', :t)"
-                )
+                stmt = text("SELECT count(*) FROM similar_doc WHERE tsv @@ to_tsquery('simple', :t)")
                 found = {t: int(session.scalar(stmt, {"t": _tsquery_term(t)}) or 0)
                          for t in missing}  # fmt: skip
             with self._lock:
@@ -813,86 +831,116 @@ def similar_resolved(
     if not weights:
         return []
     key = _db_key(session)
-    df = _DF.counts(session, key, weights)
-    total = max(_DF.total(session, key), 1)
-    present = {t: n for t, n in df.items() if n > 0}
-    if not present:
+    df = {t: n for t, n in _DF.counts(session, key, weights).items() if n > 0}
+    if not df:
         return []
+    total, avgdl = _DF.total(session, key)
+    total = max(total, max(df.values()))
 
-    def idf(t: str) -> float:
-        n = present[t]
-        return math.log(1.0 + (total - n + 0.5) / (n + 0.5))
+    def idf(t: str) -> float:  # FTS5's: never below a millionth
+        return max(math.log((total - df[t] + 0.5) / (df[t] + 0.5)), 1e-6)
 
-    chosen = sorted(present, key=lambda t: (-weights[t] * idf(t), t))[:SIMILAR_TERMS]
-    want = limit + len(exclude)
-    for fetch in (want * 4 + 8, want * 40 + 80):
-        ranked = _similar_candidates(session, chosen, weights, idf, fetch)
-        fixes = _past_fixes(session, ranked, exclude, include_security)
-        if len(fixes) >= limit or len(ranked) < fetch:
+    kept = sorted(df, key=lambda t: (-weights[t] * idf(t), t))[:SIMILAR_TERMS]
+    probes: list[str] = []
+    postings = 0
+    for t in sorted(kept, key=lambda t: (df[t], t)):
+        if probes and postings + df[t] > SIMILAR_POSTINGS:
             break
-    return fixes[:limit]
+        probes.append(t)
+        postings += df[t]
+    best = _coarse(session, probes, {t: idf(t) * min(weights[t], 3.0) for t in probes},
+                   max(SIMILAR_RERANK, limit * 4))  # fmt: skip
+    ranked = _bm25(session, best, {t: idf(t) for t in kept}, weights, avgdl)
+    return _past_fixes(session, ranked, exclude, include_security, limit)
 
 
-def _similar_candidates(
-    session: Session,
-    terms: Sequence[str],
-    weights: Counter[str],
-    idf: Callable[[str], float],
-    fetch: int,
-) -> list[tuple[int, float]]:
-    """(similar_doc id, rank) of the best `fetch` documents, best first."""
-    if _is_sqlite(session):
-        # FTS5's BM25 counts a phrase once per occurrence in the query: the
-        # subject's terms are given twice.
-        phrases = []
-        for t in terms:
-            phrases += ['"' + t + '"'] * (2 if weights[t] >= _SUBJECT_WEIGHT else 1)
-        rows = session.execute(
-            text("SELECT rowid, bm25(similar_fts, 2.0, 1.0) AS s FROM similar_fts "
-                 "WHERE similar_fts MATCH :q ORDER BY s LIMIT :n"),
-            {"q": " OR ".join(phrases), "n": fetch},
-        ).all()  # fmt: skip
-        return [(r[0], -float(r[1])) for r in rows]
+def _coarse(session: Session, terms: Sequence[str], weight: dict[str, float], n: int) -> list[int]:
+    """The `n` similar documents holding the most (by weight) of `terms`, in one statement."""
+    if not terms:
+        return []
+    params: dict[str, Any] = {"n": n}
     parts = []
-    params: dict[str, Any] = {"n": fetch}
     for i, t in enumerate(terms):
-        parts.append(f"CASE WHEN d.tsv @@ to_tsquery('simple', :t{i}) THEN :w{i} ELSE 0 END")
-        params[f"t{i}"] = _tsquery_term(t)
-        params[f"w{i}"] = idf(t) * min(weights[t], 3.0)
-    params["all"] = " | ".join(_tsquery_term(t) for t in terms)
-    sql = (f"SELECT d.id, ({' + '.join(parts)}) + ts_rank(d.tsv, to_tsquery('simple', :all)) "
-           "AS s FROM similar_doc d WHERE d.tsv @@ to_tsquery('simple', :all) "
-           "ORDER BY s DESC, d.id LIMIT :n")  # fmt: skip
-    return [(r[0], float(r[1])) for r in session.execute(text(sql), params).all()]
+        params[f"w{i}"] = weight[t]
+        if _is_sqlite(session):
+            params[f"t{i}"] = f'"{t}"'
+            parts.append(f"SELECT rowid AS id, :w{i} AS w FROM similar_fts "
+                         f"WHERE similar_fts MATCH :t{i}")  # fmt: skip
+        else:
+            params[f"t{i}"] = _tsquery_term(t)
+            parts.append(f"SELECT id, CAST(:w{i} AS float8) AS w FROM similar_doc "
+                         f"WHERE tsv @@ to_tsquery('simple', :t{i})")  # fmt: skip
+    sql = (f"SELECT id FROM ({' UNION ALL '.join(parts)}) AS p "
+           "GROUP BY id ORDER BY sum(w) DESC, id LIMIT :n")  # fmt: skip
+    return list(session.scalars(text(sql), params))
+
+
+def _bm25(
+    session: Session, doc_ids: Sequence[int], idfs: dict[str, float], weights: Counter[str],
+    avgdl: float,
+) -> list[tuple[int, float]]:  # fmt: skip
+    """(document id, BM25) of `doc_ids` for the kept query terms, best first."""
+    if not doc_ids:
+        return []
+    rows = session.execute(
+        select(SimilarDoc.id, SimilarDoc.head, SimilarDoc.terms).where(
+            SimilarDoc.id.in_(list(doc_ids))
+        )
+    ).all()
+    out = []
+    for doc_id, head, body in rows:
+        head_terms, body_terms = head.split(), body.split()
+        dl = len(head_terms) + len(body_terms)
+        tf = Counter(body_terms)
+        for term in head_terms:
+            tf[term] += _HEAD_BM25
+        norm = _K1 * (1 - _B + _B * dl / avgdl)
+        score = 0.0
+        for term, term_idf in idfs.items():
+            f = tf.get(term)
+            if f:
+                score += min(weights[term], 3.0) * term_idf * f * (_K1 + 1) / (f + norm)
+        out.append((doc_id, score))
+    out.sort(key=lambda r: (-r[1], r[0]))
+    return out
 
 
 def _past_fixes(
-    session: Session, ranked: list[tuple[int, float]], exclude: set[int], include_security: bool
-) -> list[PastFix]:
+    session: Session, ranked: list[tuple[int, float]], exclude: set[int], include_security: bool,
+    limit: int,
+) -> list[PastFix]:  # fmt: skip
     if not ranked:
         return []
-    rank = dict(ranked)
-    helpful = (
-        select(func.count())
-        .where(Suggestion.suggested_id == SimilarDoc.ticket_id, Suggestion.helpful_at.is_not(None))
-        .scalar_subquery()
-    )
+    rank = dict(ranked[: limit * 4 + 8])  # more only if these are filtered away
+    if len(rank) < len(ranked):
+        first = _past_fixes(session, ranked[: limit * 4 + 8], exclude, include_security, limit)
+        if len(first) == limit:
+            return first
+        rank = dict(ranked)
     rows = session.execute(
         select(SimilarDoc.id, SimilarDoc.ticket_id, SimilarDoc.resolution, SimilarDoc.resolved_at,
-               Ticket.subject, Ticket.status, Ticket.security, helpful)
+               Ticket.subject, Ticket.status, Ticket.security)
         .join(Ticket, Ticket.id == SimilarDoc.ticket_id)
         .where(SimilarDoc.id.in_(list(rank)))
     ).all()  # fmt: skip
-    out = [
+    kept = sorted(
+        (r for r in rows if r.ticket_id not in exclude and r.status in FINISHED_STATUSES
+         and (include_security or not r.security)),
+        key=lambda r: (-rank[r.id], r.ticket_id),
+    )[:limit]  # fmt: skip
+    helpful: dict[int, int] = {}
+    if kept:
+        helpful = dict(session.execute(
+            select(Suggestion.suggested_id, func.count())
+            .where(Suggestion.suggested_id.in_([r.ticket_id for r in kept]),
+                   Suggestion.helpful_at.is_not(None))
+            .group_by(Suggestion.suggested_id)
+        ).all())  # fmt: skip
+    return [
         PastFix(number=r.ticket_id, subject=r.subject, status=r.status, resolution=r.resolution,
-                resolved_at=r.resolved_at, rank=rank[r.id], helpful=int(r[7] or 0))
-        for r in rows
-        if r.ticket_id not in exclude
-        and r.status in FINISHED_STATUSES
-        and (include_security or not r.security)
+                resolved_at=r.resolved_at, rank=rank[r.id], helpful=int(helpful.get(r.ticket_id, 0)))
+        for r in kept
     ]  # fmt: skip
-    out.sort(key=lambda f: (-f.rank, f.number))
-    return out
 
 
 # --- schema helpers ----------------------------------------------------------------
