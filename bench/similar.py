@@ -281,8 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--skip-cost", action="store_true")
-    ap.add_argument("--show-held-out", action="store_true",
-                    help="list the held-out misses too (not while tuning)")
+    ap.add_argument(
+        "--show-held-out",
+        action="store_true",
+        help="list the held-out misses too (not while tuning)",
+    )
     ap.add_argument("--json", type=Path, default=HERE / "out" / "similar.json")
     args = ap.parse_args(argv)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
@@ -299,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             for miss in acc["misses"]:
                 if args.show_held_out or not miss.startswith("H "):
                     print(f"  miss: {miss}")
-            ok &= acc["hit_rate"]["H"] >= TARGET_HIT_RATE and acc["hit_rate"]["all"] >= TARGET_HIT_RATE
+            ok &= (
+                acc["hit_rate"]["H"] >= TARGET_HIT_RATE
+                and acc["hit_rate"]["all"] >= TARGET_HIT_RATE
+            )
             out[backend] = {"accuracy": acc}
             if not args.skip_cost:
                 c = cost(backend, work, args.scale, args.tickets, args.seed)

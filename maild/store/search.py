@@ -745,7 +745,9 @@ class _DocFreq:
                 stmt = text("SELECT doc FROM similar_vocab WHERE term = :t")
                 found = {t: int(session.scalar(stmt, {"t": t}) or 0) for t in missing}
             else:
-                stmt = text("SELECT count(*) FROM similar_doc WHERE tsv @@ to_tsquery('simple', :t)")
+                stmt = text(
+                    "SELECT count(*) FROM similar_doc WHERE tsv @@ to_tsquery('simple', :t)"
+                )
                 found = {t: int(session.scalar(stmt, {"t": _tsquery_term(t)}) or 0)
                          for t in missing}  # fmt: skip
             with self._lock:
