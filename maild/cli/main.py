@@ -89,6 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
     m_check = m_sub.add_parser("check", help="connect, log in, report what maild will use")
     m_check.add_argument("name", nargs="?", help="the mailbox (default: every mailbox)")
 
+    inbound = sub.add_parser("inbound", help="every received message and its fate")
+    i_sub = inbound.add_subparsers(dest="inbound_command", required=True, metavar="ACTION")
+    i_list = i_sub.add_parser("list", help="newest first: ticket, reply, ignored, spam, ...")
+    i_list.add_argument("--outcome", action="append", metavar="FATE",
+                        choices=["ticket", "reply", "ignored", "spam", "quarantined", "pending"],
+                        help="only these (repeatable): ticket, reply, ignored, spam, "
+                             "quarantined, pending")  # fmt: skip
+    i_list.add_argument("--since", metavar="WHEN", help="received at or after (YYYY-MM-DD or "
+                        "an ISO date-time; UTC unless it names a zone)")  # fmt: skip
+    i_list.add_argument("--limit", type=int, default=200, help="at most this many (200)")
+    i_list.add_argument("--json", action="store_true")
+    i_show = i_sub.add_parser("show", help="one message: fate, rule, reason, headers")
+    i_show.add_argument("id", type=int)
+    i_show.add_argument("--json", action="store_true")
+    i_show.add_argument("--raw", action="store_true", help="write the raw bytes to stdout")
+    i_replay = i_sub.add_parser(
+        "replay", help="run ignored or spam messages through again as if they were wanted"
+    )
+    i_replay.add_argument("ids", type=int, nargs="+", metavar="ID")
+    i_replay.add_argument("--as", dest="actor", metavar="WHO",
+                          help="who chose it (default: USER@cli)")  # fmt: skip
+
     quarantine = sub.add_parser("quarantine", help="messages set aside")
     q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
     q_list = q_sub.add_parser("list")
@@ -160,6 +182,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_hash_password(args.user)
     if cmd == "quarantine" and args.quarantine_command != "list":
         return cmd_quarantine(args, settings)
+    if cmd == "inbound":
+        return cmd_inbound(args, settings)
     return cmd_view(args, settings)
 
 
@@ -208,24 +232,9 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{word} inbound {inbound_id}")
         return EX_OK if len(dropped) == len(set(args.ids)) else EX_NOINPUT
     # replay
-    from maild.desk.apply import Applier
-    from maild.mail.render import Renderer
-    from maild.service.sender import Sender, transport_from_settings
-    from maild.service.worker import Worker
-
-    clock = SystemClock()
     with sessions.begin() as session:
         queued = quarantine.release(session, args.ids)
-    from maild.service.parsepool import ParsePool
-
-    parser = ParsePool.from_settings(settings)
-    applier = Applier(settings, Renderer.from_settings(settings))
-    try:
-        results = {p.inbound_id: p for p in Worker(sessions, settings, clock, applier,
-                                                   parser=parser).drain()}  # fmt: skip
-    finally:
-        parser.close()
-    Sender(sessions, settings, clock, transport_from_settings(settings)).drain()
+    results = _drain_now(settings, sessions)
     status = EX_OK
     for inbound_id in args.ids:
         if inbound_id not in queued:
@@ -236,6 +245,119 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
         outcome = p.outcome if p is not None else "pending"
         ticket = f" ticket #{p.ticket_id}" if p is not None and p.ticket_id else ""
         print(f"inbound {inbound_id}: {outcome}{ticket} {p.reason if p else ''}".rstrip())
+    return status
+
+
+def _drain_now(settings: Settings, sessions: Any) -> dict[int, Any]:
+    """Process what is pending and send what is due; the outcome per inbound row."""
+    from maild.desk import agents
+    from maild.desk.apply import Applier
+    from maild.mail.render import Renderer
+    from maild.service.parsepool import ParsePool
+    from maild.service.sender import Sender, transport_from_settings
+    from maild.service.worker import Worker
+
+    clock = SystemClock()
+    parser = ParsePool.from_settings(settings)
+    applier = Applier(settings, Renderer.from_settings(settings))
+    agents.install(sessions, applier)
+    try:
+        results = {p.inbound_id: p for p in Worker(sessions, settings, clock, applier,
+                                                   parser=parser).drain()}  # fmt: skip
+    finally:
+        parser.close()
+    Sender(sessions, settings, clock, transport_from_settings(settings)).drain()
+    return results
+
+
+def _since(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    when = datetime.fromisoformat(text)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def cmd_inbound(args: argparse.Namespace, settings: Settings) -> int:
+    """``maild inbound list | show | replay``: every message's fate (maild.desk.inbound)."""
+    from maild.cli.tickets import actor_name
+    from maild.desk import inbound
+
+    sessions = _sessions(settings)
+    action = args.inbound_command
+    if action == "list":
+        try:
+            since = _since(args.since) if args.since else None
+        except ValueError:
+            print(f"maild: --since: not a date or date-time: {args.since!r}", file=sys.stderr)
+            return EX_USAGE
+        with sessions() as session:
+            rows = inbound.list_inbound(session, fates=args.outcome or (), since=since,
+                                        limit=max(1, args.limit))  # fmt: skip
+        if args.json:
+            _print_json(rows)
+            return EX_OK
+        for r in rows:
+            where = f"#{r['ticket']}" if r["ticket"] else ""
+            why = f"{r['rule']}: {r['reason']}" if r["rule"] else (r["reason"] or "")
+            if r["fate"] in ("ticket", "reply"):
+                why = ""
+            flags = " [reused Message-ID]" if r["message_id_clash"] else ""
+            flags += f" [replayed by {r['replayed_by']}]" if r["replayed_by"] else ""
+            print(f"{r['id']:<6} {r['received_at'][:19]} {r['fate']:<11} {where:<6} "
+                  f"{r['from'][:32]:<32} {r['subject'][:40]}{flags}"
+                  + (f"\n       {why[:150]}" if why else ""))  # fmt: skip
+        return EX_OK
+    if action == "show":
+        with sessions() as session:
+            data = inbound.show(session, args.id)
+        if data is None:
+            print(f"maild: no inbound message {args.id}", file=sys.stderr)
+            return EX_NOINPUT
+        raw = data.pop("raw")
+        if args.raw:
+            sys.stdout.buffer.write(raw)
+            return EX_OK
+        if args.json:
+            _print_json(data)
+            return EX_OK
+        ticket = f" (ticket #{data['ticket']})" if data["ticket"] else ""
+        print(f"inbound {data['id']}: {data['fate']}{ticket}, from {data['source']}, received "
+              f"{data['received_at']}, {data['size']} bytes")  # fmt: skip
+        if data["rule"] or data["reason"]:
+            print(f"  {data['rule'] or 'reason'}: {data['reason'] or ''}")
+        if data["message_id_clash"]:
+            print(f"  reused Message-ID: inbound {data['message_id_clash']} has the same one "
+                  "with other content")  # fmt: skip
+        if data["replayed_by"]:
+            print(f"  replayed by {data['replayed_by']} at {data['replayed_at']}")
+        for name, value in data["headers"]:
+            print(f"  {name}: {value}")
+        return EX_OK
+    # replay
+    actor = args.actor or actor_name()
+    with sessions.begin() as session:
+        asked = inbound.replay(session, args.ids, actor, SystemClock().now())
+    if any(a.queued for a in asked):
+        _drain_now(settings, sessions)  # (a running daemon may take them first: same result)
+    status = EX_OK
+    for a in asked:
+        if not a.queued:
+            print(f"inbound {a.inbound_id}: not replayed: {a.why}")
+            status = EX_NOINPUT
+            continue
+        with sessions() as session:
+            now = inbound.show(session, a.inbound_id)
+        assert now is not None
+        if now["fate"] == "pending":
+            print(f"inbound {a.inbound_id}: queued (the running daemon is processing it)")
+            continue
+        if now["fate"] == "ticket":
+            said = f"opened ticket #{now['ticket']}"
+        elif now["fate"] == "reply":
+            said = f"recorded on ticket #{now['ticket']}"
+        else:
+            said = f"{now['fate']}: {now['reason'] or ''}"
+        print(f"inbound {a.inbound_id}: {said}")
     return status
 
 

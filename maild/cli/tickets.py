@@ -25,7 +25,8 @@ ACTIONS = ("resolve", "close", "reopen", "escalate", "status", "priority", "type
            "reply", "first-response", "regulator-notified", "assign", "link")  # fmt: skip
 
 
-def _actor() -> str:
+def actor_name() -> str:
+    """Who runs this command, for the audit log: ``USER@cli``."""
     try:
         return f"{getpass.getuser()}@cli"
     except Exception:  # no user name in this environment
@@ -107,7 +108,7 @@ def _ticket_action(args: argparse.Namespace, sessions: Any, applier: Any, now: d
     from maild.desk.actions import ActionRefused, TicketNotFound, TicketOps
     from maild.mail.parse import Address
 
-    actor = args.actor or _actor()
+    actor = args.actor or actor_name()
     n = args.number
     try:
         with sessions.begin() as session:

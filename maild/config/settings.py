@@ -412,6 +412,28 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class ScreeningSettings:
+    """What screening believes besides the rules themselves (maild.screen)."""
+
+    # SpamAssassin's and rspamd's verdict headers. Believed from anyone: a spam
+    # verdict only ever holds back the sender's own mail.
+    spam_headers: bool = True
+    # A score header (X-Spam-Score, X-Rspamd-Score, the score in X-Spam-Status
+    # or X-Spamd-Result) at or above this is spam when no yes/no verdict says
+    # otherwise; 0: believe only the yes/no verdicts.
+    spam_threshold: float = 5.0
+    # Served addresses that are a group or distribution list (Google Groups,
+    # Microsoft 365): mail through them carries list headers, and still gets
+    # an acknowledgement like mail sent straight to the desk.
+    group_addresses: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.spam_threshold < 0:
+            _fail("screening.spam_threshold", "must be 0 (scores ignored) or more")
+        _addresses("screening.group_addresses", self.group_addresses)
+
+
+@dataclass(frozen=True)
 class LanguagesSettings:
     """Language data beyond the built-in maild/mail/lang/*.toml (maild.mail.language)."""
 
@@ -448,6 +470,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     languages: LanguagesSettings = field(default_factory=LanguagesSettings)
+    screening: ScreeningSettings = field(default_factory=ScreeningSettings)
     source: str = "<defaults>"
 
 
@@ -749,6 +772,10 @@ def validate(s: Settings) -> None:
             if split_plus(addr)[0] in served:
                 raise ConfigError(f"tiers.{name}", f"{addr} is a help-desk address: mail to it "
                                   "would come back to maild")  # fmt: skip
+    for addr in s.screening.group_addresses:
+        if normalize_address(addr) not in served:
+            raise ConfigError("screening.group_addresses", f"{addr} is not one of "
+                              "helpdesk.addresses")  # fmt: skip
     for i, agent in enumerate(s.agents):
         if agent.email in served:
             raise ConfigError(f"agents[{i}].email", "is a help-desk address, not an agent's")

@@ -130,9 +130,19 @@ _FINISH = {
             error=bindparam("b_error"),
             processed_at=bindparam("b_now"),
             ticket_id=bindparam("b_ticket"),
+            rule=bindparam("b_rule"),
+            reason=bindparam("b_reason"),
         )
     )
     for claimed in (False, True)
+}
+
+
+# Outcomes that open or touch no ticket of their own, and the inbound status they leave.
+_SET_ASIDE = {
+    Outcome.IGNORED: InboundStatus.IGNORED,
+    Outcome.SPAM: InboundStatus.SPAM,
+    Outcome.QUARANTINED: InboundStatus.QUARANTINED,
 }
 
 
@@ -246,14 +256,13 @@ class Applier:
         otherwise `LostClaim` is raised and the caller rolls back (another
         worker took the row over after our lease ran out).
         """
-        if decision.outcome in (Outcome.IGNORED, Outcome.QUARANTINED):
-            status = (
-                InboundStatus.IGNORED
-                if decision.outcome == Outcome.IGNORED
-                else InboundStatus.QUARANTINED
-            )
-            self._finish_inbound(session, inbound_id, status, decision, now, None, claimed_at)
-            return Applied(decision.outcome, None)
+        if decision.outcome in _SET_ASIDE:
+            # No ticket of its own; a spam reply leaves its trace on its ticket.
+            if decision.ticket_id is not None and decision.events:
+                self._events(session, decision.ticket_id, decision.events, now)
+            self._finish_inbound(session, inbound_id, _SET_ASIDE[decision.outcome], decision, now,
+                                 decision.ticket_id, claimed_at)  # fmt: skip
+            return Applied(decision.outcome, decision.ticket_id)
 
         view: TicketView
         if decision.new_ticket is not None:
@@ -316,15 +325,17 @@ class Applier:
         ticket_id: int | None,
         claimed_at: datetime | None,
     ) -> None:
-        done = status == InboundStatus.DONE
+        failed = status == InboundStatus.QUARANTINED
         params = {
             "b_id": inbound_id,
             "b_status": str(status),
             "b_outcome": str(decision.outcome),
-            "b_error": None if done else decision.reason,
+            "b_error": decision.reason if failed else None,
             "b_now": now,
             "b_ticket": ticket_id,
             "b_claim": claimed_at,
+            "b_rule": decision.rule or None,
+            "b_reason": decision.reason[:4000] or None,
         }
         rowcount = _FINISH[claimed_at is not None].rowcount(session, params)
         if claimed_at is not None and rowcount != 1:

@@ -33,7 +33,7 @@ from maild.pipeline.decision import (
 )
 from maild.pipeline.identify import Role, identify
 from maild.pipeline.mailbox_defaults import apply_mailbox_defaults
-from maild.pipeline.screen import Envelope, Verdict, screen
+from maild.pipeline.screen import Envelope, Screening, Verdict, screen
 from maild.pipeline.sla import SlaPolicy
 from maild.pipeline.triage import Rulebook, classify
 from maild.store.states import (
@@ -57,21 +57,50 @@ def decide(
     now: datetime,
     rules: Rulebook | None = None,
 ) -> Decision:
+    decision = _decide(msg, inbound, facts, settings, now, rules)
+    if inbound.wanted_by and decision.outcome in (Outcome.NEW_TICKET, Outcome.APPENDED):
+        replayed = EventSpec("replayed", inbound.wanted_by,
+                             detail={"inbound": inbound.id, "was": inbound.was})  # fmt: skip
+        decision = replace(decision, events=(*decision.events, replayed))
+    return decision
+
+
+def _decide(
+    msg: ParsedMessage,
+    inbound: InboundMeta,
+    facts: Facts,
+    settings: Settings,
+    now: datetime,
+    rules: Rulebook | None,
+) -> Decision:
     served = ServedAddresses.of(settings.helpdesk.addresses)
     sender = _sender(msg, inbound)
     env = Envelope(
         mail_from=inbound.envelope_from, recipient=inbound.recipient, to=inbound.envelope_to
     )
     screening = screen(msg, env, settings)
+    if inbound.wanted_by and screening.verdict != Verdict.OWN_LOOP:
+        screening = Screening(Verdict.PERSON, "")  # a person chose it (maild inbound replay)
     correlation = correlate(msg, facts)
     ticket = facts.tickets.get(correlation.ticket_id) if correlation.ticket_id else None
 
     if screening.verdict == Verdict.OWN_LOOP:
-        return Decision(Outcome.IGNORED, f"own mail: {screening.reason}")
+        return Decision(Outcome.IGNORED, f"own mail: {screening.reason}", rule=screening.rule)
+    if screening.verdict == Verdict.SPAM:
+        # Stored as spam: no ticket, no article, nobody answered. A reply to a
+        # ticket leaves a trace there, so an agent can replay a false positive.
+        held = ()
+        if ticket is not None:
+            held = (EventSpec("spam_held", sender.email, detail={
+                "inbound": inbound.id, "reason": screening.reason}),)  # fmt: skip
+        return Decision(Outcome.SPAM, f"spam: {screening.reason}", rule=screening.rule,
+                        ticket_id=ticket.id if ticket else None, events=held,
+                        how=correlation.how)  # fmt: skip
     if screening.verdict in (Verdict.BOUNCE, Verdict.AUTOMATED):
         # Never a new ticket, an acknowledgement, a reopen or a command.
         if ticket is None:
-            return Decision(Outcome.IGNORED, f"{screening.verdict}: {screening.reason}")
+            return Decision(Outcome.IGNORED, f"{screening.verdict}: {screening.reason}",
+                            rule=screening.rule)  # fmt: skip
         kind = ArticleKind.BOUNCE if screening.verdict == Verdict.BOUNCE else ArticleKind.AUTOMATED
         bounce = _bounce(msg, facts, ticket) if screening.verdict == Verdict.BOUNCE else None
         detail: dict[str, Any] = {"reason": screening.reason}
@@ -81,20 +110,26 @@ def decide(
         return Decision(
             Outcome.APPENDED,
             f"{screening.verdict}: {screening.reason}",
+            rule=screening.rule,
             ticket_id=ticket.id,
             article=_article(msg, sender, kind, Visibility.INTERNAL),
             events=(EventSpec(f"{kind}_received", sender.email, detail=detail),),
             how=correlation.how,
             bounce=bounce,
         )
+    # Through a list or group to us: a ticket like any other, but nothing
+    # automatic goes back to the requester (it would go to the whole group).
+    quiet = screening.reason if screening.verdict == Verdict.LIST else ""
 
     if facts.already_stored_on is not None:
         return Decision(
             Outcome.IGNORED,
             f"already recorded on ticket #{facts.already_stored_on} (same Message-ID)",
+            rule="already_recorded",
         )
     if served.serves(sender.email):  # an envelope sender of ours (From was screened)
-        return Decision(Outcome.IGNORED, f"sent from our own address {sender.email}")
+        return Decision(Outcome.IGNORED, f"sent from our own address {sender.email}",
+                        rule="our_envelope_sender")  # fmt: skip
     if ticket is not None:  # the agents' channel first: a look-alike From is no valid address
         check = agentauth.check(msg, facts.reply_token, facts.directory, settings,
                                 ticket_id=ticket.id, requester=ticket.requester, now=now)  # fmt: skip
@@ -102,7 +137,8 @@ def decide(
             return agentmail.decide(msg, inbound, facts, settings, now, ticket, check, sender,
                                     how=correlation.how)  # fmt: skip
     if not is_valid_address(sender.email):
-        return Decision(Outcome.QUARANTINED, "no usable sender address (From or envelope)")
+        return Decision(Outcome.QUARANTINED, "no usable sender address (From or envelope)",
+                        rule="no_sender")  # fmt: skip
 
     if ticket is not None:
         role = identify(msg, ticket)
@@ -111,7 +147,7 @@ def decide(
             if now - finished_at > timedelta(days=settings.helpdesk.reopen_days):
                 return _new_ticket(
                     msg, inbound, sender, settings, now, facts, rules, parent=ticket,
-                    note=f"reply to #{ticket.id} after the reopen window",
+                    note=f"reply to #{ticket.id} after the reopen window", quiet=quiet,
                 )  # fmt: skip
             return Decision(
                 Outcome.APPENDED,
@@ -129,7 +165,9 @@ def decide(
                         detail={"reason": "requester replied"},
                     ),
                 ),  # fmt: skip
-                notices=_reopen_notices(msg, ticket, facts, settings) if inbound.notify else (),
+                notices=_reopen_notices(msg, ticket, facts, settings, quiet=bool(quiet))
+                if inbound.notify
+                else (),
                 how=correlation.how,
             )
         events = [EventSpec("article_added", sender.email, detail={"role": str(role)})]
@@ -152,17 +190,28 @@ def decide(
             article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
             status=status,
             events=tuple(events),
-            notices=(*told, *_limits_notice(msg, inbound, sender)),
+            notices=(*told, *(() if quiet else _limits_notice(msg, inbound, sender, settings))),
             how=correlation.how,
             watchers_add=add,
             watchers_remove=remove,
         )
-    return _new_ticket(msg, inbound, sender, settings, now, facts, rules, note=correlation.note)
+    return _new_ticket(msg, inbound, sender, settings, now, facts, rules, note=correlation.note,
+                       quiet=quiet)  # fmt: skip
+
+
+def answer_to(msg: ParsedMessage, sender: Address, settings: Settings) -> Address:
+    """Where an automatic answer goes: the Reply-To, unless it is one of ours (a
+    group's Reply-To is often the group itself), else the sender."""
+    for address in msg.reply_to:
+        if not is_own_address(address.email, settings):
+            return address
+    return sender
 
 
 def _reopen_notices(
-    msg: ParsedMessage, ticket: TicketFacts, facts: Facts, settings: Settings
-) -> tuple[Notice, ...]:
+    msg: ParsedMessage, ticket: TicketFacts, facts: Facts, settings: Settings, *,
+    quiet: bool = False,
+) -> tuple[Notice, ...]:  # fmt: skip
     """The requester hears the ticket is open again; the agents working it, that it came back."""
     references = (*msg.references, msg.message_id) if msg.message_id else msg.references
     thread = notices.Thread(msg.message_id, references)
@@ -175,13 +224,16 @@ def _reopen_notices(
         assignee_id=ticket.assignee,
         security=ticket.security,
     )
+    told = notices.to_groups("agent_update", "agent_update", audience,
+                             security=ticket.security, context=context)  # fmt: skip
+    if quiet:
+        return told
+    requester = answer_to(msg, Address(name="", email=ticket.requester), settings)
     return (
-        notices.to_requester("status", "status", msg.reply_to[0] if msg.reply_to else
-                             Address(name="", email=ticket.requester),
+        notices.to_requester("status", "status", requester,
                              thread=thread, context={"event": "reopened", "by_reply": True},
                              cc=watchers),
-        *notices.to_groups("agent_update", "agent_update", audience,
-                           security=ticket.security, context=context),
+        *told,
     )  # fmt: skip
 
 
@@ -211,14 +263,16 @@ def _bounce(msg: ParsedMessage, facts: Facts, ticket: TicketFacts) -> BounceSpec
     )
 
 
-def _limits_notice(msg: ParsedMessage, inbound: InboundMeta, sender: Address) -> tuple[Notice, ...]:
+def _limits_notice(
+    msg: ParsedMessage, inbound: InboundMeta, sender: Address, settings: Settings
+) -> tuple[Notice, ...]:
     """Tell a person whose reply was cut by the limits what was left out."""
     if not msg.notes or not inbound.notify:
         return ()
     return (
         Notice(
             template="limits",
-            to=msg.reply_to[:1] or (sender,),
+            to=(answer_to(msg, sender, settings),),
             kind="limits",
             auto_submitted="auto-replied",
             in_reply_to=msg.message_id,
@@ -343,7 +397,9 @@ def _new_ticket(
     *,
     parent: TicketFacts | None = None,
     note: str = "",
+    quiet: str = "",
 ) -> Decision:
+    """A new ticket; `quiet` (why: list or group mail) sends the requester nothing."""
     rules = rules or Rulebook.from_settings(settings)
     triage = classify(msg, inbound.recipient, settings, rules)
     triage = apply_mailbox_defaults(triage, inbound.mailbox, settings)
@@ -381,6 +437,8 @@ def _new_ticket(
     detail: dict[str, Any] = {"triage": list(triage.matched), "language": language_source}
     if note:
         detail["note"] = note
+    if quiet:
+        detail["not_acknowledged"] = quiet
     events = [EventSpec("created", sender.email, new=TicketStatus.NEW, detail=detail)]
     if parent is not None:
         events.append(EventSpec("linked", sender.email, new=str(parent.id),
@@ -388,9 +446,10 @@ def _new_ticket(
     notices_out: tuple[Notice, ...] = ()
     if inbound.notify:
         spec = replace(spec, status=TicketStatus.OPEN)
+        why = f"not acknowledged: {quiet}" if quiet else "acknowledged"
         events.append(EventSpec("status", "maild", old=TicketStatus.NEW, new=TicketStatus.OPEN,
-                                detail={"reason": "acknowledged"}))  # fmt: skip
-        to = msg.reply_to[:1] or (sender,)
+                                detail={"reason": why}))  # fmt: skip
+        to = (answer_to(msg, sender, settings),)
         references = (*msg.references, msg.message_id) if msg.message_id else msg.references
         hierarchical = triage.priority == 1
         ack = Notice(
@@ -419,10 +478,11 @@ def _new_ticket(
             directory=facts.directory,
         )
         agent_context = {"summary": _summary(msg.text), "hierarchical": hierarchical,
-                         "parent_id": parent.id if parent else None}  # fmt: skip
+                         "parent_id": parent.id if parent else None,
+                         "unacknowledged": quiet}  # fmt: skip
         group = notices.to_groups("agent_new", "agent_new", audience, security=triage.security,
                                   context=agent_context)  # fmt: skip
-        notices_out = (ack, *group)
+        notices_out = (*(() if quiet else (ack,)), *group)
         if hierarchical:
             events.append(EventSpec("escalated", "maild", detail={
                 "kind": "hierarchical", "reason": "P1",

@@ -38,6 +38,11 @@ class InboundMeta:
     received_at: datetime
     mailbox: str | None = None  # the [[imap.mailboxes]] name it was read from
     envelope_to: tuple[str, ...] = ()  # as given, plus-tags kept (reply addresses)
+    source: str | None = None  # smtp, lmtp, imap, ingest, import
+    # A person chose to run this message through as if it were wanted (`maild
+    # inbound replay`): who, and what it had been ("spam (has_spam_verdict)").
+    wanted_by: str | None = None
+    was: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,7 @@ class BounceSpec:
 class Decision:
     outcome: Outcome
     reason: str = ""
+    rule: str = ""  # the rule that set the message aside (screening, dedupe), for people
     ticket_id: int | None = None  # existing ticket the message goes to
     new_ticket: TicketSpec | None = None
     article: ArticleSpec | None = None

@@ -36,7 +36,9 @@ class Verdict(StrEnum):
     PERSON = "person"  # an ordinary message: may open or update a ticket
     OWN_LOOP = "own_loop"  # our own mail came back: drop
     BOUNCE = "bounce"  # a delivery report: record on its ticket, never a new ticket
+    SPAM = "spam"  # a spam filter's verdict: stored as spam, never ticketed or answered
     AUTOMATED = "automated"  # an auto-reply or bulk mail: no ack, no reopen
+    LIST = "list"  # a person's mail to us through a list or group: a ticket, no ack
 
 
 @dataclass(frozen=True)
@@ -289,14 +291,135 @@ def has_autoreply_header(msg: ParsedMessage, env: Envelope, settings: Settings) 
 def has_bulk_precedence(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
     for value in msg.headers.get("precedence", ()):
         precedence = value.strip().lower()
-        if precedence in ("bulk", "junk", "list", "auto_reply"):
+        if precedence in ("bulk", "junk", "auto_reply"):
             return f"Precedence: {precedence}"
     return None
 
 
+# --- lists and groups ----------------------------------------------------------------
+
+
+def _list_marks(msg: ParsedMessage) -> str | None:
+    """What says a list or group distributed this mail ("List-Id: <...>", ...)."""
+    for name in ("list-id", "list-post", "list-unsubscribe", "mailing-list"):
+        if values := msg.headers.get(name):
+            return f"{name.title()}: {values[0][:80]}"
+    for value in msg.headers.get("precedence", ()):
+        if value.strip().lower() == "list":
+            return "Precedence: list"
+    return None
+
+
+_LIST_ID = re.compile(r"<([^<>\s]{1,250})>\s*$")
+_MAILTO = re.compile(r"<mailto:([^<>?\s]{1,320})", re.IGNORECASE)
+
+
+def addressed_to_us(msg: ParsedMessage, settings: Settings) -> str | None:
+    """The served address a list or group mail is for: in To or Cc, or the list is us
+    (its List-Post, or a List-Id such as Google Groups' <help.example.com>).
+
+    The envelope alone does not count: that is what a list subscription looks like.
+    """
+    served = ServedAddresses.of(settings.helpdesk.addresses)
+    for a in (*msg.to, *msg.cc):
+        if base := served.base_of(a.email):
+            return base
+    for value in msg.headers.get("list-post", ()):
+        for match in _MAILTO.finditer(value):
+            if base := served.base_of(match.group(1)):
+                return base
+    for value in msg.headers.get("list-id", ()):
+        if match := _LIST_ID.search(value.strip()):
+            list_id = match.group(1).lower()
+            for address in served.addresses:
+                if address.replace("@", ".") == list_id:
+                    return address
+    return None
+
+
 def is_list_mail(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
-    if "list-id" in msg.headers or "list-unsubscribe" in msg.headers:
-        return "mailing-list mail"
+    """List traffic we receive as a subscriber: nothing in it is addressed to us."""
+    marks = _list_marks(msg)
+    if marks is None or addressed_to_us(msg, settings) is not None:
+        return None
+    return f"mailing-list mail not addressed to us ({marks})"
+
+
+def is_group_mail(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """A person's mail to one of our addresses that came through a list or group
+    (a Google Group, a Microsoft 365 group): a ticket, but no acknowledgement,
+    which would go to the whole group. Not for `screening.group_addresses`."""
+    marks = _list_marks(msg)
+    if marks is None:
+        return None
+    to = addressed_to_us(msg, settings)
+    groups = {a.lower() for a in settings.screening.group_addresses}
+    if to is None or to in groups:
+        return None
+    return f"mail to {to} through a list or group ({marks})"
+
+
+# --- spam verdicts -----------------------------------------------------------------
+
+_YES = frozenset({"yes", "true", "spam"})
+_NO = frozenset({"no", "false", "ham"})
+_SPAM_ACTIONS = frozenset({"reject", "add header", "add_header", "rewrite subject",
+                           "rewrite_subject", "discard", "quarantine"})  # fmt: skip
+_NUMBER = r"(-?\d{1,6}(?:\.\d{1,6})?)"
+_SCORE_IN_STATUS = re.compile(rf"\bscore\s*=\s*{_NUMBER}", re.IGNORECASE)
+_SPAMD_RESULT = re.compile(rf"\b(true|false)\s*\[\s*{_NUMBER}\s*/", re.IGNORECASE)
+_SCORE = re.compile(rf"^\s*{_NUMBER}")
+
+
+def _word(value: str) -> str:
+    return value.strip().split(None, 1)[0].strip(",;").lower() if value.strip() else ""
+
+
+def has_spam_verdict(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
+    """SpamAssassin's or rspamd's verdict headers say spam.
+
+    Any yes verdict wins (a forged "No" above the real one changes nothing);
+    a score counts against ``screening.spam_threshold`` only when no yes/no
+    verdict is there. Safe to believe from anyone: it only holds back the
+    sender's own mail.
+    """
+    if not settings.screening.spam_headers:
+        return None
+    h = msg.headers
+    verdict = False
+    scores: list[float] = []
+    for name in ("x-spam-flag", "x-spam"):
+        for value in h.get(name, ()):
+            word = _word(value)
+            if word in _YES:
+                return f"{name.title()}: {value.strip()[:60]}"
+            verdict = verdict or word in _NO
+    for value in h.get("x-spam-status", ()):
+        word = _word(value)
+        if word in _YES:
+            return f"X-Spam-Status: {value.strip()[:80]}"
+        verdict = verdict or word in _NO
+        if match := _SCORE_IN_STATUS.search(value):
+            scores.append(float(match.group(1)))
+    for value in h.get("x-spamd-result", ()):
+        if match := _SPAMD_RESULT.search(value):
+            if match.group(1).lower() == "true":
+                return f"X-Spamd-Result: {value.strip()[:80]}"
+            verdict = True
+            scores.append(float(match.group(2)))
+    for name in ("x-spam-action", "x-rspamd-action"):
+        for value in h.get(name, ()):
+            action = " ".join(value.lower().split())
+            if action in _SPAM_ACTIONS:
+                return f"{name.title()}: {action}"
+            verdict = verdict or bool(action)
+    for name in ("x-spam-score", "x-rspamd-score"):
+        for value in h.get(name, ()):
+            if match := _SCORE.match(value):
+                scores.append(float(match.group(1)))
+    threshold = settings.screening.spam_threshold
+    if not verdict and threshold > 0 and scores and max(scores) >= threshold:
+        return f"spam score {max(scores):g} >= screening.spam_threshold {threshold:g}"
     return None
 
 
@@ -361,10 +484,15 @@ def _first(
     return "", None
 
 
+SPAM_RULES: tuple[Rule, ...] = (has_spam_verdict,)
+LIST_RULES: tuple[Rule, ...] = (is_group_mail,)
+
 SCREENS: tuple[tuple[Verdict, tuple[Rule, ...]], ...] = (
     (Verdict.OWN_LOOP, OWN_LOOP_RULES),
     (Verdict.BOUNCE, BOUNCE_RULES),
+    (Verdict.SPAM, SPAM_RULES),
     (Verdict.AUTOMATED, AUTOMATED_RULES),
+    (Verdict.LIST, LIST_RULES),
 )
 
 

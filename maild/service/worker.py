@@ -446,6 +446,9 @@ class Worker:
             received_at=row.received_at,
             mailbox=row.mailbox,
             envelope_to=tuple(row.envelope_to or ()),
+            source=row.source,
+            wanted_by=row.replayed_by,
+            was=f"{row.outcome} ({row.rule})" if row.replayed_by and row.rule else row.outcome,
         )
         return decide(msg, meta, facts, self.settings, self.clock.now(), self.rules)
 

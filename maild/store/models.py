@@ -93,6 +93,15 @@ class Inbound(Base):
     outcome: Mapped[str | None] = mapped_column(String(32))
     notify: Mapped[bool] = mapped_column(Boolean, default=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
+    # Its fate, for people: the rule that set it aside (screening, dedupe) and why.
+    rule: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    # An earlier inbound row with the same Message-ID for the same address and
+    # other content (a scanner's or script's reused ID): stored anyway, flagged.
+    message_id_clash: Mapped[int | None] = mapped_column(BigInteger)
+    # A person chose to run an ignored or spam message through again (`maild inbound replay`).
+    replayed_by: Mapped[str | None] = mapped_column(String(320))
+    replayed_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_inbound_status_id", "status", "id"),)
 
@@ -290,6 +299,8 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    # A dead row's ticket got its event and its assignee was told (desk.sweeps).
+    dead_noticed_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_outbox_status_next", "status", "next_attempt_at"),

@@ -14,6 +14,7 @@ class InboundStatus(StrEnum):
     PROCESSING = "processing"
     DONE = "done"
     IGNORED = "ignored"
+    SPAM = "spam"  # a spam verdict: stored, never ticketed or answered
     QUARANTINED = "quarantined"
 
 
@@ -73,4 +74,16 @@ class Outcome(StrEnum):
     NEW_TICKET = "new_ticket"
     APPENDED = "appended"
     IGNORED = "ignored"
+    SPAM = "spam"
     QUARANTINED = "quarantined"
+
+
+class Fate(StrEnum):
+    """What became of an inbound message, as `maild inbound list` shows it."""
+
+    PENDING = "pending"  # waiting for (or in) the worker
+    TICKET = "ticket"  # opened a ticket
+    REPLY = "reply"  # recorded on a ticket (a reply, an auto-reply, a bounce)
+    IGNORED = "ignored"  # set aside by a rule, which is named with the reason
+    SPAM = "spam"  # a spam verdict
+    QUARANTINED = "quarantined"  # could not be handled: the error, the bytes kept

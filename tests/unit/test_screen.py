@@ -36,7 +36,6 @@ def test_fixture_verdicts(name):
         {"X-Autorespond": "true"},
         {"Precedence": "bulk"},
         {"Precedence": "JUNK"},
-        {"List-Id": "<users.lists.example.org>"},
         {"X-Auto-Response-Suppress": "OOF"},
     ],
 )
@@ -176,4 +175,10 @@ def test_forwarded_bounce_from_a_person_is_a_person():
 
 
 def test_every_rule_is_listed_in_order():
-    assert [v for v, _r in sc.SCREENS] == [Verdict.OWN_LOOP, Verdict.BOUNCE, Verdict.AUTOMATED]
+    assert [v for v, _r in sc.SCREENS] == [Verdict.OWN_LOOP, Verdict.BOUNCE, Verdict.SPAM,
+                                           Verdict.AUTOMATED, Verdict.LIST]  # fmt: skip
+
+
+def test_list_mail_not_addressed_to_us_is_automated():
+    msg = _msg(to="users@lists.example.org", headers={"List-Id": "<users.lists.example.org>"})
+    assert screen(msg, ENV, SETTINGS).rule == "is_list_mail"
