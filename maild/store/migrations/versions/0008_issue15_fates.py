@@ -8,7 +8,7 @@ marks a dead mail whose ticket got its event and whose assignee was told.
 Status "spam" is a new value of inbound.status (a plain string column).
 
 Revision ID: 0007_issue15
-Revises: 0006_inbound_raw
+Revises: 0007_search
 Create Date: 2026-11-30
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_issue15"
-down_revision: str | None = "0006_inbound_raw"
+down_revision: str | None = "0007_search"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
