@@ -272,7 +272,9 @@ class Applier:
             view = self._existing_ticket(session, decision.ticket_id, decision.status, now)
         if decision.article is not None:
             article_id = self._add_article(session, view.id, decision.article, inbound_id, now)
-            self.index_article(session, view, article_id, decision.article, now)
+            # A new ticket's language was just chosen from this very text.
+            known = view.language if decision.new_ticket is not None else None
+            self.index_article(session, view, article_id, decision.article, now, language=known)
         watchers = decision.new_ticket.watchers if decision.new_ticket else decision.watchers_add
         if watchers or decision.watchers_remove:
             actor = decision.article.author.email if decision.article else "maild"
@@ -474,15 +476,19 @@ class Applier:
         article_id: int | None,
         spec: ArticleSpec,
         now: datetime,
+        *,
+        language: str | None = None,
     ) -> None:
         """Index a person's message or note (not mail maild made, auto-replies,
-        bounces) in this transaction; a reply without the mail it quotes."""
+        bounces) in this transaction; a reply without the mail it quotes.
+        `language`: the text's, if known (else detected, else the ticket's)."""
         if spec.direction != Direction.IN or spec.kind not in (ArticleKind.MESSAGE,
                                                                 ArticleKind.NOTE):  # fmt: skip
             return
         text = strip_reply(spec.text) if spec.in_reply_to else spec.text
         kind = "note" if spec.kind == ArticleKind.NOTE else "message"
-        self._index(session, ticket, kind, spec.visibility, text, now, article_id=article_id)
+        self._index(session, ticket, kind, spec.visibility, text, now, article_id=article_id,
+                    language=language)  # fmt: skip
 
     def index_reply(
         self, session: Session, ticket: Ticket | TicketView, text: str, now: datetime
@@ -493,11 +499,13 @@ class Applier:
     def _index(
         self, session: Session, ticket: Ticket | TicketView, kind: str, visibility: str,
         text: str, now: datetime, *, article_id: int | None = None, body: str | None = None,
+        language: str | None = None,
     ) -> None:  # fmt: skip
         view = ticket if isinstance(ticket, TicketView) else TicketView.of(ticket)
         head = search.head_text(view.id, view.subject, view.requester_name, view.requester_email)
         search.index_document(session, ticket_id=view.id, kind=kind, visibility=visibility,
-                              language=detect(text) or view.language, head=head, text=text,
+                              language=language or detect(text) or view.language, head=head,
+                              text=text,
                               now=now, article_id=article_id, body=body)  # fmt: skip
 
     def status_changed(
