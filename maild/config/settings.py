@@ -31,6 +31,8 @@ from maild.addresses import is_valid_address, normalize_address, split_plus
 from maild.errors import ConfigError
 
 ENV_PREFIX = "MAILD_"
+# A language code as maild names its languages (templates/<code>/, lang/<code>.toml).
+LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{1,8})?$")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class SmtpSettings:
 @dataclass(frozen=True)
 class HelpdeskSettings:
     name: str = "Help Desk"
+    # The desk's name in each language's mail ({ fi = "IT-tuki" }); else `name`.
+    names: dict[str, str] = field(default_factory=dict, hash=False)
     addresses: tuple[str, ...] = ("help@example.com",)
     domain: str = "helpdesk.example.com"
     reopen_days: float = 14.0
@@ -78,6 +82,10 @@ class HelpdeskSettings:
     @property
     def primary_address(self) -> str:
         return self.addresses[0]
+
+    def name_in(self, language: str | None) -> str:
+        """The desk's name as mail in `language` gives it."""
+        return self.names.get(language or "", self.name) or self.name
 
 
 @dataclass(frozen=True)
@@ -598,6 +606,15 @@ def _build_section(section: str, cls: type, table: dict[str, Any], env: dict[str
 def _parse_env(hint: Any, text: str) -> Any:
     """Environment values are strings; lists may be TOML arrays or comma lists."""
     origin = typing.get_origin(hint)
+    if origin is dict:  # "fi=IT-tuki,sv=IT-stöd" or a TOML inline table
+        stripped = text.strip()
+        if stripped.startswith("{"):
+            try:
+                return tomllib.loads(f"v = {stripped}")["v"]
+            except tomllib.TOMLDecodeError:
+                return text
+        pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+        return {k.strip(): v.strip() for k, _eq, v in pairs}
     if origin in (list, tuple):
         stripped = text.strip()
         if stripped.startswith("["):
@@ -617,6 +634,12 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         if value in ("", None):
             return None
         return _coerce(key, non_none[0], value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(key, f"must be a table of strings, got {value!r}")
+        return dict(value)
     if origin is Literal:
         if value not in args:
             allowed = ", ".join(repr(a) for a in args)
@@ -724,6 +747,11 @@ def validate(s: Settings) -> None:
         raise ConfigError("helpdesk.domain", f"not a domain name: {domain!r}")
     if any(c in s.helpdesk.name for c in "\r\n\0"):
         raise ConfigError("helpdesk.name", "must be a single line")
+    for code, name in s.helpdesk.names.items():
+        if not LANGUAGE_CODE.match(code):
+            raise ConfigError("helpdesk.names", f"{code!r} is not a language code (fi, sv, pt-br)")
+        if not name or any(c in name for c in "\r\n\0"):
+            raise ConfigError(f"helpdesk.names.{code}", "must be a single line, not empty")
     _positive("helpdesk.reopen_days", s.helpdesk.reopen_days)
     try:
         ZoneInfo(s.helpdesk.timezone)

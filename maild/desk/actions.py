@@ -432,7 +432,7 @@ class TicketOps:
         done = Done(ticket.id)
         hd = self.settings.helpdesk
         requester = Address(name=ticket.requester.name, email=ticket.requester.email)
-        desk = Address(name=hd.name, email=ticket.address or hd.primary_address)
+        desk = Address(name=hd.name_in(ticket.language), email=ticket.address or hd.primary_address)
         calendar = invitation(ticket_id=ticket.id, subject=ticket.subject, desk=desk,
                               requester=requester, start=start, end=end, link=link,
                               now=self.now, domain=hd.domain, agent_name=agent.name)  # fmt: skip

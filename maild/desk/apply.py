@@ -698,11 +698,12 @@ class Applier:
             self._suppressed(session, ticket, notice, refusal, now)
             return None
         hd = self.settings.helpdesk
-        desk = Address(name=hd.name, email=ticket.address or hd.primary_address)
+        language = notice.language or ticket.language
+        desk = Address(name=hd.name_in(language), email=ticket.address or hd.primary_address)
         # Namespaces, not dicts: Jinja tries an attribute before an item, and a
         # failed attribute lookup on a dict costs a third of the rendering.
         context = {
-            "helpdesk": SimpleNamespace(name=hd.name, address=desk.email),
+            "helpdesk": SimpleNamespace(name=desk.name, address=desk.email),
             "ticket": SimpleNamespace(
                 number=ticket.id,
                 subject=ticket.subject,
@@ -726,7 +727,6 @@ class Applier:
             "personal": notice.agent_id is not None,  # has a personal reply address
             **notice.context,
         }
-        language = notice.language or ticket.language
         rendered = self.renderer.render(notice.template, language, context)
         message_id = new_message_id(hd.domain)
         reply_to = notice.reply_to or desk
@@ -738,7 +738,7 @@ class Applier:
                 notice.agent_id,
                 expiry(now, self.settings.agent_mail.reply_token_days),
             )
-            reply_to = Address(name=f"{hd.name} [#{ticket.id}]", email=address)
+            reply_to = Address(name=f"{desk.name} [#{ticket.id}]", email=address)
         # Never mail ourselves (a served address, a plus-variant, our own domain).
         cc = tuple(a for a in notice.cc if not is_own_address(a.email, self.settings))
         raw = compose(

@@ -32,8 +32,8 @@ from zoneinfo import ZoneInfo
 from babel import Locale, UnknownLocaleError
 from babel.dates import DateTimePattern, parse_pattern
 
-Part = Literal["datetime", "date", "time"]
-PARTS: tuple[Part, ...] = ("datetime", "date", "time")
+Part = Literal["datetime", "date", "time", "clock"]
+PARTS: tuple[Part, ...] = ("datetime", "date", "time", "clock")
 
 
 @dataclass(frozen=True)
@@ -45,20 +45,24 @@ class DateStyle:
     date: str | None = None
     time: str | None = None
     home_zones: tuple[str, ...] = ()  # zones whose readers need no zone name
+    clock: str | None = None  # the bare time, for the end of a span ("9.45–10.15")
 
 
 # The built-in styles. Finnish and Finland-Swedish write "4.12.2026" and
 # "klo 9.45" / "kl. 9.45" (Kielitoimisto; Svenska språkbyrån i Finland);
 # English gets an unambiguous day-month order with the month's name.
 BUILTIN_STYLES: dict[str, DateStyle] = {
-    "en": DateStyle("en", "EEE d MMM y, HH:mm", "d MMMM y", "HH:mm"),
-    "fi": DateStyle("fi", "EEE d.M.y 'klo' H.mm", "d.M.y", "'klo' H.mm", ("Europe/Helsinki",)),
+    "en": DateStyle("en", "EEE d MMM y, HH:mm", "d MMMM y", "HH:mm", (), "HH:mm"),
+    "fi": DateStyle(
+        "fi", "EEE d.M.y 'klo' H.mm", "d.M.y", "'klo' H.mm", ("Europe/Helsinki",), "H.mm"
+    ),
     "sv": DateStyle(
         "sv",
         "EEE d.M.y 'kl.' H.mm",
         "d.M.y",
         "'kl.' H.mm",
         ("Europe/Helsinki", "Europe/Mariehamn", "Europe/Stockholm"),
+        "H.mm",
     ),
 }
 
@@ -94,12 +98,18 @@ def _compiled(language: str) -> _Compiled:
         locale = Locale.parse(style.locale)
     date = style.date or locale.date_formats["medium"].pattern
     time = style.time or locale.time_formats["short"].pattern
+    clock = style.clock or locale.time_formats["short"].pattern
     both = style.datetime or str(locale.datetime_formats["medium"]).replace("{1}", date).replace(
         "{0}", time
     )
     return _Compiled(
         locale,
-        {"datetime": parse_pattern(both), "date": parse_pattern(date), "time": parse_pattern(time)},
+        {
+            "datetime": parse_pattern(both),
+            "date": parse_pattern(date),
+            "time": parse_pattern(time),
+            "clock": parse_pattern(clock),
+        },
         frozenset(style.home_zones),
     )
 
@@ -131,8 +141,8 @@ def format_when(
 ) -> str:
     """`value` in zone `tz`, written the way `language` writes it.
 
-    `part`: "datetime", "date" (the day alone, where the hour adds nothing)
-    or "time". `zone`: add the zone's abbreviation ("EET", "UTC"); None adds
+    `part`: "datetime", "date" (the day alone, where the hour adds nothing),
+    "time" ("klo 9.45") or "clock" (the bare "9.45"). `zone`: add the zone's abbreviation ("EET", "UTC"); None adds
     it unless `tz` is one of the language's home zones (a date alone never
     gets one). A naive `value` is taken as UTC; None is shown as "-".
     """
@@ -144,7 +154,22 @@ def format_when(
     c = _compiled(language)
     text = c.patterns[part].apply(local, c.locale)
     if zone is None:
-        zone = part != "date" and tz not in c.home_zones
+        zone = part in ("datetime", "time") and tz not in c.home_zones
     if zone:
         text += " " + (local.tzname() or tz)
     return text
+
+
+def format_span(start: datetime, end: datetime, tz: str = "UTC", language: str = "en") -> str:
+    """A span of time: "la 5.12.2026 klo 9.45–10.15" within a day, else two full times."""
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    zone = ZoneInfo(tz)
+    if start.astimezone(zone).date() != end.astimezone(zone).date():
+        return f"{format_when(start, tz, language)} – {format_when(end, tz, language)}"
+    first = format_when(start, tz, language, zone=False)
+    last = format_when(end, tz, language, "clock", zone=False)
+    named = tz not in _compiled(language).home_zones
+    return f"{first}–{last}" + (f" {end.astimezone(zone).tzname() or tz}" if named else "")

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from maild.config.settings import Settings
 from maild.errors import ConfigError
-from maild.mail.dates import PARTS, Part, format_when
+from maild.mail.dates import PARTS, Part, format_span, format_when
+from maild.mail.layout import paragraphs, tidy_text
 
 __all__ = ["TEMPLATES", "Rendered", "Renderer", "builtin_templates_dir", "format_when"]
 
@@ -105,8 +107,15 @@ class Renderer:
         )
         env.template_class = _Template
         env.filters["when"] = jinja2.pass_context(
-            lambda ctx, value, part="datetime": self._when(ctx, value, part)
+            lambda ctx, value, part="datetime", zone=None: self._when(ctx, value, part, zone)
         )
+        env.filters["span"] = jinja2.pass_context(
+            lambda ctx, start, end: format_span(
+                start, end, self._timezone, template_language(ctx.name)
+            )
+        )
+        env.filters["paragraphs"] = lambda text: markupsafe.Markup(paragraphs(str(text)))
+        env.filters["say"] = jinja2.pass_context(lambda ctx, value: self._say(ctx, value))
         # Compile everything now: a broken template fails at start, not per message.
         found = set(env.list_templates(filter_func=lambda n: n.endswith(".j2")))
         for name in sorted(found):
@@ -130,7 +139,7 @@ class Renderer:
         return env
 
     def _when(
-        self, ctx: jinja2.runtime.Context, value: datetime | None, part: Part = "datetime"
+        self, ctx: jinja2.runtime.Context, value: datetime | None, part: Part, zone: bool | None
     ) -> str:
         """``{{ due|when }}``, ``{{ closes_at|when("date") }}``, ``{{ end|when("time") }}``.
 
@@ -139,7 +148,12 @@ class Renderer:
         """
         if part not in PARTS:
             raise ValueError(f"when: part must be one of {PARTS}, got {part!r}")
-        return format_when(value, self._timezone, template_language(ctx.name), part)
+        return format_when(value, self._timezone, template_language(ctx.name), part, zone=zone)
+
+    def _say(self, ctx: jinja2.runtime.Context, value: Any) -> str:
+        """``{{ note|say }}``: a sentence maild made (a limits note, a command error) in
+        the template's language; any other value as it is."""
+        return str(value)
 
     def reload(self) -> None:
         env = self._build()
@@ -164,6 +178,6 @@ class Renderer:
         subject = " ".join(subject_t.render(context).split())
         return Rendered(
             subject=subject,
-            text=text_t.render(context),
+            text=tidy_text(text_t.render(context)),
             html=html_t.render(context) if html_t is not None else None,
         )

@@ -11,7 +11,7 @@
     #close [note]
     #reopen [note]
     #note [text]                  (the whole reply stays internal)
-    #meeting YYYY-MM-DD HH:MM[-HH:MM] [https://link]
+    #meeting YYYY-MM-DD HH:MM[-HH:MM] [https://link]   (or D.M.YYYY [klo] H.MM[-H.MM])
     #link 123
     #helpful 123                  (past fix #123 helped with this ticket)
 
@@ -64,8 +64,10 @@ _HEADER_LIKE = re.compile(
 )
 _CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _LINK = re.compile(r"^https?://[!-~]{1,400}$")
+# "2026-12-04 14:00-14:45 LINK", or as Finns and Swedes write it: "4.12.2026 klo 14.00".
 _WHEN = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[ T](\d{1,2}:\d{2})(?:\s*-\s*(\d{1,2}:\d{2}))?(?:\s+(\S+))?$"
+    r"^(?:(\d{4})-(\d{1,2})-(\d{1,2})|(\d{1,2})\.(\d{1,2})\.(\d{4}))(?:T|\s+(?:klo\s+|kl\.?\s*)?)"
+    r"(\d{1,2})[:.](\d{2})(?:\s*[-\u2013]\s*(\d{1,2})[:.](\d{2}))?(?:\s+(\S+))?$"
 )
 
 
@@ -201,14 +203,15 @@ def _meeting(arg: str, now: datetime, timezone: str, minutes: int) -> Meeting:
     m = _WHEN.match(arg)
     if m is None:
         raise ValueError("write the time as YYYY-MM-DD HH:MM[-HH:MM], then an optional link")
-    day, start_s, end_s, link = m.groups()
+    iy, im, id_, fd, fm, fy, h, mi, eh, em, link = m.groups()
+    year, month, day = (iy, im, id_) if iy else (fy, fm, fd)
     zone = ZoneInfo(timezone)
     try:
-        start = datetime.strptime(f"{day} {start_s}", "%Y-%m-%d %H:%M").replace(tzinfo=zone)
-        end = (datetime.strptime(f"{day} {end_s}", "%Y-%m-%d %H:%M").replace(tzinfo=zone)
-               if end_s else start + timedelta(minutes=minutes))  # fmt: skip
+        start = datetime(int(year), int(month), int(day), int(h), int(mi), tzinfo=zone)
+        end = (start.replace(hour=int(eh), minute=int(em)) if eh
+               else start + timedelta(minutes=minutes))  # fmt: skip
     except ValueError:
-        raise ValueError(f"{day} {start_s} is not a date and time") from None
+        raise ValueError(f"{arg.split()[0]} {h}:{mi} is not a date and time") from None
     if end <= start:
         raise ValueError("the meeting must end after it starts")
     if start.astimezone(UTC) < now:

@@ -50,7 +50,8 @@ class Mail:
 
 
 def body(mail: EmailMessage) -> str:
-    return mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    """The text part as a person reads it: wrapped lines joined (runs of spaces as one)."""
+    return " ".join(mail.get_body(("plain",)).get_content().split())
 
 
 def state(desk: Desk, number: int) -> dict[str, Any]:
@@ -114,7 +115,7 @@ def test_agent_reply_runs_commands_and_answers_the_requester(desk):
     assert to_bob["From"] == "Help Desk <help@example.com>"
     assert to_bob["Reply-To"] == "Help Desk <help@example.com>"
     text = body(to_bob)
-    assert text.startswith("Hi Bob, which room is the printer in?\n\nAnna Agent\n")
+    assert text.startswith("Hi Bob, which room is the printer in? Anna Agent Help Desk")
     for gone in ("#priority", "Best regards", "wrote:", "Requester:", "anna@"):
         assert gone not in text
     no_leak(to_bob, "anna")

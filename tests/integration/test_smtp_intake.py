@@ -62,7 +62,7 @@ def test_message_becomes_ticket_and_ack_within_two_seconds(db_url, daemon_factor
     assert ack["Message-ID"].endswith("@helpdesk.example.com>")
     body = ack.get_body(preferencelist=("plain",)).get_content()
     assert "ticket #1" in body
-    assert "will respond by" in body
+    assert "get back to you by" in body
 
     # The requester answers the acknowledgement from a mail client: same
     # ticket, no second acknowledgement.

@@ -45,6 +45,7 @@ def make_settings(tmp_path: Path, db_url: str, **sections: Any) -> Settings:
             "addresses": ["help@example.com"],
             "domain": "helpdesk.example.com",
             "secret_file": str(tmp_path / "secret.key"),
+            "timezone": "UTC",  # not the machine's: mail reads the same everywhere
         },
         "outgoing": {"maildir": str(tmp_path / "outgoing")},
         # Parse in the calling thread: a process pool per test costs more than

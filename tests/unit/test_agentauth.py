@@ -221,9 +221,21 @@ def test_leading_commands_and_the_rest():
 
 
 @pytest.mark.parametrize(
+    "when",
+    ["2026-12-01 14:00-14:45", "1.12.2026 14.00-14.45", "1.12.2026 klo 14.00–14.45",
+     "1.12.2026 kl. 14:00-14:45", "2026-12-01T14:00-14:45"],
+)  # fmt: skip
+def test_meeting_times_as_finns_and_swedes_write_them(when):
+    (meeting,) = commands(f"#meeting {when}").commands
+    assert meeting.value.start == datetime(2026, 12, 1, 12, 0, tzinfo=UTC)  # 14:00 in Helsinki
+    assert meeting.value.end - meeting.value.start == timedelta(minutes=45)
+
+
+@pytest.mark.parametrize(
     ("text", "error"),
     [
         ("#frobnicate", "unknown command"),
+        ("#meeting 31.11.2026 10.00", "not a date and time"),
         ("#priority P7", "P1, P2, P3 or P4"),
         ("#status done", "status must be one of"),
         ("#assign nobody", "no single active agent"),

@@ -104,6 +104,9 @@ def test_config_path_from_environment(tmp_path):
         ({"helpdesk": {"domain": "localhost"}}, "helpdesk.domain"),
         ({"helpdesk": {"name": "Desk\r\nBcc: x@y.z"}}, "helpdesk.name"),
         ({"helpdesk": {"timezone": "Mars/Olympus"}}, "helpdesk.timezone"),
+        ({"helpdesk": {"names": {"Finnish": "IT-tuki"}}}, "helpdesk.names"),
+        ({"helpdesk": {"names": {"fi": "IT\nBcc: x@y.z"}}}, "helpdesk.names.fi"),
+        ({"helpdesk": {"names": ["IT-tuki"]}}, "helpdesk.names"),
         ({"sla": {"first_response_hours": [1, 2, 3]}}, "sla.first_response_hours"),
         ({"sla": {"resolution_hours": [4, 8, 0, 72]}}, "sla.resolution_hours"),
         ({"sla": {"business_hours": "9-17"}}, "sla.business_hours"),
@@ -186,3 +189,13 @@ def test_check_config_accepts_the_example():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "configuration OK" in proc.stdout
+
+
+def test_the_desk_name_per_language_from_file_and_environment():
+    s = settings_from_mapping({"helpdesk": {"name": "IT Help", "names": {"fi": "IT-tuki"}}})
+    assert (s.helpdesk.name_in("fi"), s.helpdesk.name_in("sv"), s.helpdesk.name_in(None)) == (
+        "IT-tuki", "IT Help", "IT Help")  # fmt: skip
+    env = load_settings(None, environ={"MAILD_HELPDESK__NAMES": "fi=IT-tuki, sv=IT-stöd"})
+    assert env.helpdesk.names == {"fi": "IT-tuki", "sv": "IT-stöd"}
+    env = load_settings(None, environ={"MAILD_HELPDESK__NAMES": '{ sv = "IT-stöd" }'})
+    assert env.helpdesk.name_in("sv") == "IT-stöd"

@@ -1,0 +1,78 @@
+"""Layout of the mail maild writes: text parts wrapped, HTML paragraphs (pure).
+
+Templates write one paragraph per line; `tidy_text` wraps every line longer
+than `LIMIT` columns at `WIDTH`, keeping its indentation (a list item or a
+field row wraps under its own text, a quoted line keeps its ``>``), collapses
+runs of blank lines to one, and drops trailing spaces (not the ``-- ``
+signature separator). A word longer than the width (a link) is never broken.
+`paragraphs` turns free text (a requester's message, an agent's note) into
+HTML paragraphs, so nothing depends on ``white-space: pre-wrap``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import textwrap
+
+WIDTH = 76
+LIMIT = 78
+
+# Where a wrapped line's continuation starts: after a quote marker, a list
+# marker ("- ", "1. "), or the label of a field row ("  Subject:   ").
+_HANG = re.compile(
+    r"^(?P<quote>(?:> ?)+)"
+    r"|^(?P<list>\s*(?:[-*\u2022]|\d{1,3}[.)])\s+)"
+    r"|^(?P<field>\s+[^\s:][^:]{0,28}:\s{2,})"
+    r"|^(?P<indent>\s+)"
+)
+
+
+def _wrap_line(line: str) -> list[str]:
+    m = _HANG.match(line)
+    hang = ""
+    if m is not None:
+        if m.group("quote"):
+            hang = m.group("quote")
+        else:
+            hang = " " * len(m.group(0))
+    lines = textwrap.wrap(
+        line,
+        width=WIDTH,
+        subsequent_indent=hang,
+        break_long_words=False,
+        break_on_hyphens=False,
+        drop_whitespace=True,
+    )
+    return lines or [line]
+
+
+def tidy_text(text: str) -> str:
+    out: list[str] = []
+    blank = 0
+    for raw in text.split("\n"):
+        line = raw if raw == "-- " else raw.rstrip()
+        if not line:
+            blank += 1
+            if blank > 1 or not out:
+                continue
+            out.append("")
+            continue
+        blank = 0
+        if len(line) > LIMIT:
+            out.extend(_wrap_line(line))
+        else:
+            out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out) + "\n"
+
+
+def paragraphs(text: str) -> str:
+    """Free text as escaped HTML paragraphs: a blank line ends one, a line break is <br>."""
+    parts = [p.strip("\n") for p in re.split(r"\n\s*\n", text.replace("\r\n", "\n"))]
+    return "".join(
+        "<p>" + "<br>\n".join(html.escape(line) for line in p.split("\n")) + "</p>\n"
+        for p in parts
+        if p.strip()
+    )

@@ -1,0 +1,191 @@
+"""Every template x every language x the cases that break layouts (maild.mail.render).
+
+What a reader would notice: a sentence running into the next (".It"), a
+line too long for a phone or a terminal, a date in ISO form or in UTC, a
+sentence left in English in Finnish or Swedish mail, a greeting with an
+address in it, HTML that does not parse, a security ticket's subject leaking
+to someone outside the security group.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from types import SimpleNamespace as NS
+from typing import Any
+
+import pytest
+
+from maild.mail.render import TEMPLATES, Renderer, builtin_templates_dir
+
+LANGUAGES = sorted(p.name for p in builtin_templates_dir().iterdir() if (p / "ack.txt.j2").is_file())
+VARIANTS = ("ordinary", "security", "long_name", "no_name", "notes", "p1")
+AGENT_TEMPLATES = {t for t in TEMPLATES if t.startswith(("agent_", "sla_", "regulator_"))}
+T0 = datetime(2026, 12, 4, 7, 45, tzinfo=UTC)  # 9.45 in Helsinki
+RENDERER = Renderer(timezone="Europe/Helsinki")
+
+# What a requester or agent wrote, in the language of the mail (it is quoted back).
+WRITTEN = {
+    "en": ("Printer on the third floor shows error E42", "The printer shows error E42.\n\nBob",
+           "I replaced the fuser; it prints again."),
+    "fi": ("Kolmannen kerroksen tulostin näyttää virhettä E42", "Tulostin näyttää virhettä E42.\n\nMaija",
+           "Vaihdoin kiinnitysyksikön, ja tulostin toimii taas."),
+    "sv": ("Skrivaren på tredje våningen visar fel E42", "Skrivaren visar fel E42.\n\nMaja",
+           "Jag bytte fixeringsenheten, och skrivaren fungerar igen."),
+}  # fmt: skip
+LONG_NAME = "Maria-Kristiina Vähämäki-Lindqvist af Forselles-Wrede von Bonsdorff"
+# English function words and labels that no Finnish or Swedish mail should contain.
+ENGLISH = frozenset(
+    "the and is are your you we our this that with for was has have will please not of by "
+    "from reply ticket message requester priority due status".split()
+)
+ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+RUN_ON = re.compile(r"[a-zåäö0-9)\"][.!?:][A-ZÅÄÖ][a-zåäö]")
+
+
+def context(template: str, language: str, variant: str) -> dict[str, Any]:
+    subject, summary, note = WRITTEN.get(language, WRITTEN["en"])
+    security = variant == "security"
+    name = {"long_name": LONG_NAME, "no_name": ""}.get(variant, "Bob Customer")
+    ticket = NS(
+        number=4242, subject=subject, priority=1 if variant in ("security", "p1") else 3,
+        type="incident", category="security" if security else "hardware", status="pending_user",
+        tier=3 if security else 1, impact=3, urgency=2, security=security, created_at=T0,
+        first_response_due=T0 + timedelta(hours=2), first_response_at=None,
+        resolution_due=T0 + timedelta(hours=24), resolved_at=None,
+        regulator_due=T0 + timedelta(hours=72) if security else None,
+    )  # fmt: skip
+    ctx: dict[str, Any] = {
+        "helpdesk": NS(name="IT-tuki" if language == "fi" else "IT Desk", address="help@example.com"),
+        "ticket": ticket,
+        "requester": NS(name=name, email="maria.vahamaki-lindqvist@example.org"),
+        "reopen_days": 14.0,
+        "personal": True,
+        "summary": summary,
+        "first_response_due": ticket.first_response_due,
+        "resolution_due": ticket.resolution_due,
+        "parent_id": 4100,
+        "questions": ["?"] if False else [],
+        "advice": [],
+        "security": security,
+        "hierarchical": variant == "p1",
+        "notes": [],
+        "role": "hierarchical" if variant == "p1" else "tier",
+        "restricted": security and template in AGENT_TEMPLATES,
+        "event": "pending_user",
+        "by_reply": True,
+        "note": note,
+        "actor": "anna@example.com",
+        "author": name or "maria.vahamaki-lindqvist@example.org",
+        "old": "P3",
+        "from_tier": 1,
+        "breach": "first_response",
+        "reason": "",
+        "target": "resolution",
+        "due": T0 + timedelta(hours=18),
+        "targets": ["first_response", "resolution"],
+        "elapsed_hours": 24,
+        "overdue": False,
+        "left_hours": 48,
+        "steps": [{"label": "#status resolved", "changes": [("status", "open", "resolved")]},
+                  {"label": "reply", "changes": []}],  # fmt: skip
+        "replied": True,
+        "errors": [],
+        "syntax": [],
+        "sender": "mallory@evil.example",
+        "subject": subject,
+        "received_at": T0,
+        "reasons": [],
+        "headline": "",
+        "details": [],
+        "closes_at": T0 + timedelta(days=3),
+        "waiting_since": T0 - timedelta(days=2),
+        "resolves_at": T0 + timedelta(days=5),
+        "text": note,
+        "agent": NS(name="Anna Agent"),
+        "start": T0 + timedelta(days=1),
+        "end": T0 + timedelta(days=1, minutes=30),
+        "link": "https://meet.example.com/abc",
+    }
+    return ctx
+
+
+class _Html(HTMLParser):
+    VOID = {"br", "meta", "hr", "img", "input", "link"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.problems: list[str] = []
+        self.text: list[str] = []
+        self.lang = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "html":
+            self.lang = dict(attrs).get("lang") or ""
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def words(text: str) -> set[str]:
+    """The words of `text`, leaving out commands an agent types (#status, maild ticket ...)."""
+    text = re.sub(r"#\w+|\bmaild ticket\b", " ", text)
+    return set(re.findall(r"[a-zåäö]+", text.lower()))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_every_template_reads_right(template, language, variant):
+    ctx = context(template, language, variant)
+    out = RENDERER.render(template, language, ctx)
+    parts = [("subject", out.subject), ("text", out.text)]
+    if out.html is not None:
+        parser = _Html()
+        parser.feed(out.html)
+        parser.close()
+        assert not parser.problems and not parser.stack, (parser.problems, parser.stack)
+        assert parser.lang == language, "the HTML part names its language"
+        parts.append(("html", " ".join("".join(parser.text).split())))
+    for name, text in parts:
+        assert not RUN_ON.search(text), f"{name}: a sentence runs into the next: {text!r}"
+        if language != "en":
+            assert not ISO_DATE.search(text), f"{name}: an ISO date in {language} mail"
+            assert "UTC" not in text, f"{name}: UTC in {language} mail"
+            english = words(text) & ENGLISH
+            assert not english, f"{name}: English words {sorted(english)} in {language} mail"
+    too_long = [line for line in out.text.split("\n") if len(line) > 78 and " " in line.strip()]
+    assert not too_long, too_long
+    if template not in AGENT_TEMPLATES and template not in ("alert", "reply"):
+        greeting = out.text.split("\n", 1)[0]
+        assert "@" not in greeting, "the greeting names a person, never an address"
+        assert greeting.endswith(","), greeting
+        after = out.text.split("\n\n", 2)[1]
+        assert after[:1].isupper(), f"the text after the greeting starts with a capital: {after!r}"
+    if ctx["restricted"]:
+        leaked = [w for w in (ctx["ticket"].subject, ctx["requester"].email) if w in out.text]
+        assert not leaked and ctx["ticket"].subject not in out.subject
+
+
+WAITING = {"en": ("waiting for the requester", "your reply"),
+           "fi": ("odottaa pyytäjän vastausta", "vastaustasi"),
+           "sv": ("väntar på beställarens svar", "ditt svar")}  # fmt: skip
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_agent_mail_says_the_requester_is_awaited_not_the_agent(language):
+    agent_says, requester_says = WAITING[language]
+    out = RENDERER.render("agent_new", language, context("agent_new", language, "ordinary"))
+    assert agent_says in " ".join(out.text.split()) and requester_says not in out.text
+    status = RENDERER.render("status", language, context("status", language, "ordinary"))
+    assert requester_says in status.subject.lower()
