@@ -32,10 +32,7 @@ def _wrap_line(line: str) -> list[str]:
     m = _HANG.match(line)
     hang = ""
     if m is not None:
-        if m.group("quote"):
-            hang = m.group("quote")
-        else:
-            hang = " " * len(m.group(0))
+        hang = m.group("quote") or " " * len(m.group(0))
     lines = textwrap.wrap(
         line,
         width=WIDTH,

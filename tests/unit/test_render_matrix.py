@@ -19,7 +19,9 @@ import pytest
 
 from maild.mail.render import TEMPLATES, Renderer, builtin_templates_dir
 
-LANGUAGES = sorted(p.name for p in builtin_templates_dir().iterdir() if (p / "ack.txt.j2").is_file())
+LANGUAGES = sorted(
+    p.name for p in builtin_templates_dir().iterdir() if (p / "ack.txt.j2").is_file()
+)
 VARIANTS = ("ordinary", "security", "long_name", "no_name", "notes", "p1")
 AGENT_TEMPLATES = {t for t in TEMPLATES if t.startswith(("agent_", "sla_", "regulator_"))}
 T0 = datetime(2026, 12, 4, 7, 45, tzinfo=UTC)  # 9.45 in Helsinki
@@ -37,8 +39,36 @@ WRITTEN = {
 LONG_NAME = "Maria-Kristiina Vähämäki-Lindqvist af Forselles-Wrede von Bonsdorff"
 # English function words and labels that no Finnish or Swedish mail should contain.
 ENGLISH = frozenset(
-    "the and is are your you we our this that with for was has have will please not of by "
-    "from reply ticket message requester priority due status".split()
+    [
+        "the",
+        "and",
+        "is",
+        "are",
+        "your",
+        "you",
+        "we",
+        "our",
+        "this",
+        "that",
+        "with",
+        "for",
+        "was",
+        "has",
+        "have",
+        "will",
+        "please",
+        "not",
+        "of",
+        "by",
+        "from",
+        "reply",
+        "ticket",
+        "message",
+        "requester",
+        "priority",
+        "due",
+        "status",
+    ]
 )
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 RUN_ON = re.compile(r"[a-zåäö0-9)\"][.!?:][A-ZÅÄÖ][a-zåäö]")
@@ -57,7 +87,9 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
         regulator_due=T0 + timedelta(hours=72) if security else None,
     )  # fmt: skip
     ctx: dict[str, Any] = {
-        "helpdesk": NS(name="IT-tuki" if language == "fi" else "IT Desk", address="help@example.com"),
+        "helpdesk": NS(
+            name="IT-tuki" if language == "fi" else "IT Desk", address="help@example.com"
+        ),
         "ticket": ticket,
         "requester": NS(name=name, email="maria.vahamaki-lindqvist@example.org"),
         "reopen_days": 14.0,
@@ -88,8 +120,10 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
         "elapsed_hours": 24,
         "overdue": False,
         "left_hours": 48,
-        "steps": [{"label": "#status resolved", "changes": [("status", "open", "resolved")]},
-                  {"label": "reply", "changes": []}],  # fmt: skip
+        "steps": [
+            {"label": "#status resolved", "changes": [("status", "open", "resolved")]},
+            {"label": "reply", "changes": []},
+        ],  # fmt: skip
         "replied": True,
         "errors": [],
         "syntax": [],
