@@ -141,6 +141,12 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
         "start": T0 + timedelta(days=1),
         "end": T0 + timedelta(days=1, minutes=30),
         "link": "https://meet.example.com/abc",
+        # added by other features: past fixes (search), list mail (issue 15), quotes (issue 20)
+        "suggestions": [
+            NS(number=3999, subject=subject, resolution=note + "\n" + " ".join([note] * 3))
+        ],
+        "unacknowledged": "it-all@example.com" if variant == "ordinary" else "",
+        "quote_kept": variant == "ordinary",
     }
     return ctx
 
