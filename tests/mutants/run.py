@@ -23,7 +23,7 @@ FAIL: a mutant whose tests pass SURVIVED. A patch that no longer applies, a
 are errors, never kills. Prints a table; exits 1 if any mutant survived or
 erred, 2 on a usage error.
 
-    python tests/mutants/run.py [-j JOBS] [--check] [--baseline] [--keep] [NAME ...]
+    python tests/mutants/run.py [-j JOBS] [--check] [--baseline] [--keep] [-v] [NAME ...]
 
 ``--check`` only checks that every patch is well-formed and applies (fast;
 ``make lint`` runs it). ``--baseline`` first runs all named tests on the
@@ -223,7 +223,11 @@ def run_one(mutant: Mutant, files: list[str], parent: Path, keep: bool) -> Outco
         apply(mutant, copy)
         code, output = run_tests(copy, mutant.tests, mutant.timeout)
         result, detail = judge(code, output)
-        tail = output.strip().splitlines()[-40:] if not result.startswith("killed") else []
+        lines = output.strip().splitlines()
+        if result.startswith("killed"):  # why: the failed test and its assertion
+            tail = [x for x in lines if x.startswith(("E ", "FAILED", "ERROR"))][:12]
+        else:
+            tail = lines[-40:]
         if keep:
             detail += f" (copy kept in {copy})"
         return Outcome(mutant, result, time.monotonic() - started, detail, tail)
@@ -279,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only check that every patch applies")
     parser.add_argument("--baseline", action="store_true", help="first run the tests unmutated")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also say how each mutant was killed"
+    )
     args = parser.parse_args(argv)
 
     paths = sorted(MUTANTS.glob("*.patch"))
@@ -340,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(outcomes))
     bad = [o for o in outcomes if not o.ok]
+    if args.verbose:
+        for o in outcomes:
+            if o.ok:
+                print(f"\n{o.mutant.name} [{o.result}]: {o.detail}")
+                for line in o.log:
+                    print(f"  | {line}")
     for o in bad:
         print(f"\n{o.mutant.name} [{o.result}]: {o.detail}\n  promise: {o.mutant.promise}")
         print(f"  tests:   {shlex.join(o.mutant.tests)}")
