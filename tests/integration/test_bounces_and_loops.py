@@ -160,6 +160,36 @@ def test_rate_limits_suppress_flag_and_alert_once(sqlite_url, tmp_path):
     desk.close()
 
 
+def test_per_ticket_limit_holds_back_the_fourth_mail_in_ten_minutes(db_url, tmp_path):
+    """limits.autoreply_per_ticket_per_10_minutes (3): a ticket whose status flaps
+    (an agent's script, a loop through the agent side) mails its requester at
+    most three times in any ten minutes; the ticket is flagged, tier 1 told once."""
+    desk, net = make_desk(tmp_path, db_url)
+    first = desk.process(make_message())  # t = 0: the acknowledgement (1)
+
+    def to_bob() -> list[OutgoingItem]:
+        return [m for m in net.sent if m.rcpt_to == ("bob@example.org",)]
+
+    for status in ("in_progress", "pending_user", "in_progress"):  # t = 3, 6, 9 minutes
+        desk.clock.advance(minutes=3)
+        with desk.ops() as ops:
+            ops.set_status(first.ticket_id, status, actor="anna@example.com")
+    assert len(to_bob()) == 3  # the third status change, at t = 9, was held back
+    alerts = [m for m in net.sent if m.rcpt_to == ("tier1@example.com",)]
+    assert len(alerts) == 1 and b"#1" in alerts[0].raw
+    (ticket,) = desk.tickets()
+    assert ticket["loop_suspected"]
+    kinds = [e["kind"] for e in desk.ticket(first.ticket_id)["events"]]
+    assert kinds.count("status_suppressed") == 1 and "loop_suspected" in kinds, kinds
+
+    # Ten minutes after the last mail that went out (t = 6) the ticket may mail again.
+    desk.clock.advance(minutes=7)  # t = 16: the window (6, 16] is empty
+    with desk.ops() as ops:
+        ops.set_status(first.ticket_id, "pending_user", actor="anna@example.com")
+    assert len(to_bob()) == 4
+    desk.close()
+
+
 def test_global_breaker(sqlite_url, tmp_path):
     desk, net = make_desk(tmp_path, sqlite_url, limits={"autoreply_global_per_hour": 2})
     for i in range(4):

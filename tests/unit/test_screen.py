@@ -36,6 +36,7 @@ def test_fixture_verdicts(name):
         {"X-Autorespond": "true"},
         {"Precedence": "bulk"},
         {"Precedence": "JUNK"},
+        {"Precedence": "auto_reply"},
         {"X-Auto-Response-Suppress": "OOF"},
     ],
 )
