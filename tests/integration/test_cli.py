@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +84,37 @@ def test_ingest_temporary_failure_exits_75(tmp_path):
     proc = maild(cfg, "ingest", stdin=make_message())
     assert proc.returncode == 75, proc.stderr
     assert b"try again later" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_ingest_on_a_full_disk_exits_75_and_keeps_the_database_intact(sqlite_url, tmp_path):
+    """README: disk full gives `maild ingest` exit 75 (the MTA keeps the mail and
+    retries). The disk is "full" past a file-size limit on the ingest process."""
+    db_file = Path(sqlite_url.removeprefix("sqlite:///"))
+    cfg = tmp_path / "maild.toml"
+    cfg.write_text(f'[database]\nurl = "{sqlite_url}"\n'
+                   f'[helpdesk]\nsecret_file = "{tmp_path / "secret.key"}"\n')  # fmt: skip
+    assert maild(cfg, "ingest", stdin=make_message(message_id="<room@example.org>")).returncode == 0
+    limit = db_file.stat().st_size + 200_000
+    big = make_message(message_id="<full@example.org>", body="a long log of the failure\n" * 40_000)
+
+    def full_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "maild", "--config", str(cfg), "ingest"],
+                          input=big, capture_output=True, timeout=120, preexec_fn=full_disk)  # fmt: skip
+    assert proc.returncode == 75, proc.stderr
+    assert b"try again later" in proc.stderr and b"Traceback" not in proc.stderr
+    conn = sqlite3.connect(db_file)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("select message_id from inbound").fetchall() == [
+            ("<room@example.org>",)
+        ]
+    finally:
+        conn.close()
+    # Room again: the MTA's retry is stored.
+    again = maild(cfg, "ingest", stdin=big)
+    assert again.returncode == 0 and b"stored as inbound 2" in again.stderr
 
 
 def test_ingest_to_names_the_address(config):

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
 
+from maild.service import daemon as daemon_module
 from tests.integration.test_smtp_intake import send, wait_until
 from tests.support.desk import make_message, read_maildir
 
@@ -60,10 +64,7 @@ def test_metrics_count_intake_processing_outbox_and_quarantine(db_url, daemon_fa
     # The new ticket's first response is due in 3 h: neither breached nor at risk.
     assert value(s, "maild_sla_tickets", target="first_response", state="breached") == 0
 
-    # An IMAP poller (issue 3) reports its polls through the same registry.
-    running.daemon.metrics.mailbox_polled("support")
-    s = scrape(http_port)
-    assert value(s, "maild_imap_last_successful_poll_timestamp_seconds", mailbox="support") > 0
+    # The IMAP pollers' gauge: tests/integration/imap/test_imap_metrics.py, with a real poller.
 
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=10) as resp:
         health = json.loads(resp.read())
@@ -109,3 +110,38 @@ def test_healthz_fails_when_a_thread_died(sqlite_url, daemon_factory):
     except urllib.error.HTTPError as exc:
         assert exc.code == 503
         assert json.loads(exc.read())["checks"]["worker"] is False
+
+
+def _healthz(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def pg_url(_postgres) -> Iterator[str]:
+    name = _postgres.create()
+    yield _postgres.url_for(name)
+    _postgres.drop(name)
+
+
+def test_healthz_fails_while_a_thread_is_stuck_and_recovers(pg_url, daemon_factory, monkeypatch):
+    """A worker alive but stuck in one step (here: its claim waits on a lock
+    another program holds on the inbound table) is unhealthy: a load balancer
+    and the watchdog must see it. The threshold is 300 s in production."""
+    monkeypatch.setattr(daemon_module, "STUCK_AFTER_SECONDS", 1.0)
+    running = daemon_factory(pg_url)
+    port = running.daemon.http.port
+    assert _healthz(port)[0] == 200
+    engine = create_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("LOCK TABLE inbound IN ACCESS EXCLUSIVE MODE"))
+            status, body = wait_until(lambda: (r := _healthz(port))[0] == 503 and r, timeout=30)
+            assert body["checks"]["worker"] is False and body["checks"]["database"] is True
+        # The lock is gone: the worker goes on, and so does the answer.
+        wait_until(lambda: _healthz(port)[0] == 200, timeout=30)
+    finally:
+        engine.dispose()

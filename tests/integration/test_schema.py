@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, text
 
-from maild.store.db import make_engine
+from maild.store.db import _alembic_config, current_revision, make_engine, upgrade
 from maild.store.models import Base
 from maild.store.search import is_index_object
 
@@ -50,3 +56,47 @@ def test_raw_bytes_survive_the_move_to_their_own_table_and_back(desk):
     processed = desk.process(later)
     assert processed.outcome is not None and processed.ticket_id == 1
     assert desk.inbound(processed.inbound_id).raw == later
+
+
+def test_serve_refuses_a_database_at_an_older_revision(db_url, tmp_path):
+    """README: `maild serve` never upgrades (nor runs on) a database behind its
+    schema; it says to run `maild db upgrade`, exits 78 and changes nothing."""
+    engine = make_engine(db_url)
+    script = ScriptDirectory.from_config(_alembic_config(engine))
+    head = script.get_current_head()
+    older = script.get_revision(head).down_revision
+    assert isinstance(older, str)
+    engine.dispose()
+    # The fixture's database is at head: start again from an empty one.
+    if db_url.startswith("postgresql"):
+        with create_engine(db_url).begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    else:
+        db_url = f"sqlite:///{tmp_path / 'older.db'}"
+    engine = make_engine(db_url)
+    upgrade(engine, older)
+    assert current_revision(engine) == older
+
+    # The SMTP port is taken: a maild that got past the schema check would not
+    # run on, it would fail to listen (and say something else).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        config = tmp_path / "maild.toml"
+        config.write_text(
+            f'[database]\nurl = "{db_url}"\n'
+            f'[smtp]\nlisten = "127.0.0.1:{taken.getsockname()[1]}"\n'
+            f"[http]\nenabled = false\n[worker]\nparse_processes = 0\n"
+            f'[helpdesk]\nsecret_file = "{tmp_path / "key"}"\n'
+            f'[outgoing]\nmaildir = "{tmp_path / "outgoing"}"\n'
+        )
+        proc = subprocess.run([sys.executable, "-m", "maild", "--config", str(config), "serve"],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 78, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("maild: configuration error: database.url:")
+    assert f"at revision {older}" in lines[0] and f"needs {head}" in lines[0]
+    assert "maild db upgrade" in lines[0]
+    assert current_revision(engine) == older  # not upgraded behind the admin's back
+    engine.dispose()
