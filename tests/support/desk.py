@@ -67,6 +67,7 @@ class Desk:
         settings: Settings,
         clock: Clock | None = None,
         transport: Transport | None = None,
+        parser: ParsePool | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or FrozenClock()
@@ -75,7 +76,8 @@ class Desk:
         self.renderer = Renderer.from_settings(settings)
         self.applier = Applier(settings, self.renderer)
         agents.install(self.sessions, self.applier)
-        self.parser = ParsePool.from_settings(settings)
+        self._own_parser = parser is None  # a pool handed in is its owner's to close
+        self.parser = parser or ParsePool.from_settings(settings)
         self.worker = Worker(self.sessions, settings, self.clock, self.applier, parser=self.parser)
         self.transport = transport or transport_from_settings(settings)
         self.sender = Sender(self.sessions, settings, self.clock, self.transport)
@@ -178,7 +180,8 @@ class Desk:
         return read_maildir(self.transport.path)
 
     def close(self) -> None:
-        self.parser.close()
+        if self._own_parser:
+            self.parser.close()
         self.engine.dispose()
 
 
