@@ -369,7 +369,7 @@ class Daemon:
         log.info("maild ready: %s, database %s, outgoing %s, instance %s, open files %d%s",
                  status, self.engine.url.render_as_string(hide_password=True),
                  self.settings.outgoing.transport, self.membership.id, nofile,
-                 f", metrics on http://{self.settings.http.listen}/metrics"
+                 f", metrics on http://{self.settings.http.host_port[0]}:{self.http.port}/metrics"
                  if self.http else "")  # fmt: skip
         self.notifier.ready(f"accepting mail: {status}")
         self.ready.set()

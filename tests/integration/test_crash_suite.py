@@ -22,11 +22,13 @@ import re
 import resource
 import shutil
 import smtplib
+import socket
 import sqlite3
 import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +40,8 @@ from sqlalchemy import text
 from maild.store.db import make_engine, upgrade
 from tests.conftest import service_missing
 from tests.support.desk import make_message
-from tests.support.serveproc import ServeProcess, base_sections, free_port, send_until_accepted
+from tests.support.ports import start_on_free_port
+from tests.support.serveproc import ServeProcess, base_sections, send_until_accepted
 
 pytestmark = pytest.mark.slow
 
@@ -210,7 +213,7 @@ def test_kill_9_under_load_loses_nothing_and_duplicates_nothing(crash_db, instan
     kills = KILLS if instances == 1 else max(KILLS // 2, 6)  # a PostgreSQL restart is slower
     procs = []
     for n in range(instances):
-        sections = base_sections(tmp_path, crash_db, free_port(),
+        sections = base_sections(tmp_path, crash_db,
                                  worker={"poll_seconds": 0.2, "lease_seconds": 600},
                                  cluster={"heartbeat_seconds": 2, "dead_after_seconds": 10})  # fmt: skip
         procs.append(ServeProcess(sections, log_path=tmp_path / f"serve{n}.log"))
@@ -261,16 +264,22 @@ class PrivateCluster:
         self.dir = Path(tempfile.mkdtemp(prefix="maild-pg-"))
         os.chmod(self.dir, 0o777)
         self.data = self.dir / "data"
-        self.port = free_port()
+        self.port = 0
         self.user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "maild", "--no-sync")
-        self.start()
+        # pg_ctl -w waits for *this* postmaster (its pid file): a port someone
+        # took meanwhile fails the start, and another port is tried.
+        start_on_free_port(self._start_on)
         self._run("createdb", "-h", str(self.dir), "-p", str(self.port), "-U", "maild", "maild")
         self.url = f"postgresql+psycopg://maild@127.0.0.1:{self.port}/maild"
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run([*self.user, str(self.bin / tool), *args], check=True,
                        capture_output=True, timeout=60)  # fmt: skip
+
+    def _start_on(self, port: int) -> None:
+        self.port = port
+        self.start()
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.dir / "pg.log"), "-o",
@@ -305,12 +314,12 @@ def _data_reply(port: int, raw: bytes) -> tuple[int, bytes]:
 
 def test_database_down_answers_451_and_recovers_by_itself(tmp_path):
     pg = PrivateCluster()
-    http = free_port()
-    serve = ServeProcess(base_sections(tmp_path, pg.url, free_port(),
-                                       http={"enabled": True, "listen": f"127.0.0.1:{http}"}),
+    serve = ServeProcess(base_sections(tmp_path, pg.url,
+                                       http={"enabled": True, "listen": "127.0.0.1:0"}),
                          log_path=tmp_path / "serve.log")  # fmt: skip
     try:
         serve.start()
+        http = serve.metrics_port()
         assert _data_reply(serve.port, make_message(message_id="<up@example.org>"))[0] == 250
         pg.stop()
         code, reply = _data_reply(serve.port, make_message(message_id="<down@example.org>"))
@@ -349,9 +358,8 @@ def _healthz(port: int) -> int:
 
 def test_disk_full_answers_452_and_keeps_the_database_intact(sqlite_url, tmp_path):
     db_file = Path(sqlite_url.removeprefix("sqlite:///"))
-    port = free_port()
-    serve = ServeProcess(base_sections(tmp_path, sqlite_url, port),
-                         log_path=tmp_path / "serve.log")  # fmt: skip
+    serve = ServeProcess(base_sections(tmp_path, sqlite_url), log_path=tmp_path / "serve.log")
+    port = serve.port
     accepted: list[str] = []
     try:
         serve.start()
@@ -416,25 +424,37 @@ class Sink:
         self.exe = postfix / "usr/sbin/smtp-sink"
         self.env = {**os.environ, "LD_LIBRARY_PATH": str(postfix / "usr/lib/postfix")}
         self.dump = dump
-        self.port = free_port()
+        self.port = 0  # chosen by the first mode(), then kept: maild's config names it
+        self.name = f"sink-{uuid.uuid4().hex[:12]}.test"  # in its greeting: this sink, no other
         self.proc: subprocess.Popen[bytes] | None = None
 
     def mode(self, name: str) -> None:
         self.stop()
+        if self.port:
+            self._start(name, self.port)
+        else:
+            start_on_free_port(lambda port: self._start(name, port))
+
+    def _start(self, name: str, port: int) -> None:
         user = ["-u", "nobody"] if os.getuid() == 0 else []
         self.proc = subprocess.Popen(
-            [str(self.exe), *user, *self.MODES[name], "-d", f"{self.dump}/msg.",
-             f"127.0.0.1:{self.port}", "128"],
+            [str(self.exe), *user, "-h", self.name, *self.MODES[name], "-d", f"{self.dump}/msg.",
+             f"127.0.0.1:{port}", "128"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                with smtplib.SMTP("127.0.0.1", self.port, timeout=2):
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as probe:
+                    if not probe.recv(512).startswith(b"220 " + self.name.encode()):
+                        break  # something else answers on that port
+                    probe.sendall(b"QUIT\r\n")
+                    self.port = port
                     return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("smtp-sink did not start")
+        self.stop()
+        raise RuntimeError(f"smtp-sink did not start on port {port}")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -463,14 +483,14 @@ class Sink:
 def test_outbox_against_a_failing_relay_ends_sent_or_dead(sqlite_url, tmp_path):
     sink = Sink(_postfix_dir(), Path(tempfile.mkdtemp(prefix="maild-sink-")))
     os.chmod(sink.dump, 0o777)
+    sink.mode("5xx")
     outgoing = {"transport": "smtp", "smtp_host": "127.0.0.1", "smtp_port": sink.port,
                 "smtp_timeout_seconds": 1.5, "retry_base_seconds": 0.1, "max_attempts": 30,
                 "batch_size": 5}  # fmt: skip
-    serve = ServeProcess(base_sections(tmp_path, sqlite_url, free_port(), outgoing=outgoing),
+    serve = ServeProcess(base_sections(tmp_path, sqlite_url, outgoing=outgoing),
                          log_path=tmp_path / "serve.log")  # fmt: skip
     rng = random.Random(3)
     try:
-        sink.mode("5xx")
         serve.start()
         for i in range(5):  # their acknowledgements meet a 550: dead, never retried
             assert _data_reply(serve.port, make_message(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 from datetime import timedelta
@@ -15,6 +14,7 @@ from sqlalchemy import select
 from maild.service.sender import Sender, SmtpTransport
 from maild.store.models import Outbox
 from tests.support.desk import Desk, make_message, make_settings
+from tests.support.ports import OsPortController, reserved_port
 
 
 class Sink:
@@ -35,18 +35,12 @@ class Sink:
         return "250 2.0.0 queued"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def relay():
     started = []
 
     def start(sink: Sink, **kw) -> Controller:
-        controller = Controller(sink, hostname="127.0.0.1", port=free_port(), **kw)
+        controller = OsPortController(sink, **kw)
         controller.start()
         started.append(controller)
         return controller
@@ -115,7 +109,11 @@ def test_5xx_is_dead_and_visible(db_url, tmp_path, relay):
 
 
 def test_relay_down_retries_then_gives_up(db_url, tmp_path):
-    port = free_port()  # nothing listens here
+    with reserved_port() as port:  # nothing listens here, nor can while the test runs
+        _relay_down(db_url, tmp_path, port)
+
+
+def _relay_down(db_url, tmp_path, port: int) -> None:
     desk = smtp_desk(db_url, tmp_path, port)
     try:
         desk.process(make_message())

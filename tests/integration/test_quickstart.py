@@ -4,55 +4,65 @@ fresh working directory, one message over SMTP, an acknowledgement on disk."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _ready_port(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> tuple[int, list[str]]:
+    """The SMTP port from maild's ready line (its log, on stderr here)."""
+    lines: list[str] = []
+    found: list[int] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            match = re.search(r"maild ready: SMTP on \('127\.0\.0\.1', (\d+)\)", line)
+            if match:
+                found.append(int(match.group(1)))
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not found:
+        assert proc.poll() is None, "".join(lines)
+        assert time.monotonic() < deadline, "maild did not start:\n" + "".join(lines)
+        time.sleep(0.05)
+    return found[0], lines
+
+
 def test_example_config_serves_a_first_message(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     # The example's fixed ports (SMTP 2525, metrics 9325) may be taken by a
-    # developer's `make run` or another test run: SMTP on a free port, metrics
-    # on any port the OS gives.
-    env = {
-        **os.environ,
-        "MAILD_SMTP__LISTEN": f"127.0.0.1:{port}",
-        "MAILD_HTTP__LISTEN": "127.0.0.1:0",
-    }
+    # developer's `make run` or another test run: both on ports the OS gives,
+    # the SMTP one read back from the ready line as an admin would.
+    env = {**os.environ, "MAILD_SMTP__LISTEN": "127.0.0.1:0", "MAILD_HTTP__LISTEN": "127.0.0.1:0"}
     config = ROOT / "config" / "maild.example.toml"
     proc = subprocess.Popen(
         [sys.executable, "-m", "maild", "--config", str(config), "serve"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()
-                assert time.monotonic() < deadline, "maild did not start"
-                time.sleep(0.05)
+        port, log = _ready_port(proc)
         raw = (
             b"From: Bob <bob@example.org>\r\nTo: help@example.com\r\n"
             b"Subject: Printer on 3rd floor not working\r\nMessage-ID: <first@example.org>\r\n"
             b"\r\nIt shows error E42.\r\n"
         )
-        sent_at = time.monotonic()
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
             client.sendmail("bob@example.org", ["help@example.com"], raw)
+        # README: "within a second"; bench/run.py measures how fast. Here: that it comes.
         outgoing = tmp_path / "var" / "outgoing" / "new"
+        deadline = time.monotonic() + 30
         while not (outgoing.is_dir() and any(outgoing.iterdir())):
-            assert time.monotonic() - sent_at < 2.0, "no acknowledgement within 2 s"
+            assert time.monotonic() < deadline, "no acknowledgement:\n" + "".join(log)
             time.sleep(0.02)
         (ack,) = list(outgoing.iterdir())
         assert b"Subject: [#1] Printer on 3rd floor not working" in ack.read_bytes()
@@ -64,4 +74,4 @@ def test_example_config_serves_a_first_message(tmp_path):
         assert "#1" in listed.stdout and "bob@example.org" in listed.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+        assert proc.wait(30) == 0

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -93,6 +94,10 @@ class Dovecot:
         self.extra_config = extra_config
         self.user, self.group = _run_as()
         self.proc: subprocess.Popen[bytes] | None = None
+        # In the greeting: proof that it is this server that answers on the
+        # port, not another test's Dovecot that took the port first.
+        self.greeting = f"maild-test-{uuid.uuid4().hex[:12]}"
+        self._started = False
         self._write_config()
 
     # --- lifecycle ---------------------------------------------------------
@@ -143,6 +148,7 @@ protocols = imap
 listen = 127.0.0.1
 {ssl}
 disable_plaintext_auth = no
+login_greeting = {self.greeting}
 auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 default_internal_user = {self.user}
@@ -189,6 +195,22 @@ service stats {{
                 shutil.chown(path, self.user, self.group)
 
     def start(self, timeout: float = 20.0) -> None:
+        """Start; the first time, on other ports if the chosen ones were taken
+        meanwhile (a restart keeps them: clients know them)."""
+        attempts = 1 if self._started else 5
+        for attempt in range(attempts):
+            try:
+                self._start(timeout)
+                self._started = True
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+                self.tls_port = free_port() if self.tls else 0
+                self._write_config()
+
+    def _start(self, timeout: float) -> None:
         assert self.proc is None, "already running"
         kwargs: dict[str, object] = {}
         if os.geteuid() == 0:
@@ -207,8 +229,12 @@ service stats {{
                 raise RuntimeError(f"dovecot exited with {self.proc.returncode}: {self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    if s.recv(64).startswith(b"* OK"):
+                    greeting = s.recv(512)
+                    if greeting.startswith(b"* OK") and self.greeting.encode() in greeting:
                         return
+                    if greeting.startswith(b"* OK"):  # someone else's server on our port
+                        self.stop()
+                        raise RuntimeError(f"port {self.port} is taken by another IMAP server")
             except OSError:
                 pass
             if time.monotonic() > deadline:

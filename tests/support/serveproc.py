@@ -1,15 +1,20 @@
 """``maild serve`` as a child process, for the crash suite and the benchmarks.
 
-`ServeProcess` starts the real command line (``python -m maild serve``) with
-its settings in ``MAILD_<SECTION>__<KEY>`` environment variables, waits until
-its SMTP listener greets, and can stop it (SIGTERM) or kill it (SIGKILL).
-`SmtpSender` is a small SMTP client that keeps retrying one message until it
-gets a 250, the way an MTA does, and records what it was told.
+`ServeProcess` starts the real command line (maild's ``main(["serve"])``)
+with its settings in ``MAILD_<SECTION>__<KEY>`` environment variables, waits
+until its SMTP listener greets, and can stop it (SIGTERM) or kill it
+(SIGKILL). The listening socket is the test's: bound to a port the OS gives
+(or the one ``smtp.listen`` names), handed to maild as systemd's socket
+activation does (fd 3, ``LISTEN_FDS``), and kept across kills and restarts,
+so the port never changes hands and clients queue while maild is down.
+`send_until_accepted` is a small SMTP client that keeps retrying one message
+until it gets a 250, the way an MTA does.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -20,8 +25,56 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+# The child: the listening socket moves to fd 3, as systemd passes it; then
+# maild's own entry point, in this same process (so its pid is MAINPID).
+_ACTIVATE = (
+    "import os, sys; fd = int(sys.argv[1]); fd == 3 or os.dup2(fd, 3); "
+    "fd == 3 or os.close(fd); "
+    "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
+    "from maild.cli.main import main; sys.argv = ['maild', *sys.argv[2:]]; "
+    "raise SystemExit(main(sys.argv[1:]))"
+)
+
+
+def activated(listener: socket.socket, *maild_args: str) -> tuple[list[str], tuple[int, ...]]:
+    """(argv, pass_fds) that run ``maild *maild_args`` serving on `listener`."""
+    fd = listener.fileno()
+    return [sys.executable, "-c", _ACTIVATE, str(fd), *maild_args], (fd,)
+
+
+def wait_greeting(port: int, proc: subprocess.Popen[Any], timeout: float = 30.0,
+                  where: str = "") -> None:  # fmt: skip
+    """Until maild greets (220) on `port`; an error as soon as `proc` exits.
+
+    The test holds the listening socket, so a connection is queued at once
+    and greeted when maild accepts it: wait for the greeting itself.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"maild serve exited with {proc.returncode}; {where}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.settimeout(0.5)
+                greeting = b""
+                while time.monotonic() < deadline and proc.poll() is None:
+                    try:
+                        greeting = s.recv(512)
+                        break
+                    except TimeoutError:
+                        continue
+                if greeting.startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"maild serve did not greet within {timeout}s; {where}")
+
 
 def free_port() -> int:
+    """A port free at this instant: racy (another program may take it before
+    you bind it). Prefer `tests.support.ports`; kept for the benchmarks."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -43,8 +96,9 @@ def settings_env(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 
 def base_sections(
-    workdir: Path, db_url: str, port: int, **extra: Mapping[str, Any]
+    workdir: Path, db_url: str, port: int = 0, **extra: Mapping[str, Any]
 ) -> dict[str, dict[str, Any]]:
+    """Settings for `ServeProcess`; SMTP on `port`, by default one the OS gives."""
     sections: dict[str, dict[str, Any]] = {
         "database": {"url": db_url},
         "smtp": {"listen": f"127.0.0.1:{port}"},
@@ -75,7 +129,11 @@ class ServeProcess:
         pass_fds: Sequence[int] = (),
     ) -> None:
         self.sections = sections
-        self.port = int(str(sections["smtp"]["listen"]).rpartition(":")[2])
+        host, _, port = str(sections["smtp"]["listen"]).rpartition(":")
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind((host or "127.0.0.1", int(port)))
+        self.listener.listen(1024)
+        self.port = int(self.listener.getsockname()[1])
         self.log_path = log_path
         self.extra_env = dict(extra_env or {})
         self.preexec = preexec
@@ -94,37 +152,23 @@ class ServeProcess:
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> None:
         if self._log is None:
             self._log = open(self.log_path, "a")  # noqa: SIM115 (closed in close())
+        argv, fds = activated(self.listener, "serve")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "maild", "serve"],
+            argv,
             env=self.env(),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
             preexec_fn=self.preexec,
-            pass_fds=self.pass_fds,
+            pass_fds=(*fds, *self.pass_fds),
         )
         self.starts += 1
         if wait:
             self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"maild serve exited with {self.proc.returncode}; see {self.log_path}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.settimeout(2)
-                    if s.recv(512).startswith(b"220"):
-                        s.sendall(b"QUIT\r\n")
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"maild serve not ready within {timeout}s; see {self.log_path}")
+        assert self.proc is not None
+        wait_greeting(self.port, self.proc, timeout, f"see {self.log_path}")
 
     @property
     def running(self) -> bool:
@@ -153,8 +197,22 @@ class ServeProcess:
                 self.proc.wait()
         return int(self.proc.returncode)
 
+    def metrics_port(self, timeout: float = 30.0) -> int:
+        """The port of ``/metrics`` and ``/healthz`` (``http.listen`` may say port 0),
+        as the daemon's ready line reports it."""
+        deadline = time.monotonic() + timeout
+        pattern = re.compile(r"metrics on http://[^\s/]+:(\d+)/metrics")
+        while True:
+            found = pattern.findall(self.log_path.read_text(errors="replace"))
+            if found:
+                return int(found[-1])
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no metrics address in {self.log_path}")
+            time.sleep(0.05)
+
     def close(self) -> None:
         self.kill()
+        self.listener.close()
         if self._log is not None:
             self._log.close()
             self._log = None
