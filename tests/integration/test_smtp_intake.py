@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,17 +11,9 @@ from sqlalchemy import text
 
 from maild.store.db import make_engine
 from tests.support.desk import make_message, read_maildir, reply_to
+from tests.support.waiting import wait_settled, wait_until
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+__all__ = ["counts", "send", "wait_until"]  # used by other test modules
 
 
 def send(
@@ -45,15 +35,13 @@ def counts(db_url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def test_message_becomes_ticket_and_ack_within_two_seconds(db_url, daemon_factory, tmp_path):
+def test_message_becomes_ticket_and_ack(db_url, daemon_factory, tmp_path):
+    """How fast: bench/run.py. Here: that it happens, and what the requester gets."""
     running = daemon_factory(db_url)
-    started = time.monotonic()
     refused = send(running.port, make_message())
     assert refused == {}
     outgoing = tmp_path / "outgoing"
-    acks = wait_until(lambda: read_maildir(outgoing), timeout=2.0)
-    assert time.monotonic() - started < 2.0
-    ack = acks[0]
+    (ack,) = wait_until(lambda: read_maildir(outgoing))
     assert ack["To"] == "Bob Customer <bob@example.org>"
     assert ack["Subject"].startswith("[#1] Printer on 3rd floor")
     assert ack["In-Reply-To"] == "<orig-1@example.org>"
@@ -69,7 +57,7 @@ def test_message_becomes_ticket_and_ack_within_two_seconds(db_url, daemon_factor
     send(running.port, reply_to(ack, sender="Bob Customer <bob@example.org>",
                                 body="It also jams on page 2."))  # fmt: skip
     wait_until(lambda: counts(db_url)["article"] == 3)  # request, ack, reply
-    time.sleep(0.5)
+    wait_settled(db_url)  # nothing more will come of it
     assert counts(db_url)["ticket"] == 1
     assert len(read_maildir(outgoing)) == 1
 
@@ -114,7 +102,7 @@ def test_same_message_id_twice_is_stored_once(db_url, daemon_factory):
     send(running.port, raw)
     send(running.port, raw)  # a client retrying after a lost 250
     wait_until(lambda: counts(db_url)["ticket"] == 1)
-    time.sleep(0.3)
+    wait_settled(db_url)
     c = counts(db_url)
     assert c["inbound"] == 1 and c["ticket"] == 1 and c["outbox"] == 1
 
@@ -125,8 +113,8 @@ def test_message_without_message_id_is_deduplicated_by_content(db_url, daemon_fa
     send(running.port, raw)
     send(running.port, raw)
     wait_until(lambda: counts(db_url)["ticket"] == 1)
-    time.sleep(0.3)
-    assert counts(db_url)["inbound"] == 1
+    wait_settled(db_url)
+    assert counts(db_url)["inbound"] == 1 and counts(db_url)["ticket"] == 1
 
 
 def test_storage_failure_answers_451_without_exception_text(db_url, daemon_factory):

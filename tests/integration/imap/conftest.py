@@ -9,7 +9,6 @@ Without Dovecot the tests skip locally and fail in CI.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,17 +23,9 @@ from maild.store.db import make_engine, session_factory
 from tests.conftest import service_missing
 from tests.support.desk import make_settings
 from tests.support.dovecot import PASSWORD, Dovecot, dovecot_available
+from tests.support.waiting import wait_until
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+__all__ = ["wait_until"]  # imported from here by the IMAP tests
 
 
 def start_dovecot(**kwargs: Any) -> Dovecot:

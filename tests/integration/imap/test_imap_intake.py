@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import statistics
 import threading
-import time
 
 import pytest
 from imapclient import IMAPClient
@@ -17,6 +15,7 @@ from maild.store.models import Inbound
 from tests.integration.imap.conftest import imap_section, mailbox_table, wait_until
 from tests.support.desk import Desk, make_message, read_maildir, reply_to
 from tests.support.dovecot import NoMoveIMAPClient
+from tests.support.waiting import wait_settled
 
 
 def rows(db_url: str, sql: str) -> list:
@@ -61,7 +60,7 @@ def test_new_mail_becomes_ticket_and_reply_threads(
     dovecot.append(imap_user, [reply_to(ack, sender="Bob Customer <bob@example.org>",
                                         body="It also jams on page 2.")])  # fmt: skip
     wait_until(lambda: count(db_url, "article") == 3)  # request, ack, reply
-    time.sleep(0.3)
+    wait_settled(db_url)  # nothing more will come of it
     assert count(db_url, "ticket") == 1
     assert len(read_maildir(tmp_path / "outgoing")) == 1  # no second acknowledgement
     (ticket,) = rows(db_url, "select category, tier, address from ticket")
@@ -76,27 +75,18 @@ def test_new_mail_becomes_ticket_and_reply_threads(
     assert running.daemon.imap.pollers[0].stats.connects == 1
 
 
-def test_idle_pickup_latency(sqlite_url, dovecot, imap_user, password_file, daemon_factory):
-    # poll_seconds is 60: only IDLE can make this fast.
+def test_idle_picks_up_new_mail_without_polling(sqlite_url, dovecot, imap_user, password_file,
+                                                daemon_factory):  # fmt: skip
+    """Polling is an hour away: only IDLE can bring these in. How fast it does
+    (the README's "usually within a second") is bench/imap_backlog.py's to measure."""
     running = daemon_factory(sqlite_url, imap=imap_section(
-        mailbox_table(dovecot, imap_user, password_file)))  # fmt: skip
+        mailbox_table(dovecot, imap_user, password_file), poll_seconds=3600))  # fmt: skip
     poller = running.daemon.imap.pollers[0]
     wait_until(poller.connected.is_set)
-    time.sleep(0.3)  # let it settle into IDLE
-    samples = []
-    for i in range(6):
+    for i in range(3):  # one after another: IDLE is issued again after each
         dovecot.append(imap_user, messages(1, "idle", start=i))
-        appended = time.monotonic()
-        wait_until(lambda n=i + 1: count(sqlite_url, "ticket") == n, timeout=10, interval=0.01)
-        samples.append(time.monotonic() - appended)
-        time.sleep(0.2)
-    samples.sort()
-    print(f"IDLE pickup, APPEND to ticket: median {statistics.median(samples):.3f}s, "
-          f"max {samples[-1]:.3f}s")  # fmt: skip
-    # The promise is 2 s at p95; bench/imap_backlog.py measures it properly. A
-    # shared 2-core machine may stall once; the median must be well inside.
-    assert statistics.median(samples) < 2.0
-    assert samples[-2] < 2.0
+        wait_until(lambda n=i + 1: count(sqlite_url, "ticket") == n, timeout=60)
+    assert poller.stats.connects == 1 and poller.stats.failures == 0
 
 
 def test_server_restart_mid_session(sqlite_url, own_dovecot, imap_user, password_file,
@@ -332,8 +322,9 @@ def test_implicit_tls_and_starttls_verify_the_server(
 
 
 def test_poller_threads_serve_one_instance_per_mailbox_on_postgresql(
-    pg_url, dovecot, imap_user, password_file, intake_factory
+    pg_url, dovecot, imap_user, password_file, intake_factory, caplog
 ):
+    caplog.set_level(logging.INFO, logger="maild.intake.imap")
     db_url = pg_url  # the advisory lock is PostgreSQL's; SQLite has a single instance
     box = mailbox_table(dovecot, imap_user, password_file)
     intake = intake_factory(db_url, imap_section(box, poll_seconds=0.5))
@@ -343,7 +334,10 @@ def test_poller_threads_serve_one_instance_per_mailbox_on_postgresql(
     b.start()
     dovecot.append(imap_user, messages(12, "pg"))
     wait_until(lambda: count(db_url, "inbound") == 12)
-    time.sleep(0.5)
+    # The second instance tried the lock (again after the import) and waits.
+    waits = len(caplog.records)
+    wait_until(lambda: any("another maild instance reads this mailbox" in r.getMessage()
+                           for r in caplog.records[waits:]))  # fmt: skip
     assert b.stats.connects == 0  # waited for the lock while the first instance read
     a.stop()
     a.join(10)
@@ -425,11 +419,11 @@ def test_idle_is_renewed_and_polling_is_the_fallback(
     b.start()
     try:
         wait_until(lambda: a.connected.is_set() and b.connected.is_set())
-        time.sleep(1.5)
-        assert CountingIMAPClient.idles >= 3  # IDLE ended and issued again, as configured
+        # IDLE ended and issued again, as configured (every 0.4 s).
+        wait_until(lambda: CountingIMAPClient.idles >= 3)
         dovecot.append(imap_user, messages(1, "renewed"))
         dovecot.append(imap_user, messages(1, "polled"), folder="Poll")
-        wait_until(lambda: count(sqlite_url, "inbound") == 2, timeout=5)
+        wait_until(lambda: count(sqlite_url, "inbound") == 2)
         assert a.stats.failures == b.stats.failures == 0
     finally:
         for p in (a, b):
