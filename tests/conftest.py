@@ -2,8 +2,16 @@
 `Desk` harness that runs worker and sender in burst mode, and a daemon
 running its real SMTP listener on an ephemeral loopback port.
 
-Services that are missing (PostgreSQL) skip their tests locally; with
-``MAILD_TEST_REQUIRE_SERVICES=1`` (set by ``.ci/run``) they fail instead.
+Services that are missing (PostgreSQL, Dovecot, ...) skip their tests
+locally; with ``MAILD_TEST_REQUIRE_SERVICES=1`` (set by ``.ci/run``) they
+fail instead. Either way the run ends with one loud line saying how many
+tests did not run and for want of what, and when ``CI`` is set a run with
+such skips exits non-zero: a green run always means the whole suite ran.
+
+Hypothesis runs derandomized (the same examples every run, no example
+database) in CI and under ``MAILD_TEST_REQUIRE_SERVICES``, so a red run can
+be repeated and a green one means the same thing twice; locally it explores
+(``HYPOTHESIS_PROFILE=ci`` to get CI's examples).
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
@@ -25,6 +35,15 @@ from maild.store.db import make_engine, upgrade
 from tests.support.desk import Desk, make_settings
 
 REQUIRE_SERVICES = os.environ.get("MAILD_TEST_REQUIRE_SERVICES") == "1"
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+SKIP_PREFIX = "service not available: "
+_missing: Counter[str] = Counter()  # service -> tests skipped for want of it
+
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev", print_blob=True)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI or REQUIRE_SERVICES else "dev")
+)
 PG_ADMIN_URL = os.environ.get(
     "MAILD_TEST_PG_URL", "postgresql+psycopg://maild:maild@127.0.0.1:5432/postgres"
 )
@@ -34,7 +53,34 @@ def service_missing(what: str) -> None:
     """Skip locally; fail in CI, where every service must be there."""
     if REQUIRE_SERVICES:
         pytest.fail(f"required service missing: {what}", pytrace=False)
-    pytest.skip(f"service not available: {what}")
+    pytest.skip(f"{SKIP_PREFIX}{what}")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        if reason.startswith(SKIP_PREFIX):
+            _missing[reason.removeprefix(SKIP_PREFIX).split(": ")[0][:80]] += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _missing and IN_CI and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    if not _missing:
+        return
+    total = sum(_missing.values())
+    what = ", ".join(f"{name} ({n})" for name, n in _missing.most_common())
+    terminalreporter.write_sep("!", f"{total} tests SKIPPED: services missing", red=True, bold=True)
+    terminalreporter.write_line(f"not run for want of: {what}", red=True, bold=True)
+    terminalreporter.write_line(
+        "`bash .ci/run` installs and starts them (or see tests/conftest.py for MAILD_TEST_*)"
+        + ("; CI is set: this run FAILS" if IN_CI else ""),
+        red=True,
+        bold=True,
+    )
 
 
 class _Postgres:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from maild.mail.verp import verp_address
+from maild.mail.tokens import Signer
+from maild.mail.verp import outbox_id_of, verp_address
 from maild.service.sender import OutgoingItem
 from maild.store.models import Contact, Outbox
 from maild.store.states import Outcome
@@ -78,12 +79,14 @@ def test_every_outgoing_mail_has_a_verp_return_path(db_url, tmp_path):
     desk.process(make_message())
     (ack,) = net.sent
     assert ack.mail_from.startswith("help+bounces.") and ack.mail_from.endswith("@example.com")
-    assert desk.applier.signer  # the token verifies: see test_limits for the signature
     with desk.sessions() as s:
         row = s.execute(select(Outbox.id, Outbox.mail_from).where(Outbox.kind == "ack")).one()
     # The row keeps the help-desk address; the envelope sender is made when sending.
     assert row.mail_from == "help@example.com"
     assert ack.mail_from == verp_address(desk.applier.signer, "help@example.com", row.id)
+    # Signed: it names this outbox row under our secret, and under no other.
+    assert outbox_id_of(desk.applier.signer, ack.mail_from) == row.id
+    assert outbox_id_of(Signer(b"another secret of 32 characters!"), ack.mail_from) is None
     desk.close()
 
 

@@ -18,6 +18,7 @@ CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "triage"
 SETS = {name: tomllib.loads((CORPUS / f"{name}.toml").read_text())["message"]
         for name in ("messages", "second_set")}  # fmt: skip
 MESSAGES = SETS["messages"] + SETS["second_set"]
+DOCUMENTED = (70, 71)  # docs/admin.md: type, category and priority all right for 70 of 71
 SETTINGS = settings_from_mapping({})
 
 
@@ -51,7 +52,11 @@ def test_classification_accuracy_on_realistic_english_and_finnish_mail(capsys):
             f"\ntriage accuracy: {total}/{len(MESSAGES)} = {total / len(MESSAGES):.1%} exactly right"
         )
         print("\n".join(lines + misses))
-    assert total / len(MESSAGES) >= 0.90, "\n".join(misses)
+    # The figure docs/admin.md ("Triage") states: all three right for 70 of the
+    # 71 messages. One more miss is a regression; a new message in the corpus
+    # means the documented figure (and this floor) must be restated.
+    assert len(MESSAGES) == DOCUMENTED[1], "corpus changed: restate the figure in docs/admin.md"
+    assert total >= DOCUMENTED[0], "\n".join(misses)
     first = SETS["messages"]
     assert sum(1 for m in first if detect(m["subject"] + "\n" + m["body"]) == "fi") >= 20
 
