@@ -70,6 +70,18 @@ def test_reply_to_our_ack_threads_and_sends_no_second_ack(desk):
     assert [a["direction"] for a in arts] == ["in", "out", "in"]
 
 
+def test_a_reply_naming_only_mail_maild_sent_threads(desk):
+    """Some clients keep only In-Reply-To (or trim References): the Message-ID
+    of maild's own acknowledgement is enough to find the ticket."""
+    first = desk.process(make_message())
+    (ack,) = desk.outgoing()
+    reply = make_message(sender="Bob Customer <bob@example.org>", subject="Re: printer",
+                         body="Still broken.", message_id="<only-irt@example.org>",
+                         in_reply_to=str(ack["Message-ID"]))  # fmt: skip
+    p = desk.process(reply)
+    assert p.outcome == Outcome.APPENDED and p.ticket_id == first.ticket_id
+
+
 def test_subject_tag_from_stranger_opens_a_new_ticket(desk):
     first = desk.process(make_message())
     hijack = desk.process(make_message(sender="mallory@evil.example", subject="Re: [#1] give me access",
@@ -164,6 +176,35 @@ def test_failing_message_is_retried_then_quarantined_and_others_go_on(desk, monk
         ]
         assert set(s.scalars(select(Event.ticket_id))) == {ticket_id}
         assert set(s.scalars(select(Outbox.ticket_id))) == {ticket_id}
+
+
+def test_messages_in_hand_when_the_worker_died_are_taken_up_again(desk):
+    """A message claimed (``processing``) when the daemon died is not lost: the
+    next start returns it to ``pending``. One that was in hand alone each time
+    is charged an attempt, so a message that kills the worker is quarantined
+    after 3 deaths instead of taking the daemon down for ever."""
+    ok = desk.deliver(make_message(message_id="<in-hand@example.org>"))
+    (row,) = desk.worker._claim(10)  # in hand ...
+    assert desk.inbound(ok.inbound_id).status == "processing"
+    assert desk.worker.recover(all_rows=True) == 1  # ... when the worker died; next start
+    assert desk.inbound(ok.inbound_id).status == "pending"
+    processed, _ = desk.drain()
+    assert [p.outcome for p in processed] == [Outcome.NEW_TICKET]
+    assert len(desk.outgoing()) == 1  # acknowledged once
+
+    killer = desk.deliver(make_message(message_id="<kills-the-worker@example.org>",
+                                       sender="carol@example.org"))  # fmt: skip
+    for death in (1, 2, 3):
+        (row,) = desk.worker._claim(10)
+        assert row.id == killer.inbound_id
+        desk.worker.recover(all_rows=True)
+        row = desk.inbound(killer.inbound_id)
+        assert (row.status, row.attempts) == ("pending", death)
+    processed, _ = desk.drain()
+    row = desk.inbound(killer.inbound_id)
+    assert (row.status, row.attempts) == ("quarantined", 3)
+    assert "the worker stopped while handling it" in row.error
+    assert len(desk.tickets()) == 1
 
 
 def test_reopen_within_window_and_linked_ticket_after(desk):
