@@ -155,7 +155,7 @@ def test_hostile_long_lines_do_not_hang_the_stripper():
     for text in ("On " + "x " * 30000, "On " + "x" * 60000, ("On " + "x " * 100 + "\n") * 300):
         started = time.monotonic()
         strip_reply(text)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 60  # milliseconds now; minutes each before
 
 
 # --- where the agent's text stands: top, bottom, interleaved, or not told apart ------------

@@ -167,7 +167,9 @@ def test_rule_matching_stays_fast_on_hostile_input():
     msg = parse(make_message(subject="x" * 900, body=body))
     start = time.perf_counter()
     classify(msg, "help@example.com", SETTINGS, book)
-    assert time.perf_counter() - start < 2.0  # linear matching; catastrophic would be minutes
+    # Linear matching takes milliseconds (bench/triage.py measures it); a
+    # catastrophic pattern would take hours. The bound only tells them apart.
+    assert time.perf_counter() - start < 60
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,8 @@ def test_xoauth2_failures_say_why(sqlite_url, oauth_dovecot, tmp_path, intake_fa
     with pytest.raises(LoginFailed) as info:
         intake.drain()
     assert needle in str(info.value)
-    assert time.monotonic() - started < 10
+    # One attempt, no retries: well under the command's own 60 s time limit.
+    assert time.monotonic() - started < 45
 
 
 # --- maild mailbox check ------------------------------------------------------------------
