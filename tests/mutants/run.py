@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -335,10 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         outcomes: list[Outcome] = []
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futures = [pool.submit(run_one, m, files, parent, args.keep) for m in mutants]
-            for future in futures:
+            for future in as_completed(futures):
                 o = future.result()
                 outcomes.append(o)
                 print(f"  {o.mutant.name}: {o.result} ({o.seconds:.1f} s)", flush=True)
+        outcomes.sort(key=lambda o: o.mutant.name)
         elapsed = time.monotonic() - started
     finally:
         if not args.keep:
