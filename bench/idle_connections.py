@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 from smtp_load import messages, sqlite_db  # noqa: E402
 from smtpclient import _reply, load  # noqa: E402
 
-from tests.support.serveproc import ServeProcess, base_sections, free_port  # noqa: E402
+from tests.support.serveproc import ServeProcess, base_sections  # noqa: E402
 
 
 async def crowd_and_mail(port: int, idle: int, msgs: list[bytes]) -> dict[str, object]:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="maild-idle-") as tmp:
         work = Path(tmp)
-        serve = ServeProcess(base_sections(work, sqlite_db(work), free_port()),
+        serve = ServeProcess(base_sections(work, sqlite_db(work)),
                              log_path=work / "serve.log",
                              extra_env={"MAILD_LOG__LEVEL": "WARNING"})  # fmt: skip
         try:

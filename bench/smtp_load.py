@@ -122,7 +122,7 @@ def run_maild(db_url: str, msgs: list[bytes], sessions: int, instances: int,
               workdir: Path, *, process: bool = True) -> dict[str, Any]:  # fmt: skip
     procs = []
     for n in range(instances):
-        sections = base_sections(workdir, db_url, free_port(),
+        sections = base_sections(workdir, db_url,
                                  cluster={"heartbeat_seconds": 2, "dead_after_seconds": 10},
                                  worker={"enabled": process})  # fmt: skip
         procs.append(ServeProcess(sections, log_path=workdir / f"serve{n}.log",
