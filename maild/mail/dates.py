@@ -89,6 +89,7 @@ def set_styles(styles: Mapping[str, DateStyle]) -> None:
     with _lock:
         _styles = dict(styles)
         _compiled.cache_clear()
+        format_when.cache_clear()
 
 
 def _all_styles() -> dict[str, DateStyle]:
@@ -155,6 +156,7 @@ def known_locale(code: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def format_when(
     value: datetime | date | None,
     tz: str = "UTC",

@@ -23,7 +23,7 @@ from maild.config.settings import Settings
 from maild.errors import ConfigError
 from maild.mail.dates import PARTS, Part, format_span, format_when, set_styles, styles_from
 from maild.mail.language import builtin_templates_dir, load_languages, spoken_languages
-from maild.mail.layout import paragraphs, tidy_text
+from maild.mail.layout import field_row, html_row, paragraphs, tidy_text
 from maild.mail.phrases import in_language
 
 __all__ = ["TEMPLATES", "Rendered", "Renderer", "builtin_templates_dir", "format_when",
@@ -130,6 +130,8 @@ class Renderer:
                 start, end, self._timezone, template_language(ctx.name)
             )
         )
+        env.globals["field_row"] = field_row
+        env.globals["html_row"] = lambda label, value: markupsafe.Markup(html_row(label, value))
         env.filters["paragraphs"] = lambda text: markupsafe.Markup(paragraphs(str(text)))
         env.filters["say"] = jinja2.pass_context(lambda ctx, value: self._say(ctx, value))
         # Compile everything now: a broken template fails at start, not per message.

@@ -263,3 +263,14 @@ def test_agent_mail_says_the_requester_is_awaited_not_the_agent(language):
     assert agent_says in " ".join(out.text.split()) and requester_says not in out.text
     status = RENDERER.render("status", language, context("status", language, "ordinary"))
     assert requester_says in status.subject.lower()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_html_parts_escape_what_people_wrote_once(language):
+    for template in ("ack", "agent_new", "agent_rejected"):
+        ctx = context(template, language, "ordinary")
+        ctx["ticket"].subject = ctx["subject"] = "A <b>bold</b> & co"
+        ctx["requester"].name = "Bob <script>"
+        html = RENDERER.render(template, language, ctx).html
+        assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in html, template
+        assert "<script>" not in html and "&amp;lt;" not in html, template
