@@ -374,7 +374,7 @@ def _sessions(settings: Settings, *, ensure: bool = True) -> Any:
 def cmd_check_config(settings: Settings) -> int:
     from maild.mail.render import Renderer
 
-    Renderer.from_settings(settings)  # templates compile, or a ConfigError
+    renderer = Renderer.from_settings(settings)  # templates compile, or a ConfigError
     from maild.pipeline.triage import Rulebook
 
     rules = Rulebook.from_settings(settings)  # triage rules compile, or a ConfigError
@@ -399,6 +399,10 @@ def cmd_check_config(settings: Settings) -> int:
     print(f"  triage:   {len(rules.category_names)} categories ({', '.join(rules.category_names)})")
     extra = f" (with {settings.languages.directory})" if settings.languages.directory else ""
     print(f"  language data: {', '.join(languages.codes)}{extra}")
+    print(
+        f"  mail in:  {', '.join(renderer.languages)} (default "
+        f"{settings.helpdesk.default_language}; times in {settings.helpdesk.timezone})"
+    )
     sla = settings.sla
     print(f"  SLA:      {sla.business_hours or '24/7'}; first response "
           f"{'/'.join(f'{h:g}' for h in sla.first_response_hours)} h, resolution "
