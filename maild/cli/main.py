@@ -218,7 +218,8 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             _print_json(data)
         else:
-            print(f"inbound {data['id']} from {data['source']}, received {data['received_at']}, "
+            when = _when(data["received_at"], settings)
+            print(f"inbound {data['id']} from {data['source']}, received {when}, "
                   f"{data['size']} bytes, {data['attempts']} attempt(s)")  # fmt: skip
             print(f"  reason: {data['reason']}")
             for name, value in data["headers"]:
@@ -303,7 +304,7 @@ def cmd_inbound(args: argparse.Namespace, settings: Settings) -> int:
                 why = ""
             flags = " [reused Message-ID]" if r["message_id_clash"] else ""
             flags += f" [replayed by {r['replayed_by']}]" if r["replayed_by"] else ""
-            print(f"{r['id']:<6} {r['received_at'][:19]} {r['fate']:<11} {where:<6} "
+            print(f"{r['id']:<6} {_when(r['received_at'], settings):<26} {r['fate']:<11} {where:<6} "
                   f"{r['from'][:32]:<32} {r['subject'][:40]}{flags}"
                   + (f"\n       {why[:150]}" if why else ""))  # fmt: skip
         return EX_OK
@@ -322,14 +323,14 @@ def cmd_inbound(args: argparse.Namespace, settings: Settings) -> int:
             return EX_OK
         ticket = f" (ticket #{data['ticket']})" if data["ticket"] else ""
         print(f"inbound {data['id']}: {data['fate']}{ticket}, from {data['source']}, received "
-              f"{data['received_at']}, {data['size']} bytes")  # fmt: skip
+              f"{_when(data['received_at'], settings)}, {data['size']} bytes")  # fmt: skip
         if data["rule"] or data["reason"]:
             print(f"  {data['rule'] or 'reason'}: {data['reason'] or ''}")
         if data["message_id_clash"]:
             print(f"  reused Message-ID: inbound {data['message_id_clash']} has the same one "
                   "with other content")  # fmt: skip
         if data["replayed_by"]:
-            print(f"  replayed by {data['replayed_by']} at {data['replayed_at']}")
+            print(f"  replayed by {data['replayed_by']} at {_when(data['replayed_at'], settings)}")
         for name, value in data["headers"]:
             print(f"  {name}: {value}")
         return EX_OK
@@ -373,7 +374,7 @@ def _sessions(settings: Settings, *, ensure: bool = True) -> Any:
 def cmd_check_config(settings: Settings) -> int:
     from maild.mail.render import Renderer
 
-    Renderer.from_settings(settings)  # templates compile, or a ConfigError
+    renderer = Renderer.from_settings(settings)  # templates compile, or a ConfigError
     from maild.pipeline.triage import Rulebook
 
     rules = Rulebook.from_settings(settings)  # triage rules compile, or a ConfigError
@@ -398,6 +399,10 @@ def cmd_check_config(settings: Settings) -> int:
     print(f"  triage:   {len(rules.category_names)} categories ({', '.join(rules.category_names)})")
     extra = f" (with {settings.languages.directory})" if settings.languages.directory else ""
     print(f"  language data: {', '.join(languages.codes)}{extra}")
+    print(
+        f"  mail in:  {', '.join(renderer.languages)} (default "
+        f"{settings.helpdesk.default_language}; times in {settings.helpdesk.timezone})"
+    )
     sla = settings.sla
     print(f"  SLA:      {sla.business_hours or '24/7'}; first response "
           f"{'/'.join(f'{h:g}' for h in sla.first_response_hours)} h, resolution "
@@ -772,7 +777,7 @@ def cmd_view(args: argparse.Namespace, settings: Settings) -> int:
             if args.json:
                 _print_json(data)
             else:
-                _print_ticket(data)
+                _print_ticket(data, settings)
             return EX_OK
         if args.command == "outbox":
             rows = views.list_outbox(session, args.status)
@@ -789,21 +794,32 @@ def cmd_view(args: argparse.Namespace, settings: Settings) -> int:
                 _print_json(rows)
             else:
                 for q in rows:
-                    print(f"{q['id']:<6} {q['received_at']} {q['source']:<6} "
+                    print(f"{q['id']:<6} {_when(q['received_at'], settings)} {q['source']:<6} "
                           f"{q['message_id'] or '(no Message-ID)'}: {q['reason']}")  # fmt: skip
             return EX_OK
     return EX_USAGE  # pragma: no cover
 
 
-def _print_ticket(t: dict[str, Any]) -> None:
+def _when(iso: str | None, settings: Settings) -> str:
+    """A time from a JSON view, in the desk's zone, as the mail writes it (English)."""
+    from datetime import datetime
+
+    from maild.mail.dates import format_when
+
+    return format_when(datetime.fromisoformat(iso), settings.helpdesk.timezone) if iso else "-"
+
+
+def _print_ticket(t: dict[str, Any], settings: Settings) -> None:
     print(f"Ticket #{t['number']}: {t['subject']}")
     print(
         f"  status {t['status']}, {t['type']}, {t['category']}, {t['priority']}, tier {t['tier']}"
     )
     print(f"  requester {t['requester']['name']} <{t['requester']['email']}>")
-    print(f"  created {t['created_at']}, first response due {t['first_response_due']}")
+    print(f"  created {_when(t['created_at'], settings)}, first response due "
+          f"{_when(t['first_response_due'], settings)}")  # fmt: skip
     for a in t["articles"]:
-        print(f"\n--- {a['direction']} {a['kind']} ({a['visibility']}) {a['created_at']} "
+        print(f"\n--- {a['direction']} {a['kind']} ({a['visibility']}) "
+              f"{_when(a['created_at'], settings)} "
               f"from {a['from']['email']}")  # fmt: skip
         print(f"    Subject: {a['subject']}")
         for line in a["text"].splitlines()[:40]:

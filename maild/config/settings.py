@@ -242,9 +242,11 @@ class TiersSettings:
     tier3: tuple[str, ...] = ()
     duty_manager: tuple[str, ...] = ()
     security: tuple[str, ...] = ()
-    language: Literal["en", "fi"] = "en"
+    language: str = "en"  # a language maild has templates for (checked at start)
 
     def __post_init__(self) -> None:
+        if not LANGUAGE_CODE.match(self.language):
+            _fail("tiers.language", f"not a language code (en, fi, sv, ...): {self.language!r}")
         for name in ("tier1", "tier2", "tier3", "duty_manager", "security"):
             _addresses(f"tiers.{name}", getattr(self, name))
 
@@ -293,7 +295,7 @@ class AgentSettings:
     # Free-form group names; "security" makes the agent a security contact,
     # "duty_manager" a duty manager (both as if listed in [tiers]).
     groups: tuple[str, ...] = ()
-    language: str = ""  # "en" or "fi"; empty: tiers.language
+    language: str = ""  # a language code ("fi", "sv"); empty: tiers.language
 
 
 @dataclass(frozen=True)
@@ -358,8 +360,9 @@ def _build_agents(value: Any) -> tuple[AgentSettings, ...]:
         for group in agent.groups:
             if not _GROUP_RE.match(group):
                 raise ConfigError(f"{where}.groups", f"not a group name: {group!r}")
-        if agent.language not in ("", "en", "fi"):
-            raise ConfigError(f"{where}.language", "must be 'en' or 'fi'")
+        if agent.language and not LANGUAGE_CODE.match(agent.language):
+            raise ConfigError(f"{where}.language", f"not a language code (en, fi, sv, ...): "
+                              f"{agent.language!r}")  # fmt: skip
         out.append(dataclasses.replace(agent, email=email))
     return tuple(out)
 
@@ -759,8 +762,12 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             "helpdesk.timezone", f"unknown time zone {s.helpdesk.timezone!r}"
         ) from None
-    if s.helpdesk.default_language not in ("en", "fi"):
-        raise ConfigError("helpdesk.default_language", "must be 'en' or 'fi'")
+    # Whether maild has templates in these languages is checked where the
+    # templates are (maild.mail.render.Renderer.from_settings): a language is
+    # a folder of templates plus its data, not a list in the code.
+    if not LANGUAGE_CODE.match(s.helpdesk.default_language):
+        raise ConfigError("helpdesk.default_language", "not a language code (en, fi, sv, ...): "
+                          f"{s.helpdesk.default_language!r}")  # fmt: skip
     o = s.outgoing
     if o.transport == "smtp":
         if not o.smtp_host:

@@ -33,6 +33,7 @@ from maild.desk.lifecycle import change_status, set_priority, start_regulator_cl
 from maild.errors import MaildError
 from maild.mail.invite import invitation
 from maild.mail.parse import Address
+from maild.mail.phrases import Phrase
 from maild.pipeline import notices
 from maild.pipeline.decision import EventSpec, Notice
 from maild.pipeline.tiers import MAX_TIER, agent_recipient
@@ -119,7 +120,7 @@ class TicketOps:
         """Any settable status; resolved/closed/open-from-finished go to their own operation."""
         if status not in SETTABLE:
             allowed = ", ".join(SETTABLE)
-            raise ActionRefused(f"unknown status {status!r}; use one of: {allowed}")
+            raise ActionRefused(Phrase("actions.unknown_status", status=status, choices=allowed))
         ticket = self.get(number)
         if status == TicketStatus.RESOLVED:
             return self.resolve(number, actor=actor, note=note)
@@ -140,7 +141,7 @@ class TicketOps:
         """Resolved, with a note to the requester and "reply to reopen"."""
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
-            raise ActionRefused(f"ticket #{number} is already {ticket.status}")
+            raise ActionRefused(Phrase("actions.already", number=number, status=ticket.status))
         done = Done(ticket.id)
         self._status(ticket, TicketStatus.RESOLVED, actor, done, reason=note or None,
                      auto=auto)  # fmt: skip
@@ -152,7 +153,7 @@ class TicketOps:
     def close(self, number: int, *, actor: str, note: str = "", auto: bool = False) -> Done:
         ticket = self.get(number)
         if ticket.status == TicketStatus.CLOSED:
-            raise ActionRefused(f"ticket #{number} is already closed")
+            raise ActionRefused(Phrase("actions.already", number=number, status=ticket.status))
         done = Done(ticket.id)
         self._status(ticket, TicketStatus.CLOSED, actor, done, reason=note or None, auto=auto)
         self.tell_requester(ticket, "closed", "closed", done, note=note, auto=auto)
@@ -162,9 +163,7 @@ class TicketOps:
         """Open again; `quiet` when the agent's own reply tells the requester (one mail)."""
         ticket = self.get(number)
         if ticket.status not in FINISHED_STATUSES:
-            raise ActionRefused(
-                f"ticket #{number} is not resolved or closed (it is {ticket.status})"
-            )
+            raise ActionRefused(Phrase("actions.not_finished", number=number, status=ticket.status))
         done = Done(ticket.id)
         self._status(ticket, TicketStatus.OPEN, actor, done, reason=note or "reopened")
         if not quiet:
@@ -192,17 +191,17 @@ class TicketOps:
         """
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
-            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+            raise ActionRefused(Phrase("actions.finished", number=number, status=ticket.status))
         target = tier if tier is not None else ticket.tier + 1
         done = Done(ticket.id)
         if target > MAX_TIER and breach is not None:
             return self._escalate_to_duty_manager(ticket, actor, reason, breach, done)
         if target not in range(1, MAX_TIER + 1):
             raise ActionRefused(
-                f"ticket #{number} is at tier {ticket.tier}; tiers are 1 to {MAX_TIER}"
+                Phrase("actions.tier_range", number=number, tier=ticket.tier, top=MAX_TIER)
             )
         if target <= ticket.tier:
-            raise ActionRefused(f"ticket #{number} is already at tier {ticket.tier}")
+            raise ActionRefused(Phrase("actions.same_tier", number=number, tier=ticket.tier))
         old = ticket.tier
         ticket.tier = target
         ticket.updated_at = self.now
@@ -236,7 +235,7 @@ class TicketOps:
     def set_priority(self, number: int, priority: int, *, actor: str) -> Done:
         """New priority: deadlines follow; raising to P1 tells tier 3 and the duty manager."""
         if priority not in (1, 2, 3, 4):
-            raise ActionRefused(f"priority must be 1, 2, 3 or 4 (P1..P4), got {priority!r}")
+            raise ActionRefused(Phrase("actions.priority", value=repr(priority)))
         ticket = self.get(number)
         done = Done(ticket.id)
         old = set_priority(ticket, priority, self.now, self.policy)
@@ -260,7 +259,7 @@ class TicketOps:
 
     def set_type(self, number: int, ticket_type: str, *, actor: str) -> Done:
         if ticket_type not in tuple(TicketType):
-            raise ActionRefused(f"type must be 'incident' or 'request', got {ticket_type!r}")
+            raise ActionRefused(Phrase("actions.type", value=repr(ticket_type)))
         ticket = self.get(number)
         done = Done(ticket.id)
         if ticket.type != ticket_type:
@@ -273,7 +272,9 @@ class TicketOps:
         """New category; moving into a security category makes it a security incident."""
         names = self.rules.category_names
         if category not in names:
-            raise ActionRefused(f"unknown category {category!r}; use one of: {', '.join(names)}")
+            raise ActionRefused(
+                Phrase("actions.category", category=category, choices=", ".join(names))
+            )
         ticket = self.get(number)
         done = Done(ticket.id)
         if ticket.category == category:
@@ -325,12 +326,14 @@ class TicketOps:
         the reply asks the requester something.
         """
         if not text.strip():
-            raise ActionRefused("the reply is empty")
+            raise ActionRefused(Phrase("actions.empty_reply"))
         if status is not None and status not in SETTABLE:
-            raise ActionRefused(f"unknown status {status!r}")
+            raise ActionRefused(
+                Phrase("actions.unknown_status", status=status, choices=", ".join(SETTABLE))
+            )
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
-            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+            raise ActionRefused(Phrase("actions.finished", number=number, status=ticket.status))
         done = Done(ticket.id)
         self._first_response(ticket, agent.email, done)
         # The requester sees the agent's name, never the agent's address.
@@ -350,17 +353,16 @@ class TicketOps:
         """An agent found resolved ticket `suggested` helpful for ticket `number`
         (``#helpful N``): counted once per pair, shown by ``ticket show``."""
         if suggested == number:
-            raise ActionRefused(f"ticket #{number} cannot help itself")
+            raise ActionRefused(Phrase("actions.helps_itself", number=number))
         ticket = self.get(number)
         other = self.session.get(Ticket, suggested)
         if other is None:
-            raise ActionRefused(f"there is no ticket #{suggested}")
+            raise ActionRefused(Phrase("actions.no_such_ticket", number=suggested))
         done = Done(ticket.id)
         row = self.session.get(Suggestion, (number, suggested))
         if row is None:
             if other.status not in FINISHED_STATUSES:
-                raise ActionRefused(f"ticket #{suggested} is not resolved; only a past fix "
-                                    "can be helpful")  # fmt: skip
+                raise ActionRefused(Phrase("actions.not_a_fix", number=suggested))
             row = Suggestion(ticket_id=number, suggested_id=suggested, position=0, score=0.0,
                              created_at=self.now)  # fmt: skip
             self.session.add(row)
@@ -380,10 +382,10 @@ class TicketOps:
         the actor); notifications about the ticket then go to the assignee."""
         entry = self.directory.by_email(agent_email.lower())
         if entry is None:
-            raise ActionRefused(f"{agent_email} is not an active agent of the directory")
+            raise ActionRefused(Phrase("actions.not_agent", email=agent_email))
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
-            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+            raise ActionRefused(Phrase("actions.finished", number=number, status=ticket.status))
         done = Done(ticket.id)
         if ticket.assignee_id == entry.id:
             return done
@@ -402,10 +404,10 @@ class TicketOps:
     def link(self, number: int, other: int, *, actor: str) -> Done:
         """Relate two tickets (both record it; no mail)."""
         if number == other:
-            raise ActionRefused("a ticket cannot be linked to itself")
+            raise ActionRefused(Phrase("actions.self_link"))
         ticket = self.get(number)
         if self.session.get(Ticket, other) is None:
-            raise ActionRefused(f"there is no ticket #{other} to link")
+            raise ActionRefused(Phrase("actions.no_ticket", number=other))
         done = Done(ticket.id)
         exists = self.session.scalar(select(TicketLink.ticket_id).where(or_(
             (TicketLink.ticket_id == number) & (TicketLink.other_id == other),
@@ -426,9 +428,9 @@ class TicketOps:
         """Invite the requester to a call (iCalendar REQUEST from the help desk)."""
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
-            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+            raise ActionRefused(Phrase("actions.finished", number=number, status=ticket.status))
         if ticket.requester.bounce_state == "hard":
-            raise ActionRefused(f"mail to the requester of #{number} bounces")
+            raise ActionRefused(Phrase("actions.bounces", number=number))
         done = Done(ticket.id)
         hd = self.settings.helpdesk
         requester = Address(name=ticket.requester.name, email=ticket.requester.email)
@@ -451,9 +453,9 @@ class TicketOps:
         """The regulator has been notified (or it was decided not to): reminders stop."""
         ticket = self.get(number)
         if ticket.regulator_due is None:
-            raise ActionRefused(f"ticket #{number} has no regulator deadline")
+            raise ActionRefused(Phrase("actions.no_regulator", number=number))
         if ticket.regulator_notified_at is not None:
-            raise ActionRefused(f"ticket #{number}: the regulator deadline is already closed")
+            raise ActionRefused(Phrase("actions.regulator_closed", number=number))
         done = Done(ticket.id)
         ticket.regulator_notified_at = self.now
         ticket.regulator_next_reminder_at = None

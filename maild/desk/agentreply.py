@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from maild.desk.actions import ActionRefused, Done, TicketOps
 from maild.desk.apply import Applied, Applier, flush_events
+from maild.mail.phrases import Phrase
 from maild.pipeline.agentmail import feedback_notice, refused_notice
 from maild.pipeline.commands import Command
 from maild.pipeline.decision import AgentReply, Decision, EventSpec
@@ -195,9 +196,10 @@ def run(
         ops.event(ticket, refused, EventSpec("commands_refused", reply.agent.email,
                                               detail={"step": label, "error": str(exc)}))  # fmt: skip
         if agent is not None:
-            what = "your reply to the requester" if label == "reply" else label
-            ops.queue(ticket, refused_notice(agent, ticket.security, [f"{what}: {exc}"],
-                                             in_reply_to), refused)  # fmt: skip
+            what = Phrase("commands.your_reply") if label == "reply" else label
+            why = Phrase("commands.step", step=what, reason=exc.args[0] if exc.args else str(exc))
+            ops.queue(ticket, refused_notice(agent, ticket.security, [why], in_reply_to),
+                      refused)  # fmt: skip
         return refused.outbox_ids
     log.info("ticket #%d: reply of %s applied: %s", number, reply.agent.email,
              ", ".join(s["label"] for s in done_steps))  # fmt: skip

@@ -30,6 +30,7 @@ from maild.errors import TransientError
 from maild.mail.compose import Outgoing, compose, new_message_id
 from maild.mail.language import detect
 from maild.mail.parse import Address
+from maild.mail.phrases import Phrase
 from maild.mail.quotes import strip_reply
 from maild.mail.render import Renderer
 from maild.mail.replyaddr import expiry, reply_address
@@ -642,13 +643,15 @@ class Applier:
                 continue
             alert = alert_notice(
                 self.settings,
-                f"{email} is undeliverable",
+                Phrase("alert.undeliverable", email=email),
                 [
-                    f"Status: {bounce.status or 'unknown'}",
-                    f"Diagnostic: {bounce.diagnostic or 'none given'}",
+                    Phrase("alert.status", status=bounce.status or Phrase("alert.unknown")),
+                    Phrase(
+                        "alert.diagnostic",
+                        diagnostic=bounce.diagnostic or Phrase("alert.none_given"),
+                    ),
                 ],  # fmt: skip
-                "maild sends no more mail to this address. Contact the requester another "
-                "way; the ticket stays open.",
+                Phrase("alert.undeliverable_advice"),
             )
             if alert is not None:
                 self.queue_notice(session, ticket, alert, now)
@@ -675,10 +678,9 @@ class Applier:
         if self.guard.should_alert(session, ticket.id, refusal, now, was_flagged):
             alert = alert_notice(
                 self.settings,
-                "automatic mail stopped: suspected mail loop",
-                [refusal.reason, f"Withheld: {notice.kind} to {', '.join(to)}"],
-                "Check the ticket for an auto-responder or a forwarding rule answering our "
-                "mail. Automatic mail resumes once the rate drops below the limits.",
+                Phrase("alert.loop"),
+                [refusal.reason, Phrase("alert.withheld", kind=notice.kind, to=", ".join(to))],
+                Phrase("alert.loop_advice"),
             )
             if alert is not None:
                 self.queue_notice(session, ticket, alert, now)

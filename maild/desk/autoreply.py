@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from maild.config.settings import Settings
 from maild.mail.parse import Address
+from maild.mail.phrases import Phrase
 from maild.pipeline.decision import Notice
 from maild.store.db import Direct
 from maild.store.models import AutoreplyLog, Contact
@@ -123,20 +124,18 @@ class AutoreplyGuard:
             hard = set(conn.execute(_HARD, {"emails": emails}).scalars())
             notice = replace(notice, to=tuple(a for a in notice.to if a.email not in hard))
             if not notice.to:
-                return notice, Refusal(f"undeliverable: {', '.join(sorted(hard))} hard-bounced",
+                return notice, Refusal(Phrase("alert.hard_bounced", addresses=", ".join(sorted(hard))),
                                        loop=False)  # fmt: skip
             emails = [a.email for a in notice.to]
         if total >= lim.autoreply_global_per_hour:
             return notice, Refusal(
-                f"global breaker: {total} automatic mails in the last hour "
-                f"(limits.autoreply_global_per_hour = {lim.autoreply_global_per_hour})",
+                Phrase("alert.breaker", count=total, limit=lim.autoreply_global_per_hour),
                 loop=True,
                 alert_key="alert_breaker",
             )
         if recent >= lim.autoreply_per_ticket_per_10_minutes:
             return notice, Refusal(
-                f"{recent} automatic mails on this ticket in the last 10 minutes "
-                f"(limits.autoreply_per_ticket_per_10_minutes)",
+                Phrase("alert.per_ticket", count=recent),
                 loop=True,
             )
         if (most or 0) < lim.autoreply_per_address_per_hour:
@@ -144,8 +143,7 @@ class AutoreplyGuard:
         for address, sent in conn.execute(_PER_ADDRESS, {"emails": emails, "hour_ago": hour_ago}):
             if sent >= lim.autoreply_per_address_per_hour:
                 return notice, Refusal(
-                    f"{sent} automatic mails to {address} in the last hour "
-                    f"(limits.autoreply_per_address_per_hour)",
+                    Phrase("alert.per_address", count=sent, address=address),
                     loop=True,
                     alert_key=address,
                 )

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from maild.config.settings import Settings
+from maild.mail.dates import Part, format_when
 from maild.pipeline.sla import SlaPolicy
 from maild.store.models import Event, Ticket
 from maild.store.states import FINISHED_STATUSES, TicketStatus
@@ -146,6 +147,7 @@ def build(
     return {
         "generated_at": now.isoformat(),
         "since": since.isoformat() if since else None,
+        "timezone": settings.helpdesk.timezone,  # the text and HTML forms show times in it
         "calendar": (
             "24/7"
             if cal.always_open
@@ -175,9 +177,16 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
+def _when(report: dict[str, Any], key: str, part: Part = "datetime") -> str:
+    """A time of the report in the desk's zone, written as mail writes it."""
+    when = datetime.fromisoformat(report[key])
+    return format_when(when, report.get("timezone", "UTC"), "en", part)
+
+
 def render_text(report: dict[str, Any]) -> str:
-    lines = [f"maild report, {report['generated_at']}"
-             + (f", tickets created since {report['since']}" if report["since"] else ""),
+    lines = [f"maild report, {_when(report, 'generated_at')}"
+             + (f", tickets created since {_when(report, 'since', 'date')}" if report["since"]
+                else ""),
              f"service calendar: {report['calendar']}; tickets: {report['tickets']}; "
              f"SLA breaches: {report['breaches']['first_response']} first response, "
              f"{report['breaches']['resolution']} resolution", ""]  # fmt: skip
@@ -327,9 +336,10 @@ def render_html(report: dict[str, Any]) -> str:
         bar_chart("Backlog by age", list(report["backlog"]["by_age"]),
                   [("tickets", COLORS["count"], list(report["backlog"]["by_age"].values()))]),
     ]  # fmt: skip
-    since = f", tickets created since {_esc(report['since'])}" if report["since"] else ""
+    since = (f", tickets created since {_esc(_when(report, 'since', 'date'))}" if report["since"]
+             else "")  # fmt: skip
     body = [
-        f"<h1>Service desk report</h1><p>Generated {_esc(report['generated_at'])}{since}. "
+        f"<h1>Service desk report</h1><p>Generated {_esc(_when(report, 'generated_at'))}{since}. "
         f"Service calendar: {_esc(report['calendar'])}. Times are hours of service time, "
         "waiting for the requester excluded.</p>",
         f'<p class="summary">Tickets: <strong id="tickets">{report["tickets"]}</strong>; '

@@ -1,4 +1,4 @@
-"""Dates and times as each language writes them: the one formatter (Babel, CLDR).
+"""Dates, times and sizes as each language writes them: the one formatter (Babel, CLDR).
 
 Every place maild shows a time to a person (mail templates, the CLI's text
 output, the report, the web console) calls `format_when`, so a deadline reads
@@ -13,10 +13,12 @@ The zone's name is added only where the reader may not share it: a language
 lists the zones its readers live in (`DateStyle.home_zones`); a Finnish reader
 of a desk in Europe/Helsinki needs no "EET", an English one does.
 
-A language's patterns are data (CLDR pattern syntax, e.g. ``"EEE d.M.y 'klo'
-H.mm"``), given as a `DateStyle`; a language without one gets its CLDR
+A language's patterns are data: the ``[dates]`` section of its
+``maild/mail/lang/<code>.toml`` (CLDR pattern syntax, e.g. ``"EEE d.M.y 'klo'
+H.mm"``), read into a `DateStyle`; a language without one gets its CLDR
 locale's own medium date and short time, so any language code Babel knows
-reads naturally with no code change. Babel enters maild here and nowhere else.
+reads naturally with no code change. Sizes ("20 Mt") are written here too.
+Babel enters maild here and nowhere else.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import DateTimePattern, parse_pattern
+from babel.units import format_unit
+
+from maild.errors import ConfigError
+from maild.mail.language import CONFIG_KEY, Languages, load_languages
 
 Part = Literal["datetime", "date", "time", "clock"]
 PARTS: tuple[Part, ...] = ("datetime", "date", "time", "clock")
@@ -48,37 +54,56 @@ class DateStyle:
     clock: str | None = None  # the bare time, for the end of a span ("9.45–10.15")
 
 
-# The built-in styles. Finnish and Finland-Swedish write "4.12.2026" and
-# "klo 9.45" / "kl. 9.45" (Kielitoimisto; Svenska språkbyrån i Finland);
-# English gets an unambiguous day-month order with the month's name.
-BUILTIN_STYLES: dict[str, DateStyle] = {
-    "en": DateStyle("en", "EEE d MMM y, HH:mm", "d MMMM y", "HH:mm", (), "HH:mm"),
-    "fi": DateStyle(
-        "fi", "EEE d.M.y 'klo' H.mm", "d.M.y", "'klo' H.mm", ("Europe/Helsinki",), "H.mm"
-    ),
-    "sv": DateStyle(
-        "sv",
-        "EEE d.M.y 'kl.' H.mm",
-        "d.M.y",
-        "'kl.' H.mm",
-        ("Europe/Helsinki", "Europe/Mariehamn", "Europe/Stockholm"),
-        "H.mm",
-    ),
-}
-
 _lock = threading.Lock()
-_styles: dict[str, DateStyle] = dict(BUILTIN_STYLES)
+_styles: dict[str, DateStyle] | None = None  # from the language data, on first use
+
+
+def styles_from(languages: Languages) -> dict[str, DateStyle]:
+    """Each language's style from the ``[dates]`` section of its data (maild.mail.language)."""
+    out: dict[str, DateStyle] = {}
+    for code, language in languages.items():
+        table = language.table("dates")
+        if not table:
+            continue
+        where = " or ".join(language.files) or f"{code}.toml"
+        patterns: dict[str, str | None] = {}
+        for key in ("datetime", "date", "time", "clock"):
+            value = table.get(key)
+            if value is not None and (not isinstance(value, str) or check_pattern(value)):
+                why = check_pattern(value) if isinstance(value, str) else "not a string"
+                raise ConfigError(CONFIG_KEY, f"{where}: [dates] {key}: {why}")
+            patterns[key] = value
+        locale = table.get("locale", code)
+        if not isinstance(locale, str) or not known_locale(locale):
+            raise ConfigError(
+                CONFIG_KEY, f"{where}: [dates] locale {locale!r} is not a CLDR locale"
+            )
+        zones = language.strings("dates", "home_zones")
+        out[code] = DateStyle(locale, home_zones=zones, **patterns)
+    return out
 
 
 def set_styles(styles: Mapping[str, DateStyle]) -> None:
-    """Add or replace languages' styles (from language data, at start and on SIGHUP)."""
+    """Use these styles (the language data with the admin's, at start and on SIGHUP)."""
+    global _styles
     with _lock:
-        _styles.update(styles)
+        _styles = dict(styles)
         _compiled.cache_clear()
+        format_when.cache_clear()
+
+
+def _all_styles() -> dict[str, DateStyle]:
+    global _styles
+    if _styles is None:
+        with _lock:
+            if _styles is None:
+                _styles = styles_from(load_languages())
+    return _styles
 
 
 def style_for(language: str) -> DateStyle:
-    return _styles.get(language) or _styles.get(language.split("-")[0]) or DateStyle(language)
+    styles = _all_styles()
+    return styles.get(language) or styles.get(language.split("-")[0]) or DateStyle(language)
 
 
 @dataclass(frozen=True)
@@ -131,8 +156,9 @@ def known_locale(code: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def format_when(
-    value: datetime | None,
+    value: datetime | date | None,
     tz: str = "UTC",
     language: str = "en",
     part: Part = "datetime",
@@ -148,6 +174,9 @@ def format_when(
     """
     if value is None:
         return "-"
+    if not isinstance(value, datetime):  # a calendar day: no zone to convert from
+        c = _compiled(language)
+        return c.patterns["date"].apply(value, c.locale)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     local = value.astimezone(ZoneInfo(tz))
@@ -173,3 +202,17 @@ def format_span(start: datetime, end: datetime, tz: str = "UTC", language: str =
     last = format_when(end, tz, language, "clock", zone=False)
     named = tz not in _compiled(language).home_zones
     return f"{first}–{last}" + (f" {end.astimezone(zone).tzname() or tz}" if named else "")
+
+
+def format_size(size: float, language: str = "en") -> str:
+    """A size in bytes the way `language` writes it: "20 MB", "20 Mt", "1,5 MB", "512 kB"."""
+    c = _compiled(language)
+    if size >= 1024 * 1024:
+        value, unit = size / (1024 * 1024), "digital-megabyte"
+    elif size >= 1024:
+        value, unit = size / 1024, "digital-kilobyte"
+    else:
+        value, unit = size, "digital-byte"
+    pattern = "#,##0" if value >= 100 or value == int(value) else "#,##0.#"
+    length = "long" if unit == "digital-byte" else "short"
+    return str(format_unit(value, unit, length=length, format=pattern, locale=c.locale))

@@ -22,11 +22,14 @@ other code adds a language. Read it all through `load_languages()`::
 A value of the wrong type, or a file that is not TOML, raises `ConfigError`
 naming the file and key; `maild check-config` loads everything once.
 
-**Language choice.** In order: the contact's recorded language, the message's
-``Content-Language``, a simple detection on the text, the configured
-default. Detection counts common function words of each language (and the
-letters ä/ö, which English never uses) in the first few thousand characters;
-it answers only when one language clearly leads.
+**Language choice.** maild writes mail in the languages it has templates for
+(`spoken_languages`: each ``templates/<code>/`` folder). A requester gets, in
+order: the contact's recorded language, the message's ``Content-Language``, a
+detection on the text, the configured default. Detection counts each spoken
+language's common words (``[detect] words``) and its telling letters
+(``letters``: ä/ö for Finnish, å for Swedish) in the first few thousand
+characters; it answers only when one language clearly leads. Adding a
+language is a template folder plus its data file: no code.
 """
 
 from __future__ import annotations
@@ -37,40 +40,101 @@ import tomllib
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from maild.errors import ConfigError
 
-LANGUAGES = ("en", "fi")
-_WORD = re.compile(r"[a-zåäö']+")
-_FI = frozenset([
-    "ja", "ei", "on", "olen", "oli", "ole", "että", "se", "tämä", "kun", "mutta", "myös",
-    "kanssa", "minun", "minulla", "minä", "sinä", "me", "te", "he", "hei", "moi", "kiitos",
-    "terveisin", "ystävällisin", "yst", "voisitteko", "voisitko", "voisiko", "tarvitsen",
-    "pyytäisin", "haluaisin", "saisinko", "eikä", "enää", "vielä", "jo", "nyt", "heti", "koska",
-    "jos", "niin", "kuin", "mitä", "miten", "missä", "mikä", "toimi", "toimii", "kaatuu",
-    "virhe", "tiedosto", "kone", "sähköposti", "salasana", "apua", "tänään", "huomenna"
-])  # fmt: skip
-_EN = frozenset([
-    "the", "and", "is", "are", "was", "were", "to", "of", "in", "it", "for", "on", "with", "my",
-    "i", "we", "you", "this", "that", "not", "can't", "cannot", "please", "thanks", "thank",
-    "hello", "hi", "regards", "best", "could", "would", "need", "have", "has", "been", "be",
-    "from", "at", "doesn't", "isn't", "won't", "don't", "today", "tomorrow", "since", "when",
-    "what", "how", "error", "working", "broken"
-])  # fmt: skip
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 
-def detect(text: str, limit: int = 3000) -> str | None:
+def builtin_templates_dir() -> Path:
+    """The built-in templates: inside the installed package, else the checkout's ``templates/``.
+
+    A wheel carries the top-level ``templates/`` folder as ``maild/templates``
+    (pyproject's force-include), so this works from a wheel, ``pip install
+    --user`` or ``--target``, and pipx alike; a checkout (editable install)
+    has them beside the package.
+    """
+    packaged = resources.files("maild") / "templates"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+@functools.cache
+def spoken_languages(override_dir: Path | None = None) -> tuple[str, ...]:
+    """The languages maild writes mail in: every ``templates/<code>/`` folder (the
+    built-in ones and the admin's ``templates.directory``) with a template in it."""
+    codes: set[str] = set()
+    for folder in (override_dir, builtin_templates_dir()):
+        if folder is None or not folder.is_dir():
+            continue
+        for sub in folder.iterdir():
+            if sub.is_dir() and _CODE_RE.match(sub.name) and any(sub.glob("*.txt.j2")):
+                codes.add(sub.name)
+    return tuple(sorted(codes))
+
+
+@dataclass(frozen=True)
+class _Detector:
+    code: str
+    words: frozenset[str]
+    letters: str
+
+
+@functools.cache
+def _detectors(codes: tuple[str, ...], directory: Path | None) -> tuple[_Detector, ...]:
+    langs = load_languages(directory)
+    out = []
+    for code in codes:
+        language = langs.get(code)
+        if language is None:
+            continue
+        words = frozenset(w.lower() for w in language.strings("detect", "words"))
+        letters = language.table("detect").get("letters", "")
+        if not isinstance(letters, str):
+            raise ConfigError(CONFIG_KEY, f"{code}.toml: [detect] letters must be a string")
+        if words:
+            out.append(_Detector(code, words, letters.lower()))
+    return tuple(out)
+
+
+def detect(
+    text: str,
+    languages: tuple[str, ...] = ("en", "fi"),
+    limit: int = 3000,
+    directory: Path | None = None,
+) -> str | None:
+    """The language of `text` among `languages`, from their ``[detect]`` data; None if unclear.
+
+    Each language scores a point per word of its ``words`` list, and half a
+    point per word no list has that holds one of its ``letters`` (ä/ö for
+    Finnish, å for Swedish); the leader must have at least 2 points and half as
+    many again as the next.
+    """
     words = _WORD.findall(text[:limit].lower())
     if not words:
         return None
-    fi = sum(w in _FI for w in words) + sum(1 for w in words if "ä" in w or "ö" in w)
-    en = sum(w in _EN for w in words)
-    if fi >= 2 and fi > en * 1.5:
-        return "fi"
-    if en >= 2 and en > fi * 1.5:
-        return "en"
+    detectors = _detectors(tuple(languages), directory)
+    points = {d.code: 0.0 for d in detectors}
+    for w in words:
+        known = [d for d in detectors if w in d.words]
+        for d in known:
+            points[d.code] += 1
+        if not known:  # a word no list has: its letters tell a little
+            for d in detectors:
+                if d.letters and any(c in w for c in d.letters):
+                    points[d.code] += 0.5
+    scores = [(score, code) for code, score in points.items()]
+    if not scores:
+        return None
+    scores.sort(reverse=True)
+    best, code = scores[0]
+    runner_up = scores[1][0] if len(scores) > 1 else 0.0
+    if best >= 2 and best > runner_up * 1.5:
+        return code
     return None
 
 
@@ -79,13 +143,18 @@ def choose(
     content_language: str | None,
     text: str,
     default: str,
+    languages: tuple[str, ...] = ("en", "fi"),
+    directory: Path | None = None,
 ) -> tuple[str, str]:
-    """(language, where it came from: "contact" | "header" | "detected" | "default")."""
-    if contact_language in LANGUAGES:
+    """(language, where it came from: "contact" | "header" | "detected" | "default").
+
+    Only `languages` (those maild writes mail in, `spoken_languages`) are chosen.
+    """
+    if contact_language in languages:
         return str(contact_language), "contact"
-    if content_language in LANGUAGES:
+    if content_language in languages:
         return str(content_language), "header"
-    detected = detect(text)
+    detected = detect(text, languages, directory=directory)
     if detected is not None:
         return detected, "detected"
     return default, "default"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import re
-import textwrap
 
 WIDTH = 76
 LIMIT = 78
@@ -29,19 +28,23 @@ _HANG = re.compile(
 
 
 def _wrap_line(line: str) -> list[str]:
+    """`line` broken at spaces into lines of at most WIDTH columns (a longer word
+    stands alone); continuation lines start with the hang (`_HANG`)."""
     m = _HANG.match(line)
-    hang = ""
-    if m is not None:
-        hang = m.group("quote") or " " * len(m.group(0))
-    lines = textwrap.wrap(
-        line,
-        width=WIDTH,
-        subsequent_indent=hang,
-        break_long_words=False,
-        break_on_hyphens=False,
-        drop_whitespace=True,
-    )
-    return lines or [line]
+    lead = m.group(0) if m is not None else ""
+    hang = (m.group("quote") or " " * len(lead)) if m is not None else ""
+    out: list[str] = []
+    current = lead.rstrip() if not line[len(lead) :].strip() else lead
+    bare = True  # nothing but the lead (or hang) on the current line yet
+    for word in line[len(lead) :].split():
+        if not bare and len(current) + 1 + len(word) > WIDTH:
+            out.append(current)
+            current, bare = hang + word, False
+            continue
+        current += word if bare else " " + word
+        bare = False
+    out.append(current)
+    return out
 
 
 def tidy_text(text: str) -> str:
@@ -63,6 +66,24 @@ def tidy_text(text: str) -> str:
     while out and not out[-1]:
         out.pop()
     return "\n".join(out) + "\n"
+
+
+def field_row(label: str, value: object, width: int = 16) -> str:
+    """A field row of a text part: two spaces, the label and colon padded to `width`,
+    the value ("  Subject:   Printer"); tidy_text wraps a long value under itself."""
+    return f"  {label + ':':<{width}} {value}"
+
+
+_TH = (
+    '<tr><th style="text-align: left; vertical-align: top; padding: 0 1em 0.2em 0; '
+    'font-weight: normal; color: #555;">'
+)
+_TD = '</th><td style="padding: 0 0 0.2em 0;">'
+
+
+def html_row(label: str, value: object) -> str:
+    """A field row of an HTML part's table, escaped."""
+    return f"{_TH}{html.escape(str(label))}{_TD}{html.escape(str(value))}</td></tr>"
 
 
 def paragraphs(text: str) -> str:

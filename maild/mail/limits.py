@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from maild.mail.phrases import Phrase
+
 HEADER_SCAN_LIMIT = 64 * 1024 * 1024  # beyond this no header block is looked for
 
 
@@ -159,22 +161,22 @@ def trim_header_block(head: bytes, limits: ParseLimits) -> tuple[bytes, list[str
             cut = _cut_addresses(field, limits.max_addresses_per_header)
             if cut is not None:
                 field, extra = cut
-                notes.append(
-                    f"{name.decode('ascii', 'replace').title()}: {extra} address(es) beyond the "
-                    f"first {limits.max_addresses_per_header} were left out"
-                )
+                notes.append(Phrase("limits.addresses_cut", field=name.decode("ascii", "replace").title(),
+                                    count=extra, limit=limits.max_addresses_per_header))  # fmt: skip
         if len(field) > limits.max_header_bytes:
             if name in _KEY_FIELDS:
                 field = _cut_field(field, limits.max_header_bytes)
-                notes.append(f"{name.decode('ascii', 'replace').title()} header shortened to "
-                             f"{limits.max_header_bytes} bytes")  # fmt: skip
+                notes.append(Phrase("limits.header_shortened",
+                                    field=name.decode("ascii", "replace").title(),
+                                    limit=limits.max_header_bytes))  # fmt: skip
             else:
                 label = name.decode("ascii", "replace")[:40] or "(unnamed)"
                 dropped_long[label] = dropped_long.get(label, 0) + 1
                 continue
         kept.append((index, field))
     for label, count in dropped_long.items():
-        notes.append(f"{count} {label} header(s) over {limits.max_header_bytes} bytes dropped")
+        notes.append(Phrase("limits.headers_dropped", count=count, field=label,
+                            limit=limits.max_header_bytes))  # fmt: skip
     if too_many:
         budget_bytes = limits.max_header_block_bytes
         budget_fields = limits.max_header_fields
@@ -190,8 +192,8 @@ def trim_header_block(head: bytes, limits: ParseLimits) -> tuple[bytes, list[str
             size += len(field)
         dropped = len(kept) - len(chosen)
         if dropped:
-            notes.append(f"{dropped} header field(s) beyond the limit of "
-                         f"{budget_fields} fields / {budget_bytes} bytes dropped")  # fmt: skip
+            notes.append(Phrase("limits.fields_dropped", count=dropped, fields=budget_fields,
+                                limit=budget_bytes))  # fmt: skip
         kept = sorted(chosen)
     return b"".join(f for _i, f in kept), notes
 
@@ -242,10 +244,10 @@ def scan_structure(raw: bytes, limits: ParseLimits) -> _Structure:
             st.parts += 1
             st.depth = max(st.depth, depth)
             if st.depth > limits.max_mime_depth:
-                st.over = f"MIME nesting deeper than {limits.max_mime_depth}"
+                st.over = Phrase("limits.mime_depth", limit=limits.max_mime_depth)
                 return size
             if st.parts > limits.max_mime_parts:
-                st.over = f"more than {limits.max_mime_parts} MIME parts"
+                st.over = Phrase("limits.mime_parts", limit=limits.max_mime_parts)
                 return size
             head_end, body_start = header_end(raw, start, start + 256 * 1024)
             ctype, boundary = _part_type(raw[start:head_end])
@@ -334,17 +336,17 @@ def prescan(raw: bytes, limits: ParseLimits, *, force_salvage: bool = False) -> 
     """
     notes: list[str] = []
     if force_salvage:
-        notes.append("parsing the whole message took more CPU or memory than allowed")
+        notes.append(Phrase("limits.cpu"))
     too_big = len(raw) > limits.max_message_bytes
     if too_big:
-        notes.append(f"the message is larger than {limits.max_message_bytes} bytes")
+        notes.append(Phrase("limits.too_large", limit=limits.max_message_bytes))
     head, sep, body = split_header_block(raw)
     trimmed, head_notes = trim_header_block(head, limits)
     notes.extend(head_notes)
     st = scan_structure(raw, limits)
     salvage = force_salvage or too_big or bool(st.over)
     if st.over:
-        notes.append(f"the message has {st.over}")
+        notes.append(st.over)
     if not salvage:
         if not head_notes:
             return Prescan(raw, (), False, False)
@@ -357,8 +359,8 @@ def prescan(raw: bytes, limits: ParseLimits, *, force_salvage: bool = False) -> 
     ]
     keep_original = len(raw) <= limits.max_attachment_bytes
     if keep_original:
-        notes.append("its original is kept as the attachment original-message.eml")
+        notes.append(Phrase("limits.original_attached"))
     else:
-        notes.append("its original was too large to attach and is kept only by maild")
+        notes.append(Phrase("limits.original_kept"))
     new_raw = b"".join(outer) + b"MIME-Version: 1.0\r\n" + part_fields + b"\r\n" + text
     return Prescan(new_raw, tuple(notes), True, keep_original)

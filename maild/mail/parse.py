@@ -32,6 +32,7 @@ from maild.mail.bounce import BounceReport, analyse
 from maild.mail.htmltext import html_to_text
 from maild.mail.language import fold, load_languages, phrase_pattern
 from maild.mail.limits import ParseLimits, prescan
+from maild.mail.phrases import Phrase
 
 log = logging.getLogger(__name__)
 
@@ -368,13 +369,13 @@ def _limit_attachments(
     if big:
         out = [a for a in out if a.size <= limits.max_attachment_bytes]
         for a in big:
-            notes.append(f"attachment {a.filename} ({a.size} bytes) is larger than "
-                         f"{limits.max_attachment_bytes} bytes and was dropped")  # fmt: skip
+            notes.append(Phrase("limits.attachment_too_large", filename=a.filename, size=a.size,
+                                limit=limits.max_attachment_bytes))  # fmt: skip
     if len(out) > limits.max_attachments:
         extra = out[limits.max_attachments :]
         out = out[: limits.max_attachments]
-        notes.append(f"{len(extra)} attachment(s) beyond the first {limits.max_attachments} "
-                     f"were dropped")  # fmt: skip
+        notes.append(Phrase("limits.attachments_dropped", count=len(extra),
+                            limit=limits.max_attachments))  # fmt: skip
     return out, notes, body
 
 

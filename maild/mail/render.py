@@ -13,7 +13,6 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,13 @@ import markupsafe
 
 from maild.config.settings import Settings
 from maild.errors import ConfigError
-from maild.mail.dates import PARTS, Part, format_span, format_when
-from maild.mail.layout import paragraphs, tidy_text
+from maild.mail.dates import PARTS, Part, format_span, format_when, set_styles, styles_from
+from maild.mail.language import builtin_templates_dir, load_languages, spoken_languages
+from maild.mail.layout import field_row, html_row, paragraphs, tidy_text
+from maild.mail.phrases import in_language
 
-__all__ = ["TEMPLATES", "Rendered", "Renderer", "builtin_templates_dir", "format_when"]
+__all__ = ["TEMPLATES", "Rendered", "Renderer", "builtin_templates_dir", "format_when",
+           "spoken_languages"]  # fmt: skip
 
 # Every message template maild renders. Each must exist in English (the
 # fallback of every language) as NAME.subject.j2 and NAME.txt.j2; the HTML part
@@ -36,20 +38,6 @@ TEMPLATES = (
     "agent_update", "alert", "closed", "escalated", "limits", "meeting", "regulator_reminder",
     "reply", "resolved", "sla_breach", "sla_warning", "status", "waiting_reminder",
 )  # fmt: skip
-
-
-def builtin_templates_dir() -> Path:
-    """The built-in templates: inside the installed package, else the checkout's ``templates/``.
-
-    A wheel carries the top-level ``templates/`` folder as ``maild/templates``
-    (pyproject's force-include), so this works from a wheel, ``pip install
-    --user`` or ``--target``, and pipx alike; a checkout (editable install)
-    has them beside the package.
-    """
-    packaged = resources.files("maild") / "templates"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "templates"
 
 
 @dataclass(frozen=True)
@@ -83,17 +71,45 @@ class _Template(jinja2.Template):
 
 
 class Renderer:
-    def __init__(self, override_dir: Path | None = None, timezone: str = "UTC") -> None:
+    def __init__(
+        self,
+        override_dir: Path | None = None,
+        timezone: str = "UTC",
+        languages_dir: Path | None = None,
+    ) -> None:
         self._override_dir = override_dir
         self._timezone = timezone
+        self._languages_dir = languages_dir
         self._lock = threading.Lock()
         self._env = self._build()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
-        return cls(settings.templates.directory, settings.helpdesk.timezone)
+        """The renderer for `settings`; a `ConfigError` when a configured language
+        (helpdesk.default_language, tiers.language, an agent's) has no templates."""
+        renderer = cls(
+            settings.templates.directory, settings.helpdesk.timezone, settings.languages.directory
+        )
+        configured = [
+            ("helpdesk.default_language", settings.helpdesk.default_language),
+            ("tiers.language", settings.tiers.language),
+            *((f"agents[{i}].language", a.language) for i, a in enumerate(settings.agents)),
+        ]
+        for key, code in configured:
+            if code and code not in renderer.languages:
+                raise ConfigError(key, f"maild has no templates in {code!r} (it writes "
+                                  f"{', '.join(renderer.languages)})")  # fmt: skip
+        return renderer
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The languages maild writes mail in (a template folder each)."""
+        return spoken_languages(self._override_dir)
 
     def _build(self) -> jinja2.Environment:
+        spoken_languages.cache_clear()  # a reload may bring a new language folder
+        self._languages = load_languages(self._languages_dir)
+        set_styles(styles_from(self._languages))
         paths = [str(p) for p in (self._override_dir, builtin_templates_dir()) if p is not None]
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(paths),
@@ -114,6 +130,8 @@ class Renderer:
                 start, end, self._timezone, template_language(ctx.name)
             )
         )
+        env.globals["field_row"] = field_row
+        env.globals["html_row"] = lambda label, value: markupsafe.Markup(html_row(label, value))
         env.filters["paragraphs"] = lambda text: markupsafe.Markup(paragraphs(str(text)))
         env.filters["say"] = jinja2.pass_context(lambda ctx, value: self._say(ctx, value))
         # Compile everything now: a broken template fails at start, not per message.
@@ -153,7 +171,7 @@ class Renderer:
     def _say(self, ctx: jinja2.runtime.Context, value: Any) -> str:
         """``{{ note|say }}``: a sentence maild made (a limits note, a command error) in
         the template's language; any other value as it is."""
-        return str(value)
+        return in_language(value, template_language(ctx.name), self._timezone, self._languages)
 
     def reload(self) -> None:
         env = self._build()

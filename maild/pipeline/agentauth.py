@@ -31,6 +31,7 @@ from email.header import decode_header, make_header
 from maild.addresses import is_valid_address, normalize_address
 from maild.config.settings import Settings
 from maild.mail.parse import ParsedMessage
+from maild.mail.phrases import Phrase
 from maild.mail.replyaddr import ReplyToken
 from maild.pipeline.directory import EMPTY, AgentEntry, Directory
 
@@ -63,33 +64,33 @@ def strict_from(msg: ParsedMessage) -> tuple[str | None, str]:
     """The one plain address of the From field, or (None, why it is not acceptable)."""
     values = msg.headers.get("from", ())
     if len(values) != 1:
-        return None, f"the mail has {len(values)} From fields"
+        return None, Phrase("auth.from_count", count=len(values))
     value = values[0].strip()
     if "<" in value or ">" in value:
         m = re.fullmatch(r"(?P<display>[^<>]*)<(?P<addr>[^<>]*)>", value)
         if m is None:
-            return None, "the From field holds more than one address"
+            return None, Phrase("auth.from_many")
         display, addr = m.group("display").strip(), m.group("addr").strip()
         if display and not (_QUOTED_DISPLAY.match(display) or _PLAIN_DISPLAY.match(display)):
-            return None, "the From field holds more than one address or a malformed name"
+            return None, Phrase("auth.from_malformed")
         shown = _decoded(display)
         if "@" in shown or "<" in shown or ">" in shown:
-            return None, f"the From name {shown!r} poses as an address"
+            return None, Phrase("auth.from_poses", name=shown)
     else:
         addr = value
         if "," in addr or ";" in addr:
-            return None, "the From field holds more than one address"
+            return None, Phrase("auth.from_many")
         if not re.fullmatch(r"[^\s,;:()\"<>]+", addr):
-            return None, "the From field is not a single plain address"
+            return None, Phrase("auth.from_not_plain")
     if not is_valid_address(addr):
-        return None, f"the From address {addr!r} is not a plain ASCII address"
+        return None, Phrase("auth.from_not_ascii", address=addr)
     email = normalize_address(addr)
     senders = msg.headers.get("sender", ())
     for sender in senders:
         m = re.search(r"<([^<>]*)>", sender)
         other = normalize_address(m.group(1) if m else sender)
         if other != email:
-            return None, f"it was sent on behalf of the From by {other}"
+            return None, Phrase("auth.on_behalf", other=other)
     return email, ""
 
 
@@ -163,16 +164,14 @@ def authentication_results(msg: ParsedMessage, settings: Settings, email: str) -
             if r.method == "dmarc" and _aligned(domain, r.props.get("header.from", domain)):
                 return True, ""
         verdicts.append(", ".join(f"{r.method}={r.result}" for r in results) or "no results")
-    why = []
     if verdicts:
-        why.append(f"our mail server found no {'/'.join(am.authentication_methods).upper()} "
-                   f"pass for {domain} ({'; '.join(verdicts)})")  # fmt: skip
+        why = Phrase("auth.no_pass", methods="/".join(am.authentication_methods).upper(),
+                     domain=domain, verdicts="; ".join(verdicts))  # fmt: skip
     else:
-        why.append("our mail server's Authentication-Results header is missing")
+        why = Phrase("auth.missing")
     if outside:
-        why.append(f"an Authentication-Results header claiming to be from {outside[0]} "
-                   "came from outside and was ignored")  # fmt: skip
-    return False, "; ".join(why)
+        why = Phrase("auth.both", first=why, second=Phrase("auth.outside", authserv=outside[0]))
+    return False, why
 
 
 # --- the verdict ---------------------------------------------------------------------------
@@ -201,30 +200,27 @@ def check(
         return None  # an agent who is the requester of this ticket writes as a requester
     reasons: list[str] = []
     if token is None:
-        reasons.append("it was not sent to your personal reply address for this ticket "
-                       "(reply to a notification from maild)")  # fmt: skip
+        reasons.append(Phrase("auth.not_personal"))
     elif not token.valid:
-        reasons.append("its reply address was not issued by maild (the signature does not match)")
+        reasons.append(Phrase("auth.bad_signature"))
     else:
         if token.expired(now):
-            reasons.append(f"its reply address expired on {token.expires:%Y-%m-%d}; "
-                           "reply to a newer notification")  # fmt: skip
+            reasons.append(Phrase("auth.expired", expires=token.expires))
         if ticket_id is not None and token.ticket != ticket_id:
-            reasons.append(f"its reply address belongs to ticket #{token.ticket}")
+            reasons.append(Phrase("auth.other_ticket", ticket=token.ticket))
         if owner is None:
-            reasons.append("its reply address belongs to an agent no longer in the directory")
+            reasons.append(Phrase("auth.gone_agent"))
     if lookalike is not None:
-        reasons.append(f"the sender {sender} only looks like {lookalike.email}")
+        reasons.append(Phrase("auth.lookalike", sender=sender, agent=lookalike.email))
     elif claimed is None and sender:
-        reasons.append(f"it is from {sender}, not from an agent")
+        reasons.append(Phrase("auth.not_agent", sender=sender))
     if owner is not None and claimed is not None and owner.id != claimed.id:
-        reasons.append(f"the reply address was issued to {owner.email}, "
-                       f"but the mail says it is from {claimed.email}")  # fmt: skip
+        reasons.append(Phrase("auth.owner", owner=owner.email, claimed=claimed.email))
     strict, why = strict_from(msg)
     if why:
         reasons.append(why)
     elif claimed is not None and strict != claimed.email:
-        reasons.append(f"the From address {strict} is not {claimed.email}")
+        reasons.append(Phrase("auth.from_mismatch", address=strict, claimed=claimed.email))
     if not reasons and claimed is not None and settings.agent_mail.require_authentication_results:
         ok, why = authentication_results(msg, settings, claimed.email)
         if not ok:

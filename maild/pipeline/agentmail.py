@@ -30,6 +30,7 @@ from typing import Any
 from maild.config.settings import Settings
 from maild.mail import quotes
 from maild.mail.parse import Address, ParsedMessage
+from maild.mail.phrases import Phrase
 from maild.pipeline import commands
 from maild.pipeline.agentauth import AgentCheck
 from maild.pipeline.correlate import Facts, TicketFacts
@@ -79,7 +80,7 @@ def decide(
     text = "" if block.internal else public_text(said, agent, settings, inbound)
     errors = list(block.errors)
     if not errors and not block.commands and not text:
-        errors.append("the reply has no text of its own (only quoted mail) and no commands")
+        errors.append(Phrase("commands.empty"))
     if errors:
         return Decision(
             Outcome.APPENDED, f"agent reply from {agent.email} refused: {errors[0]}", **base,

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from maild.mail.phrases import Phrase
 from maild.pipeline.directory import Directory
 
 MAX_COMMANDS = 20
@@ -41,22 +42,10 @@ STATUSES = ("open", "in_progress", "escalated", "pending_user", "resolved", "clo
 NAMES = ("status", "priority", "assign", "take", "escalate", "category", "type", "resolve",
          "close", "reopen", "note", "meeting", "link", "helpful")  # fmt: skip
 # The syntax of each, as the agent is shown it when a command is refused.
-SYNTAX = (
-    "#status open|in_progress|escalated|pending_user|resolved|closed",
-    "#priority P1|P2|P3|P4",
-    "#assign <agent address or name>",
-    "#take",
-    "#escalate [tier]",
-    "#category <category>",
-    "#type incident|request",
-    "#resolve [note to the requester]",
-    "#close [note to the requester]",
-    "#reopen [note]",
-    "#note [text]",
-    "#meeting YYYY-MM-DD HH:MM[-HH:MM] [https://link]",
-    "#link <ticket number>",
-    "#helpful <number of the past fix that helped>",
-)
+SYNTAX = tuple(Phrase(f"syntax.{name}") for name in (
+    "status", "priority", "assign", "take", "escalate", "category", "type", "resolve", "close",
+    "reopen", "note", "meeting", "link", "helpful",
+))  # fmt: skip
 _HEADER_LIKE = re.compile(
     r"^(?:to|cc|bcc|from|reply-to|subject|sender|date|content-type|content-transfer-encoding"
     r"|mime-version|message-id|return-path|received|x-[a-z0-9-]+)\s*:",
@@ -88,7 +77,7 @@ class Meeting:
 @dataclass(frozen=True)
 class CommandBlock:
     commands: tuple[Command, ...]
-    errors: tuple[str, ...]  # one sentence per refused line
+    errors: tuple[str, ...]  # one sentence per refused line (a `Phrase`)
     body: str  # the text after the command lines
 
     @property
@@ -119,9 +108,7 @@ def parse(
             i += 1
             continue
         if previous_was_command and _HEADER_LIKE.match(line):
-            errors.append(f"the header-like line {line[:60]!r} follows a command: was a line "
-                          "break smuggled into a command value? Put a blank line between the "
-                          "commands and your text")  # fmt: skip
+            errors.append(Phrase("commands.header_like", line=_shown(line[:60])))
             previous_was_command = False
             i += 1
             continue
@@ -130,15 +117,15 @@ def parse(
         i += 1
         previous_was_command = True
         if len(commands) + len(errors) >= MAX_COMMANDS:
-            errors.append(f"more than {MAX_COMMANDS} commands in one reply")
+            errors.append(Phrase("commands.too_many", limit=MAX_COMMANDS))
             continue
         if _bad_chars(raw) or len(line) > MAX_LINE:
-            errors.append(f"{_shown(line)}: the line carries control characters or is too long")
+            errors.append(Phrase("commands.bad_line", line=_shown(line)))
             continue
         try:
             commands.append(_parse_one(line, directory, now, timezone, meeting_minutes))
         except ValueError as exc:
-            errors.append(f"{_shown(line)}: {exc}")
+            errors.append(Phrase("commands.refused", line=_shown(line), reason=exc.args[0]))
     body = "\n".join(lines[i:]).strip("\n")
     return CommandBlock(tuple(commands), tuple(errors), body)
 
@@ -155,46 +142,46 @@ def _parse_one(
     name = word.lower()
     arg = " ".join(arg.split())
     if name not in NAMES:
-        raise ValueError(f"unknown command #{word}")
+        raise ValueError(Phrase("commands.unknown", word=word))
     if name == "status":
         status = arg.lower().replace(" ", "_").replace("-", "_")
         if status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+            raise ValueError(Phrase("commands.status", choices=", ".join(STATUSES)))
         return Command(name, line, status)
     if name == "priority":
         text = arg.upper().removeprefix("P")
         if text not in ("1", "2", "3", "4"):
-            raise ValueError("priority must be P1, P2, P3 or P4")
+            raise ValueError(Phrase("commands.priority"))
         return Command(name, line, int(text))
     if name == "assign":
         agent = directory.find(arg)
         if agent is None:
-            raise ValueError(f"no single active agent is called {arg!r}" if arg else
-                             "name the agent: #assign <address or name>")  # fmt: skip
+            raise ValueError(Phrase("commands.no_agent", name=arg) if arg else
+                             Phrase("commands.assign_whom"))  # fmt: skip
         return Command(name, line, agent.email)
     if name == "take" and arg:
-        raise ValueError("#take takes no argument")
+        raise ValueError(Phrase("commands.take_argument"))
     if name == "escalate":
         if not arg:
             return Command(name, line, None)
         tier = arg.lower().removeprefix("tier").strip().removeprefix("t")
         if tier not in ("1", "2", "3"):
-            raise ValueError("the tier must be 1, 2 or 3")
+            raise ValueError(Phrase("commands.tier"))
         return Command(name, line, int(tier))
     if name == "category":
         if not _CATEGORY.match(arg.lower()):
-            raise ValueError("name one category, e.g. #category network")
+            raise ValueError(Phrase("commands.category"))
         return Command(name, line, arg.lower())
     if name == "type":
         if arg.lower() not in ("incident", "request"):
-            raise ValueError("type must be incident or request")
+            raise ValueError(Phrase("commands.type"))
         return Command(name, line, arg.lower())
     if name == "meeting":
         return Command(name, line, _meeting(arg, now, timezone, minutes))
     if name in ("link", "helpful"):
         number = arg.removeprefix("#")
         if not number.isdigit() or len(number) > 12:
-            raise ValueError(f"name the ticket by its number, e.g. #{name} 123")
+            raise ValueError(Phrase("commands.number", command=name))
         return Command(name, line, int(number))
     return Command(name, line, arg)  # take, resolve, close, reopen, note: free text
 
@@ -202,7 +189,7 @@ def _parse_one(
 def _meeting(arg: str, now: datetime, timezone: str, minutes: int) -> Meeting:
     m = _WHEN.match(arg)
     if m is None:
-        raise ValueError("write the time as YYYY-MM-DD HH:MM[-HH:MM], then an optional link")
+        raise ValueError(Phrase("commands.meeting_format"))
     iy, im, id_, fd, fm, fy, h, mi, eh, em, link = m.groups()
     year, month, day = (iy, im, id_) if iy else (fy, fm, fd)
     zone = ZoneInfo(timezone)
@@ -211,13 +198,15 @@ def _meeting(arg: str, now: datetime, timezone: str, minutes: int) -> Meeting:
         end = (start.replace(hour=int(eh), minute=int(em)) if eh
                else start + timedelta(minutes=minutes))  # fmt: skip
     except ValueError:
-        raise ValueError(f"{arg.split()[0]} {h}:{mi} is not a date and time") from None
+        raise ValueError(
+            Phrase("commands.meeting_time", when=f"{arg.split()[0]} {h}:{mi}")
+        ) from None
     if end <= start:
-        raise ValueError("the meeting must end after it starts")
+        raise ValueError(Phrase("commands.meeting_order"))
     if start.astimezone(UTC) < now:
-        raise ValueError("the meeting time is in the past")
+        raise ValueError(Phrase("commands.meeting_past"))
     if start.astimezone(UTC) > now + timedelta(days=366):
-        raise ValueError("the meeting time is more than a year away")
+        raise ValueError(Phrase("commands.meeting_far"))
     if link and not _LINK.match(link):
-        raise ValueError("the link must be one http(s) address")
+        raise ValueError(Phrase("commands.meeting_link"))
     return Meeting(start.astimezone(UTC), end.astimezone(UTC), link or "")

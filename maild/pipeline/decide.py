@@ -18,6 +18,7 @@ from typing import Any
 from maild.addresses import ServedAddresses, is_valid_address, normalize_address, split_plus
 from maild.config.settings import Settings
 from maild.mail.language import choose as choose_language
+from maild.mail.language import spoken_languages
 from maild.mail.parse import Address, ParsedMessage
 from maild.mail.quotes import phrases, strip_reply
 from maild.pipeline import agentauth, agentmail, notices
@@ -403,9 +404,11 @@ def _new_ticket(
     rules = rules or Rulebook.from_settings(settings)
     triage = classify(msg, inbound.recipient, settings, rules)
     triage = apply_mailbox_defaults(triage, inbound.mailbox, settings)
-    language, language_source = choose_language(facts.sender_language, msg.language,
-                                                f"{msg.subject}\n{msg.text}",
-                                                settings.helpdesk.default_language)  # fmt: skip
+    language, language_source = choose_language(
+        facts.sender_language, msg.language, f"{msg.subject}\n{msg.text}",
+        settings.helpdesk.default_language, spoken_languages(settings.templates.directory),
+        settings.languages.directory,
+    )  # fmt: skip
     policy = SlaPolicy.from_settings(settings)
     clock = policy.start(triage.priority, now)
     due = clock.first_response_due
@@ -465,6 +468,7 @@ def _new_ticket(
                 "resolution_due": clock.resolution_due,
                 "parent_id": parent.id if parent else None,
                 "questions": list(rules.questions(triage.category, language)),
+                "advice": list(rules.advice(triage.category, language)),
                 "security": triage.security,
                 "hierarchical": hierarchical,
                 "notes": list(msg.notes),

@@ -1,13 +1,19 @@
 """Triage (DESIGN §6): type, category, impact, urgency, priority, tier.
 
 Rule-driven and pure. A `Rulebook` is compiled once (at start, and again on
-SIGHUP) from the built-in rules (``maild/pipeline/rules/triage.toml``, English and
-Finnish) and the admin's ``triage.rules_file``; `classify` scores a message
-against it:
+SIGHUP) from the built-in rules and the admin's ``triage.rules_file``. The
+built-in rules are ``maild/pipeline/rules/triage.toml`` (the rules, their
+flags and the patterns every language shares) and one file per language,
+``rules/<code>.toml`` (``en.toml``, ``fi.toml``, ``sv.toml``: that language's
+words, and the questions and advice the acknowledgement gives in it), merged
+into the rule of the same name: adding a language is adding its file.
+`classify` scores a message against them:
 
 - **type**: incident vs service request, the family with more hits;
 - **category**: the best-scoring category (a security category wins
-  whenever it scores); a category may force type, priority and tier;
+  whenever it scores); a category may force type, priority and tier. A
+  rule's ``unless`` patterns count against it: "phishing" scores for
+  security, "phishing awareness training" does not;
 - **impact** (1 many users, 2 a team, 3 one user) and **urgency** (1 high,
   2 normal, 3 low; VIP senders are high) give the **priority** through
   ``triage.priority_matrix``;
@@ -24,7 +30,7 @@ import re
 import tomllib
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -34,7 +40,8 @@ from maild.errors import ConfigError
 from maild.mail.parse import ParsedMessage
 from maild.store.states import TicketType
 
-BUILTIN_RULES = Path(__file__).with_name("rules") / "triage.toml"
+RULES_DIR = Path(__file__).with_name("rules")
+BUILTIN_RULES = RULES_DIR / "triage.toml"
 MAX_PATTERN_CHARS = 300
 SUBJECT_WEIGHT = 2
 ADDRESS_WEIGHT = 10
@@ -64,6 +71,10 @@ class Rule:
     priority: int | None = None
     tier: int | None = None
     questions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Patterns that count against the rule (routine or training context).
+    unless: tuple[str, ...] = ()
+    # Instructions the acknowledgement gives before the questions, per language.
+    advice: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class Family:
@@ -79,23 +90,25 @@ class Family:
         self.name = name
         self.rules = tuple(rules)
         self._patterns = [
-            (r_index, _anchors(p), re.compile(_without_boundaries(p)), re.compile(p))
+            (r_index, _anchors(p), re.compile(_without_boundaries(p)), re.compile(p), sign)
             for r_index, rule in enumerate(self.rules)
-            for p in rule.patterns
+            for sign, patterns in ((1, rule.patterns), (-1, rule.unless))
+            for p in patterns
         ]
-        self._all_anchors = tuple({a for _, anchors, _, _ in self._patterns for a in anchors})
+        self._all_anchors = tuple({a for _, anchors, _, _, _ in self._patterns for a in anchors})
         # Only patterns one of whose anchors occurs in a text can match it: index
         # them by anchor, so a message looks at a handful of patterns, not all.
         self._by_anchor: dict[str, list[int]] = {}
         self._unanchored: list[int] = []
-        for index, (_, anchors, _, _) in enumerate(self._patterns):
+        for index, (_, anchors, _, _, _) in enumerate(self._patterns):
             if not anchors:
                 self._unanchored.append(index)
             for a in anchors:
                 self._by_anchor.setdefault(a, []).append(index)
 
     def scores(self, subject: str, body: str, recipient: str, sender: str) -> list[int]:
-        """Points per rule: 2 per pattern found in the subject, else 1 if in the body.
+        """Points per rule: 2 per pattern found in the subject, else 1 if in the body;
+        an ``unless`` pattern found takes as many away.
 
         `subject` and `body` must be lower case (see `classify`).
         """
@@ -107,11 +120,11 @@ class Family:
         for a in in_subject | in_body:
             candidates.update(self._by_anchor[a])
         for index in sorted(candidates):
-            r_index, anchors, fast, exact = self._patterns[index]
+            r_index, anchors, fast, exact, sign = self._patterns[index]
             if subject and _found(anchors, in_subject, fast, exact, subject):
-                out[r_index] += SUBJECT_WEIGHT
+                out[r_index] += sign * SUBJECT_WEIGHT
             elif body and _found(anchors, in_body, fast, exact, body):
-                out[r_index] += 1
+                out[r_index] += sign
         domain = "@" + sender.rpartition("@")[2]
         for r_index, rule in enumerate(self.rules):
             if recipient and recipient in rule.addresses:
@@ -259,6 +272,13 @@ class Rulebook:
             return ()
         return rule.questions.get(language) or rule.questions.get("en") or ()
 
+    def advice(self, category: str, language: str) -> tuple[str, ...]:
+        """What the requester should do at once (before any question), in `language`."""
+        rule = self.category(category)
+        if rule is None:
+            return ()
+        return rule.advice.get(language) or rule.advice.get("en") or ()
+
     def is_security(self, category: str) -> bool:
         rule = self.category(category)
         return bool(rule and rule.security)
@@ -351,28 +371,65 @@ def classify_with(rules: Rulebook, msg: ParsedMessage, recipient: str | None) ->
 # --- compiling --------------------------------------------------------------------
 
 
+def language_rule_files() -> list[Path]:
+    """The built-in rules of each language: ``rules/<code>.toml`` beside ``triage.toml``."""
+    return sorted(p for p in RULES_DIR.glob("*.toml") if p != BUILTIN_RULES)
+
+
+def _read_families(path: Path, key: str) -> dict[str, list[Rule]]:
+    table = _load(path, key)
+    unknown = set(table) - set(FAMILIES)
+    if unknown:
+        raise ConfigError(key, f"{path}: unknown rule family {sorted(unknown)[0]!r}")
+    families: dict[str, list[Rule]] = {f: [] for f in FAMILIES}
+    for family in FAMILIES:
+        entries = table.get(family, [])
+        if not isinstance(entries, list):
+            raise ConfigError(key, f"{path}: [{family}] must be an array of tables ([[{family}]])")
+        for i, entry in enumerate(entries):
+            families[family].append(_rule(family, entry, f"{path}: {family}[{i}]", key))
+    return families
+
+
+def _merged(base: Rule, more: Rule, where: str, key: str) -> Rule:
+    """A language's words for a rule added to the rule (its flags stay the base's)."""
+    if more.security or (more.type, more.priority, more.tier) != (None, None, None):
+        raise ConfigError(key, f"{where}: a language's rules add words; set security, type, "
+                          "priority and tier in triage.toml")  # fmt: skip
+    return replace(
+        base,
+        patterns=base.patterns + more.patterns,
+        unless=base.unless + more.unless,
+        addresses=base.addresses | more.addresses,
+        senders=base.senders | more.senders,
+        questions={**base.questions, **more.questions},
+        advice={**base.advice, **more.advice},
+    )
+
+
 @lru_cache(maxsize=4)
 def compile_rules(ts: TriageSettings) -> Rulebook:
     """Compile built-in and admin rules (cached per settings; see `reload_rules`)."""
-    tables: list[tuple[str, dict[str, Any]]] = []
-    if ts.rules_file is not None:
-        tables.append((str(ts.rules_file), _load(ts.rules_file, "triage.rules_file")))
-    if ts.builtin_rules:
-        tables.append((str(BUILTIN_RULES), _load(BUILTIN_RULES, "triage.builtin_rules")))
     families: dict[str, list[Rule]] = {f: [] for f in FAMILIES}
     key = "triage.rules_file" if ts.rules_file is not None else "triage.builtin_rules"
-    for source, table in tables:
-        unknown = set(table) - set(FAMILIES)
-        if unknown:
-            raise ConfigError(key, f"{source}: unknown rule family {sorted(unknown)[0]!r}")
-        for family in FAMILIES:
-            entries = table.get(family, [])
-            if not isinstance(entries, list):
-                raise ConfigError(
-                    key, f"{source}: [{family}] must be an array of tables ([[{family}]])"
-                )
-            for i, entry in enumerate(entries):
-                families[family].append(_rule(family, entry, f"{source}: {family}[{i}]", key))
+    if ts.rules_file is not None:
+        for family, rules in _read_families(ts.rules_file, "triage.rules_file").items():
+            families[family].extend(rules)
+    if ts.builtin_rules:
+        builtin = _read_families(BUILTIN_RULES, "triage.builtin_rules")
+        for path in language_rule_files():
+            for family, rules in _read_families(path, "triage.builtin_rules").items():
+                named = {r.name: i for i, r in enumerate(builtin[family])}
+                for rule in rules:
+                    if rule.name in named:
+                        i = named[rule.name]
+                        where = f"{path}: {family} {rule.name!r}"
+                        builtin[family][i] = _merged(builtin[family][i], rule, where,
+                                                     "triage.builtin_rules")  # fmt: skip
+                    else:
+                        builtin[family].append(rule)
+        for family, rules in builtin.items():
+            families[family].extend(rules)
     # An admin category replaces the built-in category of the same name.
     seen: set[str] = set()
     categories = []
@@ -413,7 +470,7 @@ def _load(path: Path, key: str) -> dict[str, Any]:
 
 
 _FAMILY_KEYS = {
-    "type": {"name", "patterns", "addresses", "senders"},
+    "type": {"name", "patterns", "unless", "addresses", "senders"},
     "category": {
         "name",
         "patterns",
@@ -424,9 +481,11 @@ _FAMILY_KEYS = {
         "priority",
         "tier",
         "questions",
+        "unless",
+        "advice",
     },  # fmt: skip
-    "impact": {"level", "patterns", "addresses", "senders"},
-    "urgency": {"level", "patterns", "addresses", "senders"},
+    "impact": {"level", "patterns", "unless", "addresses", "senders"},
+    "urgency": {"level", "patterns", "unless", "addresses", "senders"},
 }
 _LEVELS = {"impact": (1, 2), "urgency": (1, 3)}
 
@@ -450,7 +509,8 @@ def _rule(family: str, entry: Any, where: str, key: str) -> Rule:
         if family == "type" and name not in ("incident", "request"):
             raise ConfigError(key, f"{where}: type name must be 'incident' or 'request'")
     patterns = tuple(_strings(entry.get("patterns", []), where, "patterns", key))
-    for pattern in patterns:
+    unless = tuple(_strings(entry.get("unless", []), where, "unless", key))
+    for pattern in (*patterns, *unless):
         _check_pattern(pattern, where, key)
     forced_type = entry.get("type")
     if forced_type is not None and forced_type not in ("incident", "request"):
@@ -463,6 +523,9 @@ def _rule(family: str, entry: Any, where: str, key: str) -> Rule:
     questions = entry.get("questions", {})
     if not isinstance(questions, dict):
         raise ConfigError(key, f"{where}: questions must be a table (questions.en = [...])")
+    advice = entry.get("advice", {})
+    if not isinstance(advice, dict):
+        raise ConfigError(key, f"{where}: advice must be a table (advice.en = [...])")
     return Rule(
         name=name,
         patterns=patterns,
@@ -480,6 +543,10 @@ def _rule(family: str, entry: Any, where: str, key: str) -> Rule:
             lang: tuple(_strings(q, where, f"questions.{lang}", key))
             for lang, q in questions.items()
         },  # fmt: skip
+        unless=unless,
+        advice={
+            lang: tuple(_strings(a, where, f"advice.{lang}", key)) for lang, a in advice.items()
+        },
     )
 
 

@@ -8,9 +8,12 @@ import resource
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+
+from maild.mail.dates import format_when
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -176,6 +179,12 @@ def test_views_json_shapes(config):
     assert box[0]["status"] == "sent" and box[0]["ticket"] == t["number"]
     text = maild(config, "ticket", "show", str(t["number"])).stdout.decode()
     assert f"Ticket #{t['number']}" in text and "[attachment]" in text
+    # Times in the text form are the desk's, written as the mail writes them.
+    helsinki = maild(config, "ticket", "show", str(t["number"]),
+                     env={"MAILD_HELPDESK__TIMEZONE": "Europe/Helsinki"}).stdout.decode()  # fmt: skip
+    due = datetime.fromisoformat(t["first_response_due"])
+    assert f"first response due {format_when(due, 'Europe/Helsinki')}" in helsinki
+    assert " EET" in helsinki or " EEST" in helsinki
     missing = maild(config, "ticket", "show", "999")
     assert missing.returncode == 66 and b"no ticket #999" in missing.stderr
     assert maild(config, "tickets", "list", "--status", "closed", "--json").stdout.strip() == b"[]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -183,6 +184,11 @@ def test_report_html_shows_the_figures(db_url, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["tickets"] == 0
     assert cli.main(["--config", str(cfg), "report"]) == 0
     assert "P3" in capsys.readouterr().out
+    # Times as the mail writes them, in the desk's zone, not ISO.
+    assert cli.main(["--config", str(cfg), "report", "--since", "2026-12-01"]) == 0
+    first = capsys.readouterr().out.split("\n")[0]
+    assert first.startswith("maild report, ") and "tickets created since 1 December 2026" in first
+    assert not re.search(r"\d{4}-\d\d-\d\d", first)
 
 
 def test_ticket_commands_from_the_cli(sqlite_url, tmp_path, capsys):

@@ -28,7 +28,7 @@ def test_agents_are_read_and_normalised():
         ({"agents": [{"email": "a@example.com"}, {"email": "A@example.com"}]}, "agents[1].email"),
         ({"agents": [{"email": "a@example.com", "tier": 4}]}, "agents[0].tier"),
         ({"agents": [{"email": "a@example.com", "groups": ["Bad Group"]}]}, "agents[0].groups"),
-        ({"agents": [{"email": "a@example.com", "language": "de"}]}, "agents[0].language"),
+        ({"agents": [{"email": "a@example.com", "language": "German"}]}, "agents[0].language"),
         ({"agents": [{"email": "a@example.com", "name": "two\nlines"}]}, "agents[0].name"),
         ({"agents": [{"email": "a@example.com", "colour": "red"}]}, "agents[0].colour"),
         ({"agents": [{"email": "help@example.com"}]}, "agents[0].email"),  # our own address
@@ -53,3 +53,21 @@ def test_agents_cannot_come_from_the_environment():
     with pytest.raises(ConfigError) as info:
         settings_from_mapping({}, {"agents": {"email": "a@example.com"}})
     assert info.value.key == "agents"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"agents": [{"email": "a@example.com", "language": "de"}]}, "agents[0].language"),
+        ({"helpdesk": {"default_language": "de"}}, "helpdesk.default_language"),
+        ({"tiers": {"language": "de"}}, "tiers.language"),
+    ],
+)
+def test_a_language_maild_has_no_templates_for_stops_it_at_start(raw, key):
+    """A language is a folder of templates: config names a language, the templates decide."""
+    from maild.mail.render import Renderer
+
+    settings = settings_from_mapping(raw)  # a well-formed language code
+    with pytest.raises(ConfigError) as info:
+        Renderer.from_settings(settings)
+    assert info.value.key == key and "'de'" in str(info.value)

@@ -75,7 +75,8 @@ def test_out_of_office_text_counts_only_in_answers_to_our_mail():
 def test_person_mail_answering_us_is_not_mistaken_for_an_auto_reply():
     """The labelled triage corpus: every message, as a reply to our mail, stays a person."""
     for path in sorted((FIXTURES / "triage").glob("*.toml")):
-        for case in tomllib.loads(path.read_text())["message"]:
+        table = tomllib.loads(path.read_text())
+        for case in table.get("message", []) + table.get("case", []):  # labelled.toml: [[case]]
             msg = parse(make_message(subject=f"Re: [#2] {case['subject']}", body=case["body"],
                                      references="<x1@helpdesk.example.com>"))  # fmt: skip
             assert screen(msg, ENV, SETTINGS).verdict == Verdict.PERSON, case["subject"]

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from maild.mail.phrases import Phrase
 from maild.mail.render import TEMPLATES, Renderer, builtin_templates_dir
+from maild.pipeline.commands import SYNTAX
 
 LANGUAGES = sorted(
     p.name for p in builtin_templates_dir().iterdir() if (p / "ack.txt.j2").is_file()
@@ -70,6 +72,8 @@ ENGLISH = frozenset(
         "status",
     ]
 )
+# ... except where the word is the language's own ("status" is Swedish too).
+OWN_WORDS = {"sv": {"status"}}
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 RUN_ON = re.compile(r"[a-zåäö0-9)\"][.!?:][A-ZÅÄÖ][a-zåäö]")
 
@@ -99,10 +103,20 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
         "resolution_due": ticket.resolution_due,
         "parent_id": 4100,
         "questions": ["?"] if False else [],
-        "advice": [],
         "security": security,
         "hierarchical": variant == "p1",
-        "notes": [],
+        "notes": [
+            Phrase(
+                "limits.attachment_too_large",
+                filename="scan.pdf",
+                size=31_000_000,
+                limit=20 * 1024 * 1024,
+            ),
+            Phrase("limits.attachments_dropped", count=2, limit=100),
+            Phrase("limits.original_attached"),
+        ]
+        if variant == "notes"
+        else [],  # fmt: skip
         "role": "hierarchical" if variant == "p1" else "tier",
         "restricted": security and template in AGENT_TEMPLATES,
         "event": "pending_user",
@@ -125,14 +139,33 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
             {"label": "reply", "changes": []},
         ],  # fmt: skip
         "replied": True,
-        "errors": [],
-        "syntax": [],
+        "errors": [
+            Phrase("commands.refused", line="#priority P9", reason=Phrase("commands.priority")),
+            Phrase(
+                "commands.step",
+                step=Phrase("commands.your_reply"),
+                reason=Phrase("actions.finished", number=4242, status="closed"),
+            ),
+        ],  # fmt: skip
+        "syntax": list(SYNTAX),
         "sender": "mallory@evil.example",
         "subject": subject,
         "received_at": T0,
-        "reasons": [],
-        "headline": "",
-        "details": [],
+        "reasons": [
+            Phrase("auth.not_agent", sender="mallory@evil.example"),
+            Phrase("auth.expired", expires=datetime(2026, 11, 1).date()),
+            Phrase(
+                "auth.both",
+                first=Phrase("auth.missing"),
+                second=Phrase("auth.outside", authserv="mx.example.com"),
+            ),
+        ],  # fmt: skip
+        "headline": Phrase("alert.undeliverable", email="maria@example.org"),
+        "details": [
+            Phrase("alert.status", status="5.1.1"),
+            Phrase("alert.diagnostic", diagnostic=Phrase("alert.none_given")),
+        ],
+        "advice": [] if template != "alert" else Phrase("alert.undeliverable_advice"),
         "closes_at": T0 + timedelta(days=3),
         "waiting_since": T0 - timedelta(days=2),
         "resolves_at": T0 + timedelta(days=5),
@@ -178,8 +211,9 @@ class _Html(HTMLParser):
 
 
 def words(text: str) -> set[str]:
-    """The words of `text`, leaving out commands an agent types (#status, maild ticket ...)."""
-    text = re.sub(r"#\w+|\bmaild ticket\b", " ", text)
+    """The words of `text`, leaving out commands an agent types (#status, maild ticket ...)
+    and names of files and addresses (original-message.eml)."""
+    text = re.sub(r"#\w+|\bmaild\s+ticket\b|[\w.-]+[.@][\w.-]+", " ", text)
     return set(re.findall(r"[a-zåäö]+", text.lower()))
 
 
@@ -202,7 +236,7 @@ def test_every_template_reads_right(template, language, variant):
         if language != "en":
             assert not ISO_DATE.search(text), f"{name}: an ISO date in {language} mail"
             assert "UTC" not in text, f"{name}: UTC in {language} mail"
-            english = words(text) & ENGLISH
+            english = words(text) & (ENGLISH - OWN_WORDS.get(language, set()))
             assert not english, f"{name}: English words {sorted(english)} in {language} mail"
     too_long = [line for line in out.text.split("\n") if len(line) > 78 and " " in line.strip()]
     assert not too_long, too_long
@@ -219,7 +253,7 @@ def test_every_template_reads_right(template, language, variant):
 
 WAITING = {"en": ("waiting for the requester", "your reply"),
            "fi": ("odottaa pyytäjän vastausta", "vastaustasi"),
-           "sv": ("väntar på beställarens svar", "ditt svar")}  # fmt: skip
+           "sv": ("väntar på anmälarens svar", "ditt svar")}  # fmt: skip
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -229,3 +263,14 @@ def test_agent_mail_says_the_requester_is_awaited_not_the_agent(language):
     assert agent_says in " ".join(out.text.split()) and requester_says not in out.text
     status = RENDERER.render("status", language, context("status", language, "ordinary"))
     assert requester_says in status.subject.lower()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_html_parts_escape_what_people_wrote_once(language):
+    for template in ("ack", "agent_new", "agent_rejected"):
+        ctx = context(template, language, "ordinary")
+        ctx["ticket"].subject = ctx["subject"] = "A <b>bold</b> & co"
+        ctx["requester"].name = "Bob <script>"
+        html = RENDERER.render(template, language, ctx).html
+        assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in html, template
+        assert "<script>" not in html and "&amp;lt;" not in html, template

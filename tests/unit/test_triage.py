@@ -13,6 +13,8 @@ from maild.mail.language import choose, detect
 from maild.mail.parse import parse
 from maild.pipeline.triage import Rulebook, classify, compile_rules
 from tests.support.desk import make_message
+from tests.support.labelled import cases as labelled_cases
+from tests.support.labelled import evaluate as evaluate_labelled
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "triage"
 SETS = {name: tomllib.loads((CORPUS / f"{name}.toml").read_text())["message"]
@@ -200,14 +202,14 @@ def test_fast_matching_finds_exactly_what_a_plain_search_finds():
     from maild.pipeline.triage import _found
 
     rng = random.Random(4)
-    texts = [(m["subject"] + "\n" + m["body"]).lower() for m in MESSAGES]
+    texts = [(m["subject"] + "\n" + m["body"]).lower() for m in MESSAGES + labelled_cases()]
     words = " ".join(texts).split()
     texts += [" ".join(rng.choices(words, k=60)) for _ in range(40)]  # shuffled phrases
     texts += ["tietokone", "xkone kone", "app-le", "a.locked", "it's urgent!", "can't-work"]
     book = Rulebook.from_settings(SETTINGS)
     checked = 0
     for family in (book.types, book.categories, book.impact, book.urgency):
-        for _rule, anchors, fast, exact in family._patterns:
+        for _rule, anchors, fast, exact, _sign in family._patterns:
             plain = re.compile(exact.pattern)
             for t in texts:
                 assert _found(anchors, None, fast, exact, t) == bool(plain.search(t)), (
@@ -230,3 +232,31 @@ def test_prefilter_drops_only_word_boundaries(pattern, expected):
     from maild.pipeline.triage import _without_boundaries
 
     assert _without_boundaries(pattern) == expected
+
+
+def test_security_and_type_on_the_labelled_english_finnish_swedish_set(capsys):
+    """Issue 19: routine account and personal-data requests, security training and
+    questions are no security incident; misuse of an account, lost or stolen
+    devices holding data and data exposure are, in all three languages. Rules
+    were tuned on one half; the other half is held out (bench/triage.py)."""
+    assert len(labelled_cases()) >= 150
+    assert sum(c["near_miss"] for c in labelled_cases()) >= 50
+    book = Rulebook.from_settings(SETTINGS)
+    for half in ("tune", "held_out"):
+        figures = evaluate_labelled(labelled_cases(half), SETTINGS, book)
+        with capsys.disabled():
+            print(f"\nlabelled set, {half} half: {figures.summary()}")
+        assert figures.precision >= 0.95 and figures.recall >= 0.95, figures.misses
+        assert figures.type_accuracy >= 0.90, figures.misses
+
+
+def test_swedish_and_finnish_mail_are_recognised_among_the_languages_maild_writes():
+    every = labelled_cases()
+    wrong = [(c["lang"], c["subject"]) for c in every
+             if detect(c["subject"] + "\n" + c["body"], ("en", "fi", "sv")) != c["lang"]]  # fmt: skip
+    assert not wrong
+    swedish = "Hej! Skrivaren fungerar inte. Kan ni hjälpa mig? Mvh Maja"
+    assert choose(None, None, swedish, "en", ("en", "fi", "sv")) == ("sv", "detected")
+    assert choose(None, "sv", "E42", "en", ("en", "fi", "sv")) == ("sv", "header")
+    # A language maild has no templates for is never chosen.
+    assert choose(None, None, swedish, "en", ("en", "fi")) == ("en", "default")
