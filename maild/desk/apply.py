@@ -38,8 +38,8 @@ from maild.pipeline.decide import is_own_address
 from maild.pipeline.decision import ArticleSpec, BounceSpec, Decision, EventSpec, Notice, TicketSpec
 from maild.pipeline.directory import EMPTY, Directory
 from maild.pipeline.sla import SlaPolicy
-from maild.store import search
 from maild.pipeline.tiers import security_contacts
+from maild.store import search
 from maild.store.db import Direct, insert_ignore, upsert_contact
 from maild.store.models import (
     Article,
