@@ -151,11 +151,14 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
         # dropped, a digest of held notices
         "copied": 2 if variant == "ordinary" else 0,
         "unverified": "it neither came to its reply address nor answers our mail"
-        if variant == "notes" else "",
+        if variant == "notes"
+        else "",
         "removed_by": "maria.vahamaki-lindqvist@example.org",
         "held_since": T0 - timedelta(hours=1),
-        "items": [{"number": 4242, "subject": subject, "kind": "ack"},
-                  {"number": 4243, "subject": subject, "kind": "status"}],
+        "items": [
+            {"number": 4242, "subject": subject, "kind": "ack"},
+            {"number": 4243, "subject": subject, "kind": "status"},
+        ],
     }
     return ctx
 
