@@ -21,6 +21,7 @@ Pure functions on header bytes and values.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -103,14 +104,27 @@ def received_fields(fields: Iterable[tuple[str, str]]) -> list[str]:
 
 def client_source(received: list[str], trusted_hops: int) -> str | None:
     """The client the `trusted_hops`-th ``Received`` field (from the top) names,
-    as a per-source key (`network_key`); None when that field names none."""
-    if len(received) < trusted_hops:
-        return None
-    value = _FROM_CLAUSE.match(received[trusted_hops - 1])
-    if value is None:
-        return None
-    found = [a or b for a, b in _IP_LITERAL.findall(value.group(1))]
-    return network_key(found[-1]) if found else None
+    as a per-source key (`network_key`); None when that field names none.
+
+    A client on this machine (a loopback address: the MTA that hands mail to
+    maild over LMTP or a pipe) is one of our own hops: the next field down,
+    which that MTA wrote, names the client instead.
+    """
+    for index in range(trusted_hops - 1, len(received)):
+        value = _FROM_CLAUSE.match(received[index])
+        found = [a or b for a, b in _IP_LITERAL.findall(value.group(1))] if value else []
+        if not found:
+            return None
+        if not _loopback(found[-1]):
+            return network_key(found[-1])
+    return None
+
+
+def _loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

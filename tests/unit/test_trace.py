@@ -63,6 +63,13 @@ def test_foreign_verdicts_are_renamed(raw, hops, renamed):
         (["from x by y; d", "from MAIL.example.net (198.51.100.3) by EX01; d"], 2, "198.51.100.3"),
         (["from x by y; d", "from h ([IPv6:2001:db8:1:2::9]) by mx; d"], 2, "2001:db8:1:2::/64"),
         (["by mx (maild) with IMAP; d"], 1, None),  # our IMAP line names no client
+        # Behind the local MTA (LMTP): maild's client is this machine; the MTA's
+        # own line names the sender's server.
+        (["from localhost ([127.0.0.1]) by mx (maild) with LMTP; d",
+          "from out.example.net (out.example.net [203.0.113.5]) by mx (Postfix); d"], 1,
+         "203.0.113.5"),
+        (["from localhost ([::1]) by mx (maild) with LMTP; d", "by mx (Postfix, from userid 0); d"],
+         1, None),
         (["from x by y; d"], 2, None),  # fewer hops than configured: unknown
     ],
 )  # fmt: skip
