@@ -81,7 +81,9 @@ _EVENT_BUFFER = "maild.event_buffer"
 _INSERT_ATTACHMENT = insert(Attachment)
 _INSERT_SUGGESTION = Direct(insert(Suggestion))
 _CONTACT = Direct(
-    select(Contact.id, Contact.name, Contact.language).where(Contact.email == bindparam("email"))
+    select(Contact.id, Contact.name, Contact.language, Contact.bounce_state).where(
+        Contact.email == bindparam("email")
+    )
 )
 _TICKET_VIEW = (
     select(
@@ -240,6 +242,7 @@ class Applier:
         self.policy = SlaPolicy.from_settings(settings)
         self.guard = AutoreplyGuard(settings)
         self._signer: Signer | None = None
+        self._new_requester_marked = False  # set by _contact
         # The agent directory (maild.agents.install sets it at start and on SIGHUP).
         self.directory: Directory = EMPTY
 
@@ -284,7 +287,10 @@ class Applier:
             # A new ticket's language was just chosen from this very text.
             known = view.language if decision.new_ticket is not None else None
             self.index_article(session, view, article_id, decision.article, now, language=known)
-            if decision.article.verified_by is not None:  # a person wrote: not undeliverable
+            # A person who writes in is not undeliverable (known from the lookups
+            # already made: a reply's participants, a new ticket's contact row).
+            if decision.deliverable_again or (
+                    decision.new_ticket is not None and self._new_requester_marked):  # fmt: skip
                 self._clear_bounce(session, view.id, decision.article.author.email, now)
         watchers = decision.new_ticket.watchers if decision.new_ticket else decision.watchers_add
         if watchers or decision.watchers_remove:
@@ -358,7 +364,10 @@ class Applier:
     def _contact(
         self, session: Session, who: Address, language: str | None, now: datetime
     ) -> tuple[int, str]:
-        """The contact's (id, name), created if new; a name is filled in once known."""
+        """The contact's (id, name), created if new; a name is filled in once known.
+
+        Whether it is marked undeliverable is left in `_new_requester_marked`.
+        """
         conn = session.connection()
         row: Any = _CONTACT.first(session, {"email": who.email})
         if row is None:
@@ -371,7 +380,8 @@ class Applier:
             }
             # One statement whether or not another transaction created it meanwhile.
             row = conn.execute(upsert_contact(session), new).one()
-        contact_id, name, known_language = row
+        contact_id, name, known_language, bounce_state = row
+        self._new_requester_marked = bounce_state != "ok"
         if (who.name and not name) or (language and not known_language):
             conn.execute(
                 update(Contact)

@@ -107,17 +107,19 @@ def client_source(received: list[str], trusted_hops: int) -> str | None:
     as a per-source key (`network_key`); None when that field names none.
 
     A client on this machine (a loopback address: the MTA that hands mail to
-    maild over LMTP or a pipe) is one of our own hops: the next field down,
-    which that MTA wrote, names the client instead.
+    maild over LMTP or a pipe) is one of our own hops: the client the next
+    field down names (that MTA wrote it) is taken instead, where there is one.
     """
+    local = None
     for index in range(trusted_hops - 1, len(received)):
         value = _FROM_CLAUSE.match(received[index])
         found = [a or b for a, b in _IP_LITERAL.findall(value.group(1))] if value else []
         if not found:
-            return None
+            break
         if not _loopback(found[-1]):
             return network_key(found[-1])
-    return None
+        local = local or network_key(found[-1])
+    return local
 
 
 def _loopback(ip: str) -> bool:

@@ -38,6 +38,7 @@ class TicketFacts:
     security: bool = False
     assignee: int | None = None  # agent id
     watchers: frozenset[str] = frozenset()
+    bounced: frozenset[str] = frozenset()  # participants marked undeliverable
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,11 @@ def decide(
     rules: Rulebook | None = None,
 ) -> Decision:
     decision = _decide(msg, inbound, facts, settings, now, rules)
+    article = decision.article
+    if article is not None and article.verified_by is not None and decision.ticket_id:
+        ticket = facts.tickets.get(decision.ticket_id)
+        if ticket is not None and article.author.email in ticket.bounced:
+            decision = replace(decision, deliverable_again=article.author.email)
     if inbound.wanted_by and decision.outcome in (Outcome.NEW_TICKET, Outcome.APPENDED):
         replayed = EventSpec("replayed", inbound.wanted_by,
                              detail={"inbound": inbound.id, "was": inbound.was})  # fmt: skip

@@ -159,3 +159,5 @@ class Decision:
     # The client network the message came from (maild.mail.trace.client_source):
     # its notices count against the per-source limit on automatic mail.
     source: str | None = None
+    # A participant marked undeliverable wrote in: they are deliverable again.
+    deliverable_again: str | None = None

@@ -578,10 +578,11 @@ _TICKET_COLUMNS = select(
     Ticket.security,
     Ticket.assignee_id,
     Contact.email,
+    Contact.bounce_state,
 ).join(Contact, Ticket.requester_id == Contact.id)
 _TICKETS = _TICKET_COLUMNS.where(Ticket.id.in_(bindparam("ids", expanding=True)))
 _TICKET_ONE = Direct(_TICKET_COLUMNS.where(Ticket.id == bindparam("id")))
-_WATCHER_COLUMNS = select(Watcher.ticket_id, Contact.email).join(
+_WATCHER_COLUMNS = select(Watcher.ticket_id, Contact.email, Contact.bounce_state).join(
     Contact, Watcher.contact_id == Contact.id
 )
 _WATCHERS = _WATCHER_COLUMNS.where(Watcher.ticket_id.in_(bindparam("ids", expanding=True)))
@@ -666,9 +667,12 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
         rows = conn.execute(_TICKETS, {"ids": ids}).all()
         pairs = conn.execute(_WATCHERS, {"ids": ids})
     watchers: dict[int, set[str]] = {}
-    for tid, email in pairs:
+    marked: dict[int, set[str]] = {}  # participants whose mail bounced (maild.desk.apply)
+    for tid, email, bounce_state in pairs:
         watchers.setdefault(tid, set()).add(email)
-    assignee_ids = {row[-2] for row in rows if row[-2] is not None}
+        if bounce_state != "ok":
+            marked.setdefault(tid, set()).add(email)
+    assignee_ids = {row[-3] for row in rows if row[-3] is not None}
     assignees: dict[int, str] = dict(
         conn.execute(_ASSIGNEES, {"ids": list(assignee_ids)}).all() if assignee_ids else []
     )
@@ -685,8 +689,11 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
         security,
         assignee_id,
         email,
+        bounce_state,
     ) in rows:
         requester = normalize_address(email)
+        if bounce_state != "ok":
+            marked.setdefault(tid, set()).add(requester)
         ticket_watchers = frozenset(watchers.get(tid, set()))
         assignee = assignees.get(assignee_id) if assignee_id else None
         out[tid] = TicketFacts(
@@ -705,6 +712,7 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
             security=security,
             assignee=assignee_id,
             watchers=ticket_watchers,
+            bounced=frozenset(marked.get(tid, ())),
         )
     return out
 

@@ -349,7 +349,7 @@ _UPSERT_CONTACT: dict[str, Any] = {}
 
 
 def upsert_contact(session: Session) -> Any:
-    """INSERT a contact or keep the existing one; RETURNING (id, name, language).
+    """INSERT a contact or keep the existing one; RETURNING (id, name, language, bounce_state).
 
     An existing contact keeps its name and language, but gets the given ones
     where it had none.
@@ -365,7 +365,7 @@ def upsert_contact(session: Session) -> Any:
                 "name": case((Contact.name == "", base.excluded.name), else_=Contact.name),
                 "language": func.coalesce(Contact.language, base.excluded.language),
             },
-        ).returning(Contact.id, Contact.name, Contact.language)
+        ).returning(Contact.id, Contact.name, Contact.language, Contact.bounce_state)
         _UPSERT_CONTACT[dialect] = stmt
     return stmt
 

@@ -69,7 +69,7 @@ def test_foreign_verdicts_are_renamed(raw, hops, renamed):
           "from out.example.net (out.example.net [203.0.113.5]) by mx (Postfix); d"], 1,
          "203.0.113.5"),
         (["from localhost ([::1]) by mx (maild) with LMTP; d", "by mx (Postfix, from userid 0); d"],
-         1, None),
+         1, "::/64"),  # submitted on this machine: it is the source
         (["from x by y; d"], 2, None),  # fewer hops than configured: unknown
     ],
 )  # fmt: skip
