@@ -273,3 +273,23 @@ def test_reopen_notice_goes_to_the_stored_requester_never_reply_to():
     assert d.status == TicketStatus.OPEN
     told = {a.email for n in d.notices for a in (*n.to, *n.cc)}
     assert "bob@example.org" in told and "spy@evil.example" not in told
+
+
+def test_a_participant_marked_undeliverable_who_writes_in_is_deliverable_again():
+    msg = parse(make_message(in_reply_to="<ack@helpdesk.example.com>"))
+    marked = TicketFacts(id=7, status=TicketStatus.OPEN, requester="bob@example.org",
+                         subject="Printer", language="en",
+                         participants=frozenset({"bob@example.org"}),
+                         bounced=frozenset({"bob@example.org"}))  # fmt: skip
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7}, tickets={7: marked})
+    assert decide(msg, META, facts, SETTINGS, NOW).deliverable_again == "bob@example.org"
+    assert (
+        decide(
+            msg,
+            META,
+            Facts(known_ids={"<ack@helpdesk.example.com>": 7}, tickets={7: ticket()}),
+            SETTINGS,
+            NOW,
+        ).deliverable_again
+        is None
+    )
