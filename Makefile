@@ -42,6 +42,7 @@ bench: install
 	-$(BIN)/python bench/archive_cost.py
 	-$(BIN)/python bench/similar.py
 	-$(BIN)/python bench/hostile.py
+	-$(BIN)/python bench/trust.py
 	-MAILD_CRASH_MESSAGES=5000 MAILD_CRASH_KILLS=300 $(BIN)/python -m pytest -q -s \
 	    tests/integration/test_crash_suite.py -k kill_9
 

@@ -1,4 +1,5 @@
-"""Mail addresses: normalisation, validation and the addresses we serve.
+"""Mail addresses: normalisation, validation and the addresses we serve; and
+the network a client address belongs to, for per-source limits.
 
 Pure functions. Plus-addressed variants of a served address
 (``help+anything@domain``) are served too: they carry our signed reply and
@@ -7,6 +8,7 @@ bounce tokens.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,3 +57,21 @@ class ServedAddresses:
 
     def serves(self, address: str) -> bool:
         return self.base_of(address) is not None
+
+
+def network_key(ip: str) -> str:
+    """The source a client address counts as: an IPv4 address itself, an IPv6
+    address its /64 (one host gets a whole /64 and picks any address in it),
+    an IPv4-mapped IPv6 address its IPv4 address. Anything else as given."""
+    text = ip.strip().strip("[]")
+    if text.lower().startswith("ipv6:"):
+        text = text[5:]
+    try:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text.lower()[:64]
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)

@@ -26,7 +26,7 @@ from maild.cli import tickets as cli_tickets
 from maild.clock import SystemClock
 from maild.config.settings import Settings, load_settings
 from maild.errors import ConfigError
-from maild.log import setup_logging
+from maild.log import escape, escape_output, setup_logging
 
 log = logging.getLogger("maild")
 
@@ -132,12 +132,28 @@ def build_parser() -> argparse.ArgumentParser:
     q_drop = q_sub.add_parser("drop", help="delete quarantined messages for good")
     q_drop.add_argument("ids", type=int, nargs="+", metavar="ID")
 
+    contact = sub.add_parser("contact", help="one person who writes in: state, reset")
+    c_sub = contact.add_subparsers(dest="contact_command", required=True, metavar="ACTION")
+    c_show = c_sub.add_parser("show", help="bounce state, rate limits, held notices, tickets")
+    c_show.add_argument("address")
+    c_show.add_argument("--json", action="store_true")
+    c_reset = c_sub.add_parser(
+        "reset", help="mark deliverable again and clear loop_suspected on their tickets"
+    )
+    c_reset.add_argument("address")
+
     hp = sub.add_parser("hash-password", help="hash a password (stdin) for smtp.auth_users_file")
     hp.add_argument("user", nargs="?", help="print user:hash instead of the hash alone")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Nothing maild creates (database, secret, outgoing mail, reports) is for
+    # other users; the files that hold secrets are 0600 whatever the umask.
+    os.umask(0o027)
+    # Everything printed may carry text from mail: control characters are
+    # shown, never sent to the terminal (maild.log.escape).
+    escape_output()
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -180,6 +196,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_mailbox_check(settings, args.name)
     if cmd == "hash-password":
         return cmd_hash_password(args.user)
+    if cmd == "contact":
+        return cmd_contact(args, settings)
     if cmd == "quarantine" and args.quarantine_command != "list":
         return cmd_quarantine(args, settings)
     if cmd == "inbound":
@@ -196,6 +214,43 @@ def cmd_hash_password(user: str | None) -> int:
         return EX_DATAERR
     hashed = hash_password(password)
     print(f"{user}:{hashed}" if user else hashed)
+    return EX_OK
+
+
+def cmd_contact(args: argparse.Namespace, settings: Settings) -> int:
+    """``maild contact show|reset ADDRESS``."""
+    from maild.desk import contacts
+
+    sessions = _sessions(settings)
+    now = SystemClock().now()
+    if args.contact_command == "reset":
+        with sessions.begin() as session:
+            done = contacts.reset(session, args.address, actor=cli_tickets.actor_name(), now=now)
+        if done is None:
+            print(f"maild: no contact {args.address}", file=sys.stderr)
+            return EX_NOINPUT
+        cleared = ", ".join(f"#{n}" for n in done["loop_suspected_cleared"]) or "none"
+        print(f"{done['email']}: bounce state {done['bounce_state']['was']} -> ok; "
+              f"loop_suspected cleared on: {cleared}")  # fmt: skip
+        return EX_OK
+    with sessions() as session:
+        data = contacts.show(session, settings, args.address, now)
+    if data is None:
+        print(f"maild: no contact {args.address}", file=sys.stderr)
+        return EX_NOINPUT
+    if args.json:
+        _print_json(data)
+        return EX_OK
+    print(f"{escape(data['name'] or '')} <{escape(data['email'])}>".lstrip())
+    state = data["bounce_state"]
+    if data["undeliverable_until"]:
+        state += f" (no automatic mail until {data['undeliverable_until']})"
+    print(f"  bounce state:     {state}")
+    print(f"  automatic mails:  {data['automatic_mails_last_hour']} in the last hour, "
+          f"{data['held_notices']} held for a digest")  # fmt: skip
+    for t in data["tickets"]:
+        loop = ", loop suspected" if t["loop_suspected"] else ""
+        print(f"  ticket #{t['number']}: {t['status']}{loop}")
     return EX_OK
 
 
@@ -221,9 +276,9 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
             when = _when(data["received_at"], settings)
             print(f"inbound {data['id']} from {data['source']}, received {when}, "
                   f"{data['size']} bytes, {data['attempts']} attempt(s)")  # fmt: skip
-            print(f"  reason: {data['reason']}")
+            print(f"  reason: {escape(data['reason'] or '')}")
             for name, value in data["headers"]:
-                print(f"  {name}: {value}")
+                print(f"  {escape(name)}: {escape(value)}")
         return EX_OK
     if action == "drop":
         with sessions.begin() as session:
@@ -383,6 +438,9 @@ def cmd_check_config(settings: Settings) -> int:
 
     recognisers(settings.languages.directory)  # language data compiles, or a ConfigError
     languages = load_languages(settings.languages.directory)
+    from maild.mail.tokens import check_secret_mode
+
+    check_secret_mode(settings.helpdesk.secret_file)  # others may read it: a ConfigError
     print(f"configuration OK ({settings.source})")
     print(f"  serving:  {', '.join(settings.helpdesk.addresses)}")
     print(f"  database: {settings.database.url}")
@@ -411,7 +469,20 @@ def cmd_check_config(settings: Settings) -> int:
     groups = [f"{n} {len(getattr(tiers, n))}" for n in ("tier1", "tier2", "tier3",
               "duty_manager", "security")]  # fmt: skip
     print(f"  tiers:    addresses per group: {', '.join(groups)}")
+    for key, path in _password_files(settings):
+        mode = path.stat().st_mode & 0o777 if path.is_file() else 0
+        if mode & 0o007:
+            print(f"  warning:  {key} ({path}) is readable by other users (mode {mode:04o}): "
+                  f"chmod 600 it")  # fmt: skip
     return EX_OK
+
+
+def _password_files(settings: Settings) -> list[tuple[str, Path]]:
+    files = [("smtp.auth_users_file", settings.smtp.auth_users_file),
+             ("outgoing.smtp_password_file", settings.outgoing.smtp_password_file)]  # fmt: skip
+    files += [(f"imap.mailboxes[{i}].password_file", m.password_file)
+              for i, m in enumerate(settings.imap.mailboxes)]  # fmt: skip
+    return [(key, path) for key, path in files if path is not None]
 
 
 def cmd_db_upgrade(settings: Settings) -> int:
@@ -444,7 +515,7 @@ def _recipient(raw: bytes, served: ServedAddresses, default: str) -> str:
 def cmd_ingest(settings: Settings, to: str | None, *, notify: bool) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from maild.intake.commit import Delivery, store_one
+    from maild.intake.commit import Delivery, store_one, traced
     from maild.mail.parse import looks_like_message
     from maild.store.states import InboundStatus, Source
 
@@ -459,8 +530,13 @@ def cmd_ingest(settings: Settings, to: str | None, *, notify: bool) -> int:
     else:
         recipient = _recipient(raw, served, served_default(settings))
     is_message = looks_like_message(raw)
+    trace = b""
+    if is_message:  # our Received line on top (maild.mail.trace)
+        raw, trace = traced(raw, settings, SystemClock().now(), protocol="local",
+                            note="maild ingest")  # fmt: skip
     delivery = Delivery(
         raw=raw,
+        trace=trace,
         source=Source.INGEST,
         recipient=recipient,
         envelope_from=os.environ.get("SENDER"),
@@ -606,7 +682,7 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     worker = Worker(sessions, settings, clock, applier, parser=parser)
     mine: set[int] = set()
     tally: Counter[str] = Counter()
-    progress = Progress(total, sys.stderr)
+    progress = Progress(total, getattr(sys.stderr, "inner", sys.stderr))  # counts only
     batch: list[Delivery] = []
 
     def flush() -> None:
@@ -767,7 +843,7 @@ def cmd_view(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 for t in rows:
                     print(f"#{t['number']:<6} {t['status']:<12} {t['priority']} {t['type']:<8} "
-                          f"{t['requester']['email']:<32} {t['subject'][:60]}")  # fmt: skip
+                          f"{escape(t['requester']['email']):<32} {escape(t['subject'][:60])}")  # fmt: skip
             return EX_OK
         if args.command == "ticket":
             data = views.show_ticket(session, args.number)
@@ -786,7 +862,8 @@ def cmd_view(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 for o in rows:
                     print(f"{o['id']:<6} {o['status']:<8} #{o['ticket'] or '-':<6} {o['kind']:<10} "
-                          f"{', '.join(o['to']):<32} tries={o['attempts']} {o['last_error'] or ''}")  # fmt: skip
+                          f"{escape(', '.join(o['to'])):<32} tries={o['attempts']} "
+                          f"{escape(o['last_error'] or '')}")  # fmt: skip
             return EX_OK
         if args.command == "quarantine":
             rows = views.list_quarantine(session)
@@ -795,7 +872,8 @@ def cmd_view(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 for q in rows:
                     print(f"{q['id']:<6} {_when(q['received_at'], settings)} {q['source']:<6} "
-                          f"{q['message_id'] or '(no Message-ID)'}: {q['reason']}")  # fmt: skip
+                          f"{escape(q['message_id'] or '(no Message-ID)')}: "
+                          f"{escape(q['reason'] or '')}")  # fmt: skip
             return EX_OK
     return EX_USAGE  # pragma: no cover
 
@@ -810,25 +888,25 @@ def _when(iso: str | None, settings: Settings) -> str:
 
 
 def _print_ticket(t: dict[str, Any], settings: Settings) -> None:
-    print(f"Ticket #{t['number']}: {t['subject']}")
-    print(
-        f"  status {t['status']}, {t['type']}, {t['category']}, {t['priority']}, tier {t['tier']}"
-    )
-    print(f"  requester {t['requester']['name']} <{t['requester']['email']}>")
+    e = escape  # every field from mail, on its line; article text line by line
+    print(f"Ticket #{t['number']}: {e(t['subject'])}")
+    print(f"  status {t['status']}, {t['type']}, {e(t['category'])}, {t['priority']}, "
+          f"tier {t['tier']}")  # fmt: skip
+    print(f"  requester {e(t['requester']['name'])} <{e(t['requester']['email'])}>")
     print(f"  created {_when(t['created_at'], settings)}, first response due "
           f"{_when(t['first_response_due'], settings)}")  # fmt: skip
     for a in t["articles"]:
+        unverified = "  [sender NOT verified]" if a.get("verified_by") == "none" else ""
         print(f"\n--- {a['direction']} {a['kind']} ({a['visibility']}) "
               f"{_when(a['created_at'], settings)} "
-              f"from {a['from']['email']}")  # fmt: skip
-        print(f"    Subject: {a['subject']}")
+              f"from {e(a['from']['email'])}{unverified}")  # fmt: skip
+        print(f"    Subject: {e(a['subject'])}")
         for line in a["text"].splitlines()[:40]:
-            print(f"    {line}")
+            print(f"    {e(line, multiline=True)}")
         for att in a["attachments"]:
-            print(
-                f"    [attachment] {att['filename']} ({att['content_type']}, {att['size']} bytes)"
-            )
+            print(f"    [attachment] {e(att['filename'])} ({e(att['content_type'])}, "
+                  f"{att['size']} bytes)")  # fmt: skip
     print("\nEvents:")
-    for e in t["events"]:
-        change = f" {e['old']} -> {e['new']}" if e["old"] or e["new"] else ""
-        print(f"  {e['at']} {e['actor']}: {e['kind']}{change}")
+    for ev in t["events"]:
+        change = f" {e(str(ev['old']))} -> {e(str(ev['new']))}" if ev["old"] or ev["new"] else ""
+        print(f"  {ev['at']} {e(ev['actor'])}: {ev['kind']}{change}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import os
 import re
 import shlex
@@ -48,12 +49,18 @@ class SmtpSettings:
     hostname: str = "localhost"
     timeout_seconds: float = 300.0
     max_recipients: int = 100
+    max_connections: int = 1000
     max_connections_per_ip: int = 20
+    command_call_limit: int = 20
+    max_messages_per_connection: int = 1000
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     require_starttls: bool = False
     auth_users_file: Path | None = None
     auth_required: bool = False
+    auth_max_failures: int = 5
+    auth_failure_window_seconds: float = 900.0
+    auth_failure_delay_seconds: float = 1.0
     drain_seconds: float = 5.0
 
     @property
@@ -78,6 +85,9 @@ class HelpdeskSettings:
     # Empty: the system's own zone (see `system_timezone`), resolved at load.
     timezone: str = ""
     secret_file: Path = Path("var/secret.key")
+    # Days the reply address on mail to a requester or watcher stays valid
+    # (the expiry is signed into it); 0: it never expires.
+    reply_address_days: float = 90.0
 
     @property
     def primary_address(self) -> str:
@@ -98,6 +108,10 @@ class OutgoingSettings:
     smtp_username: str = ""
     smtp_password_file: Path | None = None
     smtp_timeout_seconds: float = 30.0
+    # A hard bounce (through the VERP return path of our mail) stops automatic
+    # mail to the address for this many days, or until they write in again, or
+    # `maild contact reset ADDRESS`.
+    hard_bounce_days: float = 30.0
     max_attempts: int = 10
     retry_base_seconds: float = 60.0
     batch_size: int = 50
@@ -120,6 +134,10 @@ class LimitsSettings:
     autoreply_per_address_per_hour: int = 10
     autoreply_per_ticket_per_10_minutes: int = 3
     autoreply_global_per_hour: int = 10000
+    autoreply_per_source_per_hour: int = 200
+    # Networks whose mail is not limited per source (your own mail servers,
+    # when they are the client maild's trusted hops record), e.g. "10.0.0.0/8".
+    autoreply_unlimited_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -304,16 +322,25 @@ class AgentMailSettings:
 
     # Days a personal reply address stays valid (the expiry is signed into it);
     # 0: it never expires.
-    reply_token_days: float = 90.0
+    reply_token_days: float = 30.0
     # Also require a DKIM/DMARC pass for the agent's domain in an
     # Authentication-Results header written by one of trusted_authserv_ids.
-    require_authentication_results: bool = False
+    # Unset (None): required whenever trusted_authserv_ids is set.
+    require_authentication_results: bool | None = None
     trusted_authserv_ids: tuple[str, ...] = ()
-    # Received headers our own servers add on top (border MX .. maild); only an
-    # Authentication-Results header above the lowest of them counts.
+    # Received headers our own servers add on top, maild's own included (border
+    # MX .. maild); only an Authentication-Results header above the lowest of
+    # them counts, and the client that lowest one names is a message's source.
     trusted_hops: int = 1
     authentication_methods: tuple[str, ...] = AUTH_METHODS
     meeting_minutes: int = 30
+
+    @property
+    def check_authentication_results(self) -> bool:
+        """Whether agents' commands need a trusted DKIM/DMARC pass."""
+        if self.require_authentication_results is None:
+            return bool(self.trusted_authserv_ids)
+        return self.require_authentication_results
 
     def __post_init__(self) -> None:
         if self.reply_token_days < 0:
@@ -383,6 +410,10 @@ class ImapMailboxSettings:
     after: Literal["move", "flag"] = "move"
     processed_folder: str = "Processed"
     address: str = ""  # the help-desk address it receives for; "": helpdesk.addresses[0]
+    # The header field the delivering server writes on top with the envelope
+    # recipient (e.g. "Delivered-To", "X-Original-To"); "": none is trusted, so
+    # reply and bounce addresses are not taken from this mailbox's mail.
+    delivery_header: str = ""
     category: str = ""
     tier: int = 1
 
@@ -720,6 +751,17 @@ def validate(s: Settings) -> None:
     _positive("smtp.timeout_seconds", s.smtp.timeout_seconds)
     _positive("smtp.max_recipients", s.smtp.max_recipients)
     _positive("smtp.max_connections_per_ip", s.smtp.max_connections_per_ip)
+    _positive("smtp.max_connections", s.smtp.max_connections)
+    if s.smtp.max_connections < s.smtp.max_connections_per_ip:
+        raise ConfigError("smtp.max_connections", "must be at least max_connections_per_ip")
+    if s.smtp.command_call_limit < 5:
+        raise ConfigError("smtp.command_call_limit", "must be at least 5 (EHLO, STARTTLS, "
+                          "EHLO, AUTH and a NOOP)")  # fmt: skip
+    _positive("smtp.max_messages_per_connection", s.smtp.max_messages_per_connection)
+    _positive("smtp.auth_max_failures", s.smtp.auth_max_failures)
+    _positive("smtp.auth_failure_window_seconds", s.smtp.auth_failure_window_seconds)
+    if s.smtp.auth_failure_delay_seconds < 0:
+        raise ConfigError("smtp.auth_failure_delay_seconds", "must be 0 or more")
     for key in ("tls_cert_file", "tls_key_file", "auth_users_file"):
         path = getattr(s.smtp, key)
         if path is not None and not path.is_file():
@@ -748,6 +790,7 @@ def validate(s: Settings) -> None:
     domain = s.helpdesk.domain
     if not domain or "." not in domain or not is_valid_address(f"x@{domain}"):
         raise ConfigError("helpdesk.domain", f"not a domain name: {domain!r}")
+    _validate_own_domain(s)
     if any(c in s.helpdesk.name for c in "\r\n\0"):
         raise ConfigError("helpdesk.name", "must be a single line")
     for code, name in s.helpdesk.names.items():
@@ -756,6 +799,8 @@ def validate(s: Settings) -> None:
         if not name or any(c in name for c in "\r\n\0"):
             raise ConfigError(f"helpdesk.names.{code}", "must be a single line, not empty")
     _positive("helpdesk.reopen_days", s.helpdesk.reopen_days)
+    if s.helpdesk.reply_address_days < 0:
+        raise ConfigError("helpdesk.reply_address_days", "must be 0 (never expires) or more")
     try:
         ZoneInfo(s.helpdesk.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -778,9 +823,14 @@ def validate(s: Settings) -> None:
             raise ConfigError(
                 "outgoing.smtp_password_file", f"no such file: {o.smtp_password_file}"
             )
+        if o.smtp_username and not o.smtp_starttls and not is_loopback_host(o.smtp_host):
+            raise ConfigError("outgoing.smtp_starttls", f"must be true to log in to "
+                              f"{o.smtp_host}: the password would cross the network in clear "
+                              "(AUTH without TLS is allowed to a loopback relay only)")  # fmt: skip
     if not 0 < o.smtp_port <= 65535:
         raise ConfigError("outgoing.smtp_port", f"not a port number: {o.smtp_port}")
     _positive("outgoing.smtp_timeout_seconds", o.smtp_timeout_seconds)
+    _positive("outgoing.hard_bounce_days", o.hard_bounce_days)
     _positive("outgoing.max_attempts", o.max_attempts)
     _positive("outgoing.retry_base_seconds", o.retry_base_seconds)
     _positive("outgoing.batch_size", o.batch_size)
@@ -792,8 +842,19 @@ def validate(s: Settings) -> None:
     for key in ("max_header_fields", "max_addresses_per_header", "max_mime_depth",
                 "max_mime_parts", "max_attachments", "max_attachment_bytes",
                 "parse_cpu_seconds", "parse_memory_mb", "autoreply_per_address_per_hour",
-                "autoreply_per_ticket_per_10_minutes", "autoreply_global_per_hour"):  # fmt: skip
+                "autoreply_per_ticket_per_10_minutes", "autoreply_global_per_hour",
+                "autoreply_per_source_per_hour"):  # fmt: skip
         _positive(f"limits.{key}", getattr(s.limits, key))
+    if s.limits.autoreply_per_source_per_hour >= s.limits.autoreply_global_per_hour:
+        raise ConfigError("limits.autoreply_per_source_per_hour", "must be below "
+                          "autoreply_global_per_hour: one source must not trip the breaker")  # fmt: skip
+    for network in s.limits.autoreply_unlimited_sources:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                "limits.autoreply_unlimited_sources", f"not an address or network: {network!r}"
+            ) from None
     _positive("worker.batch_size", s.worker.batch_size)
     _positive("worker.max_attempts", s.worker.max_attempts)
     _positive("worker.poll_seconds", s.worker.poll_seconds)
@@ -819,8 +880,37 @@ def validate(s: Settings) -> None:
     _validate_imap(s)
 
 
+def _validate_own_domain(s: Settings) -> None:
+    """``helpdesk.domain`` marks maild's own mail (Message-IDs, loop header): it must
+    be a domain nobody else writes mail from, or their mail is taken for ours."""
+    domain = s.helpdesk.domain.lower()
+    uses: list[tuple[str, str]] = [("helpdesk.addresses", a) for a in s.helpdesk.addresses]
+    uses += [(f"agents[{i}].email", a.email) for i, a in enumerate(s.agents)]
+    for name in ("tier1", "tier2", "tier3", "duty_manager", "security"):
+        uses += [(f"tiers.{name}", a) for a in getattr(s.tiers, name)]
+    uses += [("triage.vip_senders", a) for a in s.triage.vip_senders]
+    for key, address in uses:
+        if address.rpartition("@")[2].lower() == domain:
+            raise ConfigError("helpdesk.domain", f"{domain} is also the domain of {address} "
+                              f"({key}): use a domain of maild's own, e.g. helpdesk.{domain}")  # fmt: skip
+    for authserv in s.agent_mail.trusted_authserv_ids:
+        if authserv.lower() == domain:
+            raise ConfigError("helpdesk.domain", f"{domain} is also a trusted mail server "
+                              "(agent_mail.trusted_authserv_ids): use a domain of maild's own")  # fmt: skip
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    name = host.strip().strip("[]").lower()
+    if name in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 _MAILBOX_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
 IDLE_LIMIT_SECONDS = 29 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
 
 
@@ -852,7 +942,7 @@ def _validate_imap(s: Settings) -> None:
             raise ConfigError(f"{key}.host", f"not a host name: {m.host!r}")
         if not 0 <= m.port <= 65535:
             raise ConfigError(f"{key}.port", f"not a port number: {m.port}")
-        if m.tls == "none" and m.host.lower() not in _LOOPBACK and not m.host.startswith("127."):
+        if m.tls == "none" and not is_loopback_host(m.host):
             raise ConfigError(f"{key}.tls", "'none' sends the password in clear: only allowed "
                               "for a loopback host")  # fmt: skip
         if m.ca_file is not None and not m.ca_file.is_file():
@@ -882,6 +972,8 @@ def _validate_imap(s: Settings) -> None:
             raise ConfigError(f"{key}.tier", f"must be 1, 2 or 3, got {m.tier}")
         if any(c in m.category for c in "\r\n\0"):
             raise ConfigError(f"{key}.category", "must be a single line")
+        if m.delivery_header and not re.fullmatch(r"[A-Za-z0-9-]{1,76}", m.delivery_header):
+            raise ConfigError(f"{key}.delivery_header", f"not a header name: {m.delivery_header!r}")
 
 
 def defaults_as_dict() -> dict[str, dict[str, Any]]:

@@ -429,7 +429,7 @@ class TicketOps:
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
             raise ActionRefused(Phrase("actions.finished", number=number, status=ticket.status))
-        if ticket.requester.bounce_state == "hard":
+        if self.undeliverable(ticket.requester):
             raise ActionRefused(Phrase("actions.bounces", number=number))
         done = Done(ticket.id)
         hd = self.settings.helpdesk
@@ -518,9 +518,11 @@ class TicketOps:
     ) -> None:  # fmt: skip
         """Queue `template` to the requester (not to an address that hard-bounces)."""
         requester = Address(name=ticket.requester.name, email=ticket.requester.email)
-        if ticket.requester.bounce_state == "hard":
+        if self.undeliverable(ticket.requester):
             log.warning("ticket #%d: not sending %s to %s (hard bounces)", ticket.id, kind,
                         requester.email)  # fmt: skip
+            self.event(ticket, done, EventSpec(f"{kind}_suppressed", SYSTEM, detail={
+                "to": [requester.email], "reason": "undeliverable: hard-bounced"}))  # fmt: skip
             return
         cc = self.watchers(ticket) if kind in PUBLIC_UPDATES else ()
         notice = notices.to_requester(template, kind, requester, thread=self.thread(ticket),
@@ -528,14 +530,23 @@ class TicketOps:
                                       cc=cc)  # fmt: skip
         self._queue(ticket, notice, done)
 
+    def _hard_since(self) -> datetime:
+        return self.now - timedelta(days=self.settings.outgoing.hard_bounce_days)
+
+    def undeliverable(self, contact: Contact) -> bool:
+        """Hard-bounced within ``outgoing.hard_bounce_days`` (a mark that lapses)."""
+        return (contact.bounce_state == "hard" and contact.bounced_at is not None
+                and contact.bounced_at > self._hard_since())  # fmt: skip
+
     def watchers(self, ticket: Ticket) -> tuple[Address, ...]:
         """The ticket's watchers whose mail does not bounce."""
         rows = self.session.execute(
             select(Contact.name, Contact.email)
             .join(Watcher, Watcher.contact_id == Contact.id)
-            .where(Watcher.ticket_id == ticket.id, Contact.bounce_state != "hard")
+            .where(Watcher.ticket_id == ticket.id,
+                   or_(Contact.bounce_state != "hard", Contact.bounced_at <= self._hard_since()))
             .order_by(Watcher.added_at, Contact.id)
-        ).all()
+        ).all()  # fmt: skip
         return tuple(Address(name=name or "", email=email) for name, email in rows)
 
     def tell_groups(

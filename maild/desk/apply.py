@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from maild.config.settings import Settings
-from maild.desk.autoreply import AutoreplyGuard, Refusal, alert_notice
+from maild.desk.autoreply import DIGEST_KIND, AutoreplyGuard, Refusal, alert_notice
 from maild.desk.lifecycle import change_status, sla_columns
 from maild.errors import TransientError
 from maild.mail.compose import Outgoing, compose, new_message_id
@@ -33,12 +33,13 @@ from maild.mail.parse import Address
 from maild.mail.phrases import Phrase
 from maild.mail.quotes import strip_reply
 from maild.mail.render import Renderer
-from maild.mail.replyaddr import expiry, reply_address
+from maild.mail.replyaddr import expiry, reply_address, requester_address
 from maild.mail.tokens import Signer, load_or_create_secret
 from maild.pipeline.decide import is_own_address
 from maild.pipeline.decision import ArticleSpec, BounceSpec, Decision, EventSpec, Notice, TicketSpec
 from maild.pipeline.directory import EMPTY, Directory
 from maild.pipeline.sla import SlaPolicy
+from maild.pipeline.tiers import security_contacts
 from maild.store import search
 from maild.store.db import Direct, insert_ignore, upsert_contact
 from maild.store.models import (
@@ -47,6 +48,7 @@ from maild.store.models import (
     Blob,
     Contact,
     Event,
+    HeldNotice,
     Inbound,
     Outbox,
     Suggestion,
@@ -65,6 +67,8 @@ from maild.store.states import (
 
 log = logging.getLogger(__name__)
 
+RESTRICTED_SUBJECT = "security incident (details restricted)"
+
 # Statements of the per-message hot path, built once: constructing a statement
 # costs SQLAlchemy more than SQLite spends running it.
 _INSERT_TICKET = Direct(insert(Ticket).returning(Ticket.id))
@@ -78,7 +82,9 @@ _EVENT_BUFFER = "maild.event_buffer"
 _INSERT_ATTACHMENT = insert(Attachment)
 _INSERT_SUGGESTION = Direct(insert(Suggestion))
 _CONTACT = Direct(
-    select(Contact.id, Contact.name, Contact.language).where(Contact.email == bindparam("email"))
+    select(Contact.id, Contact.name, Contact.language, Contact.bounce_state).where(
+        Contact.email == bindparam("email")
+    )
 )
 _TICKET_VIEW = (
     select(
@@ -108,6 +114,11 @@ _TICKET_VIEW = (
 )
 _VIEW = Direct(_TICKET_VIEW)
 _VIEW_KEYS = [column.key for column in _TICKET_VIEW.selected_columns]
+_CLEAR_BOUNCE = Direct(
+    update(Contact)
+    .where(Contact.email == bindparam("b_email"), Contact.bounce_state != "ok")
+    .values(bounce_state="ok", bounced_at=None)
+)
 _TOUCH_TICKET = Direct(
     update(Ticket).where(Ticket.id == bindparam("b_id")).values(updated_at=bindparam("b_now"))
 )
@@ -232,6 +243,7 @@ class Applier:
         self.policy = SlaPolicy.from_settings(settings)
         self.guard = AutoreplyGuard(settings)
         self._signer: Signer | None = None
+        self._new_requester_marked = False  # set by _contact
         # The agent directory (maild.agents.install sets it at start and on SIGHUP).
         self.directory: Directory = EMPTY
 
@@ -276,6 +288,11 @@ class Applier:
             # A new ticket's language was just chosen from this very text.
             known = view.language if decision.new_ticket is not None else None
             self.index_article(session, view, article_id, decision.article, now, language=known)
+            # A person who writes in is not undeliverable (known from the lookups
+            # already made: a reply's participants, a new ticket's contact row).
+            if decision.deliverable_again or (
+                    decision.new_ticket is not None and self._new_requester_marked):  # fmt: skip
+                self._clear_bounce(session, view.id, decision.article.author.email, now)
         watchers = decision.new_ticket.watchers if decision.new_ticket else decision.watchers_add
         if watchers or decision.watchers_remove:
             actor = decision.article.author.email if decision.article else "maild"
@@ -284,7 +301,8 @@ class Applier:
         notices = decision.notices
         if decision.new_ticket is not None:
             notices = self._with_past_fixes(session, view, decision, notices, now)
-        queued = [self.queue_notice(session, view, notice, now) for notice in notices]
+        queued = [self.queue_notice(session, view, notice, now, source=decision.source)
+                  for notice in notices]  # fmt: skip
         if decision.bounce is not None:
             self._record_bounce(session, view, decision.bounce, now)
         outbox_ids = tuple(i for i in queued if i is not None)
@@ -347,7 +365,10 @@ class Applier:
     def _contact(
         self, session: Session, who: Address, language: str | None, now: datetime
     ) -> tuple[int, str]:
-        """The contact's (id, name), created if new; a name is filled in once known."""
+        """The contact's (id, name), created if new; a name is filled in once known.
+
+        Whether it is marked undeliverable is left in `_new_requester_marked`.
+        """
         conn = session.connection()
         row: Any = _CONTACT.first(session, {"email": who.email})
         if row is None:
@@ -360,7 +381,8 @@ class Applier:
             }
             # One statement whether or not another transaction created it meanwhile.
             row = conn.execute(upsert_contact(session), new).one()
-        contact_id, name, known_language = row
+        contact_id, name, known_language, bounce_state = row
+        self._new_requester_marked = bounce_state != "ok"
         if (who.name and not name) or (language and not known_language):
             conn.execute(
                 update(Contact)
@@ -444,6 +466,7 @@ class Applier:
             "sent_at": spec.sent_at,
             "created_at": now,
             "inbound_id": inbound_id,
+            "verified_by": spec.verified_by,
         }
         article_id: int = _INSERT_ARTICLE.scalar_one(session, values)
         if spec.attachments:
@@ -656,14 +679,52 @@ class Applier:
             if alert is not None:
                 self.queue_notice(session, ticket, alert, now)
 
+    def _restricted(self, ticket: TicketView, notice: Notice) -> bool:
+        """Whether a mail about `ticket` must not name its subject, text or requester:
+        an internal mail about a security incident to anyone but the security contacts."""
+        if not ticket.security or notice.visibility != Visibility.INTERNAL:
+            return False
+        said = notice.context.get("restricted")
+        if said is not None:
+            return bool(said)
+        allowed = {r.address.email for r in security_contacts(self.settings, self.directory)}
+        return any(a.email not in allowed for a in notice.to)
+
+    def _clear_bounce(self, session: Session, ticket_id: int, email: str, now: datetime) -> None:
+        """A contact who writes in again is deliverable again (one indexed UPDATE)."""
+        if _CLEAR_BOUNCE.rowcount(session, {"b_email": email}):
+            self._event(session, ticket_id, EventSpec("contact_bounce", "maild", new="ok",
+                        detail={"contact": email, "reason": "they wrote in"}), now)  # fmt: skip
+            log.info("ticket #%d: %s wrote in: no longer marked undeliverable", ticket_id, email)
+
     def _suppressed(
         self, session: Session, ticket: TicketView, notice: Notice, refusal: Refusal, now: datetime
     ) -> None:
         to = [a.email for a in notice.to]
-        self._event(session, ticket.id, EventSpec(f"{notice.kind}_suppressed", "maild",
-                    detail={"to": to, "reason": refusal.reason}), now)  # fmt: skip
-        log.warning("ticket #%d: %s to %s not sent: %s", ticket.id, notice.kind, ", ".join(to),
-                    refusal.reason)  # fmt: skip
+        held = refusal.hold and notice.kind != DIGEST_KIND
+        self._event(session, ticket.id, EventSpec(f"{notice.kind}_{'held' if held else 'suppressed'}",
+                    "maild", detail={"to": to, "reason": refusal.reason}), now)  # fmt: skip
+        log.warning("ticket #%d: %s to %s %s: %s", ticket.id, notice.kind, ", ".join(to),
+                    "held for a digest" if held else "not sent", refusal.reason)  # fmt: skip
+        if held:  # sent later, one digest per address (maild.desk.autoreply.send_digests)
+            rows = [{"address": email, "ticket_id": ticket.id, "kind": notice.kind[:32],
+                     "subject": ticket.subject, "language": notice.language or ticket.language,
+                     "reason": refusal.reason[:300], "held_at": now, "sent_at": None}
+                    for email in dict.fromkeys([*to, *(a.email for a in notice.cc)])]  # fmt: skip
+            session.connection().execute(insert(HeldNotice), rows)
+        if refusal.alert_key is not None and not refusal.loop:  # a source over its limit
+            if self.guard.should_alert(session, ticket.id, refusal, now, True):
+                alert = alert_notice(
+                    self.settings,
+                    f"automatic mail stopped for mail from {refusal.alert_key}",
+                    [refusal.reason, f"Dropped: {notice.kind} to {', '.join(to)}"],
+                    "One source sent more mail than the help desk answers in an hour: "
+                    "likely a flood of forged senders. Its tickets are open; nobody was "
+                    "answered. Mail from other sources is answered as usual.",
+                )
+                if alert is not None:
+                    self.queue_notice(session, ticket, alert, now)
+            return
         if not refusal.loop:
             return
         was_flagged = bool(
@@ -686,22 +747,25 @@ class Applier:
                 self.queue_notice(session, ticket, alert, now)
 
     def queue_notice(
-        self, session: Session, ticket: Ticket | TicketView, notice: Notice, now: datetime
-    ) -> int | None:
+        self, session: Session, ticket: Ticket | TicketView, notice: Notice, now: datetime,
+        *, source: str | None = None,
+    ) -> int | None:  # fmt: skip
         """Render `notice`, store it as an outgoing article and an outbox row.
 
         The one place automatic mail is queued: returns None when the rate
         limits or a hard bounce withhold it (`maild.desk.autoreply`).
+        `source`: the client network of the mail that triggered it.
         """
         if isinstance(ticket, Ticket):
             ticket = TicketView.of(ticket)
-        notice, refusal = self.guard.screen(session, ticket.id, notice, now)
+        notice, refusal = self.guard.screen(session, ticket.id, notice, now, source)
         if refusal is not None:
             self._suppressed(session, ticket, notice, refusal, now)
             return None
         hd = self.settings.helpdesk
         language = notice.language or ticket.language
         desk = Address(name=hd.name_in(language), email=ticket.address or hd.primary_address)
+        restricted = self._restricted(ticket, notice)
         # Namespaces, not dicts: Jinja tries an attribute before an item, and a
         # failed attribute lookup on a dict costs a third of the rendering.
         context = {
@@ -729,6 +793,14 @@ class Applier:
             "personal": notice.agent_id is not None,  # has a personal reply address
             **notice.context,
         }
+        if notice.visibility == Visibility.INTERNAL:
+            context["restricted"] = restricted
+        if restricted:
+            # A security incident's subject and requester reach only the security
+            # contacts: whatever the template, others see neither.
+            context["ticket"] = SimpleNamespace(**{**vars(context["ticket"]),
+                                                   "subject": RESTRICTED_SUBJECT})  # fmt: skip
+            context["requester"] = SimpleNamespace(name="", email="")
         rendered = self.renderer.render(notice.template, language, context)
         message_id = new_message_id(hd.domain)
         reply_to = notice.reply_to or desk
@@ -741,6 +813,12 @@ class Applier:
                 expiry(now, self.settings.agent_mail.reply_token_days),
             )
             reply_to = Address(name=f"{desk.name} [#{ticket.id}]", email=address)
+        elif notice.reply_to is None and notice.visibility == Visibility.PUBLIC and notice.to:
+            # The requester's (or watcher's) own reply address: a reply to it is
+            # theirs without DNS or a mail server's word (maild.pipeline.verify).
+            address = requester_address(self.signer, desk.email, ticket.id, notice.to[0].email,
+                                        expiry(now, hd.reply_address_days))  # fmt: skip
+            reply_to = Address(name=desk.name, email=address)
         # Never mail ourselves (a served address, a plus-variant, our own domain).
         cc = tuple(a for a in notice.cc if not is_own_address(a.email, self.settings))
         raw = compose(
@@ -792,8 +870,9 @@ class Applier:
         outbox_id: int = _INSERT_OUTBOX.scalar_one(session, values)
         if notice.visibility != Visibility.INTERNAL and notice.auto_submitted != "no":
             # (mail to agents, and a person's reply, are not automatic mail)
-            self.guard.record(session, ticket.id, notice.to, notice.kind, now)
-            self.guard.record(session, None, cc, notice.kind, now)  # per address, not per ticket
+            self.guard.record(session, ticket.id, notice.to, notice.kind, now, source)
+            # (watchers in Cc count per address, not per ticket)
+            self.guard.record(session, None, cc, notice.kind, now, source)
         detail = {"to": recipients, "outbox": outbox_id}
         queued = EventSpec(f"{notice.kind}_queued", "maild", new=message_id, detail=detail)
         self._event(session, ticket.id, queued, now)

@@ -16,6 +16,8 @@ PostgreSQL, so several instances never act on the same ticket at once.
 - `sweep_closing`: resolved tickets close after ``lifecycle.close_after_days``.
 - `sweep_regulator`: security incidents remind the security contacts and the
   duty manager of the regulator deadline (24, 48, 66 h; and at 72 h).
+- `sweep_digests`: automatic mail a rate limit held back (`maild.desk.autoreply`)
+  goes out as one digest per address, once that address has room again.
 
 Tickets recorded without notification (status ``new``: ``maild import
 --no-notify`` of another help desk's archive) are left alone by the SLA and
@@ -32,16 +34,18 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from maild.clock import Clock
 from maild.desk.actions import SYSTEM, ActionRefused, Done, TicketOps
 from maild.desk.apply import Applier
+from maild.desk.autoreply import DIGEST_KIND
+from maild.mail.parse import Address
 from maild.pipeline import notices
-from maild.pipeline.decision import EventSpec
+from maild.pipeline.decision import EventSpec, Notice
 from maild.store.db import claim_order
-from maild.store.models import Ticket
+from maild.store.models import AutoreplyLog, HeldNotice, Ticket
 from maild.store.states import FINISHED_STATUSES, TicketStatus
 
 log = logging.getLogger(__name__)
@@ -261,11 +265,66 @@ def sweep_regulator(sessions: sessionmaker[Session], applier: Applier, clock: Cl
     return _run(sessions, applier, clock, due, act, "regulator")
 
 
+def sweep_digests(sessions: sessionmaker[Session], applier: Applier, clock: Clock) -> int:
+    """One digest per address of the notices held back for it, when it has room.
+
+    Room: fewer than ``limits.autoreply_per_address_per_hour`` automatic mails
+    to it in the last hour *from any source* (so a flood that goes on holds
+    the digest too: one per quiet hour, not one per sweep), and the digest
+    passes the limits like any automatic mail; meanwhile the rows stay held.
+    Each address in a transaction of its own; its held rows are locked (SKIP
+    LOCKED on PostgreSQL), so two instances never send one digest twice. For
+    an address that hard-bounced meanwhile, the held rows are dropped.
+    """
+    now = clock.now()
+    limit = applier.settings.limits.autoreply_per_address_per_hour
+    with sessions.begin() as session:
+        addresses = list(session.scalars(
+            select(HeldNotice.address).where(HeldNotice.sent_at.is_(None))
+            .group_by(HeldNotice.address).order_by(func.min(HeldNotice.id)).limit(BATCH)))  # fmt: skip
+    sent = 0
+    for address in addresses:
+        with sessions.begin() as session:
+            rows = list(session.scalars(claim_order(
+                select(HeldNotice).where(HeldNotice.address == address,
+                                         HeldNotice.sent_at.is_(None))
+                .order_by(HeldNotice.id).limit(100))))  # fmt: skip
+            if not rows:
+                continue
+            recent = session.scalar(select(func.count()).select_from(AutoreplyLog).where(
+                AutoreplyLog.address == address, AutoreplyLog.at > now - timedelta(hours=1)))  # fmt: skip
+            if (recent or 0) >= limit:
+                continue  # not yet: the address had its fill this hour
+            ticket = session.get(Ticket, rows[-1].ticket_id) if rows[-1].ticket_id else None
+            if ticket is None:
+                continue
+            items = [{"number": r.ticket_id, "subject": r.subject, "kind": r.kind} for r in rows]
+            notice = Notice(template="digest", to=(Address("", address),), kind=DIGEST_KIND,
+                            auto_submitted="auto-generated", language=rows[-1].language,
+                            context={"items": items, "held_since": rows[0].held_at})  # fmt: skip
+            _screened, refusal = applier.guard.screen(session, ticket.id, notice, now)
+            if refusal is not None and refusal.hold:
+                continue  # no room yet: the rows stay held
+            for row in rows:
+                row.sent_at = now
+            if refusal is not None:  # undeliverable now: nothing to send them
+                log.warning("held notices to %s dropped: %s", address, refusal.reason)
+                continue
+            applier.queue_notice(session, ticket, notice, now)
+            for number in sorted({r.ticket_id for r in rows if r.ticket_id}):
+                applier.event(session, number, EventSpec("digest_queued", SYSTEM, detail={
+                    "to": address, "held": [r.kind for r in rows if r.ticket_id == number]}),
+                    now)  # fmt: skip
+            sent += 1
+    return sent
+
+
 SWEEPS: tuple[tuple[str, Sweep], ...] = (
     ("sla", sweep_sla),
     ("waiting", sweep_waiting),
     ("closing", sweep_closing),
     ("regulator", sweep_regulator),
+    ("digests", sweep_digests),
 )
 
 

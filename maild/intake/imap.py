@@ -55,8 +55,8 @@ from maild.addresses import normalize_address
 from maild.clock import Clock
 from maild.config.settings import ImapMailboxSettings, Settings
 from maild.errors import MaildError
-from maild.intake.commit import Delivery, Stored, store
-from maild.mail.parse import looks_like_message, peek_message_id, peek_return_path
+from maild.intake.commit import Delivery, Stored, store, traced
+from maild.mail.parse import looks_like_message, peek_header, peek_message_id, peek_return_path
 from maild.store.db import insert_ignore
 from maild.store.models import ImapCheckpoint
 from maild.store.states import InboundStatus, Source
@@ -525,15 +525,28 @@ class MailboxPoller:
 
     def _delivery(self, raw: bytes) -> Delivery:
         ok = looks_like_message(raw)
+        trace = b""
+        delivered: tuple[str, ...] = ()
+        if ok:
+            # The envelope recipient, as the one header field the admin says the
+            # delivering server writes on top (a personal reply or bounce address
+            # counts only from there: any other copy of it is the sender's word).
+            header = self.mailbox.delivery_header
+            found = peek_header(raw, header) if header else None
+            if found and "@" in found:
+                delivered = (normalize_address(found),)
+            raw, trace = traced(raw, self.settings, self.clock.now(), protocol="IMAP",
+                                note=f"mailbox {self.name}")  # fmt: skip
         return Delivery(
             raw=raw,
             source=Source.IMAP,
             recipient=self.recipient,
             envelope_from=peek_return_path(raw) if ok else None,
-            envelope_to=(self.recipient,),
+            envelope_to=(self.recipient, *delivered),
             mailbox=self.name,
             status=InboundStatus.PENDING if ok else InboundStatus.QUARANTINED,
             error=None if ok else "not an email message: no header fields found",
+            trace=trace,
         )
 
     def _oversize(self, header: bytes, size: int) -> Delivery:

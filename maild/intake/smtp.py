@@ -5,13 +5,19 @@ storing fails (never a 5xx, never exception text); ``550 5.1.1`` for an
 address we don't serve; ``552 5.3.4`` over the size limit. LMTP answers once
 per accepted recipient, as RFC 2033 requires.
 
-Hardening: at most ``smtp.max_connections_per_ip`` connections per client
-address (one more gets ``421 4.7.0``); a client idle for
-``smtp.timeout_seconds`` gets ``421 4.4.2`` and is dropped; at most
-``smtp.max_recipients`` recipients (``452 4.5.3``); only ``CRLF.CRLF`` ends
-DATA (a bare-LF ``\n.\n`` is message content, so SMTP smuggling cannot slip a
-second message past us); optional STARTTLS and AUTH (`maild.intake.smtpauth`).
-Disk full gives ``452 4.3.1``.
+Hardening: at most ``smtp.max_connections`` connections in all and
+``smtp.max_connections_per_ip`` per client source (an IPv4 address, an IPv6
+/64: `maild.addresses.network_key`); one more gets ``421 4.7.0``. A client
+idle for ``smtp.timeout_seconds`` gets ``421 4.4.2`` and is dropped; at most
+``smtp.max_recipients`` recipients (``452 4.5.3``); each command at most
+``smtp.command_call_limit`` times per connection (the message commands
+``smtp.max_messages_per_connection`` times), then ``421 4.7.0``. Only
+``CRLF.CRLF`` ends DATA (a bare-LF ``\n.\n`` is message content, so SMTP
+smuggling cannot slip a second message past us); optional STARTTLS and AUTH
+(`maild.intake.smtpauth`): the password hash runs in a thread pool, never on the
+event loop; a session gets three tries; a source past ``smtp.auth_max_failures``
+failures is refused AUTH (``454 4.7.0``) until they age out. Disk full gives
+``452 4.3.1``.
 
 Draining (SIGTERM): `IntakeHandler.drain()` answers ``421 4.3.2`` to every
 new connection and to the next command of every session, and closes idle
@@ -22,22 +28,26 @@ sessions at once; a message already in DATA is still committed and gets its
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import socket
 import ssl
 import time
 import weakref
+from base64 import b64decode
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from maild.addresses import ServedAddresses, normalize_address
+from maild.addresses import ServedAddresses, network_key, normalize_address
+from maild.clock import Clock, SystemClock
 from maild.config.settings import Settings
-from maild.intake.commit import Delivery, GroupCommitter, StorageFull
-from maild.intake.smtpauth import PasswordFile
+from maild.intake.commit import Delivery, GroupCommitter, StorageFull, traced
+from maild.intake.smtpauth import FailureLimiter, PasswordFile
 from maild.mail.parse import peek_message_id
 from maild.store.states import Source
 
@@ -46,6 +56,13 @@ log = logging.getLogger(__name__)
 TEMPFAIL = "451 4.3.0 Temporary local problem storing the message, please try again later"
 TOO_BIG = "552 5.3.4 Message size exceeds the fixed maximum message size"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address, try again later"
+SERVER_BUSY = "421 4.7.0 Too many connections, try again later"
+AUTH_BLOCKED = "454 4.7.0 Too many failed logins from your address, try again later"
+AUTH_GIVE_UP = "421 4.7.0 Too many failed logins, closing connection"
+AUTH_TRIES_PER_SESSION = 3
+# Password hashes running at once: PBKDF2 releases the interpreter lock, so
+# two keep the event loop answering while a burst of AUTH waits its turn.
+AUTH_THREADS = 2
 IDLE_TIMEOUT = "421 4.4.2 Idle too long, closing connection"
 STORAGE_FULL = "452 4.3.1 Insufficient system storage, please try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
@@ -55,15 +72,26 @@ class IntakeHandler:
     """The aiosmtpd handler: accepts served recipients, commits, then answers."""
 
     def __init__(
-        self, settings: Settings, committer: GroupCommitter, *, lmtp: bool = False
-    ) -> None:
+        self, settings: Settings, committer: GroupCommitter, *, lmtp: bool = False,
+        clock: Clock | None = None,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self.clock = clock or SystemClock()
         self.served = ServedAddresses.of(settings.helpdesk.addresses)
         self.committer = committer
         self.lmtp = lmtp
         self.accepting = True
         self.max_recipients = settings.smtp.max_recipients
         self.max_per_ip = settings.smtp.max_connections_per_ip
-        self.connections: Counter[str] = Counter()  # open connections per client IP
+        self.max_connections = settings.smtp.max_connections
+        self.connections: Counter[str] = Counter()  # open connections per source (network_key)
+        self.open_connections = 0
+        self.auth_failures = FailureLimiter(
+            settings.smtp.auth_max_failures,
+            settings.smtp.auth_failure_window_seconds,
+            settings.smtp.auth_failure_delay_seconds,
+        )
+        self.auth_pool = ThreadPoolExecutor(AUTH_THREADS, thread_name_prefix="smtp-auth")
         self.open_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self.in_data = 0
         # Called with (source, result, seconds from end of DATA to the reply).
@@ -97,12 +125,18 @@ class IntakeHandler:
         raw = envelope.original_content
         assert isinstance(raw, bytes)
         bases = [b for b in (self.served.base_of(r) for r in envelope.rcpt_tos) if b]
+        peer = session.peer if isinstance(session.peer, tuple) and session.peer else ("",)
+        protocol = "LMTP" if self.lmtp else ("ESMTPS" if session.ssl is not None else "ESMTP") + (
+            "A" if session.authenticated else "")  # fmt: skip
+        raw, trace = traced(raw, self.settings, self.clock.now(), protocol=protocol,
+                            helo=session.host_name or "", ip=str(peer[0]))  # fmt: skip
         delivery = Delivery(
             raw=raw,
             source=Source.LMTP if self.lmtp else Source.SMTP,
             recipient=bases[0] if bases else None,
             envelope_from=envelope.mail_from or "",
             envelope_to=tuple(normalize_address(r) for r in envelope.rcpt_tos),
+            trace=trace,
         )
         started = time.monotonic()
         try:
@@ -161,26 +195,109 @@ class _Hardened:
         handler = self.event_handler
         peer = self.session.peer if self.session is not None else None
         ip = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        if handler.connections[ip] >= handler.max_per_ip:
-            log.warning("SMTP: refusing %s: %d connections already open", ip,
-                        handler.connections[ip])  # fmt: skip
-            await self.push(TOO_MANY_CONNECTIONS)
+        key = network_key(ip)
+        refusal = None
+        if handler.open_connections >= handler.max_connections:
+            log.warning("SMTP: refusing %s: %d connections open in all (smtp.max_connections)",
+                        ip, handler.open_connections)  # fmt: skip
+            refusal = SERVER_BUSY
+        elif handler.connections[key] >= handler.max_per_ip:
+            log.warning("SMTP: refusing %s: %d connections already open from %s", ip,
+                        handler.connections[key], key)  # fmt: skip
+            refusal = TOO_MANY_CONNECTIONS
+        if refusal is not None:
+            await self.push(refusal)
             if self.transport is not None:
                 self.transport.close()
             return
-        handler.connections[ip] += 1
+        handler.connections[key] += 1
+        handler.open_connections += 1
         self._peer_ip = ip
+        self._peer_key = key
         try:
             await super()._handle_client()  # type: ignore[misc]
         finally:
-            handler.connections[ip] -= 1
-            if handler.connections[ip] <= 0:
-                del handler.connections[ip]
+            handler.open_connections -= 1
+            handler.connections[key] -= 1
+            if handler.connections[key] <= 0:
+                del handler.connections[key]
 
     def _timeout_cb(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(IDLE_TIMEOUT.encode("ascii") + b"\r\n")
         super()._timeout_cb()  # type: ignore[misc]
+
+
+class _Auth:
+    """AUTH PLAIN and LOGIN with the hash off the event loop and failures limited."""
+
+    event_handler: IntakeHandler
+    transport: Any
+    _peer_key: str = "?"
+    _auth_failures_here = 0
+    if TYPE_CHECKING:  # provided by aiosmtpd's SMTP
+
+        async def push(self, status: Any) -> None: ...
+
+        async def challenge_auth(self, challenge: str | bytes) -> Any: ...
+
+        def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult: ...
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False)
+        else:
+            try:
+                blob = b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._verify("PLAIN", LoginPassword(parts[1], parts[2]))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth("Username:")
+            if login is MISSING:
+                return AuthResult(success=False)
+        else:
+            try:
+                login = b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth("Password:")
+        if password is MISSING:
+            return AuthResult(success=False)
+        return await self._verify("LOGIN", LoginPassword(login, password))
+
+    async def _verify(self, mechanism: str, data: LoginPassword) -> AuthResult:
+        handler = self.event_handler
+        key = self._peer_key
+        if handler.auth_failures.blocked(key):
+            log.warning("SMTP AUTH from %s refused: too many failed logins", key)
+            await self.push(AUTH_BLOCKED)
+            return AuthResult(success=False, handled=True)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(handler.auth_pool, self._authenticate, mechanism, data)
+        if result.success:
+            return result
+        self._auth_failures_here += 1
+        delay = handler.auth_failures.failed(key)
+        log.warning("SMTP AUTH failed from %s (%d in this session)", key,
+                    self._auth_failures_here)  # fmt: skip
+        await asyncio.sleep(delay)  # each failure from this source answered later
+        if self._auth_failures_here >= AUTH_TRIES_PER_SESSION:
+            await self.push(AUTH_GIVE_UP)
+            if self.transport is not None:
+                self.transport.close()
+            return AuthResult(success=False, handled=True)
+        return result
 
 
 class _Draining:
@@ -225,7 +342,7 @@ class _Draining:
             self.transport.close()
 
 
-class MaildSMTP(_Draining, _Hardened, SMTP):
+class MaildSMTP(_Draining, _Auth, _Hardened, SMTP):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._gate()
@@ -279,6 +396,11 @@ async def start_server(
         else None
     )
 
+    smtp = settings.smtp
+    messages = smtp.max_messages_per_connection
+    call_limit = {"*": smtp.command_call_limit, "MAIL": messages, "DATA": messages,
+                  "RSET": messages, "RCPT": messages * smtp.max_recipients, "QUIT": 1}  # fmt: skip
+
     def factory() -> SMTP:
         return cls(
             handler,
@@ -292,6 +414,7 @@ async def start_server(
             authenticator=users.authenticator if users is not None else None,
             auth_required=settings.smtp.auth_required,
             auth_require_tls=True,
+            command_call_limit=call_limit,
             loop=loop,
         )
 

@@ -65,6 +65,17 @@ def new_message_id(domain: str) -> str:
     return f"<{uuid.uuid4().hex}@{domain}>"
 
 
+_OUR_ID_LOCAL = re.compile(r"<[0-9a-f]{32}@")
+
+
+def is_our_message_id(message_id: str | None, domain: str) -> bool:
+    """A Message-ID `new_message_id` made for `domain` (its shape and domain):
+    a mail client that happens to use the same domain writes others."""
+    if not message_id or _OUR_ID_LOCAL.match(message_id) is None:
+        return False
+    return message_id[34:-1].lower() == domain.lower() and message_id.endswith(">")
+
+
 def _safe_id(value: str | None) -> str | None:
     return value if value and _ID_RE.match(value) else None
 

@@ -201,6 +201,13 @@ def peek_recipients(raw: bytes) -> list[str]:
     return [normalize_address(addr) for _name, addr in getaddresses(values) if "@" in addr]
 
 
+def peek_header(raw: bytes, name: str) -> str | None:
+    """The topmost `name` field's value (unfolded), or None; the header block only."""
+    msg = _peek(raw)
+    value = msg.get(name) if msg is not None else None
+    return _unfold(str(value)) if value is not None else None
+
+
 def peek_return_path(raw: bytes) -> str | None:
     """The envelope sender the final MTA recorded (``Return-Path``, topmost).
 

@@ -33,11 +33,12 @@ from maild.config.settings import Settings
 from maild.mail.parse import ParsedMessage
 from maild.mail.phrases import Phrase
 from maild.mail.replyaddr import ReplyToken
+from maild.mail.trace import UNTRUSTED_RESULTS, authserv_id, parse_authentication_results
 from maild.pipeline.directory import EMPTY, AgentEntry, Directory
 
 _QUOTED_DISPLAY = re.compile(r'^"(?:[^"\\]|\\.)*"$')
 _PLAIN_DISPLAY = re.compile(r'^[^,;:<>@"()\\\[\]]*$')
-_COMMENT = re.compile(r"\([^()]*\)")
+_RENAMED = UNTRUSTED_RESULTS.decode("ascii").lower()
 
 
 @dataclass(frozen=True)
@@ -97,36 +98,6 @@ def strict_from(msg: ParsedMessage) -> tuple[str | None, str]:
 # --- Authentication-Results (RFC 8601) ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AuthResult:
-    authserv_id: str
-    method: str
-    result: str
-    props: dict[str, str]
-
-
-def parse_authentication_results(value: str) -> tuple[str, list[AuthResult]]:
-    """(authserv-id, results) of one header value; comments are dropped."""
-    text = value
-    for _ in range(5):  # nested comments, a few levels deep
-        text = _COMMENT.sub(" ", text)
-    parts = [p.strip() for p in text.split(";")]
-    authserv = parts[0].split()[0].lower() if parts and parts[0].split() else ""
-    results = []
-    for part in parts[1:]:
-        tokens = part.split()
-        if not tokens or "=" not in tokens[0]:
-            continue
-        method, _eq, result = tokens[0].partition("=")
-        props = {}
-        for token in tokens[1:]:
-            key, eq, val = token.partition("=")
-            if eq:
-                props[key.lower()] = val.strip('"').lower()
-        results.append(AuthResult(authserv, method.lower().split("/")[0], result.lower(), props))
-    return authserv, results
-
-
 def _aligned(domain: str, other: str) -> bool:
     other = other.lstrip("@").rpartition("@")[2]
     return bool(other) and (
@@ -146,6 +117,9 @@ def authentication_results(msg: ParsedMessage, settings: Settings, email: str) -
     for name, value in msg.fields():
         if name == "received":
             hops += 1
+            continue
+        if name == _RENAMED and authserv_id(value) in trusted:
+            outside.append(authserv_id(value))  # renamed at intake (maild.mail.trace)
             continue
         if name != "authentication-results":
             continue
@@ -221,7 +195,7 @@ def check(
         reasons.append(why)
     elif claimed is not None and strict != claimed.email:
         reasons.append(Phrase("auth.from_mismatch", address=strict, claimed=claimed.email))
-    if not reasons and claimed is not None and settings.agent_mail.require_authentication_results:
+    if not reasons and claimed is not None and settings.agent_mail.check_authentication_results:
         ok, why = authentication_results(msg, settings, claimed.email)
         if not ok:
             reasons.append(why)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from maild.mail.parse import ParsedMessage
-from maild.mail.replyaddr import ReplyToken
+from maild.mail.replyaddr import ReplyToken, RequesterToken
 from maild.pipeline.directory import EMPTY, Directory
 
 _TAG_RE = re.compile(r"\[#(\d{1,12})\]")
@@ -38,6 +38,7 @@ class TicketFacts:
     security: bool = False
     assignee: int | None = None  # agent id
     watchers: frozenset[str] = frozenset()
+    bounced: frozenset[str] = frozenset()  # participants marked undeliverable
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class BouncedOutbox:
     id: int
     ticket_id: int | None
     recipients: tuple[str, ...]
+    # The one recipient the VERP address was made for: the only address this
+    # bounce may speak of (None: the address names no recipient of this mail).
+    recipient: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class Facts:
     bounced_outbox: BouncedOutbox | None = None  # the mail a VERP bounce is about
     reply_token: ReplyToken | None = None  # a reply address the message came to (checked)
     directory: Directory = EMPTY  # the agents
+    # A requester's reply address the message came to, checked against its From.
+    requester_token: RequesterToken | None = None
+    # Message-IDs of our own mail among those it refers to -> who we sent each to.
+    sent_to: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,14 @@ up and "now". `apply` writes the Decision in one transaction (and
 
 Mail on the agents' channel (to a personal reply address, or from or
 imitating an agent of the directory) is decided by `maild.pipeline.agentmail`.
+
+Who a mail is from is what maild can verify (`maild.pipeline.verify`), not
+its From line. Mail that claims a participant of the ticket but is not
+verified adds its text (marked unverified, the agents told) and nothing
+else: no watcher added or removed, no status changed, nothing sent to anyone
+it names. Notices go to the addresses stored on the ticket, never to a
+message's Reply-To or Cc; an acknowledgement goes to the From of a new
+ticket and quotes nothing of an unverified message but its subject.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from maild.pipeline.mailbox_defaults import apply_mailbox_defaults
 from maild.pipeline.screen import Envelope, Screening, Verdict, screen
 from maild.pipeline.sla import SlaPolicy
 from maild.pipeline.triage import Rulebook, classify
+from maild.pipeline.verify import Trust, message_source, verify_sender
 from maild.store.states import (
     FINISHED_STATUSES,
     ArticleKind,
@@ -59,10 +68,17 @@ def decide(
     rules: Rulebook | None = None,
 ) -> Decision:
     decision = _decide(msg, inbound, facts, settings, now, rules)
+    article = decision.article
+    if article is not None and article.verified_by is not None and decision.ticket_id:
+        ticket = facts.tickets.get(decision.ticket_id)
+        if ticket is not None and article.author.email in ticket.bounced:
+            decision = replace(decision, deliverable_again=article.author.email)
     if inbound.wanted_by and decision.outcome in (Outcome.NEW_TICKET, Outcome.APPENDED):
         replayed = EventSpec("replayed", inbound.wanted_by,
                              detail={"inbound": inbound.id, "was": inbound.was})  # fmt: skip
         decision = replace(decision, events=(*decision.events, replayed))
+    if decision.notices:  # they count against the limit of the source the mail came from
+        decision = replace(decision, source=message_source(msg, settings))
     return decision
 
 
@@ -143,6 +159,11 @@ def _decide(
 
     if ticket is not None:
         role = identify(msg, ticket)
+        trust = verify_sender(msg, facts, settings, sender=sender.email, ticket_id=ticket.id,
+                              now=now)  # fmt: skip
+        if role in (Role.REQUESTER, Role.PARTICIPANT) and not trust.verified:
+            return _unverified(msg, inbound, sender, ticket, facts, settings, role, trust,
+                               how=correlation.how)  # fmt: skip
         if ticket.status in FINISHED_STATUSES and role == Role.REQUESTER:
             finished_at = ticket.closed_at or ticket.resolved_at or now
             if now - finished_at > timedelta(days=settings.helpdesk.reopen_days):
@@ -154,10 +175,14 @@ def _decide(
                 Outcome.APPENDED,
                 f"requester reply reopens #{ticket.id}",
                 ticket_id=ticket.id,
-                article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
+                article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC, trust),
                 status=TicketStatus.OPEN,
                 events=(
-                    EventSpec("article_added", sender.email, detail={"role": str(role)}),
+                    EventSpec(
+                        "article_added",
+                        sender.email,
+                        detail={"role": str(role), "verified": trust.how},
+                    ),
                     EventSpec(
                         "status",
                         sender.email,
@@ -171,7 +196,9 @@ def _decide(
                 else (),
                 how=correlation.how,
             )
-        events = [EventSpec("article_added", sender.email, detail={"role": str(role)})]
+        verified = trust.verified and role != Role.OTHER
+        events = [EventSpec("article_added", sender.email,
+                            detail={"role": str(role), "verified": trust.how})]  # fmt: skip
         status = None
         if ticket.status == TicketStatus.PENDING_USER and role == Role.REQUESTER:
             status = TicketStatus.OPEN
@@ -179,19 +206,22 @@ def _decide(
                                     detail={"reason": "requester replied"}))  # fmt: skip
         add: tuple[Address, ...] = ()
         remove: tuple[str, ...] = ()
+        told: list[Notice] = []
         if role == Role.REQUESTER and msg.cc:  # the requester's Cc says who watches
             add, remove = _watcher_changes(msg, sender, ticket, facts, settings)
-        told: tuple[Notice, ...] = ()
+            if inbound.notify:  # a watcher the requester no longer copies hears so
+                told += [_watcher_removed(ticket, email) for email in remove]
         if inbound.notify and role in (Role.REQUESTER, Role.PARTICIPANT):
-            told = _reply_notices(msg, sender, ticket, facts, settings, status)
+            told += _reply_notices(msg, sender, ticket, facts, settings, status)
+        limits = _limits_notice(msg, inbound, sender, settings) if verified and not quiet else ()
         return Decision(
             Outcome.APPENDED,
             f"{role} reply to #{ticket.id} ({correlation.how})",
             ticket_id=ticket.id,
-            article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
+            article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC, trust),
             status=status,
             events=tuple(events),
-            notices=(*told, *(() if quiet else _limits_notice(msg, inbound, sender, settings))),
+            notices=(*told, *limits),
             how=correlation.how,
             watchers_add=add,
             watchers_remove=remove,
@@ -200,13 +230,38 @@ def _decide(
                        quiet=quiet)  # fmt: skip
 
 
-def answer_to(msg: ParsedMessage, sender: Address, settings: Settings) -> Address:
-    """Where an automatic answer goes: the Reply-To, unless it is one of ours (a
-    group's Reply-To is often the group itself), else the sender."""
-    for address in msg.reply_to:
-        if not is_own_address(address.email, settings):
-            return address
-    return sender
+def _unverified(
+    msg: ParsedMessage, inbound: InboundMeta, sender: Address, ticket: TicketFacts,
+    facts: Facts, settings: Settings, role: Role, trust: Trust, *, how: str,
+) -> Decision:  # fmt: skip
+    """Mail that claims a participant maild cannot verify: its text is added,
+    marked, and the agents working the ticket are told; nothing else happens."""
+    detail: dict[str, Any] = {"role": str(role), "verified": trust.how, "why": trust.why}
+    ignored = {}
+    if msg.cc and role == Role.REQUESTER:
+        ignored["cc"] = [a.email for a in msg.cc][:MAX_WATCHERS]
+    if msg.reply_to:
+        ignored["reply_to"] = [a.email for a in msg.reply_to][:MAX_WATCHERS]
+    if ignored:
+        detail["ignored"] = ignored
+    told: tuple[Notice, ...] = ()
+    if inbound.notify:
+        told = _reply_notices(msg, sender, ticket, facts, settings, None, unverified=trust.why)
+    return Decision(
+        Outcome.APPENDED,
+        f"unverified {role} mail to #{ticket.id} ({how}): text added, nothing changed",
+        ticket_id=ticket.id,
+        article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC, trust),
+        events=(EventSpec("article_added", sender.email, detail=detail),),
+        notices=told,
+        how=how,
+    )
+
+
+def _watcher_removed(ticket: TicketFacts, email: str) -> Notice:
+    """A watcher the requester's latest mail no longer copies is told so."""
+    return notices.to_requester("watcher_removed", "watcher_removed", Address("", email),
+                                context={"removed_by": ticket.requester})  # fmt: skip
 
 
 def _reopen_notices(
@@ -229,9 +284,9 @@ def _reopen_notices(
                              security=ticket.security, context=context)  # fmt: skip
     if quiet:
         return told
-    requester = answer_to(msg, Address(name="", email=ticket.requester), settings)
     return (
-        notices.to_requester("status", "status", requester,
+        # To the requester stored on the ticket: never to the mail's Reply-To.
+        notices.to_requester("status", "status", Address(name="", email=ticket.requester),
                              thread=thread, context={"event": "reopened", "by_reply": True},
                              cc=watchers),
         *told,
@@ -239,18 +294,18 @@ def _reopen_notices(
 
 
 def _bounce(msg: ParsedMessage, facts: Facts, ticket: TicketFacts) -> BounceSpec:
-    """Which of the recipients of our mail the report says failed, and how.
+    """Which recipient of our mail the report says failed, and how.
 
-    Only addresses we sent that mail to (the VERP outbox row's recipients, else
-    the ticket's participants) can be marked: a report naming anyone else
-    changes nothing (a forwarded address that failed further on is recorded
-    on the ticket, and left to the agent).
+    Only through a genuine VERP return path (`maild.mail.verp`), and only for
+    the one recipient it was made for: a report that merely quotes our
+    Message-ID, or names anyone else, is recorded on the ticket and changes
+    no contact (anyone can write a delivery report naming anyone).
     """
     report = msg.bounce
     outbox = facts.bounced_outbox
     if report is None:
         return BounceSpec("unknown", (), outbox.id if outbox else None)
-    ours = set(outbox.recipients) if outbox is not None else set(ticket.participants)
+    ours = {outbox.recipient} if outbox is not None and outbox.recipient else set()
 
     hard = tuple(a for a in report.permanent if a in ours)
     soft = tuple(a for a in report.temporary if a in ours)
@@ -273,7 +328,7 @@ def _limits_notice(
     return (
         Notice(
             template="limits",
-            to=(answer_to(msg, sender, settings),),
+            to=(sender,),
             kind="limits",
             auto_submitted="auto-replied",
             in_reply_to=msg.message_id,
@@ -287,9 +342,10 @@ def _limits_notice(
 
 def _reply_notices(
     msg: ParsedMessage, sender: Address, ticket: TicketFacts, facts: Facts, settings: Settings,
-    status: TicketStatus | None,
+    status: TicketStatus | None, *, unverified: str = "",
 ) -> tuple[Notice, ...]:  # fmt: skip
-    """The agents working the ticket hear of a requester's (or watcher's) reply."""
+    """The agents working the ticket hear of a requester's (or watcher's) reply;
+    `unverified`: why its sender could not be verified."""
     audience = notices.working_audience(
         settings,
         facts.directory,
@@ -307,6 +363,7 @@ def _reply_notices(
         "summary": _summary(said),
         "author": sender.formatted(),
         "status_now": str(status) if status else ticket.status,
+        "unverified": unverified,
     }
     return notices.to_groups("agent_update", "agent_update", audience, security=ticket.security,
                              context=context)  # fmt: skip
@@ -358,8 +415,9 @@ def _sender(msg: ParsedMessage, inbound: InboundMeta) -> Address:
 
 
 def _article(
-    msg: ParsedMessage, sender: Address, kind: ArticleKind, visibility: Visibility
-) -> ArticleSpec:
+    msg: ParsedMessage, sender: Address, kind: ArticleKind, visibility: Visibility,
+    trust: Trust | None = None,
+) -> ArticleSpec:  # fmt: skip
     text = msg.text
     if msg.notes:  # what the limits left out, where the agent reads the message
         text = "\n\n".join(
@@ -376,6 +434,7 @@ def _article(
         in_reply_to=msg.in_reply_to[0] if msg.in_reply_to else None,
         sent_at=msg.date,
         attachments=msg.attachments,
+        verified_by=trust.label if trust is not None else None,
     )
 
 
@@ -416,6 +475,10 @@ def _new_ticket(
     if triage.security:
         regulator_due, regulator_next = policy.regulator_clock(now)
     subject = msg.subject or "(no subject)"
+    # Only a verified sender's copies become watchers: anyone can write any From
+    # and Cc (maild.pipeline.verify).
+    trust = verify_sender(msg, facts, settings, sender=sender.email, ticket_id=None, now=now)
+    copied = _watcher_candidates(msg, sender, sender.email, facts, settings)
     spec = TicketSpec(
         type=triage.type,
         category=triage.category,
@@ -435,7 +498,7 @@ def _new_ticket(
         regulator_due=regulator_due,
         regulator_next_reminder_at=regulator_next,
         contact_language=language if language_source != "default" else None,
-        watchers=tuple(_watcher_candidates(msg, sender, sender.email, facts, settings).values()),
+        watchers=tuple(copied.values()) if trust.verified else (),
     )
     detail: dict[str, Any] = {"triage": list(triage.matched), "language": language_source}
     if note:
@@ -446,13 +509,18 @@ def _new_ticket(
     if parent is not None:
         events.append(EventSpec("linked", sender.email, new=str(parent.id),
                                 detail={"reason": "reply after the reopen window"}))  # fmt: skip
+    if copied and not trust.verified:
+        events.append(EventSpec("watchers_not_added", "maild", detail={
+            "addresses": list(copied), "reason": f"sender not verified: {trust.why}"}))  # fmt: skip
     notices_out: tuple[Notice, ...] = ()
     if inbound.notify:
         spec = replace(spec, status=TicketStatus.OPEN)
         why = f"not acknowledged: {quiet}" if quiet else "acknowledged"
         events.append(EventSpec("status", "maild", old=TicketStatus.NEW, new=TicketStatus.OPEN,
                                 detail={"reason": why}))  # fmt: skip
-        to = (answer_to(msg, sender, settings),)
+        # To the From (the requester now on the ticket): never to Reply-To or Cc;
+        # and an unverified display name is not repeated either.
+        to = (sender if trust.verified else Address(name="", email=sender.email),)
         references = (*msg.references, msg.message_id) if msg.message_id else msg.references
         hierarchical = triage.priority == 1
         ack = Notice(
@@ -463,7 +531,8 @@ def _new_ticket(
             in_reply_to=msg.message_id,
             references=references[-20:],
             context={
-                "summary": _summary(msg.text),
+                # Of an unverified message nothing but its subject is repeated.
+                "summary": _summary(msg.text) if trust.verified else "",
                 "first_response_due": due,
                 "resolution_due": clock.resolution_due,
                 "parent_id": parent.id if parent else None,
@@ -471,7 +540,10 @@ def _new_ticket(
                 "advice": list(rules.advice(triage.category, language)),
                 "security": triage.security,
                 "hierarchical": hierarchical,
-                "notes": list(msg.notes),
+                "notes": list(msg.notes) if trust.verified else [],
+                "copied": 0 if trust.verified else len(copied),
+                # Nor its display name: the greeting names the address.
+                **({} if trust.verified else {"requester": {"name": "", "email": sender.email}}),
             },
         )
         audience = notices.new_ticket_audience(
@@ -496,7 +568,7 @@ def _new_ticket(
         Outcome.NEW_TICKET,
         note or "new ticket",
         new_ticket=spec,
-        article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
+        article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC, trust),
         events=tuple(events),
         notices=notices_out,
     )

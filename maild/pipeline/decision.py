@@ -58,6 +58,10 @@ class ArticleSpec:
     sent_at: datetime | None
     attachments: tuple[ParsedAttachment, ...] = ()
     direction: Direction = Direction.IN
+    # How its sender was verified (maild.pipeline.verify: "reply-address",
+    # "references", "authentication-results"; "none": not at all); None: not
+    # a person's mail (ours, an agent's, a bounce).
+    verified_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,3 +156,8 @@ class Decision:
     agent_reply: AgentReply | None = None  # run by maild.agentreply after apply
     watchers_add: tuple[Address, ...] = ()
     watchers_remove: tuple[str, ...] = ()
+    # The client network the message came from (maild.mail.trace.client_source):
+    # its notices count against the per-source limit on automatic mail.
+    source: str | None = None
+    # A participant marked undeliverable wrote in: they are deliverable again.
+    deliverable_again: str | None = None

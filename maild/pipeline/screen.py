@@ -25,7 +25,7 @@ from pathlib import Path
 
 from maild.addresses import ServedAddresses
 from maild.config.settings import Settings
-from maild.mail.compose import LOOP_HEADER
+from maild.mail.compose import LOOP_HEADER, is_our_message_id
 from maild.mail.language import fold, load_languages, phrase_pattern
 from maild.mail.parse import ParsedMessage
 from maild.mail.verp import is_verp_address
@@ -133,12 +133,6 @@ def _local(address: str) -> str:
     return _BATV.sub("", address.strip().strip("<>").partition("@")[0]).lower()
 
 
-def _domain_of_id(message_id: str | None) -> str:
-    if not message_id:
-        return ""
-    return message_id.strip("<>").rpartition("@")[2].lower()
-
-
 def _sender(msg: ParsedMessage) -> str:
     return msg.sender.email if msg.sender else ""
 
@@ -161,7 +155,8 @@ def has_our_loop_header(msg: ParsedMessage, env: Envelope, settings: Settings) -
 
 
 def has_our_message_id(msg: ParsedMessage, env: Envelope, settings: Settings) -> str | None:
-    if _domain_of_id(msg.message_id) == settings.helpdesk.domain.lower():
+    """A Message-ID of the shape we make, on our domain (`maild.mail.compose.new_message_id`)."""
+    if is_our_message_id(msg.message_id, settings.helpdesk.domain):
         return f"Message-ID {msg.message_id} is one of ours"
     return None
 
@@ -444,9 +439,9 @@ def has_out_of_office_subject(msg: ParsedMessage, env: Envelope, settings: Setti
 
 
 def answers_us(msg: ParsedMessage, settings: Settings) -> bool:
-    """It refers to a Message-ID of our domain, or carries a ticket tag [#N]."""
-    domain = settings.helpdesk.domain.lower()
-    ours = any(_domain_of_id(mid) == domain for mid in (*msg.in_reply_to, *msg.references))
+    """It refers to a Message-ID of ours, or carries a ticket tag [#N]."""
+    domain = settings.helpdesk.domain
+    ours = any(is_our_message_id(mid, domain) for mid in (*msg.in_reply_to, *msg.references))
     return ours or subject_tag(msg.subject) is not None
 
 

@@ -140,6 +140,9 @@ class Daemon:
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self.renderer = Renderer.from_settings(settings)
         self.applier = Applier(settings, self.renderer)
+        # The signing secret now, not at the first message: created if missing,
+        # and a secret other users may read stops maild here (exit 78).
+        _ = self.applier.signer
         agents.install(self.sessions, self.applier)  # the agent directory, synced with the config
         self.sender = Sender(self.sessions, settings, self.clock, transport_from_settings(settings))
         # The sender runs in a process of its own (it would otherwise compete
@@ -167,7 +170,8 @@ class Daemon:
         self.committer = GroupCommitter(
             self.sessions, self.clock, on_commit=self.worker_loop.wake.set
         )
-        self.handler = IntakeHandler(settings, self.committer, lmtp=settings.smtp.lmtp)
+        self.handler = IntakeHandler(settings, self.committer, lmtp=settings.smtp.lmtp,
+                                     clock=self.clock)  # fmt: skip
         self.imap = ImapIntake(
             settings, self.sessions, self.clock, on_commit=self.worker_loop.wake.set
         )

@@ -22,7 +22,7 @@ import ssl
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -41,14 +41,35 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=6)
 
 
+def _sent_before(conn: Any, outbox_id: int) -> list[str]:
+    value = conn.execute(select(Outbox.rcpt_sent).where(Outbox.id == outbox_id)).scalar()
+    return list(value or ())
+
+
 @dataclass(frozen=True)
 class OutgoingItem:
     id: int
     message_id: str
-    mail_from: str
-    rcpt_to: tuple[str, ...]
+    mail_from: str  # the first recipient's VERP return path
+    rcpt_to: tuple[str, ...]  # the recipients still to deliver to
     raw: bytes
     attempts: int
+    # Each recipient's own VERP return path, in the order of rcpt_to: a bounce
+    # then speaks for that recipient alone (maild.mail.verp).
+    rcpt_from: tuple[str, ...] = ()
+
+    def envelopes(self) -> list[tuple[str, str]]:
+        """(return path, recipient) pairs, one transaction each."""
+        senders = self.rcpt_from or (self.mail_from,) * len(self.rcpt_to)
+        return list(zip(senders, self.rcpt_to, strict=True))
+
+
+class PartialDelivery(TransientError):
+    """Some recipients have the mail; the others are retried."""
+
+    def __init__(self, message: str, delivered: list[str]) -> None:
+        super().__init__(message)
+        self.delivered = delivered
 
 
 class Transport(Protocol):
@@ -60,12 +81,17 @@ class Transport(Protocol):
 
 
 class MaildirTransport:
-    """Deliver into a local Maildir (``new/``), durably: write, fsync, rename."""
+    """Deliver into a local Maildir (``new/``), durably: write, fsync, rename.
+
+    Its folders are created 0700 and each mail 0600: a notification to an
+    agent carries the agent's personal reply address.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        for sub in ("tmp", "new", "cur"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
+        for folder in (path, path / "tmp", path / "new", path / "cur"):
+            if not folder.is_dir():
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._dirty = False
 
     @staticmethod
@@ -77,7 +103,8 @@ class MaildirTransport:
         name = self.file_name(item)
         tmp = self.path / "tmp" / name
         try:
-            with open(tmp, "wb") as fh:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
                 fh.write(item.raw)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -157,16 +184,39 @@ class SmtpTransport:
         return conn
 
     def send(self, item: OutgoingItem) -> None:
+        """One transaction per recipient, each with its own VERP return path."""
+        delivered: list[str] = []
+        refused: dict[str, tuple[int, bytes]] = {}
+        for verp, rcpt in item.envelopes():
+            try:
+                self._send_one(verp, rcpt, item.raw)
+                delivered.append(rcpt)
+            except _Refused as exc:
+                refused[rcpt] = (exc.code, exc.text)
+            except (TransientError, PermanentError) as exc:
+                if not delivered:
+                    raise
+                raise PartialDelivery(f"{exc} (after {len(delivered)} recipient(s))",
+                                      delivered) from None  # fmt: skip
+        if not refused:
+            return
+        detail = "; ".join(f"{r}: {c} {m!r}" for r, (c, m) in refused.items())
+        if any(c < 500 for c, _m in refused.values()):
+            if delivered:
+                raise PartialDelivery(f"recipients refused: {detail}", delivered)
+            raise TransientError(f"recipients refused: {detail}")
+        if not delivered:
+            raise PermanentError(f"all recipients refused: {detail}")
+        log.warning("outbox %d: some recipients refused: %s", item.id, detail)
+
+    def _send_one(self, mail_from: str, rcpt: str, raw: bytes) -> None:
         try:
             conn = self._connect()
-            refused = conn.sendmail(item.mail_from, list(item.rcpt_to), item.raw)
+            conn.sendmail(mail_from, [rcpt], raw)
         except smtplib.SMTPRecipientsRefused as exc:
-            self._drop()
-            codes = [code for code, _msg in exc.recipients.values()]
-            detail = "; ".join(f"{r}: {c} {m!r}" for r, (c, m) in exc.recipients.items())
-            if all(500 <= c < 600 for c in codes):
-                raise PermanentError(f"all recipients refused: {detail}") from None
-            raise TransientError(f"recipients refused: {detail}") from None
+            # The connection stays usable: smtplib sent RSET after the refusal.
+            code, text = next(iter(exc.recipients.values()))
+            raise _Refused(code, text) from None
         except smtplib.SMTPAuthenticationError as exc:
             self._drop()
             raise TransientError(f"relay refused our login: {exc.smtp_code}") from None
@@ -181,8 +231,6 @@ class SmtpTransport:
             raise TransientError(
                 f"relay {self.host}:{self.port}: {type(exc).__name__}: {exc}"
             ) from None
-        if refused:
-            log.warning("outbox %d: some recipients refused: %s", item.id, refused)
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -202,6 +250,15 @@ class SmtpTransport:
                 pass
             finally:
                 self._conn = None
+
+
+class _Refused(Exception):
+    """The relay refused one recipient (SMTP code and text)."""
+
+    def __init__(self, code: int, text: bytes) -> None:
+        super().__init__(code)
+        self.code = code
+        self.text = text
 
 
 def transport_from_settings(settings: Settings) -> Transport:
@@ -273,6 +330,7 @@ class Sender:
                         Outbox.rcpt_to,
                         Outbox.raw,
                         Outbox.attempts,
+                        Outbox.rcpt_sent,
                     )
                     .where(Outbox.status == OutboxStatus.PENDING, Outbox.next_attempt_at <= now)
                     .order_by(Outbox.id)
@@ -287,20 +345,19 @@ class Sender:
                         claimed_at=now, claimed_by=self.instance_id, next_attempt_at=now + lease
                     )  # fmt: skip
                 )
-            # VERP: the envelope sender names this very outbox row, so its bounce
-            # maps back to it (`maild.mail.verp`); `Outbox.mail_from` is the help-desk
-            # address it goes out from.
-            return [
-                OutgoingItem(
-                    r.id,
-                    r.message_id,
-                    verp_address(self.signer, r.mail_from, r.id),
-                    tuple(r.rcpt_to),
-                    r.raw,
-                    r.attempts,
-                )  # fmt: skip
-                for r in rows
-            ]
+            # VERP: the envelope sender names this very outbox row and recipient,
+            # so its bounce maps back to them (`maild.mail.verp`); `Outbox.mail_from`
+            # is the help-desk address it goes out from. Recipients that already
+            # have it (an earlier attempt that failed half-way) are not sent again.
+            return [self._item(r) for r in rows]
+
+    def _item(self, r: Any) -> OutgoingItem:
+        done = set(r.rcpt_sent or ())
+        todo = [(i, rcpt) for i, rcpt in enumerate(r.rcpt_to) if rcpt not in done]
+        verps = tuple(verp_address(self.signer, r.mail_from, r.id, i) for i, _rcpt in todo)
+        return OutgoingItem(r.id, r.message_id, verps[0] if verps else r.mail_from,
+                            tuple(rcpt for _i, rcpt in todo), r.raw, r.attempts,
+                            rcpt_from=verps)  # fmt: skip
 
     def run_batch(self) -> SendStats:
         items = self._claim()
@@ -360,6 +417,9 @@ class Sender:
                     "claimed_at": None,
                     "claimed_by": None,
                 }
+                if isinstance(error, PartialDelivery):
+                    done = [r for r in item.rcpt_to if r in set(error.delivered)]
+                    values["rcpt_sent"] = sorted({*_sent_before(conn, item.id), *done})
                 if isinstance(error, PermanentError) or attempts >= max_attempts:
                     values["status"] = OutboxStatus.DEAD
                     stats.dead += 1

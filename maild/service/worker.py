@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import threading
 import time
@@ -43,8 +44,8 @@ from maild.desk.agentreply import apply_decision
 from maild.desk.apply import Applier, buffer_events, flush_events
 from maild.errors import PermanentError
 from maild.mail.parse import ParsedMessage
-from maild.mail.replyaddr import ReplyToken, find_reply_token
-from maild.mail.verp import first_outbox_id, is_verp_address
+from maild.mail.replyaddr import ReplyToken, RequesterToken, find_reply_token, find_requester_token
+from maild.mail.verp import Verp, first_verp, is_verp_address
 from maild.pipeline.correlate import BouncedOutbox, Facts, TicketFacts, lookup_keys
 from maild.pipeline.decide import decide
 from maild.pipeline.decision import Decision, InboundMeta
@@ -433,9 +434,13 @@ class Worker:
     def _decide(self, session: Session, row: Inbound, msg: ParsedMessage) -> Decision:
         self._wait_for_earlier(session, row, msg)
         recipients = _recipients(row, msg)
-        token = find_reply_token(self.applier.signer, recipients)  # a personal reply address
-        facts = lookup_facts(session, msg, token=token, directory=self.applier.directory)
-        verp = first_outbox_id(self.applier.signer, recipients)
+        signer = self.applier.signer
+        token = find_reply_token(signer, recipients)  # an agent's personal reply address
+        sender = msg.sender.email if msg.sender else ""
+        requester = find_requester_token(signer, recipients, sender) if sender else None
+        facts = lookup_facts(session, msg, token=token, requester_token=requester,
+                             directory=self.applier.directory)  # fmt: skip
+        verp = first_verp(self.applier.signer, recipients)
         if verp is not None:
             facts = _with_bounced_outbox(session, facts, verp)
         meta = InboundMeta(
@@ -493,21 +498,31 @@ def _bounce_hint(row: Inbound) -> bool:
 
 
 def _recipients(row: Inbound, msg: ParsedMessage) -> list[str]:
-    """Where the message was delivered: envelope first, then the headers saying so."""
-    out = list(row.envelope_to or ())
-    for name in ("delivered-to", "x-original-to"):
-        out.extend(v.strip().strip("<>") for v in msg.headers.get(name, ()))
-    out.extend(a.email for a in (*msg.to, *msg.cc))
-    return out
+    """Where the message was delivered: its envelope recipients only.
+
+    A signed reply or bounce address counts only as the address the mail was
+    delivered to (SMTP/LMTP ``RCPT TO``, ``maild ingest --to``, an IMAP
+    mailbox's ``delivery_header``): in To, Cc or a Delivered-To the sender
+    wrote, it is only the sender's word, and anyone who once saw it could
+    reuse it.
+    """
+    return list(row.envelope_to or ())
 
 
-def _with_bounced_outbox(session: Session, facts: Facts, outbox_id: int) -> Facts:
+def _with_bounced_outbox(session: Session, facts: Facts, verp: Verp) -> Facts:
     row = session.execute(
-        select(Outbox.id, Outbox.ticket_id, Outbox.rcpt_to).where(Outbox.id == outbox_id)
+        select(Outbox.id, Outbox.ticket_id, Outbox.rcpt_to).where(Outbox.id == verp.outbox_id)
     ).first()
     if row is None:
         return facts
-    bounced = BouncedOutbox(row.id, row.ticket_id, tuple(normalize_address(r) for r in row.rcpt_to))
+    recipients = tuple(normalize_address(r) for r in row.rcpt_to)
+    # The recipient this return path was made for; the older, per-mail form
+    # speaks for a mail of one recipient only.
+    if verp.recipient is None:
+        recipient = recipients[0] if len(recipients) == 1 else None
+    else:
+        recipient = recipients[verp.recipient] if verp.recipient < len(recipients) else None
+    bounced = BouncedOutbox(row.id, row.ticket_id, recipients, recipient)
     tickets = dict(facts.tickets)
     if row.ticket_id is not None and row.ticket_id not in tickets:
         tickets.update(ticket_facts(session, [row.ticket_id]))
@@ -515,9 +530,13 @@ def _with_bounced_outbox(session: Session, facts: Facts, outbox_id: int) -> Fact
 
 
 # Built once (constructing statements costs more than SQLite spends on them).
-_KNOWN_IDS = select(Article.message_id, Article.ticket_id, Article.direction).where(
-    Article.message_id.in_(bindparam("ids", expanding=True))
-)
+# Each known Message-ID with its ticket and direction, and for our own mail
+# who we sent it to (a reply that refers to it is from one of them, or not:
+# maild.pipeline.verify).
+_KNOWN_COLUMNS = select(
+    Article.message_id, Article.ticket_id, Article.direction, Outbox.rcpt_to
+).outerjoin(Outbox, Outbox.message_id == Article.message_id)
+_KNOWN_IDS = _KNOWN_COLUMNS.where(Article.message_id.in_(bindparam("ids", expanding=True)))
 _ID_KEYS = [f"m{i}" for i in range(16)]
 
 
@@ -525,11 +544,7 @@ _ID_KEYS = [f"m{i}" for i in range(16)]
 def _known_ids(n: int) -> Direct:
     """The lookup for `n` Message-IDs, one statement per count, run directly."""
     keys = [bindparam(k) for k in _ID_KEYS[:n]]
-    return Direct(
-        select(Article.message_id, Article.ticket_id, Article.direction).where(
-            Article.message_id.in_(keys)
-        )
-    )
+    return Direct(_KNOWN_COLUMNS.where(Article.message_id.in_(keys)))
 
 
 _AHEAD = (
@@ -563,10 +578,11 @@ _TICKET_COLUMNS = select(
     Ticket.security,
     Ticket.assignee_id,
     Contact.email,
+    Contact.bounce_state,
 ).join(Contact, Ticket.requester_id == Contact.id)
 _TICKETS = _TICKET_COLUMNS.where(Ticket.id.in_(bindparam("ids", expanding=True)))
 _TICKET_ONE = Direct(_TICKET_COLUMNS.where(Ticket.id == bindparam("id")))
-_WATCHER_COLUMNS = select(Watcher.ticket_id, Contact.email).join(
+_WATCHER_COLUMNS = select(Watcher.ticket_id, Contact.email, Contact.bounce_state).join(
     Contact, Watcher.contact_id == Contact.id
 )
 _WATCHERS = _WATCHER_COLUMNS.where(Watcher.ticket_id.in_(bindparam("ids", expanding=True)))
@@ -579,6 +595,7 @@ def lookup_facts(
     msg: ParsedMessage,
     *,
     token: ReplyToken | None = None,
+    requester_token: RequesterToken | None = None,
     directory: Directory = EMPTY,
 ) -> Facts:
     """One indexed query for every Message-ID the message names (and its own).
@@ -592,6 +609,7 @@ def lookup_facts(
     if keys.own_message_id:
         wanted_ids.append(keys.own_message_id)
     known: dict[str, int] = {}
+    sent_to: dict[str, frozenset[str]] = {}
     already = None
     if wanted_ids:
         rows: Iterable[Any]
@@ -600,15 +618,19 @@ def lookup_facts(
             rows = _known_ids(len(wanted_ids)).all(session, params)
         else:
             rows = session.connection().execute(_KNOWN_IDS, {"ids": wanted_ids})
-        for mid, tid, direction in rows:
+        for mid, tid, direction, rcpt_to in rows:
             if mid == keys.own_message_id and direction == Direction.IN:
                 already = tid
             if mid in keys.message_ids:
                 known.setdefault(mid, tid)
+                if rcpt_to:
+                    sent_to[mid] = frozenset(normalize_address(r) for r in _json_list(rcpt_to))
     wanted = set(known.values())
     if keys.subject_ticket is not None:
         wanted.add(keys.subject_ticket)
     token_ticket = token.ticket if token is not None and token.valid else None
+    if token_ticket is None and requester_token is not None and requester_token.valid:
+        token_ticket = requester_token.ticket
     if token_ticket is not None:
         wanted.add(token_ticket)
     language = None  # the contact's language matters to a new ticket's acknowledgement
@@ -620,7 +642,15 @@ def lookup_facts(
         token_ticket = None
     return Facts(known_ids=known, tickets=tickets, already_stored_on=already,
                  sender_language=language, token_ticket=token_ticket, reply_token=token,
-                 directory=directory)  # fmt: skip
+                 directory=directory, requester_token=requester_token,
+                 sent_to=sent_to)  # fmt: skip
+
+
+def _json_list(value: Any) -> list[str]:
+    """A JSON column read directly: a list already, or its text on some drivers."""
+    if isinstance(value, str):
+        return list(json.loads(value))
+    return list(value)
 
 
 def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]:
@@ -637,9 +667,12 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
         rows = conn.execute(_TICKETS, {"ids": ids}).all()
         pairs = conn.execute(_WATCHERS, {"ids": ids})
     watchers: dict[int, set[str]] = {}
-    for tid, email in pairs:
+    marked: dict[int, set[str]] = {}  # participants whose mail bounced (maild.desk.apply)
+    for tid, email, bounce_state in pairs:
         watchers.setdefault(tid, set()).add(email)
-    assignee_ids = {row[-2] for row in rows if row[-2] is not None}
+        if bounce_state != "ok":
+            marked.setdefault(tid, set()).add(email)
+    assignee_ids = {row[-3] for row in rows if row[-3] is not None}
     assignees: dict[int, str] = dict(
         conn.execute(_ASSIGNEES, {"ids": list(assignee_ids)}).all() if assignee_ids else []
     )
@@ -656,8 +689,11 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
         security,
         assignee_id,
         email,
+        bounce_state,
     ) in rows:
         requester = normalize_address(email)
+        if bounce_state != "ok":
+            marked.setdefault(tid, set()).add(requester)
         ticket_watchers = frozenset(watchers.get(tid, set()))
         assignee = assignees.get(assignee_id) if assignee_id else None
         out[tid] = TicketFacts(
@@ -676,6 +712,7 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
             security=security,
             assignee=assignee_id,
             watchers=ticket_watchers,
+            bounced=frozenset(marked.get(tid, ())),
         )
     return out
 

@@ -11,7 +11,9 @@ migrations; row claims use ``FOR UPDATE SKIP LOCKED`` there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections import deque
@@ -35,17 +37,31 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine for `url`; creates the directory of a SQLite file."""
+    """An engine for `url`; creates a SQLite file 0600 (its directory 0700) if missing."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(parsed.database))
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         _configure_sqlite(engine)
         return engine
     # A database that does not answer is an error after 10 s, not a hang.
     return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=10,
                          connect_args={"connect_timeout": 10})  # fmt: skip
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file (and its directory) for its owner alone.
+
+    SQLite gives its -wal and -shm files the mode of the database file, so
+    they are private too. An existing file is left as the admin made it.
+    """
+    if path.exists():
+        return
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 class FairLock:
@@ -333,7 +349,7 @@ _UPSERT_CONTACT: dict[str, Any] = {}
 
 
 def upsert_contact(session: Session) -> Any:
-    """INSERT a contact or keep the existing one; RETURNING (id, name, language).
+    """INSERT a contact or keep the existing one; RETURNING (id, name, language, bounce_state).
 
     An existing contact keeps its name and language, but gets the given ones
     where it had none.
@@ -349,7 +365,7 @@ def upsert_contact(session: Session) -> Any:
                 "name": case((Contact.name == "", base.excluded.name), else_=Contact.name),
                 "language": func.coalesce(Contact.language, base.excluded.language),
             },
-        ).returning(Contact.id, Contact.name, Contact.language)
+        ).returning(Contact.id, Contact.name, Contact.language, Contact.bounce_state)
         _UPSERT_CONTACT[dialect] = stmt
     return stmt
 

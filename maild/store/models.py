@@ -221,6 +221,10 @@ class Article(Base):
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"))
+    # How the sender of a person's mail was verified (maild.pipeline.verify):
+    # "reply-address", "references", "authentication-results", "none"; NULL
+    # for mail that is not a person's (ours, an agent's, a bounce).
+    verified_by: Mapped[str | None] = mapped_column(String(32))
 
 
 class Blob(Base):
@@ -301,6 +305,8 @@ class Outbox(Base):
     sent_at: Mapped[datetime | None]
     # A dead row's ticket got its event and its assignee was told (desk.sweeps).
     dead_noticed_at: Mapped[datetime | None]
+    # Recipients already delivered to (one transaction, one VERP address each).
+    rcpt_sent: Mapped[list[str] | None] = mapped_column(JSON)
 
     __table_args__ = (
         Index("ix_outbox_status_next", "status", "next_attempt_at"),
@@ -318,12 +324,33 @@ class AutoreplyLog(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(32))
+    # The client network of the mail that triggered it (maild.mail.trace.client_source).
+    source: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_autoreply_log_address_at", "address", "at"),
         Index("ix_autoreply_log_ticket_at", "ticket_id", "at"),
         Index("ix_autoreply_log_at", "at"),
+        Index("ix_autoreply_log_source_at", "source", "at"),
     )
+
+
+class HeldNotice(Base):
+    """Automatic mail a rate limit held back; sent later as one digest per address."""
+
+    __tablename__ = "held_notice"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(300))
+    held_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_held_notice_pending", "sent_at", "address"),)
 
 
 class ImapCheckpoint(Base):

@@ -131,6 +131,7 @@ def show_ticket(session: Session, number: int) -> dict[str, Any] | None:
             "in_reply_to": a.in_reply_to,
             "date": _iso(a.sent_at),
             "created_at": _iso(a.created_at),
+            "verified_by": a.verified_by,
             "text": a.text,
             "attachments": attachments.get(a.id, []),
         }

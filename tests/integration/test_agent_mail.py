@@ -7,6 +7,7 @@ outgoing mail read back from the Maildir transport exactly as sent.
 from __future__ import annotations
 
 import quopri
+import re
 from email.message import EmailMessage
 from typing import Any
 
@@ -85,10 +86,21 @@ def answer(desk: Desk, notification: EmailMessage, body_text: str, *,
 
 
 def no_leak(mail: EmailMessage, *secrets: str) -> None:
-    """No header of a mail for the requester names an agent or a reply address."""
+    """No header of a mail for the requester names an agent or an agent's reply
+    address (its Reply-To is the requester's own: help+<n>.r...)."""
     for name, value in mail.items():
+        text = re.sub(r"help\+\d+\.r\d*\.[a-z2-7]{26}@", "", str(value).lower())
         for secret in (*secrets, "help+"):
-            assert secret not in str(value).lower(), f"{name}: {value}"
+            assert secret not in text, f"{name}: {value}"
+
+
+def copy_in(desk: Desk, mail: Mail, cc: str, *, message_id: str = "<cc-1@example.org>") -> None:
+    """Bob answers his acknowledgement copying `cc`: a verified mail (it refers to
+    maild's mail to him), so the people it copies become watchers (issue 14)."""
+    ack = next(m for m in desk.outgoing() if m["To"].addresses[0].addr_spec == "bob@example.org")
+    desk.process(reply_to(ack, sender=REQUESTER, body="Copying a colleague.",
+                          message_id=message_id, headers={"Cc": cc}))  # fmt: skip
+    mail.new()
 
 
 # --- the happy path ---------------------------------------------------------------------
@@ -96,7 +108,8 @@ def no_leak(mail: EmailMessage, *secrets: str) -> None:
 
 def test_agent_reply_runs_commands_and_answers_the_requester(desk):
     mail = Mail(desk)
-    n, note = open_ticket(desk, mail, headers={"Cc": "Carol <carol@example.org>"})
+    n, note = open_ticket(desk, mail)
+    copy_in(desk, mail, "Carol <carol@example.org>")
     reply_address = note["Reply-To"].addresses[0].addr_spec
     assert reply_address.startswith(f"help+{n}.") and reply_address.endswith("@example.com")
     assert "lines at the top" in body(note).lower()
@@ -113,7 +126,9 @@ def test_agent_reply_runs_commands_and_answers_the_requester(desk):
     (to_bob,) = got.pop("bob@example.org")
     assert got.pop("carol@example.org") == [to_bob]
     assert to_bob["From"] == "Help Desk <help@example.com>"
-    assert to_bob["Reply-To"] == "Help Desk <help@example.com>"
+    # Bob's own reply address: a reply to it is verified as his (issue 14).
+    assert to_bob["Reply-To"].addresses[0].display_name == "Help Desk"
+    assert to_bob["Reply-To"].addresses[0].addr_spec.startswith(f"help+{n}.r")
     text = body(to_bob)
     assert text.startswith("Hi Bob, which room is the printer in? Anna Agent Help Desk")
     for gone in ("#priority", "Best regards", "wrote:", "Requester:", "anna@"):
@@ -444,7 +459,11 @@ def test_watchers_come_and_go_by_the_requesters_cc(desk):
     mail = Mail(desk)
     ours = ("help@example.com, help+sales@example.com, tier1@example.com, "
             "Anna <anna@example.com>, x@helpdesk.example.com")  # fmt: skip
+    # A first mail's Cc is the sender's word only (issue 14): Carol is not a watcher yet.
     n, note = open_ticket(desk, mail, headers={"Cc": f"Carol <carol@example.org>, {ours}"})
+    assert not [e for e in desk.ticket(n)["events"] if e["kind"] == "watcher_added"]
+    # Bob's reply to his acknowledgement is verified: the people it copies watch.
+    copy_in(desk, mail, f"Carol <carol@example.org>, {ours}")
     events = desk.ticket(n)["events"]
     assert [e["new"] for e in events if e["kind"] == "watcher_added"] == ["carol@example.org"]
     # Carol gets the public reply (Cc) and may answer: appended, the agents hear of it.
@@ -469,7 +488,8 @@ def test_watchers_come_and_go_by_the_requesters_cc(desk):
     events = desk.ticket(n)["events"]
     assert [e["old"] for e in events if e["kind"] == "watcher_removed"] == ["carol@example.org"]
     assert [e["new"] for e in events if e["kind"] == "watcher_added"][-1] == "dave@example.org"
-    mail.new()
+    (told,) = mail.new()["carol@example.org"]  # Carol hears she no longer follows it
+    assert "no longer receive updates" in told["Subject"]
     answer(desk, note, "Fixed.", message_id="<a2@example.com>")
     got = mail.new()
     assert set(got) == {"bob@example.org", "dave@example.org"}
@@ -486,4 +506,5 @@ def test_the_reply_text_never_carries_the_agents_or_reply_address(desk):
     assert "Write to help@example.com or help@example.com" in text
     no_leak(to_bob, "anna")
     raw = to_bob.as_bytes()  # (the body is quoted-printable: checked decoded above too)
+    raw = re.sub(rb"help\+\d+\.r\d*\.[a-z2-7]{26}@", b"", raw)  # Bob's own reply address
     assert b"anna@" not in raw.lower() and b"help+" not in raw

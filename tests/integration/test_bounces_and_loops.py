@@ -81,9 +81,10 @@ def test_every_outgoing_mail_has_a_verp_return_path(db_url, tmp_path):
     assert ack.mail_from.startswith("help+bounces.") and ack.mail_from.endswith("@example.com")
     with desk.sessions() as s:
         row = s.execute(select(Outbox.id, Outbox.mail_from).where(Outbox.kind == "ack")).one()
-    # The row keeps the help-desk address; the envelope sender is made when sending.
+    # The row keeps the help-desk address; the envelope sender is made when sending,
+    # one per recipient (issue 14: a bounce speaks for that recipient alone).
     assert row.mail_from == "help@example.com"
-    assert ack.mail_from == verp_address(desk.applier.signer, "help@example.com", row.id)
+    assert ack.mail_from == verp_address(desk.applier.signer, "help@example.com", row.id, 0)
     # Signed: it names this outbox row under our secret, and under no other.
     assert outbox_id_of(desk.applier.signer, ack.mail_from) == row.id
     assert outbox_id_of(Signer(b"another secret of 32 characters!"), ack.mail_from) is None
@@ -95,8 +96,9 @@ def test_hard_bounce_marks_the_contact_stops_mail_and_tells_an_agent(db_url, tmp
     first = desk.process(make_message(sender="Ann <ann@example.net>"))
     (ack,) = net.sent
     bounce = desk.process(dsn(ack.mail_from, "ann@example.net", ack.message_id),
-                          envelope_from="", recipient="help@example.com")  # fmt: skip
-    # The envelope recipient is what the MTA gives us; here the To carries it.
+                          envelope_from="", recipient="help@example.com",
+                          envelope_to=(ack.mail_from,))  # fmt: skip
+    # The bounce came back to the VERP return path of Ann's copy (RCPT TO).
     assert bounce.outcome == Outcome.APPENDED and bounce.ticket_id == first.ticket_id
     assert contact_state(desk, "ann@example.net") == "hard"
     t = desk.ticket(first.ticket_id)
@@ -108,12 +110,17 @@ def test_hard_bounce_marks_the_contact_stops_mail_and_tells_an_agent(db_url, tmp
         alert.rcpt_to == ("tier1@example.com",) and b"ann@example.net is undeliverable" in alert.raw
     )
     assert [a["visibility"] for a in t["articles"]][-1] == "internal"
-    # No more mail to ann: her next request gets a ticket but no acknowledgement.
+    # No more automatic mail to ann: resolving her ticket tells her nothing.
+    with desk.ops() as ops:
+        ops.resolve(first.ticket_id, actor="anna@cli", note="Fixed.")
+    assert len(net.sent) == 2  # ack + alert, nothing new
+    kinds = [e["kind"] for e in desk.ticket(first.ticket_id)["events"]]
+    assert "resolved_suppressed" in kinds
+    # Until she writes in again (issue 14): then she is deliverable, and answered.
     again = desk.process(make_message(sender="ann@example.net", message_id="<ann2@example.net>"))
     assert again.outcome == Outcome.NEW_TICKET
-    assert len(net.sent) == 2  # ack + alert, nothing new
-    kinds = [e["kind"] for e in desk.ticket(again.ticket_id)["events"]]
-    assert "ack_suppressed" in kinds
+    assert contact_state(desk, "ann@example.net") == "ok"
+    assert net.sent[-1].rcpt_to == ("ann@example.net",) and len(net.sent) == 3
     desk.close()
 
 
@@ -121,7 +128,10 @@ def test_soft_bounce_is_recorded_and_mail_goes_on(db_url, tmp_path):
     desk, net = make_desk(tmp_path, db_url)
     desk.process(make_message(sender="ann@example.net"))
     (ack,) = net.sent
-    p = desk.process(dsn(ack.mail_from, "ann@example.net", ack.message_id, status="4.2.2"))
+    p = desk.process(
+        dsn(ack.mail_from, "ann@example.net", ack.message_id, status="4.2.2"),
+        envelope_to=(ack.mail_from,),
+    )
     assert p.outcome == Outcome.APPENDED
     assert contact_state(desk, "ann@example.net") == "soft"
     events = desk.ticket(p.ticket_id)["events"]
@@ -194,7 +204,8 @@ def test_per_ticket_limit_holds_back_the_fourth_mail_in_ten_minutes(db_url, tmp_
 
 
 def test_global_breaker(sqlite_url, tmp_path):
-    desk, net = make_desk(tmp_path, sqlite_url, limits={"autoreply_global_per_hour": 2})
+    desk, net = make_desk(tmp_path, sqlite_url, limits={"autoreply_global_per_hour": 2,
+                                                        "autoreply_per_source_per_hour": 1})  # fmt: skip
     for i in range(4):
         desk.process(make_message(sender=f"u{i}@example.org", message_id=f"<g{i}@x>"))
     assert len([m for m in net.sent if m.rcpt_to != ("tier1@example.com",)]) == 2

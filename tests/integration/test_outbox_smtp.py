@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+import socket
 import ssl
 import subprocess
 from datetime import timedelta
@@ -11,9 +14,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
+from maild.mail.parse import Address
 from maild.service.sender import Sender, SmtpTransport
 from maild.store.models import Outbox
-from tests.support.desk import Desk, make_message, make_settings
+from tests.support.desk import Desk, make_message, make_settings, reply_to
 from tests.support.ports import OsPortController, reserved_port
 
 
@@ -92,6 +96,40 @@ def test_4xx_retries_with_backoff_and_resends_identical_bytes(db_url, tmp_path, 
         assert desk.sender.drain().sent == 1
         (row,) = outbox_rows(desk)
         assert row.status == "sent" and sink.received[0][2] == row.raw
+    finally:
+        desk.close()
+
+
+def test_each_recipient_gets_a_transaction_and_a_retry_skips_who_has_it(db_url, tmp_path, relay):
+    """Issue 14: one return path per recipient (a bounce speaks for one person);
+    after a failure half-way only the others are sent again."""
+    from maild.mail.verp import parse_verp
+
+    sink = Sink()
+    c = relay(sink)
+    desk = smtp_desk(db_url, tmp_path, c.port)
+    try:
+        desk.process(make_message())
+        ack = email.message_from_bytes(sink.received[0][2], policy=email.policy.default)
+        # Bob answers his acknowledgement copying Carol: she watches the ticket.
+        desk.process(reply_to(ack, sender="Bob <bob@example.org>", body="Carol too.",
+                              headers={"Cc": "Carol <carol@example.org>"}))  # fmt: skip
+        sink.received.clear()
+        sink.answers = ["250", "451 4.3.0 try later"]  # Bob's copy goes, Carol's waits
+        with desk.ops() as ops:  # an agent's public reply: to Bob, Carol in Cc
+            ops.reply(1, agent=Address("Anna", "anna@example.com"), text="On it.")
+        row_id = outbox_rows(desk)[-1].id
+        ((first_from, first_to, _data),) = sink.received
+        assert first_to == ["bob@example.org"]
+        assert parse_verp(desk.applier.signer, first_from).recipient == 0
+        with desk.sessions() as s:
+            again = s.get(Outbox, row_id)
+            assert again.status == "pending" and again.rcpt_sent == ["bob@example.org"]
+        desk.clock.advance(seconds=61)
+        desk.sender.drain()
+        assert [r[1] for r in sink.received] == [["bob@example.org"], ["carol@example.org"]]
+        assert parse_verp(desk.applier.signer, sink.received[1][0]).recipient == 1
+        assert outbox_rows(desk)[-1].status == "sent"
     finally:
         desk.close()
 

@@ -55,9 +55,12 @@ def _history(desk: Desk) -> None:
     at(4)  # P4 answered in 4 h: first-response breach (3 h), escalated by the sweep before
     with desk.ops() as ops:
         ops.reply(p4.ticket_id, agent=AGENT, text="Ordered.")
-    at(5.5)  # the requester of the first P3 answers after 4 h of waiting
-    desk.process(make_message(message_id="<b2@example.org>", in_reply_to="<b@example.org>",
-                              references="<b@example.org>", subject="Re: Printer"))  # fmt: skip
+    at(5.5)  # the requester of the first P3 answers after 4 h of waiting (to our question:
+    # a reply that refers to maild's mail to him is verified as his, issue 14)
+    question = next(m for m in reversed(desk.outgoing()) if "Which printer?" in str(m))
+    desk.process(make_message(message_id="<b2@example.org>", in_reply_to=question["Message-ID"],
+                              references=f"<b@example.org> {question['Message-ID']}",
+                              subject="Re: Printer"))  # fmt: skip
     at(6)  # second P3: first response after 6 h (breached at 2 h), resolved at 6 h
     with desk.ops() as ops:
         ops.reply(p3b.ticket_id, agent=AGENT, text="Fixed the tray.")

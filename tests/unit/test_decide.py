@@ -24,7 +24,7 @@ def ticket(status: str = TicketStatus.OPEN, *, requester: str = "bob@example.org
            watchers: tuple[str, ...] = (), finished: datetime | None = None) -> TicketFacts:  # fmt: skip
     return TicketFacts(
         id=7, status=status, requester=requester, subject="Printer", language="en",
-        participants=frozenset({requester, *watchers}),
+        participants=frozenset({requester, *watchers}), watchers=frozenset(watchers),
         resolved_at=finished, closed_at=finished,
     )  # fmt: skip
 
@@ -44,7 +44,9 @@ def test_new_message_opens_ticket_with_ack_and_due_time():
     assert ack.template == "ack" and ack.auto_submitted == "auto-replied"
     assert ack.in_reply_to == "<orig-1@example.org>"
     assert [a.email for a in ack.to] == ["bob@example.org"]
-    assert "error E42" in ack.context["summary"]
+    # Nothing verifies Bob here (no mail server of ours vouches for him): his ack
+    # repeats the subject only, never the body (issue 14, item 3).
+    assert ack.context["summary"] == "" and d.article.verified_by == "none"
 
 
 def test_no_notify_records_without_ack():
@@ -100,9 +102,13 @@ def test_subject_tag_parsing(text, expected):
     assert subject_tag(text) == expected
 
 
+# Our acknowledgement <ack@...> on ticket 7 went to Bob: his reply to it is verified.
+SENT_TO_BOB = {"<ack@helpdesk.example.com>": frozenset({"bob@example.org"})}
+
+
 def test_requester_reply_reopens_within_window():
     msg = parse(make_message(in_reply_to="<ack@helpdesk.example.com>"))
-    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7},
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7}, sent_to=SENT_TO_BOB,
                   tickets={7: ticket(TicketStatus.RESOLVED, finished=NOW - timedelta(days=2))})  # fmt: skip
     d = decide(msg, META, facts, SETTINGS, NOW)
     assert d.outcome == Outcome.APPENDED and d.status == TicketStatus.OPEN
@@ -111,7 +117,7 @@ def test_requester_reply_reopens_within_window():
 
 def test_requester_reply_after_window_opens_linked_ticket():
     msg = parse(make_message(in_reply_to="<ack@helpdesk.example.com>"))
-    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7},
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7}, sent_to=SENT_TO_BOB,
                   tickets={7: ticket(TicketStatus.CLOSED, finished=NOW - timedelta(days=30))})  # fmt: skip
     d = decide(msg, META, facts, SETTINGS, NOW)
     assert d.outcome == Outcome.NEW_TICKET and d.new_ticket.parent_id == 7
@@ -128,9 +134,8 @@ def test_stranger_reply_to_closed_ticket_does_not_reopen():
 
 def test_pending_user_returns_to_open_on_requester_reply():
     msg = parse(make_message(in_reply_to="<ack@helpdesk.example.com>"))
-    facts = Facts(
-        known_ids={"<ack@helpdesk.example.com>": 7}, tickets={7: ticket(TicketStatus.PENDING_USER)}
-    )
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7}, sent_to=SENT_TO_BOB,
+                  tickets={7: ticket(TicketStatus.PENDING_USER)})  # fmt: skip
     assert decide(msg, META, facts, SETTINGS, NOW).status == TicketStatus.OPEN
 
 
@@ -145,7 +150,7 @@ def test_mail_from_our_own_address_is_ignored():
 
 
 def test_our_own_message_id_coming_back_is_ignored():
-    msg = parse(make_message(message_id="<abc@helpdesk.example.com>"))
+    msg = parse(make_message(message_id="<" + "abc0" * 8 + "@helpdesk.example.com>"))
     d = decide(msg, META, Facts(), SETTINGS, NOW)
     assert d.outcome == Outcome.IGNORED and "own mail" in d.reason
 
@@ -180,8 +185,111 @@ def test_no_sender_at_all_is_quarantined():
     assert d.outcome == Outcome.QUARANTINED and "sender" in d.reason
 
 
-def test_ack_goes_to_reply_to_when_given():
-    msg = parse(make_message(headers={"Reply-To": "Team Inbox <team@example.org>"}))
+def test_ack_goes_to_the_from_never_to_reply_to_or_cc():
+    msg = parse(make_message(headers={"Reply-To": "Victim <victim@example.net>",
+                                      "Cc": ", ".join(f"v{i}@example.net" for i in range(20))}))  # fmt: skip
     d = decide(msg, META, Facts(), SETTINGS, NOW)
-    assert [a.email for a in d.notices[0].to] == ["team@example.org"]
+    (ack,) = d.notices
+    assert [a.email for a in ack.to] == ["bob@example.org"] and ack.cc == ()
     assert d.new_ticket.requester.email == "bob@example.org"
+    # Unverified: the people it copies are not made watchers, only named to agents.
+    assert d.new_ticket.watchers == () and ack.context["copied"] == 20
+    (skipped,) = [e for e in d.events if e.kind == "watchers_not_added"]
+    assert len(skipped.detail["addresses"]) == 20
+
+
+# --- issue 14: what an unverified claim of a participant may do --------------------------
+
+
+def test_a_claim_of_the_requester_without_proof_adds_text_and_nothing_else():
+    msg = parse(make_message(subject="Re: [#7] Printer", headers={
+        "Cc": "Eve <eve@evil.example>", "Reply-To": "spy@evil.example"}))  # fmt: skip
+    for status in (TicketStatus.OPEN, TicketStatus.PENDING_USER, TicketStatus.RESOLVED):
+        facts = Facts(tickets={7: ticket(status, watchers=("carol@example.org",),
+                                         finished=NOW - timedelta(days=1))})  # fmt: skip
+        d = decide(msg, META, facts, SETTINGS, NOW)
+        assert d.outcome == Outcome.APPENDED and d.ticket_id == 7, status
+        assert d.status is None and d.watchers_add == () and d.watchers_remove == ()
+        assert d.article.verified_by == "none"
+        for notice in d.notices:  # the agents hear of it; nobody it names does
+            assert notice.visibility == Visibility.INTERNAL, notice
+        (added,) = d.events
+        assert added.detail["ignored"] == {"cc": ["eve@evil.example"],
+                                           "reply_to": ["spy@evil.example"]}  # fmt: skip
+
+
+def test_verified_by_reply_address_references_or_a_trusted_signature():
+    from maild.mail.replyaddr import RequesterToken
+
+    msg = parse(make_message(subject="Re: [#7] Printer", headers={"Cc": "Dave <dave@example.org>"}))
+    base = {"tickets": {7: ticket(watchers=("carol@example.org",))}}
+    token = RequesterToken("help+7.r.x@example.com", 7, None, valid=True)
+    for facts in (
+        Facts(**base, requester_token=token),
+        Facts(**base, known_ids={"<ack@helpdesk.example.com>": 7}, sent_to=SENT_TO_BOB),
+    ):
+        reply = msg if facts.requester_token else parse(make_message(
+            subject="Re: x", in_reply_to="<ack@helpdesk.example.com>",
+            headers={"Cc": "Dave <dave@example.org>"}))  # fmt: skip
+        d = decide(reply, META, facts, SETTINGS, NOW)
+        assert [a.email for a in d.watchers_add] == ["dave@example.org"]
+        assert d.watchers_remove == ("carol@example.org",)
+        (told,) = [n for n in d.notices if n.template == "watcher_removed"]
+        assert [a.email for a in told.to] == ["carol@example.org"]
+    # A reference to a mail maild sent to someone else verifies nothing either.
+    elsewhere = Facts(
+        **base,
+        known_ids={"<ack@helpdesk.example.com>": 7},
+        sent_to={"<ack@helpdesk.example.com>": frozenset({"carol@example.org"})},
+    )
+    reply = parse(make_message(subject="Re: x", in_reply_to="<ack@helpdesk.example.com>",
+                               headers={"Cc": "Dave <dave@example.org>"}))  # fmt: skip
+    d = decide(reply, META, elsewhere, SETTINGS, NOW)
+    assert d.watchers_add == () and d.article.verified_by == "none"
+    # A token issued to someone else's address, or for another ticket, verifies nothing.
+    for other in (RequesterToken("a", 7, None, valid=False), RequesterToken("a", 8, None, True)):
+        d = decide(msg, META, Facts(**base, requester_token=other), SETTINGS, NOW)
+        assert d.watchers_add == () and d.article.verified_by == "none"
+    # Our own mail server's DMARC pass for the From domain.
+    signed = settings_from_mapping({"helpdesk": {"addresses": ["help@example.com"]},
+                                    "agent_mail": {"trusted_authserv_ids": ["mx.example.com"],
+                                                   "trusted_hops": 2}})  # fmt: skip
+    raw = (
+        b"Authentication-Results: mx.example.com; dmarc=pass header.from=example.org\r\n"
+        + make_message(subject="Re: [#7] Printer", headers={"Cc": "dave@example.org"})
+    )
+    d = decide(parse(raw), META, Facts(**base), signed, NOW)
+    assert d.article.verified_by == "authentication-results" and d.watchers_add
+    forged = raw.replace(b"example.org\r\n", b"evil.example\r\n", 1)
+    assert decide(parse(forged), META, Facts(**base), signed, NOW).watchers_add == ()
+
+
+def test_reopen_notice_goes_to_the_stored_requester_never_reply_to():
+    msg = parse(make_message(in_reply_to="<ack@helpdesk.example.com>",
+                             headers={"Reply-To": "spy@evil.example"}))  # fmt: skip
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7}, sent_to=SENT_TO_BOB,
+                  tickets={7: ticket(TicketStatus.RESOLVED, finished=NOW - timedelta(days=1))})  # fmt: skip
+    d = decide(msg, META, facts, SETTINGS, NOW)
+    assert d.status == TicketStatus.OPEN
+    told = {a.email for n in d.notices for a in (*n.to, *n.cc)}
+    assert "bob@example.org" in told and "spy@evil.example" not in told
+
+
+def test_a_participant_marked_undeliverable_who_writes_in_is_deliverable_again():
+    msg = parse(make_message(in_reply_to="<ack@helpdesk.example.com>"))
+    marked = TicketFacts(id=7, status=TicketStatus.OPEN, requester="bob@example.org",
+                         subject="Printer", language="en",
+                         participants=frozenset({"bob@example.org"}),
+                         bounced=frozenset({"bob@example.org"}))  # fmt: skip
+    facts = Facts(known_ids={"<ack@helpdesk.example.com>": 7}, tickets={7: marked})
+    assert decide(msg, META, facts, SETTINGS, NOW).deliverable_again == "bob@example.org"
+    assert (
+        decide(
+            msg,
+            META,
+            Facts(known_ids={"<ack@helpdesk.example.com>": 7}, tickets={7: ticket()}),
+            SETTINGS,
+            NOW,
+        ).deliverable_again
+        is None
+    )

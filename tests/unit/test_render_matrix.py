@@ -180,6 +180,18 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
         ],
         "unacknowledged": "it-all@example.com" if variant == "ordinary" else "",
         "quote_kept": variant == "ordinary",
+        # trust (issue 14): copies not taken in, an unverified sender, a watcher
+        # dropped, a digest of held notices
+        "copied": 2 if variant == "ordinary" else 0,
+        "unverified": "it neither came to its reply address nor answers our mail"
+        if variant == "notes"
+        else "",
+        "removed_by": "maria.vahamaki-lindqvist@example.org",
+        "held_since": T0 - timedelta(hours=1),
+        "items": [
+            {"number": 4242, "subject": subject, "kind": "ack"},
+            {"number": 4243, "subject": subject, "kind": "status"},
+        ],
     }
     return ctx
 

@@ -70,7 +70,12 @@ def test_own_loop():
     assert is_own_loop(
         parse(make_message(headers={"X-Maild-Loop": "helpdesk.example.com"})), ENV, SETTINGS
     )
-    assert is_own_loop(parse(make_message(message_id="<x@helpdesk.example.com>")), ENV, SETTINGS)
+    ours = "<" + "0123456789abcdef" * 2 + "@helpdesk.example.com>"  # what new_message_id makes
+    assert is_own_loop(parse(make_message(message_id=ours)), ENV, SETTINGS)
+    # Our domain on a Message-ID of another shape is not ours (issue 14, item 9): a
+    # mail client of someone whose domain it also is wrote it.
+    thunderbird = "<5f0c3e7a-8b52-4c1a-9e3f-1d2c3b4a5e6f@helpdesk.example.com>"
+    assert is_own_loop(parse(make_message(message_id=thunderbird)), ENV, SETTINGS) is None
     assert (
         is_own_loop(parse(make_message(headers={"X-Maild-Loop": "other.example"})), ENV, SETTINGS)
         is None

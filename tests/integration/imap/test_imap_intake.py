@@ -429,3 +429,35 @@ def test_idle_is_renewed_and_polling_is_the_fallback(
         for p in (a, b):
             p.stop()
             p.join(5)
+
+
+def test_reply_address_counts_only_from_the_named_delivery_header(
+    sqlite_url, dovecot, imap_user, password_file, daemon_factory, tmp_path
+):
+    """Through IMAP there is no envelope: a personal reply address counts only in
+    the field the admin names as the one the delivering server writes on top."""
+    agents = [{"email": "anna@example.com", "name": "Anna Agent", "tier": 1}]
+    box = mailbox_table(dovecot, imap_user, password_file, delivery_header="X-Original-To")
+    daemon_factory(sqlite_url, imap=imap_section(box), agents=agents)
+    dovecot.append(imap_user, [make_message(message_id="<first@example.org>")])
+    notes = wait_until(lambda: [m for m in read_maildir(tmp_path / "outgoing")
+                                if "anna" in str(m["To"])], timeout=10)  # fmt: skip
+    token = notes[0]["Reply-To"].addresses[0].addr_spec
+
+    def agent_reply(n: int, priority: str, headers: dict[str, str]) -> bytes:
+        return make_message(sender="Anna Agent <anna@example.com>", to=token, subject="Re: x",
+                            body=f"#priority {priority}\n", message_id=f"<a{n}@example.com>",
+                            headers=headers)  # fmt: skip
+
+    def priority() -> str:
+        return rows(sqlite_url, "select priority from ticket where id = 1")[0][0]
+
+    # The address in To and in a Delivered-To the sender wrote: not delivery.
+    dovecot.append(imap_user, [agent_reply(1, "P1", {"Delivered-To": token})])
+    wait_until(lambda: count(sqlite_url, "inbound") == 2 and rows(
+        sqlite_url, "select status from inbound where id = 2")[0][0] == "done")  # fmt: skip
+    assert priority() == 3
+    # Written on top by the delivering server (here: the test, as Dovecot's LDA would).
+    raw = b"X-Original-To: " + token.encode() + b"\r\n" + agent_reply(2, "P2", {})
+    dovecot.append(imap_user, [raw])
+    wait_until(lambda: priority() == 2)
