@@ -190,7 +190,6 @@ class AutoreplyGuard:
         per_address = {"emails": emails, "hour_ago": hour_ago, "source": source}
         for address, sent in conn.execute(_PER_ADDRESS, per_address):
             if sent >= lim.autoreply_per_address_per_hour:
-                origin = f" answering mail from {source}" if source else ""
                 return notice, Refusal(
                     Phrase("alert.per_address_from", count=sent, address=address, source=source)
                     if source
