@@ -515,9 +515,9 @@ def _with_bounced_outbox(session: Session, facts: Facts, outbox_id: int) -> Fact
 
 
 # Built once (constructing statements costs more than SQLite spends on them).
-_KNOWN_IDS = select(Article.message_id, Article.ticket_id, Article.direction).where(
-    Article.message_id.in_(bindparam("ids", expanding=True))
-)
+_ARTICLE_KEYS = (Article.message_id, Article.ticket_id, Article.direction, Article.author_email,
+                 Article.sent_at)  # fmt: skip
+_KNOWN_IDS = select(*_ARTICLE_KEYS).where(Article.message_id.in_(bindparam("ids", expanding=True)))
 _ID_KEYS = [f"m{i}" for i in range(16)]
 
 
@@ -525,11 +525,7 @@ _ID_KEYS = [f"m{i}" for i in range(16)]
 def _known_ids(n: int) -> Direct:
     """The lookup for `n` Message-IDs, one statement per count, run directly."""
     keys = [bindparam(k) for k in _ID_KEYS[:n]]
-    return Direct(
-        select(Article.message_id, Article.ticket_id, Article.direction).where(
-            Article.message_id.in_(keys)
-        )
-    )
+    return Direct(select(*_ARTICLE_KEYS).where(Article.message_id.in_(keys)))
 
 
 _AHEAD = (
@@ -600,8 +596,9 @@ def lookup_facts(
             rows = _known_ids(len(wanted_ids)).all(session, params)
         else:
             rows = session.connection().execute(_KNOWN_IDS, {"ids": wanted_ids})
-        for mid, tid, direction in rows:
-            if mid == keys.own_message_id and direction == Direction.IN:
+        for mid, tid, direction, author, sent_at in rows:
+            own = mid == keys.own_message_id and direction == Direction.IN
+            if own and _same(msg, author, sent_at):
                 already = tid
             if mid in keys.message_ids:
                 known.setdefault(mid, tid)
@@ -621,6 +618,14 @@ def lookup_facts(
     return Facts(known_ids=known, tickets=tickets, already_stored_on=already,
                  sender_language=language, token_ticket=token_ticket, reply_token=token,
                  directory=directory)  # fmt: skip
+
+
+def _same(msg: ParsedMessage, author: str, sent_at: datetime | None) -> bool:
+    """The article holds this very message: its Message-ID (the caller checked), its
+    sender and its Date. A copy through a list (a subject tag, a footer) is the same
+    message; a reused Message-ID on a message of another date is not."""
+    same_sender = msg.sender is None or msg.sender.email == author
+    return same_sender and sent_at == msg.date
 
 
 def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]:
