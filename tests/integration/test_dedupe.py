@@ -10,7 +10,6 @@ import smtplib
 import subprocess
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 from tests.integration.test_fates import cli_config, maild, outgoing, query, settled
 from tests.integration.test_smtp_intake import wait_until
