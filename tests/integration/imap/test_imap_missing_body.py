@@ -164,3 +164,26 @@ def test_the_daemons_loop_fetches_a_skipped_uid_again_with_nothing_new(
         assert dovecot.count(imap_user, "INBOX") == 0
     finally:
         client.logout()
+
+
+def test_the_same_mail_by_smtp_and_by_imap_is_one_message(
+    sqlite_url, dovecot, imap_user, password_file, intake_factory, daemon_factory
+):
+    """The MX delivers to maild over SMTP and into the mailbox maild also reads."""
+    from tests.integration.test_smtp_intake import send, wait_until
+    from tests.support.desk import make_message
+
+    running = daemon_factory(sqlite_url)
+    raw = make_message(message_id="<both-ways@example.org>", subject="Monitor flickers")
+    send(running.port, raw)
+    wait_until(lambda: count(sqlite_url, "ticket") == 1, timeout=20)
+    # The mailbox copy, as the MX's local delivery wrote it.
+    copy = (b"Return-Path: <bob@example.org>\r\nDelivered-To: help@example.com\r\n"
+            b"Received: from mx.example.com by imap.example.com (Dovecot) with LMTP\r\n"
+            b"\tid 7b3; Mon, 30 Nov 2026 09:00:01 +0000\r\n") + raw  # fmt: skip
+    dovecot.append(imap_user, [copy])
+    box = mailbox_table(dovecot, imap_user, password_file)
+    stats = intake_factory(sqlite_url, imap_section(box)).drain()
+    assert stats.stored == 0 and stats.duplicates == 1
+    assert count(sqlite_url, "inbound") == 1 and count(sqlite_url, "ticket") == 1
+    assert dovecot.count(imap_user, "Processed") == 1
