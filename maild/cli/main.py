@@ -809,9 +809,8 @@ def _print_ticket(t: dict[str, Any]) -> None:
         for line in a["text"].splitlines()[:40]:
             print(f"    {line}")
         for att in a["attachments"]:
-            print(
-                f"    [attachment] {att['filename']} ({att['content_type']}, {att['size']} bytes)"
-            )
+            print(f"    [attachment {att['id']}] {att['filename']} ({att['content_type']}, "
+                  f"{att['size']} bytes)")  # fmt: skip
     print("\nEvents:")
     for e in t["events"]:
         change = f" {e['old']} -> {e['new']}" if e["old"] or e["new"] else ""

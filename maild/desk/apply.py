@@ -27,7 +27,7 @@ from maild.config.settings import Settings
 from maild.desk.autoreply import AutoreplyGuard, Refusal, alert_notice
 from maild.desk.lifecycle import change_status, sla_columns
 from maild.errors import TransientError
-from maild.mail.compose import Outgoing, compose, new_message_id
+from maild.mail.compose import Outgoing, OutgoingAttachment, compose, new_message_id
 from maild.mail.language import detect
 from maild.mail.parse import Address
 from maild.mail.quotes import strip_reply
@@ -750,6 +750,10 @@ class Applier:
                 language=language,
                 cc=cc,
                 calendar=notice.calendar,
+                attachments=tuple(
+                    OutgoingAttachment(a.filename, a.content_type, a.data)
+                    for a in notice.attachments
+                ),
             )
         )
         article = ArticleSpec(
@@ -763,6 +767,9 @@ class Applier:
             in_reply_to=notice.in_reply_to,
             sent_at=None,
             direction=Direction.OUT,
+            # What the requester was sent is on the ticket; an agent's copy of the
+            # requester's own files is not stored twice.
+            attachments=notice.attachments if notice.visibility == Visibility.PUBLIC else (),
         )
         article_id = self._add_article(session, ticket.id, article, None, now)
         recipients = list(dict.fromkeys(a.email for a in (*notice.to, *cc)))

@@ -215,7 +215,9 @@ def _reopen_notices(
     """The requester hears the ticket is open again; the agents working it, that it came back."""
     references = (*msg.references, msg.message_id) if msg.message_id else msg.references
     thread = notices.Thread(msg.message_id, references)
-    context = {"event": "reopened", "summary": _summary(msg.text)}
+    carried, listing = notices.attachments_for_agents(msg.attachments,
+                                                      settings.attachments.notify_max_bytes)  # fmt: skip
+    context = {"event": "reopened", "summary": _summary(msg.text), "attachments": listing}
     watchers = tuple(Address("", w) for w in sorted(ticket.watchers))
     audience = notices.working_audience(
         settings,
@@ -225,7 +227,8 @@ def _reopen_notices(
         security=ticket.security,
     )
     told = notices.to_groups("agent_update", "agent_update", audience,
-                             security=ticket.security, context=context)  # fmt: skip
+                             security=ticket.security, context=context,
+                             attachments=carried)  # fmt: skip
     if quiet:
         return told
     requester = answer_to(msg, Address(name="", email=ticket.requester), settings)
@@ -301,14 +304,17 @@ def _reply_notices(
         strip_reply(msg.text[:SUMMARY_SCAN_CHARS], phrases(settings.languages.directory))
         or msg.text
     )
+    carried, listing = notices.attachments_for_agents(msg.attachments,
+                                                      settings.attachments.notify_max_bytes)  # fmt: skip
     context = {
         "event": "reply",
         "summary": _summary(said),
         "author": sender.formatted(),
         "status_now": str(status) if status else ticket.status,
+        "attachments": listing,
     }
     return notices.to_groups("agent_update", "agent_update", audience, security=ticket.security,
-                             context=context)  # fmt: skip
+                             context=context, attachments=carried)  # fmt: skip
 
 
 def is_own_address(email: str, settings: Settings, served: ServedAddresses | None = None) -> bool:
@@ -477,11 +483,13 @@ def _new_ticket(
             security=triage.security,
             directory=facts.directory,
         )
+        carried, listing = notices.attachments_for_agents(
+            msg.attachments, settings.attachments.notify_max_bytes)  # fmt: skip
         agent_context = {"summary": _summary(msg.text), "hierarchical": hierarchical,
                          "parent_id": parent.id if parent else None,
-                         "unacknowledged": quiet}  # fmt: skip
+                         "unacknowledged": quiet, "attachments": listing}  # fmt: skip
         group = notices.to_groups("agent_new", "agent_new", audience, security=triage.security,
-                                  context=agent_context)  # fmt: skip
+                                  context=agent_context, attachments=carried)  # fmt: skip
         notices_out = (*(() if quiet else (ack,)), *group)
         if hierarchical:
             events.append(EventSpec("escalated", "maild", detail={

@@ -110,6 +110,7 @@ class Notice:
     agent_id: int | None = None  # to an agent: Reply-To is their personal reply address
     cc: tuple[Address, ...] = ()  # the watchers, on public updates
     calendar: bytes | None = None  # an iCalendar REQUEST sent along (#meeting)
+    attachments: tuple[ParsedAttachment, ...] = ()  # files sent along
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class AgentReply:
     agent: Address
     commands: tuple[Command, ...]
     text: str  # for the requester, quote- and signature-stripped ("" if none)
+    attachments: tuple[ParsedAttachment, ...] = ()  # relayed to the requester with the text
     # The quoted mail could not be told apart from the agent's text: the text is the
     # whole reply minus its ">" lines, and the agent's confirmation says so.
     quote_kept: bool = False
