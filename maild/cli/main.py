@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     o_list = o_sub.add_parser("list")
     o_list.add_argument("--status")
     o_list.add_argument("--json", action="store_true")
+    o_retry = o_sub.add_parser("retry", help="send dead mail again (the same message)")
+    o_retry.add_argument("ids", type=int, nargs="+", metavar="ID")
+    o_retry.add_argument("--as", dest="actor", metavar="WHO",
+                         help="who asked (default: USER@cli)")  # fmt: skip
 
     mailbox = sub.add_parser("mailbox", help="IMAP mailboxes ([[imap.mailboxes]])")
     m_sub = mailbox.add_subparsers(dest="mailbox_command", required=True, metavar="ACTION")
@@ -184,6 +188,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_quarantine(args, settings)
     if cmd == "inbound":
         return cmd_inbound(args, settings)
+    if cmd == "outbox" and args.outbox_command == "retry":
+        return cmd_outbox_retry(args, settings)
     return cmd_view(args, settings)
 
 
@@ -358,6 +364,41 @@ def cmd_inbound(args: argparse.Namespace, settings: Settings) -> int:
         else:
             said = f"{now['fate']}: {now['reason'] or ''}"
         print(f"inbound {a.inbound_id}: {said}")
+    return status
+
+
+def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
+    """``maild outbox retry ID...``: dead mail goes out again; its ticket records who asked."""
+    from maild.cli.tickets import actor_name
+    from maild.desk import deadmail
+    from maild.desk.apply import Applier
+    from maild.mail.render import Renderer
+    from maild.service.sender import Sender, transport_from_settings
+
+    sessions = _sessions(settings)
+    clock = SystemClock()
+    applier = Applier(settings, Renderer.from_settings(settings))
+    with sessions.begin() as session:
+        asked = deadmail.retry(session, applier, args.ids, args.actor or actor_name(),
+                               clock.now())  # fmt: skip
+    if any(a.queued for a in asked):
+        Sender(sessions, settings, clock, transport_from_settings(settings)).drain()
+    from sqlalchemy import select
+
+    from maild.store.models import Outbox
+
+    with sessions() as session:
+        now = {r.id: r for r in session.execute(
+            select(Outbox.id, Outbox.status, Outbox.last_error).where(Outbox.id.in_(args.ids)))}  # fmt: skip
+    status = EX_OK
+    for a in asked:
+        if not a.queued:
+            print(f"outbox {a.outbox_id}: not retried: {a.why}")
+            status = EX_NOINPUT
+            continue
+        r = now[a.outbox_id]
+        error = f" ({r.last_error})" if r.status != "sent" and r.last_error else ""
+        print(f"outbox {a.outbox_id}: queued again; now {r.status}{error}")
     return status
 
 

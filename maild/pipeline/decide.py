@@ -170,6 +170,8 @@ def _decide(
                 else (),
                 how=correlation.how,
             )
+        if role == Role.OTHER:
+            return _stranger(msg, inbound, sender, ticket, facts, settings, correlation.how)
         events = [EventSpec("article_added", sender.email, detail={"role": str(role)})]
         status = None
         if ticket.status == TicketStatus.PENDING_USER and role == Role.REQUESTER:
@@ -197,6 +199,41 @@ def _decide(
         )
     return _new_ticket(msg, inbound, sender, settings, now, facts, rules, note=correlation.note,
                        quiet=quiet)  # fmt: skip
+
+
+def _stranger(
+    msg: ParsedMessage, inbound: InboundMeta, sender: Address, ticket: TicketFacts, facts: Facts,
+    settings: Settings, how: str,
+) -> Decision:  # fmt: skip
+    """Someone who takes no part in the ticket wrote to its thread (a forwarded copy,
+    a colleague). Kept as an internal note; nothing changes, nobody outside hears of
+    it; the agents working the ticket are told."""
+    told: tuple[Notice, ...] = ()
+    if inbound.notify:
+        audience = notices.working_audience(settings, facts.directory, tier=ticket.tier,
+                                            assignee_id=ticket.assignee,
+                                            security=ticket.security)  # fmt: skip
+        said = strip_reply(msg.text[:SUMMARY_SCAN_CHARS]) or msg.text
+        carried, listing = notices.attachments_for_agents(msg.attachments,
+                                                          settings.attachments.notify_max_bytes)  # fmt: skip
+        told = notices.to_groups("agent_update", "agent_update", audience,
+                                 security=ticket.security, attachments=carried,
+                                 context={"event": "stranger", "summary": _summary(said),
+                                          "author": sender.formatted(),
+                                          "attachments": listing})  # fmt: skip
+    return Decision(
+        Outcome.APPENDED,
+        f"reply to #{ticket.id} from {sender.email}, who takes no part in it: an internal note",
+        ticket_id=ticket.id,
+        article=_article(msg, sender, ArticleKind.NOTE, Visibility.INTERNAL),
+        events=(
+            EventSpec(
+                "non_participant_reply", sender.email, detail={"from": sender.email, "how": how}
+            ),
+        ),  # fmt: skip
+        notices=told,
+        how=how,
+    )
 
 
 def answer_to(msg: ParsedMessage, sender: Address, settings: Settings) -> Address:
