@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="import an mbox file or a Maildir folder")
     imp.add_argument("path", type=Path)
     imp.add_argument("--no-notify", action="store_true", help="record without acknowledgements")
+    imp.add_argument("--close-before", metavar="YYYY-MM-DD",
+                     help="then close (quietly) the imported tickets last written to before "
+                          "this day (UTC)")  # fmt: skip
 
     tickets = sub.add_parser("tickets", help="list tickets")
     t_sub = tickets.add_subparsers(dest="tickets_command", required=True, metavar="ACTION")
@@ -171,7 +174,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "ingest":
         return cmd_ingest(settings, args.to, notify=not args.no_notify)
     if cmd == "import":
-        return cmd_import(settings, args.path, notify=not args.no_notify)
+        return cmd_import(settings, args.path, notify=not args.no_notify,
+                          close_before=args.close_before)  # fmt: skip
     if cmd == "drain":
         return cmd_drain(settings)
     if cmd == "agents":
@@ -621,8 +625,14 @@ class Progress:
             self.stream.write("\n")
 
 
-def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
-    from maild.desk import agents
+def cmd_import(settings: Settings, path: Path, *, notify: bool,
+               close_before: str | None = None) -> int:  # fmt: skip
+    """Import an archive: tickets and articles carry its dates, SLA deadlines come from
+    them (those already past raise no alarm), the old desk's own replies become
+    outgoing articles on their threads; `close_before` closes the old tickets."""
+    from datetime import UTC, datetime
+
+    from maild.desk import agents, archive
     from maild.desk.apply import Applier
     from maild.intake.commit import Delivery, store
     from maild.mail.render import Renderer
@@ -631,6 +641,14 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     from maild.service.worker import Worker
     from maild.store.states import Outcome, Source
 
+    before = None
+    if close_before:
+        try:
+            before = datetime.combine(datetime.fromisoformat(close_before).date(),
+                                      datetime.min.time(), UTC)  # fmt: skip
+        except ValueError:
+            print(f"maild: --close-before: not a date: {close_before!r}", file=sys.stderr)
+            return EX_USAGE
     total, messages = iter_source(path)
     sessions = _sessions(settings)
     clock = SystemClock()
@@ -641,6 +659,7 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     agents.install(sessions, applier)
     worker = Worker(sessions, settings, clock, applier, parser=parser)
     mine: set[int] = set()
+    opened: set[int] = set()
     tally: Counter[str] = Counter()
     progress = Progress(total, sys.stderr)
     batch: list[Delivery] = []
@@ -657,6 +676,10 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
         for processed in worker.drain():
             if processed.inbound_id in mine and processed.outcome is not None:
                 tally[str(processed.outcome)] += 1
+                if processed.rule == "imported_desk_reply":
+                    tally["desk"] += 1
+                if processed.outcome == Outcome.NEW_TICKET and processed.ticket_id:
+                    opened.add(processed.ticket_id)
         progress.update(len(batch))
         batch.clear()
 
@@ -671,6 +694,10 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     finally:
         parser.close()
     progress.finish()
+    closed: list[int] = []
+    if before is not None:
+        with sessions.begin() as session:
+            closed = archive.close_before(session, applier, opened, before)
     sent = (
         Sender(sessions, settings, clock, transport_from_settings(settings)).drain()
         if notify
@@ -678,10 +705,13 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     )
     print(f"imported {total} message(s) from {path}")
     print(f"  tickets created:   {tally[str(Outcome.NEW_TICKET)]}")
-    print(f"  replies threaded:  {tally[str(Outcome.APPENDED)]}")
+    print(f"  replies threaded:  {tally[str(Outcome.APPENDED)]}"
+          + (f" ({tally['desk']} the help desk's own)" if tally["desk"] else ""))  # fmt: skip
     print(f"  ignored:           {tally[str(Outcome.IGNORED)]}")
     print(f"  quarantined:       {tally[str(Outcome.QUARANTINED)]}")
     print(f"  already stored:    {tally['duplicates']}")
+    if before is not None:
+        print(f"  closed (last message before {before.date().isoformat()}): {len(closed)}")
     if sent is not None:
         print(f"  acknowledgements:  {sent.sent} sent, {sent.retried} to retry, {sent.dead} dead")
     return EX_OK

@@ -23,7 +23,6 @@ from maild.clock import Clock
 from maild.desk.actions import SYSTEM, Done, TicketOps
 from maild.desk.apply import Applier
 from maild.pipeline.decision import EventSpec
-from maild.store.db import claim_order
 from maild.store.models import Article, Outbox, Ticket
 from maild.store.states import OutboxStatus, Visibility
 
@@ -39,15 +38,15 @@ def sweep_dead_mail(sessions: sessionmaker[Session], applier: Applier, clock: Cl
     while True:
         now = clock.now()
         with sessions.begin() as session:
+            # The outbox rows alone are locked (PostgreSQL locks no outer-joined row).
             rows = session.execute(
-                claim_order(
-                    select(Outbox.id, Outbox.ticket_id, Outbox.kind, Outbox.rcpt_to,
-                           Outbox.last_error, Outbox.attempts, Article.visibility)
-                    .outerjoin(Article, Article.id == Outbox.article_id)
-                    .where(Outbox.status == OutboxStatus.DEAD, Outbox.dead_noticed_at.is_(None))
-                    .order_by(Outbox.id)
-                    .limit(BATCH)
-                )
+                select(Outbox.id, Outbox.ticket_id, Outbox.kind, Outbox.rcpt_to,
+                       Outbox.last_error, Outbox.attempts, Article.visibility)
+                .outerjoin(Article, Article.id == Outbox.article_id)
+                .where(Outbox.status == OutboxStatus.DEAD, Outbox.dead_noticed_at.is_(None))
+                .order_by(Outbox.id)
+                .limit(BATCH)
+                .with_for_update(skip_locked=True, of=Outbox)
             ).all()  # fmt: skip
             ops = TicketOps(session, applier, now)
             for row in rows:

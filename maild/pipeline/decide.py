@@ -33,13 +33,15 @@ from maild.pipeline.decision import (
 )
 from maild.pipeline.identify import Role, identify
 from maild.pipeline.mailbox_defaults import apply_mailbox_defaults
-from maild.pipeline.screen import Envelope, Screening, Verdict, screen
+from maild.pipeline.screen import Envelope, Screening, Verdict, is_auto_submitted, screen
 from maild.pipeline.sla import SlaPolicy
 from maild.pipeline.triage import Rulebook, classify
 from maild.store.states import (
     FINISHED_STATUSES,
     ArticleKind,
+    Direction,
     Outcome,
+    Source,
     TicketStatus,
     Visibility,
 )
@@ -85,6 +87,8 @@ def _decide(
     ticket = facts.tickets.get(correlation.ticket_id) if correlation.ticket_id else None
 
     if screening.verdict == Verdict.OWN_LOOP:
+        if inbound.source == Source.IMPORT and ticket is not None:
+            return _desk_reply(msg, sender, ticket, facts, settings, correlation.how)
         return Decision(Outcome.IGNORED, f"own mail: {screening.reason}", rule=screening.rule)
     if screening.verdict == Verdict.SPAM:
         # Stored as spam: no ticket, no article, nobody answered. A reply to a
@@ -199,6 +203,36 @@ def _decide(
         )
     return _new_ticket(msg, inbound, sender, settings, now, facts, rules, note=correlation.note,
                        quiet=quiet)  # fmt: skip
+
+
+def _desk_reply(
+    msg: ParsedMessage, sender: Address, ticket: TicketFacts, facts: Facts, settings: Settings,
+    how: str,
+) -> Decision:  # fmt: skip
+    """The old desk's own mail in an archive being imported, on a thread we have: an
+    outgoing article, as it was sent. A person's reply is the ticket's first
+    response; an automatic one (its acknowledgement) is recorded only."""
+    if facts.own_message_on is not None:
+        return Decision(Outcome.IGNORED, f"already recorded on ticket #{facts.own_message_on} "
+                        "(same Message-ID)", rule="already_recorded")  # fmt: skip
+    automatic = bool(is_auto_submitted(msg, Envelope(None, None), settings)
+                     or "x-autoreply" in msg.headers)  # fmt: skip
+    article = replace(_article(msg, sender, ArticleKind.NOTIFICATION if automatic
+                               else ArticleKind.MESSAGE, Visibility.PUBLIC),
+                      direction=Direction.OUT)  # fmt: skip
+    return Decision(
+        Outcome.APPENDED,
+        f"the help desk's own {'automatic mail' if automatic else 'reply'} on #{ticket.id}, "
+        "from the archive",
+        rule="imported_desk_reply",
+        ticket_id=ticket.id,
+        article=article,
+        events=(
+            EventSpec("article_added", sender.email, detail={"role": "desk", "imported": True}),
+        ),  # fmt: skip
+        first_response=not automatic,
+        how=how,
+    )
 
 
 def _stranger(

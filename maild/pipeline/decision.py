@@ -154,3 +154,7 @@ class Decision:
     agent_reply: AgentReply | None = None  # run by maild.agentreply after apply
     watchers_add: tuple[Address, ...] = ()
     watchers_remove: tuple[str, ...] = ()
+    # An archive being imported: when the message happened (its Date). The ticket,
+    # article and events carry it; the inbound row and any mail sent carry now.
+    occurred_at: datetime | None = None
+    first_response: bool = False  # the old desk's own reply: the ticket's first response

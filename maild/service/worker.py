@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
@@ -55,7 +55,7 @@ from maild.service.parsepool import ParsePool
 from maild.service.parsepool import Result as ParseResult
 from maild.store.db import Direct, claim_order, is_sqlite
 from maild.store.models import Agent, Article, Contact, Inbound, Outbox, Ticket, Watcher
-from maild.store.states import Direction, InboundStatus, Outcome
+from maild.store.states import Direction, InboundStatus, Outcome, Source
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class Processed:
     queued: bool = False  # outgoing mail was queued
     source: str = ""
     received_at: datetime | None = None
+    rule: str = ""  # the rule that set it aside, or marked it (imported_desk_reply)
 
 
 class Deferred(Exception):
@@ -328,6 +329,7 @@ class Worker:
                         queued=bool(applied.outbox_ids),
                         source=row.source,
                         received_at=row.received_at,
+                        rule=decision.rule,
                     )  # fmt: skip
                 )
                 logs.append((row, decision, applied.ticket_id))
@@ -450,7 +452,10 @@ class Worker:
             wanted_by=row.replayed_by,
             was=f"{row.outcome} ({row.rule})" if row.replayed_by and row.rule else row.outcome,
         )
-        return decide(msg, meta, facts, self.settings, self.clock.now(), self.rules)
+        now = self.clock.now()
+        when = archive_time(row.source, msg.date, now)
+        decision = decide(msg, meta, facts, self.settings, when, self.rules)
+        return decision if when == now else replace(decision, occurred_at=when)
 
     def _record_failures(self, failures: list[tuple[int, int, str]]) -> None:
         now = self.clock.now()
@@ -481,6 +486,20 @@ class Worker:
 
 
 # --- the facts the pure pipeline needs -----------------------------------------
+
+
+# An imported message dated before this is taken to have a wrong Date (a
+# clock at 1970, a broken client) and is processed at the time of the import.
+EARLIEST_ARCHIVE_DATE = datetime(1990, 1, 1, tzinfo=UTC)
+
+
+def archive_time(source: str, date: datetime | None, now: datetime) -> datetime:
+    """When a message happened, for the ticket: an imported archive's own Date
+    (within reason), so tickets, articles, events and SLA deadlines carry the
+    archive's dates; for everything else, now."""
+    if source != Source.IMPORT or date is None or not EARLIEST_ARCHIVE_DATE <= date <= now:
+        return now
+    return date
 
 
 def _bounce_hint(row: Inbound) -> bool:
@@ -588,7 +607,7 @@ def lookup_facts(
     if keys.own_message_id:
         wanted_ids.append(keys.own_message_id)
     known: dict[str, int] = {}
-    already = None
+    already = own_on = None
     if wanted_ids:
         rows: Iterable[Any]
         if len(wanted_ids) <= len(_ID_KEYS):  # the usual case: run directly
@@ -597,9 +616,10 @@ def lookup_facts(
         else:
             rows = session.connection().execute(_KNOWN_IDS, {"ids": wanted_ids})
         for mid, tid, direction, author, sent_at in rows:
-            own = mid == keys.own_message_id and direction == Direction.IN
-            if own and _same(msg, author, sent_at):
-                already = tid
+            if mid == keys.own_message_id:
+                own_on = own_on or tid
+                if direction == Direction.IN and _same(msg, author, sent_at):
+                    already = tid
             if mid in keys.message_ids:
                 known.setdefault(mid, tid)
     wanted = set(known.values())
@@ -615,7 +635,7 @@ def lookup_facts(
     tickets = ticket_facts(session, wanted)
     if token_ticket not in tickets:  # a signed address of a ticket that is gone
         token_ticket = None
-    return Facts(known_ids=known, tickets=tickets, already_stored_on=already,
+    return Facts(known_ids=known, tickets=tickets, already_stored_on=already, own_message_on=own_on,
                  sender_language=language, token_ticket=token_ticket, reply_token=token,
                  directory=directory)  # fmt: skip
 
