@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="import an mbox file or a Maildir folder")
     imp.add_argument("path", type=Path)
     imp.add_argument("--no-notify", action="store_true", help="record without acknowledgements")
+    imp.add_argument("--close-before", metavar="YYYY-MM-DD",
+                     help="then close (quietly) the imported tickets last written to before "
+                          "this day (UTC)")  # fmt: skip
 
     tickets = sub.add_parser("tickets", help="list tickets")
     t_sub = tickets.add_subparsers(dest="tickets_command", required=True, metavar="ACTION")
@@ -83,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     o_list = o_sub.add_parser("list")
     o_list.add_argument("--status")
     o_list.add_argument("--json", action="store_true")
+    o_retry = o_sub.add_parser("retry", help="send dead mail again (the same message)")
+    o_retry.add_argument("ids", type=int, nargs="+", metavar="ID")
+    o_retry.add_argument("--as", dest="actor", metavar="WHO",
+                         help="who asked (default: USER@cli)")  # fmt: skip
 
     mailbox = sub.add_parser("mailbox", help="IMAP mailboxes ([[imap.mailboxes]])")
     m_sub = mailbox.add_subparsers(dest="mailbox_command", required=True, metavar="ACTION")
@@ -183,7 +190,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "ingest":
         return cmd_ingest(settings, args.to, notify=not args.no_notify)
     if cmd == "import":
-        return cmd_import(settings, args.path, notify=not args.no_notify)
+        return cmd_import(settings, args.path, notify=not args.no_notify,
+                          close_before=args.close_before)  # fmt: skip
     if cmd == "drain":
         return cmd_drain(settings)
     if cmd == "agents":
@@ -202,6 +210,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_quarantine(args, settings)
     if cmd == "inbound":
         return cmd_inbound(args, settings)
+    if cmd == "outbox" and args.outbox_command == "retry":
+        return cmd_outbox_retry(args, settings)
     return cmd_view(args, settings)
 
 
@@ -414,6 +424,41 @@ def cmd_inbound(args: argparse.Namespace, settings: Settings) -> int:
         else:
             said = f"{now['fate']}: {now['reason'] or ''}"
         print(f"inbound {a.inbound_id}: {said}")
+    return status
+
+
+def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
+    """``maild outbox retry ID...``: dead mail goes out again; its ticket records who asked."""
+    from maild.cli.tickets import actor_name
+    from maild.desk import deadmail
+    from maild.desk.apply import Applier
+    from maild.mail.render import Renderer
+    from maild.service.sender import Sender, transport_from_settings
+
+    sessions = _sessions(settings)
+    clock = SystemClock()
+    applier = Applier(settings, Renderer.from_settings(settings))
+    with sessions.begin() as session:
+        asked = deadmail.retry(session, applier, args.ids, args.actor or actor_name(),
+                               clock.now())  # fmt: skip
+    if any(a.queued for a in asked):
+        Sender(sessions, settings, clock, transport_from_settings(settings)).drain()
+    from sqlalchemy import select
+
+    from maild.store.models import Outbox
+
+    with sessions() as session:
+        now = {r.id: r for r in session.execute(
+            select(Outbox.id, Outbox.status, Outbox.last_error).where(Outbox.id.in_(args.ids)))}  # fmt: skip
+    status = EX_OK
+    for a in asked:
+        if not a.queued:
+            print(f"outbox {a.outbox_id}: not retried: {a.why}")
+            status = EX_NOINPUT
+            continue
+        r = now[a.outbox_id]
+        error = f" ({r.last_error})" if r.status != "sent" and r.last_error else ""
+        print(f"outbox {a.outbox_id}: queued again; now {r.status}{error}")
     return status
 
 
@@ -661,8 +706,14 @@ class Progress:
             self.stream.write("\n")
 
 
-def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
-    from maild.desk import agents
+def cmd_import(settings: Settings, path: Path, *, notify: bool,
+               close_before: str | None = None) -> int:  # fmt: skip
+    """Import an archive: tickets and articles carry its dates, SLA deadlines come from
+    them (those already past raise no alarm), the old desk's own replies become
+    outgoing articles on their threads; `close_before` closes the old tickets."""
+    from datetime import UTC, datetime
+
+    from maild.desk import agents, archive
     from maild.desk.apply import Applier
     from maild.intake.commit import Delivery, store
     from maild.mail.render import Renderer
@@ -671,6 +722,14 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     from maild.service.worker import Worker
     from maild.store.states import Outcome, Source
 
+    before = None
+    if close_before:
+        try:
+            before = datetime.combine(datetime.fromisoformat(close_before).date(),
+                                      datetime.min.time(), UTC)  # fmt: skip
+        except ValueError:
+            print(f"maild: --close-before: not a date: {close_before!r}", file=sys.stderr)
+            return EX_USAGE
     total, messages = iter_source(path)
     sessions = _sessions(settings)
     clock = SystemClock()
@@ -681,6 +740,7 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     agents.install(sessions, applier)
     worker = Worker(sessions, settings, clock, applier, parser=parser)
     mine: set[int] = set()
+    opened: set[int] = set()
     tally: Counter[str] = Counter()
     progress = Progress(total, getattr(sys.stderr, "inner", sys.stderr))  # counts only
     batch: list[Delivery] = []
@@ -697,6 +757,10 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
         for processed in worker.drain():
             if processed.inbound_id in mine and processed.outcome is not None:
                 tally[str(processed.outcome)] += 1
+                if processed.rule == "imported_desk_reply":
+                    tally["desk"] += 1
+                if processed.outcome == Outcome.NEW_TICKET and processed.ticket_id:
+                    opened.add(processed.ticket_id)
         progress.update(len(batch))
         batch.clear()
 
@@ -711,6 +775,10 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     finally:
         parser.close()
     progress.finish()
+    closed: list[int] = []
+    if before is not None:
+        with sessions.begin() as session:
+            closed = archive.close_before(session, applier, opened, before)
     sent = (
         Sender(sessions, settings, clock, transport_from_settings(settings)).drain()
         if notify
@@ -718,10 +786,13 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool) -> int:
     )
     print(f"imported {total} message(s) from {path}")
     print(f"  tickets created:   {tally[str(Outcome.NEW_TICKET)]}")
-    print(f"  replies threaded:  {tally[str(Outcome.APPENDED)]}")
+    print(f"  replies threaded:  {tally[str(Outcome.APPENDED)]}"
+          + (f" ({tally['desk']} the help desk's own)" if tally["desk"] else ""))  # fmt: skip
     print(f"  ignored:           {tally[str(Outcome.IGNORED)]}")
     print(f"  quarantined:       {tally[str(Outcome.QUARANTINED)]}")
     print(f"  already stored:    {tally['duplicates']}")
+    if before is not None:
+        print(f"  closed (last message before {before.date().isoformat()}): {len(closed)}")
     if sent is not None:
         print(f"  acknowledgements:  {sent.sent} sent, {sent.retried} to retry, {sent.dead} dead")
     return EX_OK
@@ -904,7 +975,7 @@ def _print_ticket(t: dict[str, Any], settings: Settings) -> None:
         for line in a["text"].splitlines()[:40]:
             print(f"    {e(line, multiline=True)}")
         for att in a["attachments"]:
-            print(f"    [attachment] {e(att['filename'])} ({e(att['content_type'])}, "
+            print(f"    [attachment {att['id']}] {e(att['filename'])} ({e(att['content_type'])}, "
                   f"{att['size']} bytes)")  # fmt: skip
     print("\nEvents:")
     for ev in t["events"]:

@@ -58,6 +58,14 @@ def add_parsers(ticket_sub: Any, sub: Any) -> None:
     p = action("reply", "send the requester a public reply (stops the first-response clock)")
     p.add_argument("text")
     p.add_argument("--name", default="", help="the agent's display name")
+    p.add_argument(
+        "--attach",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="send this file along (repeatable; attachments.reply_max_bytes in all)",
+    )
     p.add_argument("--status", choices=["in_progress", "pending_user"],
                    help="then set this status (pending_user: waiting for the requester)")  # fmt: skip
     action("first-response", "record a first response given outside maild")
@@ -66,6 +74,12 @@ def add_parsers(ticket_sub: Any, sub: Any) -> None:
     action("assign", "assign to an agent of the directory (address or name)"
            ).add_argument("agent")  # fmt: skip
     action("link", "relate to another ticket").add_argument("other", type=int)
+
+    p = ticket_sub.add_parser("attachment", help="write one of the ticket's attachments out")
+    p.add_argument("number", type=int)
+    p.add_argument("name", help="its file name as `ticket show` lists it, or its id")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="write it here (default: standard output, unless a terminal)")  # fmt: skip
 
     sub.add_parser(
         "sweep", help="run the periodic sweeps once (SLA, reminders, closing, regulator)"
@@ -80,7 +94,7 @@ def add_parsers(ticket_sub: Any, sub: Any) -> None:
 
 def handles(args: argparse.Namespace) -> bool:
     return args.command in ("sweep", "report") or (
-        args.command == "ticket" and args.ticket_command in ACTIONS
+        args.command == "ticket" and args.ticket_command in (*ACTIONS, "attachment")
     )
 
 
@@ -93,6 +107,8 @@ def run(args: argparse.Namespace, settings: Settings, sessions: Any) -> int:
     clock = SystemClock()
     if args.command == "report":
         return _report(args, settings, sessions, clock.now())
+    if args.command == "ticket" and args.ticket_command == "attachment":
+        return _attachment(args, sessions)
     applier = Applier(settings, Renderer.from_settings(settings))
     agents.install(sessions, applier)
     if args.command == "sweep":
@@ -135,7 +151,8 @@ def _ticket_action(args: argparse.Namespace, sessions: Any, applier: Any, now: d
                 done = ops.set_category(n, args.category, actor=actor)
             elif cmd == "reply":
                 agent = Address(name=args.name, email=args.actor or actor)
-                done = ops.reply(n, agent=agent, text=args.text, status=args.status)
+                done = ops.reply(n, agent=agent, text=args.text, status=args.status,
+                                 attachments=_files(args.attach))  # fmt: skip
             elif cmd == "assign":
                 agent = applier.directory.find(args.agent)
                 if agent is None:
@@ -155,6 +172,56 @@ def _ticket_action(args: argparse.Namespace, sessions: Any, applier: Any, now: d
         return EX_DATAERR
     what = ", ".join(done.events) if done.events else "nothing to change"
     print(f"ticket #{done.ticket}: {what}; {len(done.outbox_ids)} mail(s) queued")
+    return EX_OK
+
+
+def _files(paths: list[Path]) -> tuple[Any, ...]:
+    """`--attach` files as attachments (a safe display name, a type from the name)."""
+    import mimetypes
+
+    from maild.desk.actions import ActionRefused
+    from maild.mail.parse import ParsedAttachment, safe_filename
+
+    out = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ActionRefused(f"cannot read {path}: {exc.strerror}") from None
+        ctype = mimetypes.guess_type(path.name, strict=False)[0] or "application/octet-stream"
+        out.append(ParsedAttachment(safe_filename(path.name, ctype), ctype, data))
+    return tuple(out)
+
+
+def _attachment(args: argparse.Namespace, sessions: Any) -> int:
+    """``maild ticket attachment N NAME [-o FILE]``: the bytes as stored."""
+    from maild.desk import attachments
+
+    with sessions() as session:
+        found = attachments.find(session, args.number, args.name)
+        if len({a.sha256 for a in found}) > 1:
+            listed = "; ".join(f"id {a.id} ({a.size} bytes)" for a in found)
+            print(f"maild: ticket #{args.number} has {len(found)} different attachments called "
+                  f"{args.name!r}: {listed}; give the id instead", file=sys.stderr)  # fmt: skip
+            return EX_DATAERR
+        if not found:
+            print(f"maild: ticket #{args.number} has no attachment {args.name!r} "
+                  "(see maild ticket show)", file=sys.stderr)  # fmt: skip
+            return EX_NOINPUT
+        data = attachments.content(session, found[-1].sha256)
+    if args.output is None or str(args.output) == "-":
+        if sys.stdout.isatty():
+            print("maild: not writing a file to a terminal; use -o FILE", file=sys.stderr)
+            return EX_USAGE
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return EX_OK
+    try:
+        args.output.write_bytes(data)
+    except OSError as exc:
+        print(f"maild: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return EX_CANTCREAT
+    print(f"{found[-1].filename}: {len(data)} bytes written to {args.output}", file=sys.stderr)
     return EX_OK
 
 

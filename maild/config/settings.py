@@ -454,6 +454,23 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class AttachmentsSettings:
+    """Files that travel with mail maild sends (agent notices, agents' replies)."""
+
+    # A requester's attachments carried in each agent notice, in all; the rest
+    # are listed with the command that gets them (0: list only).
+    notify_max_bytes: int = 10 * 1024 * 1024
+    # What an agent's reply (by mail or `maild ticket reply --attach`) may send
+    # the requester, in all; a reply over it is refused, with the reason.
+    reply_max_bytes: int = 10 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("notify_max_bytes", "reply_max_bytes"):
+            if getattr(self, name) < 0:
+                _fail(f"attachments.{name}", "must be 0 or more")
+
+
+@dataclass(frozen=True)
 class ScreeningSettings:
     """What screening believes besides the rules themselves (maild.screen)."""
 
@@ -513,6 +530,7 @@ class Settings:
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     languages: LanguagesSettings = field(default_factory=LanguagesSettings)
     screening: ScreeningSettings = field(default_factory=ScreeningSettings)
+    attachments: AttachmentsSettings = field(default_factory=AttachmentsSettings)
     source: str = "<defaults>"
 
 

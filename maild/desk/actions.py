@@ -32,7 +32,7 @@ from maild.desk.apply import Applier
 from maild.desk.lifecycle import change_status, set_priority, start_regulator_clock
 from maild.errors import MaildError
 from maild.mail.invite import invitation
-from maild.mail.parse import Address
+from maild.mail.parse import Address, ParsedAttachment
 from maild.mail.phrases import Phrase
 from maild.pipeline import notices
 from maild.pipeline.decision import EventSpec, Notice
@@ -137,8 +137,12 @@ class TicketOps:
         self.tell_requester(ticket, "status", "status", done, event=str(status), note=note)
         return done
 
-    def resolve(self, number: int, *, actor: str, note: str = "", auto: bool = False) -> Done:
-        """Resolved, with a note to the requester and "reply to reopen"."""
+    def resolve(
+        self, number: int, *, actor: str, note: str = "", auto: bool = False,
+        attachments: tuple[ParsedAttachment, ...] = (),
+    ) -> Done:  # fmt: skip
+        """Resolved, with a note (and files) to the requester and "reply to reopen"."""
+        self._check_files(attachments)
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
             raise ActionRefused(Phrase("actions.already", number=number, status=ticket.status))
@@ -147,16 +151,21 @@ class TicketOps:
                      auto=auto)  # fmt: skip
         closes_at = self.now + timedelta(days=self.settings.lifecycle.close_after_days)
         self.tell_requester(ticket, "resolved", "resolved", done, note=note, auto=auto,
-                           closes_at=closes_at)  # fmt: skip
+                           closes_at=closes_at, attachments=attachments)  # fmt: skip
         return done
 
-    def close(self, number: int, *, actor: str, note: str = "", auto: bool = False) -> Done:
+    def close(
+        self, number: int, *, actor: str, note: str = "", auto: bool = False,
+        attachments: tuple[ParsedAttachment, ...] = (),
+    ) -> Done:  # fmt: skip
+        self._check_files(attachments)
         ticket = self.get(number)
         if ticket.status == TicketStatus.CLOSED:
             raise ActionRefused(Phrase("actions.already", number=number, status=ticket.status))
         done = Done(ticket.id)
         self._status(ticket, TicketStatus.CLOSED, actor, done, reason=note or None, auto=auto)
-        self.tell_requester(ticket, "closed", "closed", done, note=note, auto=auto)
+        self.tell_requester(ticket, "closed", "closed", done, note=note, auto=auto,
+                            attachments=attachments)  # fmt: skip
         return done
 
     def reopen(self, number: int, *, actor: str, note: str = "", quiet: bool = False) -> Done:
@@ -319,14 +328,17 @@ class TicketOps:
         agent: Address,
         text: str,
         status: str | None = None,
+        attachments: tuple[ParsedAttachment, ...] = (),
     ) -> Done:
         """A public reply from an agent to the requester (first response if it is one).
 
         `status` optionally moves the ticket on, e.g. ``pending_user`` when
-        the reply asks the requester something.
+        the reply asks the requester something; `attachments` go along and are
+        stored on the reply (within ``attachments.reply_max_bytes``).
         """
         if not text.strip():
             raise ActionRefused(Phrase("actions.empty_reply"))
+        self._check_files(attachments)
         if status is not None and status not in SETTABLE:
             raise ActionRefused(
                 Phrase("actions.unknown_status", status=status, choices=", ".join(SETTABLE))
@@ -338,7 +350,8 @@ class TicketOps:
         self._first_response(ticket, agent.email, done)
         # The requester sees the agent's name, never the agent's address.
         self.tell_requester(ticket, "reply", "reply", done, text=text.strip(),
-                           agent={"name": agent.name}, auto_submitted="no")  # fmt: skip
+                           agent={"name": agent.name}, auto_submitted="no",
+                           attachments=attachments)  # fmt: skip
         if done.outbox_ids:  # sent: searchable, and the resolution if none is written
             self.applier.index_reply(self.session, ticket, text.strip(), self.now)
         if status is not None and status != ticket.status:
@@ -512,9 +525,19 @@ class TicketOps:
         if outbox_id is not None:  # None: withheld by the rate limits (maild.autoreply)
             done.outbox_ids.append(outbox_id)
 
+    def _check_files(self, attachments: tuple[ParsedAttachment, ...]) -> None:
+        """Refuse a reply whose files are over ``attachments.reply_max_bytes`` in all."""
+        limit = self.settings.attachments.reply_max_bytes
+        total = sum(a.size for a in attachments)
+        if attachments and total > limit:
+            names = ", ".join(a.filename for a in attachments)
+            raise ActionRefused(Phrase("actions.files_too_large", names=names, size=total,
+                                       limit=limit))  # fmt: skip
+
     def tell_requester(
         self, ticket: Ticket, template: str, kind: str, done: Done, *,
-        auto_submitted: str = "auto-generated", **context: Any,
+        auto_submitted: str = "auto-generated", attachments: tuple[ParsedAttachment, ...] = (),
+        **context: Any,
     ) -> None:  # fmt: skip
         """Queue `template` to the requester (not to an address that hard-bounces)."""
         requester = Address(name=ticket.requester.name, email=ticket.requester.email)
@@ -525,9 +548,11 @@ class TicketOps:
                 "to": [requester.email], "reason": "undeliverable: hard-bounced"}))  # fmt: skip
             return
         cc = self.watchers(ticket) if kind in PUBLIC_UPDATES else ()
+        if attachments:  # named in the mail too
+            context = {**context, "attachments": [a.filename for a in attachments]}
         notice = notices.to_requester(template, kind, requester, thread=self.thread(ticket),
                                       context=context, auto_submitted=auto_submitted,
-                                      cc=cc)  # fmt: skip
+                                      cc=cc, attachments=attachments)  # fmt: skip
         self._queue(ticket, notice, done)
 
     def _hard_since(self) -> datetime:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from maild.desk.actions import ActionRefused, Done, TicketOps
 from maild.desk.apply import Applied, Applier, flush_events
+from maild.mail.parse import ParsedAttachment
 from maild.mail.phrases import Phrase
 from maild.pipeline.agentmail import feedback_notice, refused_notice
 from maild.pipeline.commands import Command
@@ -83,13 +84,14 @@ def plan(number: int, reply: AgentReply) -> list[Step]:
     steps = [Step(c.line, _quiet_reopen(number, actor) if text and c.name == "reopen"
                   and not c.value else _operation(number, c, reply))
              for c in reply.commands if c not in finishing and c is not folded]  # fmt: skip
+    files = reply.attachments
     if text and carrier is None:
         status = folded.value if folded is not None else None
         steps.append(Step("reply", lambda ops: ops.reply(number, agent=reply.agent, text=text,
-                                                         status=status)))  # fmt: skip
+                                                         status=status, attachments=files)))  # fmt: skip
     for c in finishing:
         if c is carrier:
-            steps.append(Step(c.line, _carried(number, c, text, actor)))
+            steps.append(Step(c.line, _carried(number, c, text, actor, files)))
         else:
             steps.append(Step(c.line, _operation(number, c, reply)))
     return steps
@@ -99,15 +101,18 @@ def _finishing_name(c: Command) -> str:
     return str(c.value) if c.name == "status" else ("resolved" if c.name == "resolve" else "closed")
 
 
-def _carried(number: int, c: Command, text: str, actor: str) -> Callable[[TicketOps], Done]:
-    """#resolve / #close whose note is the reply's text: one mail, and a first response."""
+def _carried(
+    number: int, c: Command, text: str, actor: str, files: tuple[ParsedAttachment, ...] = ()
+) -> Callable[[TicketOps], Done]:
+    """#resolve / #close whose note is the reply's text (and files): one mail, and a
+    first response."""
 
     def run(ops: TicketOps) -> Done:
         first = ops.record_first_response(number, actor=actor)
         if _finishing_name(c) == "resolved":
-            done = ops.resolve(number, actor=actor, note=text)
+            done = ops.resolve(number, actor=actor, note=text, attachments=files)
         else:
-            done = ops.close(number, actor=actor, note=text)
+            done = ops.close(number, actor=actor, note=text, attachments=files)
         done.events[:0] = first.events
         return done
 

@@ -27,7 +27,7 @@ from maild.config.settings import Settings
 from maild.desk.autoreply import DIGEST_KIND, AutoreplyGuard, Refusal, alert_notice
 from maild.desk.lifecycle import change_status, sla_columns
 from maild.errors import TransientError
-from maild.mail.compose import Outgoing, compose, new_message_id
+from maild.mail.compose import Outgoing, OutgoingAttachment, compose, new_message_id
 from maild.mail.language import detect
 from maild.mail.parse import Address
 from maild.mail.phrases import Phrase
@@ -158,6 +158,21 @@ _SET_ASIDE = {
 }
 
 
+def _no_alarms_for_the_past(values: dict[str, Any], now: datetime) -> None:
+    """An imported ticket's deadlines come from the archive's dates; those already
+    past at the import raise no warning, breach or reminder now (the sweeps look at
+    the ``*_warn_at`` and reminder columns only)."""
+    for target in ("first_response", "resolution"):
+        due, warn = values.get(f"{target}_due"), values.get(f"{target}_warn_at")
+        if due is not None and due <= now:
+            values[f"{target}_warn_at"] = None
+        elif warn is not None and warn <= now:
+            values[f"{target}_warned_at"] = now  # too late to warn; a breach still counts
+    due = values.get("regulator_due")
+    if due is not None and due <= now:
+        values["regulator_next_reminder_at"] = None
+
+
 @dataclass(frozen=True)
 class Applied:
     outcome: Outcome
@@ -277,17 +292,20 @@ class Applier:
                                  decision.ticket_id, claimed_at)  # fmt: skip
             return Applied(decision.outcome, decision.ticket_id)
 
+        # An imported archive's message happened at its own date: the ticket,
+        # article and events carry it; the inbound row and mail sent, now.
+        when = decision.occurred_at or now
         view: TicketView
         if decision.new_ticket is not None:
-            view = self._create_ticket(session, decision.new_ticket, now)
+            view = self._create_ticket(session, decision.new_ticket, when, now)
         else:
             assert decision.ticket_id is not None
-            view = self._existing_ticket(session, decision.ticket_id, decision.status, now)
+            view = self._existing_ticket(session, decision.ticket_id, decision.status, when)
         if decision.article is not None:
-            article_id = self._add_article(session, view.id, decision.article, inbound_id, now)
+            article_id = self._add_article(session, view.id, decision.article, inbound_id, when)
             # A new ticket's language was just chosen from this very text.
             known = view.language if decision.new_ticket is not None else None
-            self.index_article(session, view, article_id, decision.article, now, language=known)
+            self.index_article(session, view, article_id, decision.article, when, language=known)
             # A person who writes in is not undeliverable (known from the lookups
             # already made: a reply's participants, a new ticket's contact row).
             if decision.deliverable_again or (
@@ -296,8 +314,10 @@ class Applier:
         watchers = decision.new_ticket.watchers if decision.new_ticket else decision.watchers_add
         if watchers or decision.watchers_remove:
             actor = decision.article.author.email if decision.article else "maild"
-            self._watchers(session, view.id, watchers, decision.watchers_remove, actor, now)
-        self._events(session, view.id, decision.events, now)
+            self._watchers(session, view.id, watchers, decision.watchers_remove, actor, when)
+        self._events(session, view.id, decision.events, when)
+        if decision.first_response:
+            self._record_first_response(session, view.id, decision, when)
         notices = decision.notices
         if decision.new_ticket is not None:
             notices = self._with_past_fixes(session, view, decision, notices, now)
@@ -392,7 +412,24 @@ class Applier:
             name = name or who.name
         return contact_id, name
 
-    def _create_ticket(self, session: Session, spec: TicketSpec, now: datetime) -> TicketView:
+    def _record_first_response(
+        self, session: Session, ticket_id: int, decision: Decision, when: datetime
+    ) -> None:
+        """The old desk answered in the archive: its first answer is the first response."""
+        ticket = session.get(Ticket, ticket_id)
+        if ticket is None or ticket.first_response_at is not None:
+            return
+        ticket.first_response_at = when
+        met = ticket.first_response_due is None or when <= ticket.first_response_due
+        actor = decision.article.author.email if decision.article else "maild"
+        self._event(session, ticket_id, EventSpec("first_response", actor,
+                    detail={"within_target": met, "imported": True}), when)  # fmt: skip
+
+    def _create_ticket(
+        self, session: Session, spec: TicketSpec, now: datetime, real_now: datetime | None = None
+    ) -> TicketView:
+        """A ticket created at `now` (an archive's date when importing: `real_now` is the
+        time of the import, and deadlines already past then raise no alarm)."""
         requester_id, requester_name = self._contact(
             session, spec.requester, spec.contact_language, now
         )
@@ -420,6 +457,8 @@ class Applier:
         }
         if spec.sla is not None:
             values.update(sla_columns(spec.sla))
+        if real_now is not None and now < real_now:
+            _no_alarms_for_the_past(values, real_now)
         ticket_id = _INSERT_TICKET.scalar_one(session, values)
         return TicketView(
             id=ticket_id,
@@ -838,6 +877,10 @@ class Applier:
                 language=language,
                 cc=cc,
                 calendar=notice.calendar,
+                attachments=tuple(
+                    OutgoingAttachment(a.filename, a.content_type, a.data)
+                    for a in notice.attachments
+                ),
             )
         )
         article = ArticleSpec(
@@ -851,6 +894,9 @@ class Applier:
             in_reply_to=notice.in_reply_to,
             sent_at=None,
             direction=Direction.OUT,
+            # What the requester was sent is on the ticket; an agent's copy of the
+            # requester's own files is not stored twice.
+            attachments=notice.attachments if notice.visibility == Visibility.PUBLIC else (),
         )
         article_id = self._add_article(session, ticket.id, article, None, now)
         recipients = list(dict.fromkeys(a.email for a in (*notice.to, *cc)))

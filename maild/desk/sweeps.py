@@ -18,6 +18,8 @@ PostgreSQL, so several instances never act on the same ticket at once.
   duty manager of the regulator deadline (24, 48, 66 h; and at 72 h).
 - `sweep_digests`: automatic mail a rate limit held back (`maild.desk.autoreply`)
   goes out as one digest per address, once that address has room again.
+- `sweep_dead_mail` (`maild.desk.deadmail`): mail that could not be sent is
+  recorded on its ticket, and the agents working it are told.
 
 Tickets recorded without notification (status ``new``: ``maild import
 --no-notify`` of another help desk's archive) are left alone by the SLA and
@@ -41,6 +43,7 @@ from maild.clock import Clock
 from maild.desk.actions import SYSTEM, ActionRefused, Done, TicketOps
 from maild.desk.apply import Applier
 from maild.desk.autoreply import DIGEST_KIND
+from maild.desk.deadmail import sweep_dead_mail
 from maild.mail.parse import Address
 from maild.pipeline import notices
 from maild.pipeline.decision import EventSpec, Notice
@@ -325,6 +328,7 @@ SWEEPS: tuple[tuple[str, Sweep], ...] = (
     ("closing", sweep_closing),
     ("regulator", sweep_regulator),
     ("digests", sweep_digests),
+    ("dead_mail", sweep_dead_mail),
 )
 
 

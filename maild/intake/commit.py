@@ -2,8 +2,13 @@
 
 Every intake path (SMTP/LMTP, IMAP, ``maild ingest``, ``maild import``) hands a
 `Delivery` to `store()`, inside a transaction the caller opens. Dedupe happens
-here: the same Message-ID for the same help-desk address, or the same sha256
-of the raw bytes when there is no Message-ID, is stored once.
+here, by content, not by Message-ID alone: the same Message-ID for the same
+help-desk address *and* the same content `fingerprint` (From, Subject, Date
+and the body; a redelivery through another relay, or by IMAP and SMTP both,
+keeps them) is stored once. A Message-ID seen before on other content
+(scanners, printers and scripts reuse fixed ones) is a new message: stored,
+and flagged with the earlier row (``message_id_clash``). Without a
+Message-ID, the same fingerprint with a Date, else the same bytes.
 
 `GroupCommitter` is the one writer behind the SMTP listener: it drains a queue
 of deliveries and commits them together, so each session's 250 waits for the
@@ -17,13 +22,14 @@ import errno
 import hashlib
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.clock import Clock
@@ -110,8 +116,63 @@ class Stored:
     duplicate: bool
 
 
-def dedupe_key(recipient: str | None, message_id: str | None, sha256: str) -> str:
-    basis = f"mid\n{recipient or ''}\n{message_id}" if message_id else f"sha\n{sha256}"
+_FIELD = re.compile(rb"^(from|subject|date)[ \t]*:(.*(?:\r?\n[ \t].*)*)",
+                    re.IGNORECASE | re.MULTILINE)  # fmt: skip
+_SPACE = re.compile(rb"\s+")
+
+
+def _body_start(raw: bytes) -> int:
+    crlf = raw.find(b"\r\n\r\n")
+    lf = raw.find(b"\n\n", 0, crlf if crlf != -1 else len(raw))
+    if lf != -1:
+        return lf + 2
+    return crlf + 4 if crlf != -1 else len(raw)
+
+
+def _canonical(raw: bytes, start: int) -> bytes | memoryview:
+    """The body from `start` with CRLF line endings and no trailing white space.
+
+    Mail through SMTP or IMAP already has CRLF: counting costs less than a copy.
+    """
+    if raw.count(b"\n", start) != raw.count(b"\r\n", start):
+        return raw[start:].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n").rstrip()
+    end = len(raw)
+    while end > start and raw[end - 1] in b" \t\r\n":
+        end -= 1
+    return memoryview(raw)[start:end]
+
+
+def fingerprint(raw: bytes) -> tuple[str, bool]:
+    """(content fingerprint, whether it has a Date) of a message.
+
+    From, Subject and Date as written (white space and folding aside) and the
+    body (line endings and trailing white space aside). The trace fields
+    another relay or an IMAP server adds (Received, Return-Path, Delivered-To)
+    do not count; other content under the same Message-ID does.
+    """
+    cut = _body_start(raw)
+    found: dict[bytes, bytes] = {}
+    for match in _FIELD.finditer(raw[: min(cut, 256 * 1024)]):
+        found.setdefault(match.group(1).lower(), _SPACE.sub(b" ", match.group(2)).strip())
+    digest = hashlib.sha256()
+    for name in (b"from", b"subject", b"date"):
+        digest.update(name + b"\0" + found.get(name, b"") + b"\0")
+    digest.update(_canonical(raw, cut))
+    return digest.hexdigest(), b"date" in found
+
+
+def dedupe_key(recipient: str | None, message_id: str | None, sha256: str,
+               content: str | None = None) -> str:  # fmt: skip
+    """What makes two deliveries one message (see the module doc); `content` is
+    the `fingerprint` (None: by Message-ID alone, or by the bytes)."""
+    if message_id:
+        basis = f"mid\n{recipient or ''}\n{message_id}"
+        if content:
+            basis += f"\n{content}"
+    elif content:
+        basis = f"fp\n{recipient or ''}\n{content}"
+    else:
+        basis = f"sha\n{sha256}"
     return hashlib.sha256(basis.encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -120,6 +181,7 @@ def inbound_row(delivery: Delivery, now: datetime) -> dict[str, Any]:
     sha = hashlib.sha256(delivery.raw).hexdigest()
     message_id = peek_message_id(delivery.raw)
     raw = delivery.trace + delivery.raw if delivery.trace else delivery.raw
+    content, dated = fingerprint(delivery.raw)
     return {
         "source": str(delivery.source),
         "mailbox": delivery.mailbox,
@@ -130,12 +192,15 @@ def inbound_row(delivery: Delivery, now: datetime) -> dict[str, Any]:
         "size": len(raw),
         "sha256": sha,
         "message_id": message_id,
-        "dedupe_key": dedupe_key(delivery.recipient, message_id, sha),
+        "dedupe_key": dedupe_key(
+            delivery.recipient, message_id, sha, content if (message_id or dated) else None
+        ),  # fmt: skip
         "received_at": now,
         "status": str(delivery.status),
         "attempts": 0,
         "notify": delivery.notify,
         "error": delivery.error,
+        "message_id_clash": None,
         "processed_at": now if delivery.status != InboundStatus.PENDING else None,
     }
 
@@ -144,15 +209,35 @@ def store(session: Session, deliveries: Sequence[Delivery], now: datetime) -> li
     """Insert the deliveries not stored yet; say for each which row holds it."""
     rows = [inbound_row(d, now) for d in deliveries]
     keys = {r["dedupe_key"] for r in rows}
-    existing: dict[str, int] = dict(
-        session.execute(
-            select(Inbound.dedupe_key, Inbound.id).where(Inbound.dedupe_key.in_(keys))
-        ).all()
-    )
+    ids = {r["message_id"] for r in rows if r["message_id"]}
+    # One look-up for both: the same message (its key), and earlier messages
+    # with the same Message-ID (a reused one, if the content differs).
+    where = Inbound.dedupe_key.in_(keys)
+    if ids:
+        where = or_(where, Inbound.message_id.in_(ids))
+    existing: dict[str, int] = {}
+    first_with_id: dict[tuple[str | None, str], int] = {}
+    for key, row_id, message_id, recipient in session.execute(
+        select(Inbound.dedupe_key, Inbound.id, Inbound.message_id, Inbound.recipient)
+        .where(where)
+        .order_by(Inbound.id)
+    ):
+        if key in keys:
+            existing[key] = row_id
+        if message_id:
+            first_with_id.setdefault((recipient, message_id), row_id)
     fresh: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["dedupe_key"] not in existing:
             fresh.setdefault(row["dedupe_key"], row)
+    for row in fresh.values():
+        if row["message_id"]:
+            clash = first_with_id.get((row["recipient"], row["message_id"]))
+            row["message_id_clash"] = clash
+            if clash is not None:
+                log.warning("intake: Message-ID %s for %s was seen on inbound %d with other "
+                            "content: stored as a new message", row["message_id"],
+                            row["recipient"], clash)  # fmt: skip
     raws = {key: row.pop("raw") for key, row in fresh.items()}
     inserted: dict[str, int] = dict(
         insert_ignore(session, Inbound, list(fresh.values()), Inbound.dedupe_key, Inbound.id)
@@ -162,6 +247,7 @@ def store(session: Session, deliveries: Sequence[Delivery], now: datetime) -> li
             insert(InboundRaw),
             [{"inbound_id": i, "raw": raws[key]} for key, i in inserted.items()],
         )
+        _flag_clashes_within(session, fresh, inserted)
     missing = set(fresh) - set(inserted)
     if missing:  # another instance stored them between our select and insert
         existing.update(
@@ -179,6 +265,20 @@ def store(session: Session, deliveries: Sequence[Delivery], now: datetime) -> li
         else:
             out.append(Stored(existing.get(key) or inserted[key], duplicate=True))
     return out
+
+
+def _flag_clashes_within(
+    session: Session, fresh: dict[str, dict[str, Any]], inserted: dict[str, int]
+) -> None:
+    """Two messages of one batch with the same Message-ID and other content: the later one."""
+    first: dict[tuple[str | None, str], int] = {}
+    for key, row in fresh.items():
+        if not row["message_id"] or row.get("message_id_clash") or key not in inserted:
+            continue
+        seen = first.setdefault((row["recipient"], row["message_id"]), inserted[key])
+        if seen != inserted[key]:
+            session.execute(update(Inbound).where(Inbound.id == inserted[key])
+                            .values(message_id_clash=seen))  # fmt: skip
 
 
 def store_one(sessions: sessionmaker[Session], delivery: Delivery, clock: Clock) -> Stored:

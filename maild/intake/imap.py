@@ -10,13 +10,19 @@ connection belongs to one thread). Each pass over the folder:
 2. List the UIDs above the checkpoint and fetch them with ``BODY.PEEK[]`` in
    batches of ``imap.batch_size`` messages and at most ``imap.batch_bytes``.
 3. Commit each batch's raw messages *together with* the new checkpoint, in
-   one transaction.
+   one transaction. The checkpoint only ever passes UIDs actually stored: a
+   UID the server answered without ``BODY[]`` holds it back (the messages
+   after it that were stored are moved on; that one is logged and fetched
+   again on the next pass, and after `MAX_FETCH_ATTEMPTS` stored as a
+   quarantined header with the reason, so the checkpoint can move on).
 4. Only then ``MOVE`` them to ``processed_folder`` (``COPY`` + ``\\Deleted`` +
    ``UID EXPUNGE`` where MOVE is missing) or flag them (``after = "flag"``).
 
 A crash after 3 and before 4 leaves messages at or below the checkpoint in
-the folder; the next session moves (or flags) them without fetching them
-again. A crash before 3 leaves nothing committed: they are fetched again.
+the folder; the next session fetches them again and stores them through the
+same dedupe (so it checks the database: what is stored is found stored, what
+is not is stored now) before it moves or flags any. A crash before 3 leaves
+nothing committed: they are fetched again.
 
 Between passes the thread waits in IDLE where the server offers it (re-issued
 every ``imap.idle_seconds``, under the 29-minute limit) or sleeps
@@ -56,7 +62,13 @@ from maild.clock import Clock
 from maild.config.settings import ImapMailboxSettings, Settings
 from maild.errors import MaildError
 from maild.intake.commit import Delivery, Stored, store, traced
-from maild.mail.parse import looks_like_message, peek_header, peek_message_id, peek_return_path
+from maild.mail.parse import (
+    header_block,
+    looks_like_message,
+    peek_header,
+    peek_message_id,
+    peek_return_path,
+)  # fmt: skip
 from maild.store.db import insert_ignore
 from maild.store.models import ImapCheckpoint
 from maild.store.states import InboundStatus, Source
@@ -64,6 +76,9 @@ from maild.store.states import InboundStatus, Source
 log = logging.getLogger(__name__)
 
 PROCESSED_KEYWORD = "$MaildProcessed"
+# Passes a UID may come back without its body before it is stored as a
+# quarantined header (with the reason) so the checkpoint can pass it.
+MAX_FETCH_ATTEMPTS = 5
 SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
 IDLE_SLICE_SECONDS = 0.5  # how often an idling thread looks at its stop flag
@@ -214,6 +229,7 @@ class PollerStats:
     stored: int = 0
     duplicates: int = 0
     disposed: int = 0
+    skipped: int = 0  # UIDs the server answered without their body (each time)
     batches: int = 0
     connects: int = 0
     failures: int = 0  # consecutive; 0 once a pass succeeds
@@ -255,6 +271,9 @@ class MailboxPoller:
         self._recovered = False
         self._keywords = True
         self._seen: tuple[int, int | None] | None = None  # (UIDVALIDITY, UIDNEXT) last looked at
+        # UIDs the server answered without their body: UID -> passes so far.
+        self._skipped: dict[int, int] = {}
+        self._recovering = False  # disposing of messages stored before an interruption
 
     # --- thread ------------------------------------------------------------
 
@@ -364,7 +383,10 @@ class MailboxPoller:
     def _idle(self, client: IMAPClient) -> None:
         """Wait in IDLE until the folder changes, the renewal time, or stop."""
         client.idle()
-        deadline = time.monotonic() + self.imap.idle_seconds
+        wait = self.imap.idle_seconds
+        if self._skipped:  # something waits to be fetched again
+            wait = min(wait, self.imap.poll_seconds)
+        deadline = time.monotonic() + wait
         while not self.stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -406,18 +428,19 @@ class MailboxPoller:
         if m.after == "move" and not self._recovered:
             self._ensure_folder(client, m.processed_folder)
         fresh = 0
+        retry = bool(self._skipped)  # once per pass, even with nothing new
         while not self.stopping.is_set():
             info = client.select_folder(m.folder)
             uidvalidity = int(info[b"UIDVALIDITY"])
             uidnext = int(info[b"UIDNEXT"]) if b"UIDNEXT" in info else None
             seen = (uidvalidity, uidnext)
-            if uidnext is not None and seen == self._seen:
+            if uidnext is not None and seen == self._seen and not retry:
                 break  # nothing new since the last look
+            retry = False
             self._keywords = b"\\*" in info.get(b"PERMANENTFLAGS", (b"\\*",))
             last_uid = self._checkpoint(uidvalidity)
             if not self._recovered:
-                self._finish_interrupted(client, last_uid)
-                self._recovered = True
+                self._recovered = self._finish_interrupted(client, uidvalidity, last_uid)
             found, stored = self._import_new(client, uidvalidity, last_uid)
             fresh += stored
             if self.stopping.is_set():
@@ -440,23 +463,33 @@ class MailboxPoller:
                 raise
 
     def _import_new(self, client: IMAPClient, uidvalidity: int, last_uid: int) -> tuple[int, int]:
-        """(found, newly stored) for the messages above `last_uid`, batch by batch."""
+        """(found, newly stored) for the messages above `last_uid`, batch by batch.
+
+        The checkpoint advances over the UIDs stored, and stops before the first
+        one the server did not give us (held there for the batches after it).
+        """
         criteria: list[Any] = ["UID", f"{last_uid + 1}:*"]
         if self.mailbox.after == "flag" and self._keywords:
             criteria += ["UNKEYWORD", PROCESSED_KEYWORD]
         uids = sorted(u for u in client.search(criteria) if u > last_uid)
         stored = 0
+        checkpoint: int | None = last_uid  # None: held before a UID not stored
         for window in _chunks(uids, self.imap.batch_size):
-            sizes = {
-                uid: int(data[b"RFC822.SIZE"])
-                for uid, data in client.fetch(window, ["RFC822.SIZE"]).items()
-                if b"RFC822.SIZE" in data
-            }
+            sizes = self._sizes(client, window)
             for batch in self._by_bytes(window, sizes):
-                stored += self._import(client, uidvalidity, batch, sizes)
+                fresh, checkpoint = self._import(client, uidvalidity, batch, sizes, checkpoint)
+                stored += fresh
                 if self.stopping.is_set():
                     return len(uids), stored
         return len(uids), stored
+
+    @staticmethod
+    def _sizes(client: IMAPClient, uids: list[int]) -> dict[int, int]:
+        return {
+            uid: int(data[b"RFC822.SIZE"])
+            for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()
+            if b"RFC822.SIZE" in data
+        }
 
     def _checkpoint(self, uidvalidity: int) -> int:
         m = self.mailbox
@@ -488,40 +521,115 @@ class MailboxPoller:
             yield batch
 
     def _import(
-        self, client: IMAPClient, uidvalidity: int, batch: list[int], sizes: dict[int, int]
-    ) -> int:
+        self,
+        client: IMAPClient,
+        uidvalidity: int,
+        batch: list[int],
+        sizes: dict[int, int],
+        checkpoint: int | None,
+    ) -> tuple[int, int | None]:
+        """Fetch, store and dispose of `batch`; (newly stored, checkpoint after it).
+
+        `checkpoint` is where the mailbox's checkpoint stands (None: held back by
+        an earlier UID not stored, and left where it is); with it the new one is
+        saved in the same transaction as the messages: the last UID of the
+        unbroken run of stored UIDs. Only stored UIDs are moved or flagged.
+        """
         limit = self.settings.limits.max_message_bytes
-        small = [u for u in batch if u in sizes and sizes[u] <= limit]
-        big = [u for u in batch if u in sizes and sizes[u] > limit]
+        # A UID whose size the server did not say is fetched whole and measured.
+        small = [u for u in batch if sizes.get(u, 0) <= limit]
+        big = [u for u in batch if sizes.get(u, 0) > limit]
         raws: dict[int, bytes] = {}
         if small:
             for uid, data in client.fetch(small, ["BODY.PEEK[]"]).items():
-                if uid in sizes and b"BODY[]" in data:
+                if uid in small and b"BODY[]" in data:
                     raws[uid] = bytes(data[b"BODY[]"])
         heads: dict[int, bytes] = {}
         if big:
             for uid, data in client.fetch(big, ["BODY.PEEK[HEADER]"]).items():
-                if uid in sizes and b"BODY[HEADER]" in data:
+                if uid in big and b"BODY[HEADER]" in data:
                     heads[uid] = bytes(data[b"BODY[HEADER]"])
         self._step("after_fetch")
-        uids = sorted([*raws, *heads])
-        deliveries = [
-            self._delivery(raws[u]) if u in raws else self._oversize(heads[u], sizes[u])
-            for u in uids
-        ]
+        for uid, raw in list(raws.items()):  # bigger than its size said, or no size given
+            if len(raw) > limit:
+                heads[uid] = header_block(raw)
+                sizes[uid] = len(raw)
+                del raws[uid]
+        missing = [u for u in batch if u not in raws and u not in heads]
+        given_up = self._missing(client, missing)
+        uids = sorted([*raws, *heads, *given_up])
+        deliveries = []
+        for u in uids:
+            if u in raws:
+                deliveries.append(self._delivery(raws[u]))
+            elif u in heads:
+                deliveries.append(self._oversize(heads[u], sizes[u]))
+            else:
+                deliveries.append(given_up[u])
+        held = set(missing) - set(given_up)
+        new_checkpoint = checkpoint
+        if checkpoint is not None:
+            for uid in batch:
+                if uid in held:
+                    new_checkpoint = None
+                    break
+                checkpoint = uid
         with self.sessions.begin() as session:
             results = store(session, deliveries, self.clock.now())
-            save_checkpoint(session, self.name, self.mailbox.folder, uidvalidity, batch[-1],
-                            self.clock.now())  # fmt: skip
+            if checkpoint is not None:
+                save_checkpoint(session, self.name, self.mailbox.folder, uidvalidity, checkpoint,
+                                self.clock.now())  # fmt: skip
         self._step("after_commit")
         self.stats.batches += 1
         fresh = self._report(uids, deliveries, results)
+        for uid in uids:
+            self._skipped.pop(uid, None)
         if fresh and self.on_commit is not None:
             self.on_commit()
         if uids:
-            self._dispose(client, uids)
+            self._dispose(client, uids, recovering=self._recovering)
         self._step("after_move")
-        return fresh
+        return fresh, (checkpoint if new_checkpoint is not None else None)
+
+    def _missing(self, client: IMAPClient, missing: list[int]) -> dict[int, Delivery]:
+        """Log the UIDs the server gave no body for; those that failed
+        `MAX_FETCH_ATTEMPTS` times become quarantined headers (the returned deliveries)."""
+        given_up: dict[int, Delivery] = {}
+        if not missing:
+            return given_up
+        self.stats.skipped += len(missing)
+        for uid in missing:
+            self._skipped[uid] = self._skipped.get(uid, 0) + 1
+        last = [u for u in missing if self._skipped[u] >= MAX_FETCH_ATTEMPTS]
+        retry = [u for u in missing if u not in last]
+        if retry:
+            log.warning("imap %s: the server sent no body for UID(s) %s of %s; left in the "
+                        "folder, fetched again on the next pass (the checkpoint stays before "
+                        "them)", self.name, ", ".join(map(str, retry)), self.mailbox.folder)  # fmt: skip
+        if not last:
+            return given_up
+        heads = {uid: bytes(data.get(b"BODY[HEADER]", b""))
+                 for uid, data in client.fetch(last, ["BODY.PEEK[HEADER]"]).items()}  # fmt: skip
+        m = self.mailbox
+        where = m.processed_folder if m.after == "move" else m.folder
+        for uid in last:
+            head = heads.get(uid) or (f"X-Maild-Imap: {self.name} {m.folder} UID {uid}\r\n"
+                                      "\r\n").encode()  # fmt: skip
+            reason = (f"the IMAP server sent no body for UID {uid} of {m.folder} in "
+                      f"{MAX_FETCH_ATTEMPTS} passes: only its header is stored; the message "
+                      f"stays in IMAP folder {where!r} of mailbox {self.name}")  # fmt: skip
+            log.error("imap %s: %s", self.name, reason)
+            given_up[uid] = Delivery(
+                raw=head,
+                source=Source.IMAP,
+                recipient=self.recipient,
+                envelope_from=peek_return_path(head),
+                envelope_to=(self.recipient,),
+                mailbox=self.name,
+                status=InboundStatus.QUARANTINED,
+                error=reason,
+            )
+        return given_up
 
     def _delivery(self, raw: bytes) -> Delivery:
         ok = looks_like_message(raw)
@@ -579,7 +687,7 @@ class MailboxPoller:
         return fresh
 
     def _step(self, name: str) -> None:
-        if self.hook is not None:
+        if self.hook is not None and not self._recovering:  # the steps of new batches
             self.hook(name)
 
     # --- after the commit: move or flag ------------------------------------
@@ -603,21 +711,36 @@ class MailboxPoller:
                 client.expunge()
         self.stats.disposed += len(uids)
 
-    def _finish_interrupted(self, client: IMAPClient, last_uid: int) -> None:
-        """Move (or flag) messages already committed but still waiting in the folder."""
+    def _finish_interrupted(self, client: IMAPClient, uidvalidity: int, last_uid: int) -> bool:
+        """Store, then move (or flag), messages at or below the checkpoint still in the folder.
+
+        They were committed before an interruption, or so the checkpoint says:
+        each is fetched again and stored through the dedupe, so what the
+        database holds is found there and what it does not is stored now,
+        before anything is moved or flagged. True when none is left behind (a
+        UID the server gives no body for is left, and tried again next pass).
+        """
         if last_uid <= 0:
-            return
+            return True
         criteria: list[Any] = ["UID", f"1:{last_uid}"]
         if self.mailbox.after == "flag":
             criteria += ["UNKEYWORD", PROCESSED_KEYWORD] if self._keywords else ["UNSEEN"]
         left = sorted(u for u in client.search(criteria) if u <= last_uid)
         if not left:
-            return
+            return True
         action = "flagging" if self.mailbox.after == "flag" else "moving"
-        log.warning("imap %s: %s %d message(s) stored before an interruption (UIDs %d-%d)",
-                    self.name, action, len(left), left[0], left[-1])  # fmt: skip
-        for batch in _chunks(left, 500):
-            self._dispose(client, batch, recovering=True)
+        log.warning("imap %s: %d message(s) at or below the checkpoint are still in %s (UIDs "
+                    "%d-%d): storing any not stored yet, then %s them", self.name, len(left),
+                    self.mailbox.folder, left[0], left[-1], action)  # fmt: skip
+        self._recovering = True
+        try:
+            for window in _chunks(left, self.imap.batch_size):
+                sizes = self._sizes(client, window)
+                for batch in self._by_bytes(window, sizes):
+                    self._import(client, uidvalidity, batch, sizes, None)
+        finally:
+            self._recovering = False
+        return not any(u <= last_uid for u in self._skipped)
 
     def _not_copied_yet(self, client: IMAPClient, uids: list[int]) -> list[int]:
         """Without MOVE, a crash between COPY and EXPUNGE leaves a copy in the

@@ -21,6 +21,7 @@ from datetime import datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.utils import format_datetime, formataddr
+from urllib.parse import quote
 
 from maild.addresses import is_valid_address
 from maild.errors import PermanentError
@@ -146,6 +147,14 @@ class Outgoing:
     language: str | None = None
     cc: tuple[Address, ...] = ()
     calendar: bytes | None = None  # a text/calendar (iMIP REQUEST) alternative part
+    attachments: tuple[OutgoingAttachment, ...] = ()  # files sent along (multipart/mixed)
+
+
+@dataclass(frozen=True)
+class OutgoingAttachment:
+    filename: str  # a safe display name (maild.mail.parse.safe_filename)
+    content_type: str
+    data: bytes
 
 
 def _qp(body: str) -> bytes:
@@ -190,30 +199,83 @@ def compose(mail: Outgoing) -> bytes:
     headers.append(("MIME-Version", "1.0"))
     out = [f"{name}: {_fold(len(name) + 2, value) if name in _ADDRESS_HEADERS else value}\r\n"
            for name, value in headers]  # fmt: skip
-    if mail.html is None and mail.calendar is None:
-        body = _part_head("plain") + _qp(mail.text)
-    else:
-        boundary = f"=_maild_{uuid.uuid4().hex}"
-        out.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n')
+    body = _text_entity(mail)
+    if mail.attachments:
+        boundary = f"=_maild_mixed_{uuid.uuid4().hex}"
         sep = f"--{boundary}\r\n".encode("ascii")
-        parts = [sep, _part_head("plain"), _qp(mail.text), b"\r\n"]
-        if mail.html is not None:
-            parts += [sep, _part_head("html"), _qp(mail.html), b"\r\n"]
-        if mail.calendar is not None:  # last: the richest alternative (RFC 6047)
-            parts += [
-                sep,
-                b'Content-Type: text/calendar; charset="utf-8"; method=REQUEST\r\n'
-                b"Content-Transfer-Encoding: base64\r\n\r\n",
-                base64.encodebytes(mail.calendar).replace(b"\n", b"\r\n"),
-                b"\r\n",
-            ]
+        parts = [sep, body, b"\r\n"]
+        for att in mail.attachments:
+            parts += [sep, _attachment_entity(att), b"\r\n"]
         body = b"".join((
+            f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode("ascii"),
             b"This is a multi-part message in MIME format.\r\n\r\n", *parts,
             f"--{boundary}--\r\n".encode("ascii"),
         ))  # fmt: skip
     raw = "".join(out).encode("ascii") + body
     _check_header_block(raw, {name.lower() for name, _ in headers} | _MIME_HEADERS)
     return raw
+
+
+def _text_entity(mail: Outgoing) -> bytes:
+    """The readable part, with its own Content-Type: text/plain, or alternatives."""
+    if mail.html is None and mail.calendar is None:
+        return _part_head("plain") + _qp(mail.text)
+    boundary = f"=_maild_{uuid.uuid4().hex}"
+    sep = f"--{boundary}\r\n".encode("ascii")
+    parts = [sep, _part_head("plain"), _qp(mail.text), b"\r\n"]
+    if mail.html is not None:
+        parts += [sep, _part_head("html"), _qp(mail.html), b"\r\n"]
+    if mail.calendar is not None:  # last: the richest alternative (RFC 6047)
+        parts += [
+            sep,
+            b'Content-Type: text/calendar; charset="utf-8"; method=REQUEST\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\n",
+            base64.encodebytes(mail.calendar).replace(b"\n", b"\r\n"),
+            b"\r\n",
+        ]
+    return b"".join((
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode("ascii"),
+        b"This is a multi-part message in MIME format.\r\n\r\n", *parts,
+        f"--{boundary}--\r\n".encode("ascii"),
+    ))  # fmt: skip
+
+
+_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+def _filename_params(name: str) -> tuple[str, str]:
+    """(Content-Type name=..., Content-Disposition filename...) for `name`.
+
+    ASCII names are quoted strings; others are RFC 2231 (filename*=utf-8''...)
+    with an RFC 2047 name= for clients that know only that.
+    """
+    name = clean_header_text(name, 200).replace("\\", "_").replace('"', "_") or "attachment"
+    if name.isascii():
+        return f'name="{name}"', f'filename="{name}"'
+    encoded = quote(name.encode("utf-8"), safe="")
+    if len(encoded) <= 60:
+        return f'name="{encode_words(name)}"', f"filename*=utf-8''{encoded}"
+    pieces: list[str] = []  # RFC 2231 continuations, never splitting a %XX
+    while encoded:
+        cut = min(60, len(encoded))
+        while cut < len(encoded) and "%" in encoded[cut - 2 : cut]:
+            cut -= 1
+        pieces.append(encoded[:cut])
+        encoded = encoded[cut:]
+    first = f"filename*0*=utf-8''{pieces[0]}"
+    rest = [f"filename*{i}*={piece}" for i, piece in enumerate(pieces[1:], start=1)]
+    return f'name="{encode_words(name)}"', ";\r\n ".join([first, *rest])
+
+
+def _attachment_entity(att: OutgoingAttachment) -> bytes:
+    ctype = att.content_type.lower().strip()
+    if not _CONTENT_TYPE.match(ctype):
+        ctype = "application/octet-stream"
+    name_param, filename_param = _filename_params(att.filename)
+    head = (f"Content-Type: {ctype};\r\n {name_param}\r\n"
+            f"Content-Disposition: attachment;\r\n {filename_param}\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n")  # fmt: skip
+    return head.encode("ascii") + base64.encodebytes(att.data).replace(b"\n", b"\r\n")
 
 
 _ADDRESS_HEADERS = frozenset({"From", "To", "Cc", "Reply-To", "References"})

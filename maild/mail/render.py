@@ -21,7 +21,15 @@ import markupsafe
 
 from maild.config.settings import Settings
 from maild.errors import ConfigError
-from maild.mail.dates import PARTS, Part, format_span, format_when, set_styles, styles_from
+from maild.mail.dates import (
+    PARTS,
+    Part,
+    format_size,
+    format_span,
+    format_when,
+    set_styles,
+    styles_from,
+)  # fmt: skip
 from maild.mail.language import builtin_templates_dir, load_languages, spoken_languages
 from maild.mail.layout import field_row, html_row, paragraphs, tidy_text
 from maild.mail.phrases import in_language
@@ -130,6 +138,9 @@ class Renderer:
             lambda ctx, start, end: format_span(
                 start, end, self._timezone, template_language(ctx.name)
             )
+        )
+        env.filters["size"] = jinja2.pass_context(
+            lambda ctx, value: format_size(value, template_language(ctx.name))
         )
         env.globals["field_row"] = field_row
         env.globals["html_row"] = lambda label, value: markupsafe.Markup(html_row(label, value))

@@ -102,6 +102,9 @@ def decide(
             agent.address,
             block.commands,
             text,
+            # Its files go to the requester with the text (inline images of the
+            # agent's own signature stay behind).
+            attachments=tuple(a for a in msg.attachments if not a.inline) if text else (),
             quote_kept=bool(text) and not reply.certain,
         ),
     )

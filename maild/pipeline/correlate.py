@@ -60,6 +60,7 @@ class Facts:
     known_ids: Mapping[str, int] = field(default_factory=dict)  # Message-ID -> ticket
     tickets: Mapping[int, TicketFacts] = field(default_factory=dict)
     already_stored_on: int | None = None  # this very Message-ID is an article there
+    own_message_on: int | None = None  # its Message-ID is an article there (either way)
     token_ticket: int | None = None  # ticket named by a valid signed reply address
     sender_language: str | None = None  # the language recorded for the sender's contact
     bounced_outbox: BouncedOutbox | None = None  # the mail a VERP bounce is about

@@ -42,14 +42,16 @@ from maild.pipeline.decision import (
 )
 from maild.pipeline.identify import Role, identify
 from maild.pipeline.mailbox_defaults import apply_mailbox_defaults
-from maild.pipeline.screen import Envelope, Screening, Verdict, screen
+from maild.pipeline.screen import Envelope, Screening, Verdict, is_auto_submitted, screen
 from maild.pipeline.sla import SlaPolicy
 from maild.pipeline.triage import Rulebook, classify
 from maild.pipeline.verify import Trust, message_source, verify_sender
 from maild.store.states import (
     FINISHED_STATUSES,
     ArticleKind,
+    Direction,
     Outcome,
+    Source,
     TicketStatus,
     Visibility,
 )
@@ -102,6 +104,8 @@ def _decide(
     ticket = facts.tickets.get(correlation.ticket_id) if correlation.ticket_id else None
 
     if screening.verdict == Verdict.OWN_LOOP:
+        if inbound.source == Source.IMPORT and ticket is not None:
+            return _desk_reply(msg, sender, ticket, facts, settings, correlation.how)
         return Decision(Outcome.IGNORED, f"own mail: {screening.reason}", rule=screening.rule)
     if screening.verdict == Verdict.SPAM:
         # Stored as spam: no ticket, no article, nobody answered. A reply to a
@@ -196,7 +200,9 @@ def _decide(
                 else (),
                 how=correlation.how,
             )
-        verified = trust.verified and role != Role.OTHER
+        if role == Role.OTHER:
+            return _stranger(msg, inbound, sender, ticket, facts, settings, correlation.how)
+        verified = trust.verified
         events = [EventSpec("article_added", sender.email,
                             detail={"role": str(role), "verified": trust.how})]  # fmt: skip
         status = None
@@ -258,6 +264,71 @@ def _unverified(
     )
 
 
+def _desk_reply(
+    msg: ParsedMessage, sender: Address, ticket: TicketFacts, facts: Facts, settings: Settings,
+    how: str,
+) -> Decision:  # fmt: skip
+    """The old desk's own mail in an archive being imported, on a thread we have: an
+    outgoing article, as it was sent. A person's reply is the ticket's first
+    response; an automatic one (its acknowledgement) is recorded only."""
+    if facts.own_message_on is not None:
+        return Decision(Outcome.IGNORED, f"already recorded on ticket #{facts.own_message_on} "
+                        "(same Message-ID)", rule="already_recorded")  # fmt: skip
+    automatic = bool(is_auto_submitted(msg, Envelope(None, None), settings)
+                     or "x-autoreply" in msg.headers)  # fmt: skip
+    article = replace(_article(msg, sender, ArticleKind.NOTIFICATION if automatic
+                               else ArticleKind.MESSAGE, Visibility.PUBLIC),
+                      direction=Direction.OUT)  # fmt: skip
+    return Decision(
+        Outcome.APPENDED,
+        f"the help desk's own {'automatic mail' if automatic else 'reply'} on #{ticket.id}, "
+        "from the archive",
+        rule="imported_desk_reply",
+        ticket_id=ticket.id,
+        article=article,
+        events=(
+            EventSpec("article_added", sender.email, detail={"role": "desk", "imported": True}),
+        ),  # fmt: skip
+        first_response=not automatic,
+        how=how,
+    )
+
+
+def _stranger(
+    msg: ParsedMessage, inbound: InboundMeta, sender: Address, ticket: TicketFacts, facts: Facts,
+    settings: Settings, how: str,
+) -> Decision:  # fmt: skip
+    """Someone who takes no part in the ticket wrote to its thread (a forwarded copy,
+    a colleague). Kept as an internal note; nothing changes, nobody outside hears of
+    it; the agents working the ticket are told."""
+    told: tuple[Notice, ...] = ()
+    if inbound.notify:
+        audience = notices.working_audience(settings, facts.directory, tier=ticket.tier,
+                                            assignee_id=ticket.assignee,
+                                            security=ticket.security)  # fmt: skip
+        said = strip_reply(msg.text[:SUMMARY_SCAN_CHARS]) or msg.text
+        carried, listing = notices.attachments_for_agents(msg.attachments,
+                                                          settings.attachments.notify_max_bytes)  # fmt: skip
+        told = notices.to_groups("agent_update", "agent_update", audience,
+                                 security=ticket.security, attachments=carried,
+                                 context={"event": "stranger", "summary": _summary(said),
+                                          "author": sender.formatted(),
+                                          "attachments": listing})  # fmt: skip
+    return Decision(
+        Outcome.APPENDED,
+        f"reply to #{ticket.id} from {sender.email}, who takes no part in it: an internal note",
+        ticket_id=ticket.id,
+        article=_article(msg, sender, ArticleKind.NOTE, Visibility.INTERNAL),
+        events=(
+            EventSpec(
+                "non_participant_reply", sender.email, detail={"from": sender.email, "how": how}
+            ),
+        ),  # fmt: skip
+        notices=told,
+        how=how,
+    )
+
+
 def _watcher_removed(ticket: TicketFacts, email: str) -> Notice:
     """A watcher the requester's latest mail no longer copies is told so."""
     return notices.to_requester("watcher_removed", "watcher_removed", Address("", email),
@@ -271,7 +342,9 @@ def _reopen_notices(
     """The requester hears the ticket is open again; the agents working it, that it came back."""
     references = (*msg.references, msg.message_id) if msg.message_id else msg.references
     thread = notices.Thread(msg.message_id, references)
-    context = {"event": "reopened", "summary": _summary(msg.text)}
+    carried, listing = notices.attachments_for_agents(msg.attachments,
+                                                      settings.attachments.notify_max_bytes)  # fmt: skip
+    context = {"event": "reopened", "summary": _summary(msg.text), "attachments": listing}
     watchers = tuple(Address("", w) for w in sorted(ticket.watchers))
     audience = notices.working_audience(
         settings,
@@ -281,7 +354,8 @@ def _reopen_notices(
         security=ticket.security,
     )
     told = notices.to_groups("agent_update", "agent_update", audience,
-                             security=ticket.security, context=context)  # fmt: skip
+                             security=ticket.security, context=context,
+                             attachments=carried)  # fmt: skip
     if quiet:
         return told
     return (
@@ -358,15 +432,18 @@ def _reply_notices(
         strip_reply(msg.text[:SUMMARY_SCAN_CHARS], phrases(settings.languages.directory))
         or msg.text
     )
+    carried, listing = notices.attachments_for_agents(msg.attachments,
+                                                      settings.attachments.notify_max_bytes)  # fmt: skip
     context = {
         "event": "reply",
         "summary": _summary(said),
         "author": sender.formatted(),
         "status_now": str(status) if status else ticket.status,
         "unverified": unverified,
+        "attachments": listing,
     }
     return notices.to_groups("agent_update", "agent_update", audience, security=ticket.security,
-                             context=context)  # fmt: skip
+                             context=context, attachments=carried)  # fmt: skip
 
 
 def is_own_address(email: str, settings: Settings, served: ServedAddresses | None = None) -> bool:
@@ -553,11 +630,13 @@ def _new_ticket(
             security=triage.security,
             directory=facts.directory,
         )
+        carried, listing = notices.attachments_for_agents(
+            msg.attachments, settings.attachments.notify_max_bytes)  # fmt: skip
         agent_context = {"summary": _summary(msg.text), "hierarchical": hierarchical,
                          "parent_id": parent.id if parent else None,
-                         "unacknowledged": quiet}  # fmt: skip
+                         "unacknowledged": quiet, "attachments": listing}  # fmt: skip
         group = notices.to_groups("agent_new", "agent_new", audience, security=triage.security,
-                                  context=agent_context)  # fmt: skip
+                                  context=agent_context, attachments=carried)  # fmt: skip
         notices_out = (*(() if quiet else (ack,)), *group)
         if hierarchical:
             events.append(EventSpec("escalated", "maild", detail={

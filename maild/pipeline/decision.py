@@ -114,6 +114,7 @@ class Notice:
     agent_id: int | None = None  # to an agent: Reply-To is their personal reply address
     cc: tuple[Address, ...] = ()  # the watchers, on public updates
     calendar: bytes | None = None  # an iCalendar REQUEST sent along (#meeting)
+    attachments: tuple[ParsedAttachment, ...] = ()  # files sent along
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class AgentReply:
     agent: Address
     commands: tuple[Command, ...]
     text: str  # for the requester, quote- and signature-stripped ("" if none)
+    attachments: tuple[ParsedAttachment, ...] = ()  # relayed to the requester with the text
     # The quoted mail could not be told apart from the agent's text: the text is the
     # whole reply minus its ">" lines, and the agent's confirmation says so.
     quote_kept: bool = False
@@ -161,3 +163,7 @@ class Decision:
     source: str | None = None
     # A participant marked undeliverable wrote in: they are deliverable again.
     deliverable_again: str | None = None
+    # An archive being imported: when the message happened (its Date). The ticket,
+    # article and events carry it; the inbound row and any mail sent carry now.
+    occurred_at: datetime | None = None
+    first_response: bool = False  # the old desk's own reply: the ticket's first response

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from maild.config.settings import Settings
-from maild.mail.parse import Address
+from maild.mail.parse import Address, ParsedAttachment
 from maild.pipeline.decision import Notice
 from maild.pipeline.directory import Directory
 from maild.pipeline.tiers import (
@@ -32,8 +32,8 @@ from maild.store.states import Visibility
 
 __all__ = [
     "ROLE_ASSIGNEE", "ROLE_DUTY_MANAGER", "ROLE_HIERARCHICAL", "ROLE_SECURITY", "ROLE_TIER",
-    "Audience", "Thread", "audience", "duty_manager", "duty_manager_audience",
-    "new_ticket_audience", "recipients_for_tier", "regulator_audience", "security_contacts",
+    "Audience", "Thread", "attachments_for_agents", "audience", "duty_manager",
+    "duty_manager_audience", "new_ticket_audience", "recipients_for_tier", "regulator_audience", "security_contacts",
     "tier_audience", "to_groups", "to_requester", "working_audience",
 ]  # fmt: skip
 
@@ -132,8 +132,9 @@ def to_groups(
     *,
     security: bool,
     context: Mapping[str, Any] | None = None,
+    attachments: tuple[ParsedAttachment, ...] = (),
 ) -> tuple[Notice, ...]:
-
+    """One notice per agent address; `attachments` ride along where the content may."""
     out = []
     for recipient, role in recipients:
         restricted = security and not recipient.security_group
@@ -147,9 +148,32 @@ def to_groups(
                 language=recipient.language,
                 visibility=Visibility.INTERNAL,
                 agent_id=recipient.agent_id,
+                attachments=() if restricted else attachments,
             )
         )
     return tuple(out)
+
+
+def attachments_for_agents(
+    attachments: tuple[ParsedAttachment, ...], limit: int
+) -> tuple[tuple[ParsedAttachment, ...], list[dict[str, Any]]]:
+    """(the files carried, the list every notice shows) for a requester's attachments.
+
+    In order, as many as fit in `limit` bytes in all; each listed with its
+    name, size and whether it is attached (the template names the command
+    that gets the others).
+    """
+    carried: list[ParsedAttachment] = []
+    listing: list[dict[str, Any]] = []
+    total = 0
+    for att in attachments:
+        fits = total + att.size <= limit
+        if fits:
+            carried.append(att)
+            total += att.size
+        listing.append({"name": att.filename, "size": att.size,
+                        "content_type": att.content_type, "attached": fits})  # fmt: skip
+    return tuple(carried), listing
 
 
 def to_requester(
@@ -161,6 +185,7 @@ def to_requester(
     context: Mapping[str, Any] | None = None,
     auto_submitted: str = "auto-generated",
     cc: tuple[Address, ...] = (),
+    attachments: tuple[ParsedAttachment, ...] = (),
 ) -> Notice:
     """A mail to the requester; `cc`: the watchers, for public updates."""
     thread = thread or Thread()
@@ -173,4 +198,5 @@ def to_requester(
         in_reply_to=thread.in_reply_to,
         references=thread.references[-20:],
         context=dict(context or {}),
+        attachments=attachments,
     )

@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
@@ -56,7 +56,7 @@ from maild.service.parsepool import ParsePool
 from maild.service.parsepool import Result as ParseResult
 from maild.store.db import Direct, claim_order, is_sqlite
 from maild.store.models import Agent, Article, Contact, Inbound, Outbox, Ticket, Watcher
-from maild.store.states import Direction, InboundStatus, Outcome
+from maild.store.states import Direction, InboundStatus, Outcome, Source
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Processed:
     queued: bool = False  # outgoing mail was queued
     source: str = ""
     received_at: datetime | None = None
+    rule: str = ""  # the rule that set it aside, or marked it (imported_desk_reply)
 
 
 class Deferred(Exception):
@@ -329,6 +330,7 @@ class Worker:
                         queued=bool(applied.outbox_ids),
                         source=row.source,
                         received_at=row.received_at,
+                        rule=decision.rule,
                     )  # fmt: skip
                 )
                 logs.append((row, decision, applied.ticket_id))
@@ -455,7 +457,10 @@ class Worker:
             wanted_by=row.replayed_by,
             was=f"{row.outcome} ({row.rule})" if row.replayed_by and row.rule else row.outcome,
         )
-        return decide(msg, meta, facts, self.settings, self.clock.now(), self.rules)
+        now = self.clock.now()
+        when = archive_time(row.source, msg.date, now)
+        decision = decide(msg, meta, facts, self.settings, when, self.rules)
+        return decision if when == now else replace(decision, occurred_at=when)
 
     def _record_failures(self, failures: list[tuple[int, int, str]]) -> None:
         now = self.clock.now()
@@ -486,6 +491,20 @@ class Worker:
 
 
 # --- the facts the pure pipeline needs -----------------------------------------
+
+
+# An imported message dated before this is taken to have a wrong Date (a
+# clock at 1970, a broken client) and is processed at the time of the import.
+EARLIEST_ARCHIVE_DATE = datetime(1990, 1, 1, tzinfo=UTC)
+
+
+def archive_time(source: str, date: datetime | None, now: datetime) -> datetime:
+    """When a message happened, for the ticket: an imported archive's own Date
+    (within reason), so tickets, articles, events and SLA deadlines carry the
+    archive's dates; for everything else, now."""
+    if source != Source.IMPORT or date is None or not EARLIEST_ARCHIVE_DATE <= date <= now:
+        return now
+    return date
 
 
 def _bounce_hint(row: Inbound) -> bool:
@@ -530,12 +549,14 @@ def _with_bounced_outbox(session: Session, facts: Facts, verp: Verp) -> Facts:
 
 
 # Built once (constructing statements costs more than SQLite spends on them).
-# Each known Message-ID with its ticket and direction, and for our own mail
-# who we sent it to (a reply that refers to it is from one of them, or not:
-# maild.pipeline.verify).
+# Each known Message-ID with its ticket, direction, author and date (an
+# archive's duplicate is the same message only if both match), and for our own
+# mail who we sent it to (a reply that refers to it is from one of them, or
+# not: maild.pipeline.verify).
 _KNOWN_COLUMNS = select(
-    Article.message_id, Article.ticket_id, Article.direction, Outbox.rcpt_to
-).outerjoin(Outbox, Outbox.message_id == Article.message_id)
+    Article.message_id, Article.ticket_id, Article.direction, Article.author_email,
+    Article.sent_at, Outbox.rcpt_to,
+).outerjoin(Outbox, Outbox.message_id == Article.message_id)  # fmt: skip
 _KNOWN_IDS = _KNOWN_COLUMNS.where(Article.message_id.in_(bindparam("ids", expanding=True)))
 _ID_KEYS = [f"m{i}" for i in range(16)]
 
@@ -610,7 +631,7 @@ def lookup_facts(
         wanted_ids.append(keys.own_message_id)
     known: dict[str, int] = {}
     sent_to: dict[str, frozenset[str]] = {}
-    already = None
+    already = own_on = None
     if wanted_ids:
         rows: Iterable[Any]
         if len(wanted_ids) <= len(_ID_KEYS):  # the usual case: run directly
@@ -618,9 +639,11 @@ def lookup_facts(
             rows = _known_ids(len(wanted_ids)).all(session, params)
         else:
             rows = session.connection().execute(_KNOWN_IDS, {"ids": wanted_ids})
-        for mid, tid, direction, rcpt_to in rows:
-            if mid == keys.own_message_id and direction == Direction.IN:
-                already = tid
+        for mid, tid, direction, author, sent_at, rcpt_to in rows:
+            if mid == keys.own_message_id:
+                own_on = own_on or tid
+                if direction == Direction.IN and _same(msg, author, sent_at):
+                    already = tid
             if mid in keys.message_ids:
                 known.setdefault(mid, tid)
                 if rcpt_to:
@@ -640,7 +663,7 @@ def lookup_facts(
     tickets = ticket_facts(session, wanted)
     if token_ticket not in tickets:  # a signed address of a ticket that is gone
         token_ticket = None
-    return Facts(known_ids=known, tickets=tickets, already_stored_on=already,
+    return Facts(known_ids=known, tickets=tickets, already_stored_on=already, own_message_on=own_on,
                  sender_language=language, token_ticket=token_ticket, reply_token=token,
                  directory=directory, requester_token=requester_token,
                  sent_to=sent_to)  # fmt: skip
@@ -651,6 +674,14 @@ def _json_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return list(json.loads(value))
     return list(value)
+
+
+def _same(msg: ParsedMessage, author: str, sent_at: datetime | None) -> bool:
+    """The article holds this very message: its Message-ID (the caller checked), its
+    sender and its Date. A copy through a list (a subject tag, a footer) is the same
+    message; a reused Message-ID on a message of another date is not."""
+    same_sender = msg.sender is None or msg.sender.email == author
+    return same_sender and sent_at == msg.date
 
 
 def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]:

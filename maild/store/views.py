@@ -112,6 +112,7 @@ def show_ticket(session: Session, number: int) -> dict[str, Any] | None:
     ):
         attachments.setdefault(att.article_id, []).append(
             {
+                "id": att.id,
                 "filename": att.filename,
                 "content_type": att.content_type,
                 "size": att.size,
