@@ -382,6 +382,9 @@ def cmd_check_config(settings: Settings) -> int:
 
     recognisers(settings.languages.directory)  # language data compiles, or a ConfigError
     languages = load_languages(settings.languages.directory)
+    from maild.pipeline.alerts import compile_rules
+
+    alert_rules = compile_rules(settings.alerts)  # so do the [[alerts.rules]]
     print(f"configuration OK ({settings.source})")
     print(f"  serving:  {', '.join(settings.helpdesk.addresses)}")
     print(f"  database: {settings.database.url}")
@@ -402,6 +405,12 @@ def cmd_check_config(settings: Settings) -> int:
     print(f"  SLA:      {sla.business_hours or '24/7'}; first response "
           f"{'/'.join(f'{h:g}' for h in sla.first_response_hours)} h, resolution "
           f"{'/'.join(f'{h:g}' for h in sla.resolution_hours)} h (P1..P4)")  # fmt: skip
+    a = settings.alerts
+    if a.senders:
+        print(f"  alerts:   from {', '.join(a.senders)}: tier {a.tier}, recovery {a.recovery}, "
+              f"{len(alert_rules)} rule(s) besides the stock formats")  # fmt: skip
+    else:
+        print("  alerts:   none (alerts.senders is empty)")
     tiers = settings.tiers
     groups = [f"{n} {len(getattr(tiers, n))}" for n in ("tier1", "tier2", "tier3",
               "duty_manager", "security")]  # fmt: skip

@@ -42,6 +42,7 @@ from maild.store.states import (
     FINISHED_STATUSES,
     ArticleKind,
     Direction,
+    Origin,
     TicketStatus,
     TicketType,
 )
@@ -57,6 +58,16 @@ class ActionRefused(MaildError):
 
 class TicketNotFound(ActionRefused):
     """There is no ticket with that number."""
+
+
+def no_requester(ticket: Ticket) -> str:
+    """Why a reply to the requester of `ticket` cannot be sent."""
+    what = ("a monitoring alert" if ticket.origin == Origin.ALERT
+            else "a major incident maild opened")  # fmt: skip
+    return (
+        f"ticket #{ticket.id} is {what}: there is no requester to answer (start the reply "
+        "with #note to keep it internal)"
+    )
 
 
 @dataclass
@@ -331,6 +342,8 @@ class TicketOps:
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
             raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        if ticket.origin != Origin.MAIL:
+            raise ActionRefused(no_requester(ticket))
         done = Done(ticket.id)
         self._first_response(ticket, agent.email, done)
         # The requester sees the agent's name, never the agent's address.
@@ -427,6 +440,8 @@ class TicketOps:
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
             raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        if ticket.origin != Origin.MAIL:
+            raise ActionRefused(no_requester(ticket))
         if ticket.requester.bounce_state == "hard":
             raise ActionRefused(f"mail to the requester of #{number} bounces")
         done = Done(ticket.id)
@@ -514,7 +529,12 @@ class TicketOps:
         self, ticket: Ticket, template: str, kind: str, done: Done, *,
         auto_submitted: str = "auto-generated", **context: Any,
     ) -> None:  # fmt: skip
-        """Queue `template` to the requester (not to an address that hard-bounces)."""
+        """Queue `template` to the requester (not to an address that hard-bounces,
+        and never to a monitor or for a major incident maild opened: `Origin`)."""
+        if ticket.origin != Origin.MAIL:
+            log.info("ticket #%d: no %s: a ticket of origin %s has no requester to tell",
+                     ticket.id, kind, ticket.origin)  # fmt: skip
+            return
         requester = Address(name=ticket.requester.name, email=ticket.requester.email)
         if ticket.requester.bounce_state == "hard":
             log.warning("ticket #%d: not sending %s to %s (hard bounces)", ticket.id, kind,

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from maild.desk import alerting
 from maild.desk.actions import ActionRefused, Done, TicketOps
 from maild.desk.apply import Applied, Applier, flush_events
 from maild.pipeline.agentmail import feedback_notice, refused_notice
@@ -47,7 +48,10 @@ def apply_decision(
     claimed_at: datetime | None = None,
     rules: Rulebook | None = None,
 ) -> Applied:
-    """`Applier.apply`, then the agent's reply if the decision carries one."""
+    """`Applier.apply`, then the agent's reply if the decision carries one
+    (a monitor's mail goes to `maild.alerting`)."""
+    if decision.alerts:
+        return alerting.apply(applier, session, inbound_id, decision, now, claimed_at=claimed_at)
     applied = applier.apply(session, inbound_id, decision, now, claimed_at=claimed_at)
     if decision.agent_reply is None or applied.ticket_id is None:
         return applied

@@ -41,6 +41,24 @@ class TicketFacts:
 
 
 @dataclass(frozen=True)
+class AlertFacts:
+    """A monitoring incident (`maild.alerts`) an alert may fold into."""
+
+    ticket_id: int
+    fold_key: str
+    is_open: bool  # the alert has not recovered
+    state: str  # the last state the monitor reported
+    status: str  # the ticket's status
+    priority: int
+    occurrences: int
+    flaps: int
+    last_at: datetime
+    recovered_at: datetime | None = None
+    finished_at: datetime | None = None  # the ticket's resolved_at (or closed_at)
+    problem_id: str | None = None
+
+
+@dataclass(frozen=True)
 class BouncedOutbox:
     """The outgoing mail a genuine VERP address names (`maild.mail.verp`)."""
 
@@ -61,6 +79,9 @@ class Facts:
     bounced_outbox: BouncedOutbox | None = None  # the mail a VERP bounce is about
     reply_token: ReplyToken | None = None  # a reply address the message came to (checked)
     directory: Directory = EMPTY  # the agents
+    # Monitoring incidents by fold key, and by the monitor's problem id (alert mail only).
+    alerts: Mapping[str, AlertFacts] = field(default_factory=dict)
+    alert_problems: Mapping[str, AlertFacts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

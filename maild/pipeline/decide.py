@@ -20,7 +20,8 @@ from maild.config.settings import Settings
 from maild.mail.language import choose as choose_language
 from maild.mail.parse import Address, ParsedMessage
 from maild.mail.quotes import phrases, strip_reply
-from maild.pipeline import agentauth, agentmail, notices
+from maild.pipeline import agentauth, agentmail, alertmail, notices
+from maild.pipeline.alerts import is_alert_sender
 from maild.pipeline.correlate import Facts, TicketFacts, correlate
 from maild.pipeline.decision import (
     ArticleSpec,
@@ -96,6 +97,13 @@ def _decide(
         return Decision(Outcome.SPAM, f"spam: {screening.reason}", rule=screening.rule,
                         ticket_id=ticket.id if ticket else None, events=held,
                         how=correlation.how)  # fmt: skip
+    if screening.verdict != Verdict.BOUNCE and is_alert_sender(msg, settings):
+        # A monitor: read as alerts, never as an auto-reply, never answered.
+        if facts.already_stored_on is not None:
+            return Decision(Outcome.IGNORED, f"already recorded on ticket "
+                            f"#{facts.already_stored_on} (same Message-ID)",
+                            rule="already_recorded")  # fmt: skip
+        return alertmail.decide(msg, inbound, facts, settings, now)
     if screening.verdict in (Verdict.BOUNCE, Verdict.AUTOMATED):
         # Never a new ticket, an acknowledgement, a reopen or a command.
         if ticket is None:

@@ -13,12 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from maild.mail.parse import Address, ParsedAttachment
+from maild.pipeline.alerts import AlertEvent
 from maild.pipeline.commands import Command
 from maild.pipeline.sla import SlaClock
 from maild.store.states import ArticleKind, Direction, Outcome, TicketStatus, Visibility
 
 __all__ = [
     "AgentReply",
+    "AlertStep",
     "ArticleSpec",
     "BounceSpec",
     "Decision",
@@ -82,6 +84,7 @@ class TicketSpec:
     regulator_next_reminder_at: datetime | None = None
     contact_language: str | None = None  # recorded on a new contact (None: only the default)
     watchers: tuple[Address, ...] = ()  # the requester's Cc
+    origin: str = "mail"  # maild.states.Origin: "alert" and "major" have no requester to tell
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,33 @@ class BounceSpec:
 
 
 @dataclass(frozen=True)
+class AlertStep:
+    """What one alert of a monitor's mail does (`maild.alertmail`; run by `maild.alerting`).
+
+    `action`: "open" a new incident (`new_ticket`, `article`, `events`,
+    `notices`; `retire`: an earlier incident of the key whose alert row is
+    closed first), "repeat" (counted; `article` when the state changed,
+    `raise_to` when it worsened), "recover" (resolve, or only annotate with
+    ``alerts.recovery = "annotate"``), "reopen" (flapping: a problem soon
+    after the recovery), "annotate" (acknowledged, downtime, flapping notice),
+    or "ignore" (`reason`).
+    """
+
+    action: str
+    event: AlertEvent
+    priority: int  # from the severity table
+    ticket_id: int | None = None
+    new_ticket: TicketSpec | None = None
+    article: ArticleSpec | None = None
+    events: tuple[EventSpec, ...] = ()
+    notices: tuple[Notice, ...] = ()
+    retire: int | None = None
+    raise_to: int | None = None
+    resolve: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Decision:
     outcome: Outcome
     reason: str = ""
@@ -152,3 +182,4 @@ class Decision:
     agent_reply: AgentReply | None = None  # run by maild.agentreply after apply
     watchers_add: tuple[Address, ...] = ()
     watchers_remove: tuple[str, ...] = ()
+    alerts: tuple[AlertStep, ...] = ()  # a monitor's mail: one step per alert (maild.alerting)
