@@ -37,7 +37,17 @@ from maild.pipeline import notices
 from maild.pipeline.decision import EventSpec, Notice
 from maild.pipeline.tiers import MAX_TIER, agent_recipient
 from maild.pipeline.triage import Rulebook
-from maild.store.models import Agent, Article, Contact, Suggestion, Ticket, TicketLink, Watcher
+from maild.store.db import insert_ignore
+from maild.store.models import (
+    Agent,
+    Article,
+    Contact,
+    MajorNotice,
+    Suggestion,
+    Ticket,
+    TicketLink,
+    Watcher,
+)
 from maild.store.states import (
     FINISHED_STATUSES,
     ArticleKind,
@@ -84,7 +94,7 @@ class Done:
 
 
 # Requester mails that the watchers get a copy of (Cc).
-PUBLIC_UPDATES = frozenset({"status", "resolved", "closed", "escalated", "reply"})
+PUBLIC_UPDATES = frozenset({"status", "resolved", "closed", "escalated", "reply", "major_known"})
 
 # Statuses an operator may set directly with `set_status`.
 SETTABLE = (
@@ -158,6 +168,8 @@ class TicketOps:
         closes_at = self.now + timedelta(days=self.settings.lifecycle.close_after_days)
         self.tell_requester(ticket, "resolved", "resolved", done, note=note, auto=auto,
                            closes_at=closes_at)  # fmt: skip
+        if ticket.major:
+            self._resolve_children(ticket, actor, note, done)
         return done
 
     def close(self, number: int, *, actor: str, note: str = "", auto: bool = False) -> Done:
@@ -167,6 +179,8 @@ class TicketOps:
         done = Done(ticket.id)
         self._status(ticket, TicketStatus.CLOSED, actor, done, reason=note or None, auto=auto)
         self.tell_requester(ticket, "closed", "closed", done, note=note, auto=auto)
+        if ticket.major:
+            self._resolve_children(ticket, actor, note, done)
         return done
 
     def reopen(self, number: int, *, actor: str, note: str = "", quiet: bool = False) -> Done:
@@ -459,6 +473,122 @@ class TicketOps:
         self.event(ticket, done, EventSpec("meeting", agent.email, new=start.isoformat(),
                                             detail={"end": end.isoformat(), "link": link}))  # fmt: skip
         return done
+
+    # --- major incidents (maild.majors opens them over a burst) --------------------------
+
+    def declare_major(self, number: int, *, actor: str, note: str = "") -> Done:
+        """Make ticket `number` a major incident: tier 3 and the duty manager are told at once."""
+        ticket = self.get(number)
+        if ticket.major:
+            raise ActionRefused(f"ticket #{number} is already a major incident")
+        if ticket.major_id is not None:
+            raise ActionRefused(f"ticket #{number} is part of major incident #{ticket.major_id}; "
+                                "detach it first")  # fmt: skip
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        done = Done(ticket.id)
+        ticket.major = True
+        ticket.updated_at = self.now
+        self.event(ticket, done, EventSpec("major", actor, new="declared",
+                                            detail={"note": note} if note else None))  # fmt: skip
+        self.tell_major_audience(ticket, done, event="declared", actor=actor, note=note,
+                                 children=[])  # fmt: skip
+        return done
+
+    def attach(self, major_number: int, child_number: int, *, actor: str) -> Done:
+        """Link report `child_number` to major incident `major_number`; its requester
+        hears once that the problem is known."""
+        if major_number == child_number:
+            raise ActionRefused("a ticket cannot be part of itself")
+        major = self.get(major_number)
+        if not major.major:
+            raise ActionRefused(f"ticket #{major_number} is not a major incident (declare it "
+                                "with #major first)")  # fmt: skip
+        if major.status in FINISHED_STATUSES:
+            raise ActionRefused(
+                f"major incident #{major_number} is {major.status}; reopen it first"
+            )
+        child = self.get(child_number)
+        done = Done(major.id)
+        if child.major_id == major.id:
+            return done
+        if child.major:
+            raise ActionRefused(f"ticket #{child_number} is itself a major incident")
+        if child.major_id is not None:
+            raise ActionRefused(f"ticket #{child_number} is part of major incident "
+                                f"#{child.major_id}; detach it first")  # fmt: skip
+        if child.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{child_number} is {child.status}")
+        child.major_id = major.id
+        child.updated_at = self.now
+        self.event(child, done, EventSpec("major_attached", actor, new=str(major.id)))
+        self.event(major, done, EventSpec("child_attached", actor, new=str(child.id)))
+        if child.origin == Origin.MAIL and self._first_notice(major, child, "known"):
+            self.tell_requester(child, "major_known", "major_known", done, major=major.id)
+        return done
+
+    def detach(self, major_number: int, child_number: int, *, actor: str) -> Done:
+        major = self.get(major_number)
+        child = self.get(child_number)
+        if child.major_id != major.id:
+            raise ActionRefused(f"ticket #{child_number} is not part of major incident "
+                                f"#{major_number}")  # fmt: skip
+        done = Done(major.id)
+        child.major_id = None
+        child.updated_at = self.now
+        self.event(child, done, EventSpec("major_detached", actor, old=str(major.id)))
+        self.event(major, done, EventSpec("child_detached", actor, old=str(child.id)))
+        return done
+
+    def children(self, major: Ticket, *, unfinished: bool = False) -> list[Ticket]:
+        stmt = (select(Ticket).options(lazyload(Ticket.requester))
+                .where(Ticket.major_id == major.id).order_by(Ticket.id).with_for_update())  # fmt: skip
+        if unfinished:
+            stmt = stmt.where(Ticket.status.not_in(FINISHED_STATUSES))
+        return list(self.session.scalars(stmt))
+
+    def _resolve_children(self, major: Ticket, actor: str, note: str, done: Done) -> None:
+        """Every open report of the major incident is resolved with it; each requester is
+        told once (on their first report), in their ticket's language."""
+        children = self.children(major, unfinished=True)
+        if not children:
+            return
+        closes_at = self.now + timedelta(days=self.settings.lifecycle.close_after_days)
+        reason = f"major incident #{major.id} resolved"
+        for child in children:
+            self._status(child, TicketStatus.RESOLVED, actor, done, reason=reason)
+        for child in children:
+            if child.origin == Origin.MAIL and self._first_notice(major, child, "resolved"):
+                self.tell_requester(child, "resolved", "resolved", done, note=note,
+                                    closes_at=closes_at, major=major.id)  # fmt: skip
+        self.event(major, done, EventSpec("children_resolved", actor,
+                                          detail={"children": [c.id for c in children]}))  # fmt: skip
+
+    def _first_notice(self, major: Ticket, child: Ticket, kind: str) -> bool:
+        """Record that the requester of `child` is told `kind` about `major`; False when
+        they already were (by another report, or as the major incident's own requester)."""
+        if major.origin == Origin.MAIL and major.requester_id == child.requester_id:
+            return False
+        row = {"major_id": major.id, "contact_id": child.requester_id, "kind": kind,
+               "ticket_id": child.id, "at": self.now}  # fmt: skip
+        return bool(insert_ignore(self.session, MajorNotice, [row], MajorNotice.kind))
+
+    def tell_major_audience(self, ticket: Ticket, done: Done, **context: Any) -> None:
+        """Tier 3 and the duty manager, at once (and the security contacts on a security ticket)."""
+        children = context.pop("children", None)
+        if children is None:
+            children = [c.id for c in self.children(ticket)]
+        rows = self.session.execute(select(Ticket.id, Ticket.subject)
+                                    .where(Ticket.id.in_(children)).order_by(Ticket.id)).all()  # fmt: skip
+        listed = [{"number": n, "subject": subject} for n, subject in rows]
+        groups = [(notices.recipients_for_tier(self.settings, MAX_TIER, self.directory),
+                   notices.ROLE_HIERARCHICAL),
+                  (notices.duty_manager(self.settings, self.directory), notices.ROLE_HIERARCHICAL)]  # fmt: skip
+        if ticket.security:
+            groups.append((notices.security_contacts(self.settings, self.directory),
+                           notices.ROLE_SECURITY))  # fmt: skip
+        self.tell_groups(ticket, "agent_major", notices.audience(*groups), done,
+                         children=listed, **context)  # fmt: skip
 
     # --- security -------------------------------------------------------------------
 

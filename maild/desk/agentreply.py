@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from maild.desk import alerting
+from maild.desk import alerting, majors
 from maild.desk.actions import ActionRefused, Done, TicketOps
 from maild.desk.apply import Applied, Applier, flush_events
 from maild.pipeline.agentmail import feedback_notice, refused_notice
@@ -53,6 +53,18 @@ def apply_decision(
     if decision.alerts:
         return alerting.apply(applier, session, inbound_id, decision, now, claimed_at=claimed_at)
     applied = applier.apply(session, inbound_id, decision, now, claimed_at=claimed_at)
+    spec = decision.new_ticket
+    if (
+        spec is not None
+        and applied.ticket_id is not None
+        and majors.may_group(spec, applier.settings)
+    ):
+        grouped = majors.after_new_ticket(
+            TicketOps(session, applier, now, rules), applied.ticket_id
+        )
+        if grouped is not None:
+            applied = Applied(applied.outcome, applied.ticket_id,
+                              (*applied.outbox_ids, *grouped.outbox_ids))  # fmt: skip
     if decision.agent_reply is None or applied.ticket_id is None:
         return applied
     in_reply_to = decision.article.message_id if decision.article else None
@@ -139,6 +151,13 @@ def _operation(number: int, c: Command, reply: AgentReply) -> Callable[[TicketOp
         "note": lambda ops: Done(number),
         "link": lambda ops: ops.link(number, v, actor=actor),
         "helpful": lambda ops: ops.helpful(number, v, actor=actor),
+        "major": lambda ops: (
+            ops.declare_major(number, actor=actor)
+            if v is None
+            else ops.attach(v, number, actor=actor)
+        ),  # fmt: skip
+        "attach": lambda ops: ops.attach(number, v, actor=actor),
+        "detach": lambda ops: ops.detach(number, v, actor=actor),
         "meeting": lambda ops: ops.meeting(
             number, agent=reply.agent, start=v.start, end=v.end, link=v.link
         ),  # fmt: skip

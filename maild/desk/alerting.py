@@ -18,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
+from maild.desk import majors
 from maild.desk.actions import Done, TicketOps
 from maild.desk.apply import Applied, Applier
 from maild.pipeline.alertmail import alert_context, alert_detail
@@ -82,6 +83,10 @@ def _open(ops: TicketOps, inbound_id: int, step: AlertStep) -> Done:
         outbox_id = applier.queue_notice(session, view, notice, now)
         if outbox_id is not None:
             done.outbox_ids.append(outbox_id)
+    if majors.may_group(step.new_ticket, applier.settings):  # a burst on one host
+        grouped = majors.after_new_ticket(ops, view.id)
+        if grouped is not None:
+            done.outbox_ids += grouped.outbox_ids
     return done
 
 
