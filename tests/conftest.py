@@ -25,6 +25,11 @@ from maild.store.db import make_engine, upgrade
 from tests.support.desk import Desk, make_settings
 
 REQUIRE_SERVICES = os.environ.get("MAILD_TEST_REQUIRE_SERVICES") == "1"
+# Major incidents off for every maild a test starts from a configuration file
+# (the environment overrides the file): tests about other things send bursts of
+# similar reports. tests/integration/test_majors.py turns them on (see also
+# tests.support.desk.make_settings).
+os.environ.setdefault("MAILD_MAJOR__ENABLED", "false")
 PG_ADMIN_URL = os.environ.get(
     "MAILD_TEST_PG_URL", "postgresql+psycopg://maild:maild@127.0.0.1:5432/postgres"
 )

@@ -34,7 +34,7 @@ from maild.errors import MaildError
 from maild.mail.invite import invitation
 from maild.mail.parse import Address
 from maild.pipeline import notices
-from maild.pipeline.decision import EventSpec, Notice
+from maild.pipeline.decision import ClosureReply, EventSpec, Notice
 from maild.pipeline.tiers import MAX_TIER, agent_recipient
 from maild.pipeline.triage import Rulebook
 from maild.store.db import insert_ignore
@@ -473,6 +473,75 @@ class TicketOps:
         self.event(ticket, done, EventSpec("meeting", agent.email, new=start.isoformat(),
                                             detail={"end": end.isoformat(), "link": link}))  # fmt: skip
         return done
+
+    # --- closure with the requester (maild.closure reads their reply) -----------------
+
+    def confirm_solved(self, number: int, *, actor: str, comment: str = "",
+                       close: bool = True) -> Done:  # fmt: skip
+        """The requester confirms the fix: recorded, a resolved ticket closes at once, and
+        the agents working it are told in one mail."""
+        ticket = self._finished_for_requester(number, "confirmed")
+        done = Done(ticket.id)
+        self.event(ticket, done, EventSpec("confirmed", actor,
+                                           detail={"comment": comment} if comment else None))  # fmt: skip
+        closed = close and ticket.status == TicketStatus.RESOLVED
+        if closed:
+            self._status(ticket, TicketStatus.CLOSED, actor, done,
+                         reason="the requester confirmed the fix")  # fmt: skip
+        self.tell_groups(ticket, "agent_update", self.working_audience(ticket), done,
+                         event="confirmed", note=comment, closed=closed, actor=actor)  # fmt: skip
+        return done
+
+    def rate(self, number: int, score: int, *, actor: str, comment: str = "", close: bool = True,
+             tell: bool = True, check_status: bool = True) -> Done:  # fmt: skip
+        """The requester rates the help 1..5 (with a comment): stored on the ticket; a
+        resolved ticket closes at once. `check_status=False`: the rating came with a
+        reply that reopened the ticket (which told the agents itself: `tell=False`)."""
+        if score not in (1, 2, 3, 4, 5):
+            raise ActionRefused(f"a rating is 1, 2, 3, 4 or 5, not {score!r}")
+        ticket = self._finished_for_requester(number, "rated", check_status=check_status)
+        done = Done(ticket.id)
+        old = ticket.satisfaction_score
+        ticket.satisfaction_score = score
+        ticket.satisfaction_comment = comment.strip()[:2000] or None
+        ticket.satisfaction_at = self.now
+        ticket.updated_at = self.now
+        self.event(ticket, done, EventSpec("rated", actor, old=None if old is None else str(old),
+                                           new=str(score),
+                                           detail={"comment": comment} if comment else None))  # fmt: skip
+        closed = close and ticket.status == TicketStatus.RESOLVED
+        if closed:
+            self._status(ticket, TicketStatus.CLOSED, actor, done,
+                         reason="the requester rated the help")  # fmt: skip
+        if tell:
+            self.tell_groups(ticket, "agent_update", self.working_audience(ticket), done,
+                             event="rated", score=score, note=comment, closed=closed,
+                             actor=actor)  # fmt: skip
+        return done
+
+    def not_solved(self, number: int, *, actor: str, text: str = "") -> Done:
+        """The requester says the problem is still there: the ticket reopens (the
+        requester and the agents working it are told)."""
+        self._finished_for_requester(number, "reopened")
+        return self.reopen(number, actor=actor, note=text)
+
+    def requester_closure(self, number: int, reply: ClosureReply) -> Done:
+        """A rating or thank-you read from the requester's mail (`maild.closure`)."""
+        if reply.kind == "rating" and reply.score is not None:
+            return self.rate(number, reply.score, actor=reply.actor, comment=reply.comment,
+                             close=reply.close, tell=reply.tell, check_status=reply.tell)  # fmt: skip
+        return self.confirm_solved(number, actor=reply.actor, comment=reply.comment,
+                                   close=reply.close)  # fmt: skip
+
+    def _finished_for_requester(self, number: int, what: str, *,
+                                check_status: bool = True) -> Ticket:  # fmt: skip
+        ticket = self.get(number)
+        if ticket.origin != Origin.MAIL:
+            raise ActionRefused(no_requester(ticket))
+        if check_status and ticket.status not in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}: it can be {what} once "
+                                "it is resolved")  # fmt: skip
+        return ticket
 
     # --- major incidents (maild.majors opens them over a burst) --------------------------
 

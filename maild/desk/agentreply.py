@@ -28,7 +28,7 @@ from maild.desk.actions import ActionRefused, Done, TicketOps
 from maild.desk.apply import Applied, Applier, flush_events
 from maild.pipeline.agentmail import feedback_notice, refused_notice
 from maild.pipeline.commands import Command
-from maild.pipeline.decision import AgentReply, Decision, EventSpec
+from maild.pipeline.decision import AgentReply, ClosureReply, Decision, EventSpec
 from maild.pipeline.triage import Rulebook
 from maild.store.models import Agent, Ticket
 
@@ -65,12 +65,30 @@ def apply_decision(
         if grouped is not None:
             applied = Applied(applied.outcome, applied.ticket_id,
                               (*applied.outbox_ids, *grouped.outbox_ids))  # fmt: skip
+    if decision.closure is not None and applied.ticket_id is not None:
+        applied = _closure(applier, session, applied, decision.closure, now, rules)
     if decision.agent_reply is None or applied.ticket_id is None:
         return applied
     in_reply_to = decision.article.message_id if decision.article else None
     queued = run(session, applier, applied.ticket_id, decision.agent_reply, now, rules=rules,
                  in_reply_to=in_reply_to)  # fmt: skip
     return Applied(applied.outcome, applied.ticket_id, (*applied.outbox_ids, *queued))
+
+
+def _closure(
+    applier: Applier, session: Session, applied: Applied, reply: ClosureReply, now: datetime,
+    rules: Rulebook | None,
+) -> Applied:  # fmt: skip
+    """A requester's rating or thank-you, through the same door as the web's buttons."""
+    assert applied.ticket_id is not None
+    ops = TicketOps(session, applier, now, rules)
+    try:
+        done = ops.requester_closure(applied.ticket_id, reply)
+    except ActionRefused as exc:  # the ticket changed meanwhile: the reply stays recorded
+        log.info("ticket #%d: %s of %s not recorded: %s", applied.ticket_id, reply.kind,
+                 reply.actor, exc)  # fmt: skip
+        return applied
+    return Applied(applied.outcome, applied.ticket_id, (*applied.outbox_ids, *done.outbox_ids))
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ from maild.config.settings import Settings
 from maild.mail.language import choose as choose_language
 from maild.mail.parse import Address, ParsedMessage
 from maild.mail.quotes import phrases, strip_reply
-from maild.pipeline import agentauth, agentmail, alertmail, notices
+from maild.pipeline import agentauth, agentmail, alertmail, closure, notices
 from maild.pipeline.alerts import is_alert_sender
 from maild.pipeline.correlate import Facts, TicketFacts, correlate
 from maild.pipeline.decision import (
     ArticleSpec,
     BounceSpec,
+    ClosureReply,
     Decision,
     EventSpec,
     InboundMeta,
@@ -157,14 +158,36 @@ def _decide(
                     msg, inbound, sender, settings, now, facts, rules, parent=ticket,
                     note=f"reply to #{ticket.id} after the reopen window", quiet=quiet,
                 )  # fmt: skip
+            reading = closure.read(msg.text, settings.languages.directory)
+            # Threaded by our own Message-IDs or reply address: a subject tag alone
+            # may add words, never close a ticket.
+            trusted = correlation.how in ("references", "reply-address")
+            rating = reading.score is not None and inbound.notify
+            if reading.kind in (closure.Reading.RATING, closure.Reading.THANKS) and not (
+                reading.still_broken
+            ):
+                return Decision(
+                    Outcome.APPENDED,
+                    f"requester {reading.kind} on #{ticket.id}"
+                    + (f" ({reading.score}/5)" if reading.score else ""),
+                    ticket_id=ticket.id,
+                    article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
+                    events=(EventSpec("article_added", sender.email,
+                                      detail={"role": str(role), "reading": str(reading.kind)}),),
+                    closure=ClosureReply(str(reading.kind), sender.email, reading.score,
+                                         reading.comment, close=trusted, tell=inbound.notify)
+                    if inbound.notify else None,
+                    how=correlation.how,
+                )  # fmt: skip
             return Decision(
                 Outcome.APPENDED,
-                f"requester reply reopens #{ticket.id}",
+                f"requester reply reopens #{ticket.id} ({reading.kind})",
                 ticket_id=ticket.id,
                 article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC),
                 status=TicketStatus.OPEN,
                 events=(
-                    EventSpec("article_added", sender.email, detail={"role": str(role)}),
+                    EventSpec("article_added", sender.email,
+                              detail={"role": str(role), "reading": str(reading.kind)}),
                     EventSpec(
                         "status",
                         sender.email,
@@ -177,7 +200,10 @@ def _decide(
                 if inbound.notify
                 else (),
                 how=correlation.how,
-            )
+                # A low rating that says the problem is still there: kept, the reopen tells.
+                closure=ClosureReply("rating", sender.email, reading.score, reading.comment,
+                                     close=False, tell=False) if rating else None,
+            )  # fmt: skip
         events = [EventSpec("article_added", sender.email, detail={"role": str(role)})]
         status = None
         if ticket.status == TicketStatus.PENDING_USER and role == Role.REQUESTER:

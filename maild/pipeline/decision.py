@@ -21,6 +21,7 @@ from maild.store.states import ArticleKind, Direction, Outcome, TicketStatus, Vi
 __all__ = [
     "AgentReply",
     "AlertStep",
+    "ClosureReply",
     "ArticleSpec",
     "BounceSpec",
     "Decision",
@@ -129,6 +130,25 @@ class AgentReply:
 
 
 @dataclass(frozen=True)
+class ClosureReply:
+    """A requester's rating or thank-you after "resolved" (`maild.closure`).
+
+    Run by `TicketOps.requester_closure` after the reply is stored: the rating
+    is kept, and when `close` (the reply threads by our own Message-IDs or
+    reply address, not a mere subject tag) a resolved ticket closes at once.
+    `tell`: the agents hear of it in this mail (not when the reply reopens the
+    ticket, which tells them itself).
+    """
+
+    kind: str  # "rating" | "thanks"
+    actor: str  # the requester's address
+    score: int | None = None
+    comment: str = ""
+    close: bool = True
+    tell: bool = True
+
+
+@dataclass(frozen=True)
 class BounceSpec:
     """What a delivery report says about mail we sent (`maild.mail.bounce`)."""
 
@@ -183,3 +203,4 @@ class Decision:
     watchers_add: tuple[Address, ...] = ()
     watchers_remove: tuple[str, ...] = ()
     alerts: tuple[AlertStep, ...] = ()  # a monitor's mail: one step per alert (maild.alerting)
+    closure: ClosureReply | None = None  # a rating or thank-you (TicketOps.requester_closure)

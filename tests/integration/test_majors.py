@@ -47,7 +47,7 @@ REQUESTERS = {"alice@example.org", "bob@example.org", "carl@example.org", "matti
 
 @pytest.fixture
 def desk(db_url: str, tmp_path: Path) -> Iterator[Desk]:
-    d = Desk(make_settings(tmp_path, db_url, tiers=TIERS, agents=AGENTS,
+    d = Desk(make_settings(tmp_path, db_url, tiers=TIERS, agents=AGENTS, major={"enabled": True},
                            alerts={"senders": m.SENDERS}))  # fmt: skip
     yield d
     d.close()
@@ -195,8 +195,9 @@ def test_agents_declare_attach_and_detach_by_mail(desk):
 
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MAILD_MAJOR__ENABLED"}  # the default
     return subprocess.run([sys.executable, "-m", "maild", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ))  # fmt: skip
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
 
 
 def test_the_cli_declares_attaches_and_shows_majors_in_json(db_url, tmp_path):
