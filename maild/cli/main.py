@@ -411,6 +411,10 @@ def cmd_check_config(settings: Settings) -> int:
               f"{len(alert_rules)} rule(s) besides the stock formats")  # fmt: skip
     else:
         print("  alerts:   none (alerts.senders is empty)")
+    mj = settings.major
+    print(f"  major:    {mj.threshold} new incidents of one category or host within "
+          f"{mj.window_minutes:g} min" if mj.enabled else "  major:    off (declared by agents "
+          "only)")  # fmt: skip
     tiers = settings.tiers
     groups = [f"{n} {len(getattr(tiers, n))}" for n in ("tier1", "tier2", "tier3",
               "duty_manager", "security")]  # fmt: skip
