@@ -21,7 +21,7 @@ import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from maild.config.settings import Settings
@@ -64,7 +64,7 @@ def key_of(ops: TicketOps, ticket: Ticket) -> str | None:
         return None
     if ticket.origin == Origin.ALERT:
         host = ops.session.scalar(select(Alert.host).where(Alert.ticket_id == ticket.id))
-        return f"host:{host.lower()}" if host else None
+        return f"host:{host}" if host else None
     if ticket.origin != Origin.MAIL:
         return None
     ignored = {settings.triage.default_category, *settings.major.ignore_categories}
@@ -115,7 +115,7 @@ def _burst(session: Session, key: str, since: datetime) -> list[int]:
                                        Ticket.origin == Origin.MAIL, *loose)  # fmt: skip
     else:
         stmt = (select(Ticket.id).join(Alert, Alert.ticket_id == Ticket.id)
-                .where(func.lower(Alert.host) == name, Alert.first_at >= since, *loose))  # fmt: skip
+                .where(Alert.host == name, Alert.first_at >= since, *loose))  # fmt: skip
     return list(session.scalars(stmt.order_by(Ticket.id)))
 
 
