@@ -44,6 +44,11 @@ hypothesis_settings.register_profile("dev", print_blob=True)
 hypothesis_settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI or REQUIRE_SERVICES else "dev")
 )
+# Major incidents off for every maild a test starts from a configuration file
+# (the environment overrides the file): tests about other things send bursts of
+# similar reports. tests/integration/test_majors.py turns them on (see also
+# tests.support.desk.make_settings).
+os.environ.setdefault("MAILD_MAJOR__ENABLED", "false")
 PG_ADMIN_URL = os.environ.get(
     "MAILD_TEST_PG_URL", "postgresql+psycopg://maild:maild@127.0.0.1:5432/postgres"
 )

@@ -486,6 +486,9 @@ def cmd_check_config(settings: Settings) -> int:
     from maild.mail.tokens import check_secret_mode
 
     check_secret_mode(settings.helpdesk.secret_file)  # others may read it: a ConfigError
+    from maild.pipeline.alerts import compile_rules
+
+    alert_rules = compile_rules(settings.alerts)  # so do the [[alerts.rules]]
     print(f"configuration OK ({settings.source})")
     print(f"  serving:  {', '.join(settings.helpdesk.addresses)}")
     print(f"  database: {settings.database.url}")
@@ -510,6 +513,16 @@ def cmd_check_config(settings: Settings) -> int:
     print(f"  SLA:      {sla.business_hours or '24/7'}; first response "
           f"{'/'.join(f'{h:g}' for h in sla.first_response_hours)} h, resolution "
           f"{'/'.join(f'{h:g}' for h in sla.resolution_hours)} h (P1..P4)")  # fmt: skip
+    a = settings.alerts
+    if a.senders:
+        print(f"  alerts:   from {', '.join(a.senders)}: tier {a.tier}, recovery {a.recovery}, "
+              f"{len(alert_rules)} rule(s) besides the stock formats")  # fmt: skip
+    else:
+        print("  alerts:   none (alerts.senders is empty)")
+    mj = settings.major
+    print(f"  major:    {mj.threshold} new incidents of one category or host within "
+          f"{mj.window_minutes:g} min" if mj.enabled else "  major:    off (declared by agents "
+          "only)")  # fmt: skip
     tiers = settings.tiers
     groups = [f"{n} {len(getattr(tiers, n))}" for n in ("tier1", "tier2", "tier3",
               "duty_manager", "security")]  # fmt: skip

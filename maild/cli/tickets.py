@@ -22,7 +22,8 @@ from maild.config.settings import Settings
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT = 0, 64, 65, 66, 73
 
 ACTIONS = ("resolve", "close", "reopen", "escalate", "status", "priority", "type", "category",
-           "reply", "first-response", "regulator-notified", "assign", "link")  # fmt: skip
+           "reply", "first-response", "regulator-notified", "assign", "link", "major", "attach",
+           "detach")  # fmt: skip
 
 
 def actor_name() -> str:
@@ -74,6 +75,14 @@ def add_parsers(ticket_sub: Any, sub: Any) -> None:
     action("assign", "assign to an agent of the directory (address or name)"
            ).add_argument("agent")  # fmt: skip
     action("link", "relate to another ticket").add_argument("other", type=int)
+    p = action("major", "declare a major incident (tier 3 and the duty manager are told at "
+               "once), and attach the reports CHILD...")  # fmt: skip
+    p.add_argument("children", type=int, nargs="*", metavar="CHILD")
+    p.add_argument("--note", default="")
+    action("attach", "attach reports to major incident NUMBER (their requesters hear once that "
+           "the problem is known)").add_argument("children", type=int, nargs="+", metavar="CHILD")  # fmt: skip
+    action("detach", "detach reports from major incident NUMBER"
+           ).add_argument("children", type=int, nargs="+", metavar="CHILD")  # fmt: skip
 
     p = ticket_sub.add_parser("attachment", help="write one of the ticket's attachments out")
     p.add_argument("number", type=int)
@@ -160,6 +169,8 @@ def _ticket_action(args: argparse.Namespace, sessions: Any, applier: Any, now: d
                 done = ops.assign(n, agent.email, actor=actor)
             elif cmd == "link":
                 done = ops.link(n, args.other, actor=actor)
+            elif cmd in ("major", "attach", "detach"):
+                done = _major(ops, cmd, n, args, actor)
             elif cmd == "first-response":
                 done = ops.record_first_response(n, actor=actor)
             else:
@@ -223,6 +234,18 @@ def _attachment(args: argparse.Namespace, sessions: Any) -> int:
         return EX_CANTCREAT
     print(f"{found[-1].filename}: {len(data)} bytes written to {args.output}", file=sys.stderr)
     return EX_OK
+def _major(ops: Any, cmd: str, n: int, args: argparse.Namespace, actor: str) -> Any:
+    """``ticket major N [CHILD...]``, ``ticket attach N CHILD...``, ``ticket detach N CHILD...``."""
+    from maild.desk.actions import Done
+
+    done = Done(n)
+    if cmd == "major" and not ops.get(n).major:
+        done = ops.declare_major(n, actor=actor, note=args.note)
+    for child in args.children:
+        step = (ops.detach if cmd == "detach" else ops.attach)(n, child, actor=actor)
+        done.events += step.events
+        done.outbox_ids += step.outbox_ids
+    return done
 
 
 def _report(args: argparse.Namespace, settings: Settings, sessions: Any, now: datetime) -> int:

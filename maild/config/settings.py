@@ -453,6 +453,120 @@ class ClusterSettings:
     dead_after_seconds: float = 20.0
 
 
+ALERT_STATE_WORDS_RECOVERED = ("ok", "up", "recovery", "recovered", "resolved")
+
+
+@dataclass(frozen=True)
+class AlertRuleSettings:
+    """One ``[[alerts.rules]]`` table: how to read a monitor's mail that is no stock format.
+
+    `subject` and `body` are regular expressions (searched, case-insensitive)
+    with named groups ``host``, ``service``, ``state`` (and optionally
+    ``severity``); the rule matches when every expression given matches.
+    """
+
+    name: str  # the source the incidents are filed under
+    subject: str = ""
+    body: str = ""
+    senders: tuple[str, ...] = ()  # only mail from these (globs); empty: any of alerts.senders
+    recovered: tuple[str, ...] = ALERT_STATE_WORDS_RECOVERED  # states that mean "recovered"
+
+
+@dataclass(frozen=True)
+class AlertsSettings:
+    """Monitoring mail read as alerts and folded into incidents (maild.alerts)."""
+
+    # Addresses or globs ("*@monitoring.example.com") whose mail is alerts.
+    senders: tuple[str, ...] = ()
+    # What a recovery (OK, UP, RECOVERY, resolved) does: resolve its incident,
+    # or only annotate it for an agent to resolve.
+    recovery: Literal["resolve", "annotate"] = "resolve"
+    # A problem within this many minutes of its incident's recovery reopens
+    # that incident (flapping is folded) instead of opening a new one.
+    flap_minutes: float = 30.0
+    tier: int = 2
+    category: str = "monitoring"
+    # The severity table: state or severity words (lower case) per priority.
+    p1: tuple[str, ...] = ("disaster",)
+    p2: tuple[str, ...] = ("critical", "down", "high", "unreachable", "error")
+    p3: tuple[str, ...] = ("warning", "average", "unknown", "firing", "problem")
+    p4: tuple[str, ...] = ("information", "info", "not classified", "notice")
+    default_priority: int = 3
+    # Hosts (globs) whose alerts are one priority higher (CRITICAL: P2 -> P1).
+    critical_hosts: tuple[str, ...] = ()
+    rules: tuple[AlertRuleSettings, ...] = ()
+
+    def __post_init__(self) -> None:
+        for sender in self.senders:
+            if not re.fullmatch(r"[^\s@]+@[^\s@]+", sender):
+                _fail("alerts.senders", f"not an address or address glob: {sender!r}")
+        if self.flap_minutes < 0:
+            _fail("alerts.flap_minutes", "must be 0 (no folding) or more")
+        if self.tier not in (1, 2, 3):
+            _fail("alerts.tier", f"must be 1, 2 or 3, got {self.tier}")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", self.category):
+            _fail("alerts.category", f"not a category name: {self.category!r}")
+        seen: dict[str, str] = {}
+        for key in ("p1", "p2", "p3", "p4"):
+            for word in getattr(self, key):
+                if word != word.lower().strip() or not word:
+                    _fail(f"alerts.{key}", f"write severity words in lower case: {word!r}")
+                if word in seen:
+                    _fail(f"alerts.{key}", f"{word!r} is also listed in alerts.{seen[word]}")
+                seen[word] = key
+        if self.default_priority not in (1, 2, 3, 4):
+            _fail("alerts.default_priority", "must be 1, 2, 3 or 4")
+        names: set[str] = set()
+        for i, rule in enumerate(self.rules):
+            where = f"alerts.rules[{i}]"
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", rule.name):
+                _fail(f"{where}.name", f"must be a short lower-case name, got {rule.name!r}")
+            if rule.name in names:
+                _fail(f"{where}.name", f"another rule is already named {rule.name!r}")
+            names.add(rule.name)
+            if not rule.subject and not rule.body:
+                _fail(f"{where}.subject", "give a subject or a body expression (or both)")
+            groups: set[str] = set()
+            for part in ("subject", "body"):
+                pattern = getattr(rule, part)
+                if not pattern:
+                    continue
+                if len(pattern) > 500:
+                    _fail(f"{where}.{part}", "must be at most 500 characters")
+                try:
+                    compiled = re.compile(pattern)
+                except re.error as exc:
+                    _fail(f"{where}.{part}", f"not a regular expression: {exc}")
+                else:
+                    unknown = set(compiled.groupindex) - {"host", "service", "state", "severity"}
+                    if unknown:
+                        _fail(f"{where}.{part}", f"unknown group {sorted(unknown)[0]!r}: use "
+                              "host, service, state, severity")  # fmt: skip
+                    groups.update(compiled.groupindex)
+            if "state" not in groups:
+                _fail(f"{where}.subject", "needs a (?P<state>...) group in subject or body")
+
+
+@dataclass(frozen=True)
+class MajorSettings:
+    """Major incidents opened from a burst of reports (maild.majors)."""
+
+    enabled: bool = True
+    # This many new incidents of one category (or alert incidents of one
+    # host) within window_minutes make a major incident.
+    threshold: int = 5
+    window_minutes: float = 30.0
+    # Categories that never group (besides triage.default_category, which
+    # says nothing in common).
+    ignore_categories: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.threshold < 2:
+            _fail("major.threshold", "must be at least 2")
+        if self.window_minutes <= 0:
+            _fail("major.window_minutes", "must be greater than 0")
+
+
 @dataclass(frozen=True)
 class AttachmentsSettings:
     """Files that travel with mail maild sends (agent notices, agents' replies)."""
@@ -531,6 +645,8 @@ class Settings:
     languages: LanguagesSettings = field(default_factory=LanguagesSettings)
     screening: ScreeningSettings = field(default_factory=ScreeningSettings)
     attachments: AttachmentsSettings = field(default_factory=AttachmentsSettings)
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
+    major: MajorSettings = field(default_factory=MajorSettings)
     source: str = "<defaults>"
 
 
@@ -896,6 +1012,13 @@ def validate(s: Settings) -> None:
     if s.templates.directory is not None and not s.templates.directory.is_dir():
         raise ConfigError("templates.directory", f"no such directory: {s.templates.directory}")
     _validate_imap(s)
+    for sender in s.alerts.senders:
+        if (
+            "*" not in sender
+            and "?" not in sender
+            and split_plus(normalize_address(sender))[0] in served
+        ):
+            raise ConfigError("alerts.senders", f"{sender} is a help-desk address")
 
 
 def _validate_own_domain(s: Settings) -> None:

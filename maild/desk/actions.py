@@ -35,14 +35,25 @@ from maild.mail.invite import invitation
 from maild.mail.parse import Address, ParsedAttachment
 from maild.mail.phrases import Phrase
 from maild.pipeline import notices
-from maild.pipeline.decision import EventSpec, Notice
+from maild.pipeline.decision import ClosureReply, EventSpec, Notice
 from maild.pipeline.tiers import MAX_TIER, agent_recipient
 from maild.pipeline.triage import Rulebook
-from maild.store.models import Agent, Article, Contact, Suggestion, Ticket, TicketLink, Watcher
+from maild.store.db import insert_ignore
+from maild.store.models import (
+    Agent,
+    Article,
+    Contact,
+    MajorNotice,
+    Suggestion,
+    Ticket,
+    TicketLink,
+    Watcher,
+)
 from maild.store.states import (
     FINISHED_STATUSES,
     ArticleKind,
     Direction,
+    Origin,
     TicketStatus,
     TicketType,
 )
@@ -60,6 +71,16 @@ class TicketNotFound(ActionRefused):
     """There is no ticket with that number."""
 
 
+def no_requester(ticket: Ticket) -> str:
+    """Why a reply to the requester of `ticket` cannot be sent."""
+    what = ("a monitoring alert" if ticket.origin == Origin.ALERT
+            else "a major incident maild opened")  # fmt: skip
+    return (
+        f"ticket #{ticket.id} is {what}: there is no requester to answer (start the reply "
+        "with #note to keep it internal)"
+    )
+
+
 @dataclass
 class Done:
     """What an operation did: the events it recorded and the mails it queued."""
@@ -74,7 +95,7 @@ class Done:
 
 
 # Requester mails that the watchers get a copy of (Cc).
-PUBLIC_UPDATES = frozenset({"status", "resolved", "closed", "escalated", "reply"})
+PUBLIC_UPDATES = frozenset({"status", "resolved", "closed", "escalated", "reply", "major_known"})
 
 # Statuses an operator may set directly with `set_status`.
 SETTABLE = (
@@ -152,6 +173,8 @@ class TicketOps:
         closes_at = self.now + timedelta(days=self.settings.lifecycle.close_after_days)
         self.tell_requester(ticket, "resolved", "resolved", done, note=note, auto=auto,
                            closes_at=closes_at, attachments=attachments)  # fmt: skip
+        if ticket.major:
+            self._resolve_children(ticket, actor, note, done)
         return done
 
     def close(
@@ -166,6 +189,8 @@ class TicketOps:
         self._status(ticket, TicketStatus.CLOSED, actor, done, reason=note or None, auto=auto)
         self.tell_requester(ticket, "closed", "closed", done, note=note, auto=auto,
                             attachments=attachments)  # fmt: skip
+        if ticket.major:
+            self._resolve_children(ticket, actor, note, done)
         return done
 
     def reopen(self, number: int, *, actor: str, note: str = "", quiet: bool = False) -> Done:
@@ -346,6 +371,8 @@ class TicketOps:
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
             raise ActionRefused(Phrase("actions.finished", number=number, status=ticket.status))
+        if ticket.origin != Origin.MAIL:
+            raise ActionRefused(no_requester(ticket))
         done = Done(ticket.id)
         self._first_response(ticket, agent.email, done)
         # The requester sees the agent's name, never the agent's address.
@@ -442,6 +469,8 @@ class TicketOps:
         ticket = self.get(number)
         if ticket.status in FINISHED_STATUSES:
             raise ActionRefused(Phrase("actions.finished", number=number, status=ticket.status))
+        if ticket.origin != Origin.MAIL:
+            raise ActionRefused(no_requester(ticket))
         if self.undeliverable(ticket.requester):
             raise ActionRefused(Phrase("actions.bounces", number=number))
         done = Done(ticket.id)
@@ -459,6 +488,191 @@ class TicketOps:
         self.event(ticket, done, EventSpec("meeting", agent.email, new=start.isoformat(),
                                             detail={"end": end.isoformat(), "link": link}))  # fmt: skip
         return done
+
+    # --- closure with the requester (maild.closure reads their reply) -----------------
+
+    def confirm_solved(self, number: int, *, actor: str, comment: str = "",
+                       close: bool = True) -> Done:  # fmt: skip
+        """The requester confirms the fix: recorded, a resolved ticket closes at once, and
+        the agents working it are told in one mail."""
+        ticket = self._finished_for_requester(number, "confirmed")
+        done = Done(ticket.id)
+        self.event(ticket, done, EventSpec("confirmed", actor,
+                                           detail={"comment": comment} if comment else None))  # fmt: skip
+        closed = close and ticket.status == TicketStatus.RESOLVED
+        if closed:
+            self._status(ticket, TicketStatus.CLOSED, actor, done,
+                         reason="the requester confirmed the fix")  # fmt: skip
+        self.tell_groups(ticket, "agent_update", self.working_audience(ticket), done,
+                         event="confirmed", note=comment, closed=closed, actor=actor)  # fmt: skip
+        return done
+
+    def rate(self, number: int, score: int, *, actor: str, comment: str = "", close: bool = True,
+             tell: bool = True, check_status: bool = True) -> Done:  # fmt: skip
+        """The requester rates the help 1..5 (with a comment): stored on the ticket; a
+        resolved ticket closes at once. `check_status=False`: the rating came with a
+        reply that reopened the ticket (which told the agents itself: `tell=False`)."""
+        if score not in (1, 2, 3, 4, 5):
+            raise ActionRefused(f"a rating is 1, 2, 3, 4 or 5, not {score!r}")
+        ticket = self._finished_for_requester(number, "rated", check_status=check_status)
+        done = Done(ticket.id)
+        old = ticket.satisfaction_score
+        ticket.satisfaction_score = score
+        ticket.satisfaction_comment = comment.strip()[:2000] or None
+        ticket.satisfaction_at = self.now
+        ticket.updated_at = self.now
+        self.event(ticket, done, EventSpec("rated", actor, old=None if old is None else str(old),
+                                           new=str(score),
+                                           detail={"comment": comment} if comment else None))  # fmt: skip
+        closed = close and ticket.status == TicketStatus.RESOLVED
+        if closed:
+            self._status(ticket, TicketStatus.CLOSED, actor, done,
+                         reason="the requester rated the help")  # fmt: skip
+        if tell:
+            self.tell_groups(ticket, "agent_update", self.working_audience(ticket), done,
+                             event="rated", score=score, note=comment, closed=closed,
+                             actor=actor)  # fmt: skip
+        return done
+
+    def not_solved(self, number: int, *, actor: str, text: str = "") -> Done:
+        """The requester says the problem is still there: the ticket reopens (the
+        requester and the agents working it are told)."""
+        self._finished_for_requester(number, "reopened")
+        return self.reopen(number, actor=actor, note=text)
+
+    def requester_closure(self, number: int, reply: ClosureReply) -> Done:
+        """A rating or thank-you read from the requester's mail (`maild.closure`)."""
+        if reply.kind == "rating" and reply.score is not None:
+            return self.rate(number, reply.score, actor=reply.actor, comment=reply.comment,
+                             close=reply.close, tell=reply.tell, check_status=reply.tell)  # fmt: skip
+        return self.confirm_solved(number, actor=reply.actor, comment=reply.comment,
+                                   close=reply.close)  # fmt: skip
+
+    def _finished_for_requester(self, number: int, what: str, *,
+                                check_status: bool = True) -> Ticket:  # fmt: skip
+        ticket = self.get(number)
+        if ticket.origin != Origin.MAIL:
+            raise ActionRefused(no_requester(ticket))
+        if check_status and ticket.status not in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}: it can be {what} once "
+                                "it is resolved")  # fmt: skip
+        return ticket
+
+    # --- major incidents (maild.majors opens them over a burst) --------------------------
+
+    def declare_major(self, number: int, *, actor: str, note: str = "") -> Done:
+        """Make ticket `number` a major incident: tier 3 and the duty manager are told at once."""
+        ticket = self.get(number)
+        if ticket.major:
+            raise ActionRefused(f"ticket #{number} is already a major incident")
+        if ticket.major_id is not None:
+            raise ActionRefused(f"ticket #{number} is part of major incident #{ticket.major_id}; "
+                                "detach it first")  # fmt: skip
+        if ticket.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+        done = Done(ticket.id)
+        ticket.major = True
+        ticket.updated_at = self.now
+        self.event(ticket, done, EventSpec("major", actor, new="declared",
+                                            detail={"note": note} if note else None))  # fmt: skip
+        self.tell_major_audience(ticket, done, event="declared", actor=actor, note=note,
+                                 children=[])  # fmt: skip
+        return done
+
+    def attach(self, major_number: int, child_number: int, *, actor: str) -> Done:
+        """Link report `child_number` to major incident `major_number`; its requester
+        hears once that the problem is known."""
+        if major_number == child_number:
+            raise ActionRefused("a ticket cannot be part of itself")
+        major = self.get(major_number)
+        if not major.major:
+            raise ActionRefused(f"ticket #{major_number} is not a major incident (declare it "
+                                "with #major first)")  # fmt: skip
+        if major.status in FINISHED_STATUSES:
+            raise ActionRefused(
+                f"major incident #{major_number} is {major.status}; reopen it first"
+            )
+        child = self.get(child_number)
+        done = Done(major.id)
+        if child.major_id == major.id:
+            return done
+        if child.major:
+            raise ActionRefused(f"ticket #{child_number} is itself a major incident")
+        if child.major_id is not None:
+            raise ActionRefused(f"ticket #{child_number} is part of major incident "
+                                f"#{child.major_id}; detach it first")  # fmt: skip
+        if child.status in FINISHED_STATUSES:
+            raise ActionRefused(f"ticket #{child_number} is {child.status}")
+        child.major_id = major.id
+        child.updated_at = self.now
+        self.event(child, done, EventSpec("major_attached", actor, new=str(major.id)))
+        self.event(major, done, EventSpec("child_attached", actor, new=str(child.id)))
+        if child.origin == Origin.MAIL and self._first_notice(major, child, "known"):
+            self.tell_requester(child, "major_known", "major_known", done, major=major.id)
+        return done
+
+    def detach(self, major_number: int, child_number: int, *, actor: str) -> Done:
+        major = self.get(major_number)
+        child = self.get(child_number)
+        if child.major_id != major.id:
+            raise ActionRefused(f"ticket #{child_number} is not part of major incident "
+                                f"#{major_number}")  # fmt: skip
+        done = Done(major.id)
+        child.major_id = None
+        child.updated_at = self.now
+        self.event(child, done, EventSpec("major_detached", actor, old=str(major.id)))
+        self.event(major, done, EventSpec("child_detached", actor, old=str(child.id)))
+        return done
+
+    def children(self, major: Ticket, *, unfinished: bool = False) -> list[Ticket]:
+        stmt = (select(Ticket).options(lazyload(Ticket.requester))
+                .where(Ticket.major_id == major.id).order_by(Ticket.id).with_for_update())  # fmt: skip
+        if unfinished:
+            stmt = stmt.where(Ticket.status.not_in(FINISHED_STATUSES))
+        return list(self.session.scalars(stmt))
+
+    def _resolve_children(self, major: Ticket, actor: str, note: str, done: Done) -> None:
+        """Every open report of the major incident is resolved with it; each requester is
+        told once (on their first report), in their ticket's language."""
+        children = self.children(major, unfinished=True)
+        if not children:
+            return
+        closes_at = self.now + timedelta(days=self.settings.lifecycle.close_after_days)
+        reason = f"major incident #{major.id} resolved"
+        for child in children:
+            self._status(child, TicketStatus.RESOLVED, actor, done, reason=reason)
+        for child in children:
+            if child.origin == Origin.MAIL and self._first_notice(major, child, "resolved"):
+                self.tell_requester(child, "resolved", "resolved", done, note=note,
+                                    closes_at=closes_at, major=major.id)  # fmt: skip
+        self.event(major, done, EventSpec("children_resolved", actor,
+                                          detail={"children": [c.id for c in children]}))  # fmt: skip
+
+    def _first_notice(self, major: Ticket, child: Ticket, kind: str) -> bool:
+        """Record that the requester of `child` is told `kind` about `major`; False when
+        they already were (by another report, or as the major incident's own requester)."""
+        if major.origin == Origin.MAIL and major.requester_id == child.requester_id:
+            return False
+        row = {"major_id": major.id, "contact_id": child.requester_id, "kind": kind,
+               "ticket_id": child.id, "at": self.now}  # fmt: skip
+        return bool(insert_ignore(self.session, MajorNotice, [row], MajorNotice.kind))
+
+    def tell_major_audience(self, ticket: Ticket, done: Done, **context: Any) -> None:
+        """Tier 3 and the duty manager, at once (and the security contacts on a security ticket)."""
+        children = context.pop("children", None)
+        if children is None:
+            children = [c.id for c in self.children(ticket)]
+        rows = self.session.execute(select(Ticket.id, Ticket.subject)
+                                    .where(Ticket.id.in_(children)).order_by(Ticket.id)).all()  # fmt: skip
+        listed = [{"number": n, "subject": subject} for n, subject in rows]
+        groups = [(notices.recipients_for_tier(self.settings, MAX_TIER, self.directory),
+                   notices.ROLE_HIERARCHICAL),
+                  (notices.duty_manager(self.settings, self.directory), notices.ROLE_HIERARCHICAL)]  # fmt: skip
+        if ticket.security:
+            groups.append((notices.security_contacts(self.settings, self.directory),
+                           notices.ROLE_SECURITY))  # fmt: skip
+        self.tell_groups(ticket, "agent_major", notices.audience(*groups), done,
+                         children=listed, **context)  # fmt: skip
 
     # --- security -------------------------------------------------------------------
 
@@ -539,7 +753,12 @@ class TicketOps:
         auto_submitted: str = "auto-generated", attachments: tuple[ParsedAttachment, ...] = (),
         **context: Any,
     ) -> None:  # fmt: skip
-        """Queue `template` to the requester (not to an address that hard-bounces)."""
+        """Queue `template` to the requester (not to an address that hard-bounces,
+        and never to a monitor or for a major incident maild opened: `Origin`)."""
+        if ticket.origin != Origin.MAIL:
+            log.info("ticket #%d: no %s: a ticket of origin %s has no requester to tell",
+                     ticket.id, kind, ticket.origin)  # fmt: skip
+            return
         requester = Address(name=ticket.requester.name, email=ticket.requester.email)
         if self.undeliverable(ticket.requester):
             log.warning("ticket #%d: not sending %s to %s (hard bounces)", ticket.id, kind,

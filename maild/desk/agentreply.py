@@ -23,13 +23,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from maild.desk import alerting, majors
 from maild.desk.actions import ActionRefused, Done, TicketOps
 from maild.desk.apply import Applied, Applier, flush_events
 from maild.mail.parse import ParsedAttachment
 from maild.mail.phrases import Phrase
 from maild.pipeline.agentmail import feedback_notice, refused_notice
 from maild.pipeline.commands import Command
-from maild.pipeline.decision import AgentReply, Decision, EventSpec
+from maild.pipeline.decision import AgentReply, ClosureReply, Decision, EventSpec
 from maild.pipeline.triage import Rulebook
 from maild.store.models import Agent, Ticket
 
@@ -49,14 +50,47 @@ def apply_decision(
     claimed_at: datetime | None = None,
     rules: Rulebook | None = None,
 ) -> Applied:
-    """`Applier.apply`, then the agent's reply if the decision carries one."""
+    """`Applier.apply`, then the agent's reply if the decision carries one
+    (a monitor's mail goes to `maild.alerting`)."""
+    if decision.alerts:
+        return alerting.apply(applier, session, inbound_id, decision, now, claimed_at=claimed_at)
     applied = applier.apply(session, inbound_id, decision, now, claimed_at=claimed_at)
+    spec = decision.new_ticket
+    if (
+        spec is not None
+        and applied.ticket_id is not None
+        and majors.may_group(spec, applier.settings)
+    ):
+        grouped = majors.after_new_ticket(
+            TicketOps(session, applier, now, rules), applied.ticket_id
+        )
+        if grouped is not None:
+            applied = Applied(applied.outcome, applied.ticket_id,
+                              (*applied.outbox_ids, *grouped.outbox_ids))  # fmt: skip
+    if decision.closure is not None and applied.ticket_id is not None:
+        applied = _closure(applier, session, applied, decision.closure, now, rules)
     if decision.agent_reply is None or applied.ticket_id is None:
         return applied
     in_reply_to = decision.article.message_id if decision.article else None
     queued = run(session, applier, applied.ticket_id, decision.agent_reply, now, rules=rules,
                  in_reply_to=in_reply_to)  # fmt: skip
     return Applied(applied.outcome, applied.ticket_id, (*applied.outbox_ids, *queued))
+
+
+def _closure(
+    applier: Applier, session: Session, applied: Applied, reply: ClosureReply, now: datetime,
+    rules: Rulebook | None,
+) -> Applied:  # fmt: skip
+    """A requester's rating or thank-you, through the same door as the web's buttons."""
+    assert applied.ticket_id is not None
+    ops = TicketOps(session, applier, now, rules)
+    try:
+        done = ops.requester_closure(applied.ticket_id, reply)
+    except ActionRefused as exc:  # the ticket changed meanwhile: the reply stays recorded
+        log.info("ticket #%d: %s of %s not recorded: %s", applied.ticket_id, reply.kind,
+                 reply.actor, exc)  # fmt: skip
+        return applied
+    return Applied(applied.outcome, applied.ticket_id, (*applied.outbox_ids, *done.outbox_ids))
 
 
 @dataclass(frozen=True)
@@ -141,6 +175,13 @@ def _operation(number: int, c: Command, reply: AgentReply) -> Callable[[TicketOp
         "note": lambda ops: Done(number),
         "link": lambda ops: ops.link(number, v, actor=actor),
         "helpful": lambda ops: ops.helpful(number, v, actor=actor),
+        "major": lambda ops: (
+            ops.declare_major(number, actor=actor)
+            if v is None
+            else ops.attach(v, number, actor=actor)
+        ),  # fmt: skip
+        "attach": lambda ops: ops.attach(number, v, actor=actor),
+        "detach": lambda ops: ops.detach(number, v, actor=actor),
         "meeting": lambda ops: ops.meeting(
             number, agent=reply.agent, start=v.start, end=v.end, link=v.link
         ),  # fmt: skip

@@ -331,7 +331,29 @@ class Applier:
         )
         return Applied(decision.outcome, view.id, outbox_ids)
 
-    # --- pieces --------------------------------------------------------------
+    # --- pieces (also used by maild.alerting, which writes one mail's several incidents) ---
+
+    def create_ticket(self, session: Session, spec: TicketSpec, now: datetime) -> TicketView:
+        return self._create_ticket(session, spec, now)
+
+    def add_article(
+        self, session: Session, ticket_id: int, spec: ArticleSpec, inbound_id: int | None,
+        now: datetime,
+    ) -> int:  # fmt: skip
+        return self._add_article(session, ticket_id, spec, inbound_id, now)
+
+    def events(
+        self, session: Session, ticket_id: int, specs: Sequence[EventSpec], now: datetime
+    ) -> None:
+        self._events(session, ticket_id, specs, now)
+
+    def finish_inbound(
+        self, session: Session, inbound_id: int, decision: Decision, now: datetime,
+        ticket_id: int | None, claimed_at: datetime | None,
+    ) -> None:  # fmt: skip
+        """Record the inbound row's fate: done (on `ticket_id`), or ignored."""
+        status = InboundStatus.DONE if ticket_id is not None else InboundStatus.IGNORED
+        self._finish_inbound(session, inbound_id, status, decision, now, ticket_id, claimed_at)
 
     def _existing_ticket(
         self, session: Session, ticket_id: int, status: str | None, now: datetime
@@ -454,6 +476,7 @@ class Applier:
             "resolution_due": spec.resolution_due,
             "regulator_due": spec.regulator_due,
             "regulator_next_reminder_at": spec.regulator_next_reminder_at,
+            "origin": spec.origin,
         }
         if spec.sla is not None:
             values.update(sla_columns(spec.sla))

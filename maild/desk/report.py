@@ -34,6 +34,8 @@ AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
     ("> 7 days", None),
 )
 STATUS_ORDER = [s for s in TicketStatus if s not in FINISHED_STATUSES]
+PROMISE_HOURS = 24.0  # "resolved within a day": what the per-week figures are held against
+SCORES = ("1", "2", "3", "4", "5")
 
 
 def _hours(delta: timedelta) -> float:
@@ -132,6 +134,7 @@ def build(
             })  # fmt: skip
         return out
 
+    closure = _closure(session, tickets, rows)
     backlog_rows = list(session.execute(
         select(Ticket.status, Ticket.created_at).where(Ticket.status.not_in(FINISHED_STATUSES))
     ))  # fmt: skip
@@ -163,6 +166,93 @@ def build(
             "resolution": sum("resolution" in r["breaches"] for r in rows),
         },
         "backlog": {"total": len(backlog_rows), "by_status": by_status, "by_age": by_age},
+        **closure,
+    }
+
+
+def _week(when: datetime) -> str:
+    year, week, _day = when.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _satisfaction(scores: list[int]) -> dict[str, Any]:
+    return {
+        "count": len(scores),
+        "average": _round(statistics.fmean(scores)) if scores else None,
+        "distribution": {k: sum(1 for x in scores if str(x) == k) for k in SCORES},
+    }
+
+
+def _resolving(hours: list[float]) -> dict[str, Any]:
+    within = sum(1 for h in hours if h <= PROMISE_HOURS)
+    return {
+        "measured": len(hours),
+        "mean_h": _round(statistics.fmean(hours)) if hours else None,
+        "median_h": _round(statistics.median(hours)) if hours else None,
+        "target_h": PROMISE_HOURS,
+        "within_target": within,
+        "within_target_pct": _round(100 * within / len(hours)) if hours else None,
+    }
+
+
+def _closure(session: Session, tickets: list[Ticket], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Satisfaction, reopen rate and time to resolve against the promise, overall and per week.
+
+    A ticket counts in the week it was first resolved (reopen rate) and last
+    resolved (time to resolve); a rating in the week it was given.
+    """
+    ids = [t.id for t in tickets]
+    first_resolved: dict[int, datetime] = {}
+    reopened: set[int] = set()
+    finished = [str(s) for s in FINISHED_STATUSES]
+    for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+        for tid, at, old, new in session.execute(
+            select(Event.ticket_id, Event.at, Event.old, Event.new)
+            .where(Event.kind == "status", Event.ticket_id.in_(chunk))
+            .order_by(Event.id)
+        ):
+            if new in finished and tid not in first_resolved:
+                first_resolved[tid] = at
+            if old in finished and new not in finished:
+                reopened.add(tid)
+    weeks: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"hours": [], "resolved": 0, "reopened": 0, "scores": []}
+    )
+    hours: list[float] = []
+    for t, r in zip(tickets, rows, strict=True):
+        if r["res"] is not None and t.resolved_at is not None:
+            hours.append(r["res"])
+            weeks[_week(t.resolved_at)]["hours"].append(r["res"])
+        if t.id in first_resolved:
+            week = weeks[_week(first_resolved[t.id])]
+            week["resolved"] += 1
+            week["reopened"] += t.id in reopened
+        if t.satisfaction_score is not None and t.satisfaction_at is not None:
+            weeks[_week(t.satisfaction_at)]["scores"].append(t.satisfaction_score)
+    scores = [t.satisfaction_score for t in tickets if t.satisfaction_score is not None]
+    resolved = len(first_resolved)
+    per_week = []
+    for key in sorted(weeks):
+        w = weeks[key]
+        per_week.append({
+            "week": key,
+            "resolved": w["resolved"],
+            "reopened": w["reopened"],
+            "reopen_rate_pct": _round(100 * w["reopened"] / w["resolved"]) if w["resolved"] else None,
+            "time_to_resolve": _resolving(w["hours"]),
+            "satisfaction": _satisfaction(w["scores"]),
+        })  # fmt: skip
+    return {
+        "satisfaction": _satisfaction(scores),
+        "reopen": {
+            "resolved": resolved,
+            "reopened": len(reopened & set(first_resolved)),
+            "rate_pct": _round(100 * len(reopened & set(first_resolved)) / resolved)
+            if resolved
+            else None,
+        },  # fmt: skip
+        "time_to_resolve": _resolving(hours),
+        "weeks": per_week,
     }
 
 
@@ -205,6 +295,26 @@ def render_text(report: dict[str, Any]) -> str:
                 f"{br['first_response'] + br['resolution']:>8}"
             )
         lines.append("")
+    sat, reo, ttr = report["satisfaction"], report["reopen"], report["time_to_resolve"]
+    avg = "-" if sat["average"] is None else f"{sat['average']:.1f}"
+    dist = ", ".join(f"{k}: {v}" for k, v in sat["distribution"].items())
+    lines.append(f"Satisfaction: {sat['count']} rating(s), average {avg} of 5 ({dist})")
+    lines.append(f"Reopen rate: {reo['reopened']} of {reo['resolved']} resolved ticket(s) reopened "
+                 f"({_pct(reo['rate_pct'])})")  # fmt: skip
+    lines.append(f"Time to resolve: mean {_h(ttr['mean_h'])}, median {_h(ttr['median_h'])} "
+                 f"against the {ttr['target_h']:g} h promise ({_pct(ttr['within_target_pct'])} "
+                 "within)")  # fmt: skip
+    lines.append("")
+    lines.append("Per week")
+    lines.append(f"{'week':<10} {'resolved':>8} {'mean':>8} {'median':>8} {'<=24 h':>7} "
+                 f"{'reopened':>8} {'rating':>10}")  # fmt: skip
+    for w in report["weeks"]:
+        t, r = w["time_to_resolve"], w["satisfaction"]
+        rating = "-" if r["average"] is None else f"{r['average']:.1f} ({r['count']})"
+        lines.append(f"{w['week']:<10} {w['resolved']:>8} {_h(t['mean_h']):>8} "
+                     f"{_h(t['median_h']):>8} {_pct(t['within_target_pct']):>7} "
+                     f"{_pct(w['reopen_rate_pct']):>8} {rating:>10}")  # fmt: skip
+    lines.append("")
     b = report["backlog"]
     lines.append(f"Backlog: {b['total']} open ticket(s)")
     lines.append("  by status: " + ", ".join(f"{k} {v}" for k, v in b["by_status"].items()))
@@ -321,6 +431,30 @@ def _time_charts(title: str, groups: list[dict[str, Any]], measure: str) -> str:
     )  # fmt: skip
 
 
+def _closure_html(report: dict[str, Any]) -> str:
+    sat, reo, ttr = report["satisfaction"], report["reopen"], report["time_to_resolve"]
+    avg = "-" if sat["average"] is None else f"{sat['average']:.1f}"
+    head = ("<tr><th>week</th><th>resolved</th><th>mean time to resolve</th><th>median</th>"
+            f"<th>within {PROMISE_HOURS:g} h</th><th>reopen rate</th><th>satisfaction</th>"
+            "<th>ratings</th></tr>")  # fmt: skip
+    rows = []
+    for w in report["weeks"]:
+        t, r = w["time_to_resolve"], w["satisfaction"]
+        cells = [w["week"], w["resolved"], _h(t["mean_h"]), _h(t["median_h"]),
+                 _pct(t["within_target_pct"]), _pct(w["reopen_rate_pct"]),
+                 "-" if r["average"] is None else f"{r['average']:.1f}", r["count"]]  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
+    return (
+        f'<p class="closure">Satisfaction: <strong id="satisfaction-average">{avg}</strong> of 5 '
+        f'from <strong id="satisfaction-count">{sat["count"]}</strong> rating(s); reopen rate '
+        f'<strong id="reopen-rate">{_pct(reo["rate_pct"])}</strong> ({reo["reopened"]} of '
+        f'{reo["resolved"]}); time to resolve: mean <strong id="resolve-mean">'
+        f'{_h(ttr["mean_h"])}</strong>, median <strong id="resolve-median">{_h(ttr["median_h"])}'
+        f"</strong> against the {ttr['target_h']:g} h promise.</p>"
+        f'<h2>Per week</h2><table class="figures" data-group="week">{head}{"".join(rows)}</table>'
+    )
+
+
 def render_html(report: dict[str, Any]) -> str:
     charts = [
         _time_charts("First response by priority (hours)", report["by_priority"], "first_response"),
@@ -336,6 +470,16 @@ def render_html(report: dict[str, Any]) -> str:
         bar_chart("Backlog by age", list(report["backlog"]["by_age"]),
                   [("tickets", COLORS["count"], list(report["backlog"]["by_age"].values()))]),
     ]  # fmt: skip
+    weeks = report["weeks"]
+    charts += [
+        bar_chart("Time to resolve per week (hours)", [w["week"] for w in weeks],
+                  [("mean", COLORS["median"], [w["time_to_resolve"]["mean_h"] for w in weeks]),
+                   ("median", COLORS["p90"], [w["time_to_resolve"]["median_h"] for w in weeks])],
+                  unit=" h", targets=[PROMISE_HOURS] * len(weeks)),
+        bar_chart("Satisfaction (ratings 1-5)", list(SCORES),
+                  [("ratings", COLORS["count"],
+                    list(report["satisfaction"]["distribution"].values()))]),
+    ]  # fmt: skip
     since = (f", tickets created since {_esc(_when(report, 'since', 'date'))}" if report["since"]
              else "")  # fmt: skip
     body = [
@@ -347,6 +491,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"{report['breaches']['first_response']}</strong> first response, "
         f'<strong id="breaches-resolution">{report["breaches"]["resolution"]}</strong> resolution; '
         f'backlog: <strong id="backlog">{report["backlog"]["total"]}</strong> open.</p>',
+        _closure_html(report),
         '<div class="charts">' + "".join(f"<figure>{c}</figure>" for c in charts) + "</div>",
         _table("By priority", report["by_priority"], "priority"),
         _table("By tier", report["by_tier"], "tier"),

@@ -42,8 +42,9 @@ __all__ = ["TEMPLATES", "Rendered", "Renderer", "builtin_templates_dir", "format
 # is optional. Checked when the templates are loaded: a missing one stops maild
 # at start (exit 78, naming it), never a message in the quarantine.
 TEMPLATES = (
-    "ack", "agent_confirm", "agent_escalated", "agent_new", "agent_refused", "agent_rejected",
-    "agent_update", "alert", "closed", "escalated", "limits", "meeting", "regulator_reminder",
+    "ack", "agent_alert", "agent_confirm", "agent_escalated", "agent_major", "agent_new",
+    "agent_refused", "agent_rejected", "agent_update", "alert", "closed", "escalated", "limits",
+    "major_known", "meeting", "regulator_reminder",
     "reply", "resolved", "sla_breach", "sla_warning", "status", "waiting_reminder",
     "watcher_removed", "digest",
 )  # fmt: skip

@@ -14,6 +14,8 @@
     #meeting YYYY-MM-DD HH:MM[-HH:MM] [https://link]   (or D.M.YYYY [klo] H.MM[-H.MM])
     #link 123
     #helpful 123                  (past fix #123 helped with this ticket)
+    #major [N]                    (declare this ticket a major incident, or attach it to #N)
+    #attach N / #detach N         (link or unlink report N to this major incident)
 
 Only leading lines count (blank lines between them are fine); a ``#`` further
 down is text. Every value is checked here, before anything runs: a line
@@ -40,11 +42,12 @@ MAX_LINE = 500
 
 STATUSES = ("open", "in_progress", "escalated", "pending_user", "resolved", "closed")
 NAMES = ("status", "priority", "assign", "take", "escalate", "category", "type", "resolve",
-         "close", "reopen", "note", "meeting", "link", "helpful")  # fmt: skip
+         "close", "reopen", "note", "meeting", "link", "helpful", "major", "attach",
+         "detach")  # fmt: skip
 # The syntax of each, as the agent is shown it when a command is refused.
 SYNTAX = tuple(Phrase(f"syntax.{name}") for name in (
     "status", "priority", "assign", "take", "escalate", "category", "type", "resolve", "close",
-    "reopen", "note", "meeting", "link", "helpful",
+    "reopen", "note", "meeting", "link", "helpful", "major", "attach", "detach",
 ))  # fmt: skip
 _HEADER_LIKE = re.compile(
     r"^(?:to|cc|bcc|from|reply-to|subject|sender|date|content-type|content-transfer-encoding"
@@ -178,11 +181,13 @@ def _parse_one(
         return Command(name, line, arg.lower())
     if name == "meeting":
         return Command(name, line, _meeting(arg, now, timezone, minutes))
-    if name in ("link", "helpful"):
+    if name in ("link", "helpful", "attach", "detach") or (name == "major" and arg):
         number = arg.removeprefix("#")
         if not number.isdigit() or len(number) > 12:
             raise ValueError(Phrase("commands.number", command=name))
         return Command(name, line, int(number))
+    if name == "major":
+        return Command(name, line, None)
     return Command(name, line, arg)  # take, resolve, close, reopen, note: free text
 
 

@@ -42,6 +42,24 @@ class TicketFacts:
 
 
 @dataclass(frozen=True)
+class AlertFacts:
+    """A monitoring incident (`maild.alerts`) an alert may fold into."""
+
+    ticket_id: int
+    fold_key: str
+    is_open: bool  # the alert has not recovered
+    state: str  # the last state the monitor reported
+    status: str  # the ticket's status
+    priority: int
+    occurrences: int
+    flaps: int
+    last_at: datetime
+    recovered_at: datetime | None = None
+    finished_at: datetime | None = None  # the ticket's resolved_at (or closed_at)
+    problem_id: str | None = None
+
+
+@dataclass(frozen=True)
 class BouncedOutbox:
     """The outgoing mail a genuine VERP address names (`maild.mail.verp`)."""
 
@@ -70,6 +88,9 @@ class Facts:
     requester_token: RequesterToken | None = None
     # Message-IDs of our own mail among those it refers to -> who we sent each to.
     sent_to: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Monitoring incidents by fold key, and by the monitor's problem id (alert mail only).
+    alerts: Mapping[str, AlertFacts] = field(default_factory=dict)
+    alert_problems: Mapping[str, AlertFacts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

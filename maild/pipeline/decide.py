@@ -29,11 +29,13 @@ from maild.mail.language import choose as choose_language
 from maild.mail.language import spoken_languages
 from maild.mail.parse import Address, ParsedMessage
 from maild.mail.quotes import phrases, strip_reply
-from maild.pipeline import agentauth, agentmail, notices
+from maild.pipeline import agentauth, agentmail, alertmail, closure, notices
+from maild.pipeline.alerts import is_alert_sender
 from maild.pipeline.correlate import Facts, TicketFacts, correlate
 from maild.pipeline.decision import (
     ArticleSpec,
     BounceSpec,
+    ClosureReply,
     Decision,
     EventSpec,
     InboundMeta,
@@ -117,6 +119,13 @@ def _decide(
         return Decision(Outcome.SPAM, f"spam: {screening.reason}", rule=screening.rule,
                         ticket_id=ticket.id if ticket else None, events=held,
                         how=correlation.how)  # fmt: skip
+    if screening.verdict != Verdict.BOUNCE and is_alert_sender(msg, settings):
+        # A monitor: read as alerts, never as an auto-reply, never answered.
+        if facts.already_stored_on is not None:
+            return Decision(Outcome.IGNORED, f"already recorded on ticket "
+                            f"#{facts.already_stored_on} (same Message-ID)",
+                            rule="already_recorded")  # fmt: skip
+        return alertmail.decide(msg, inbound, facts, settings, now)
     if screening.verdict in (Verdict.BOUNCE, Verdict.AUTOMATED):
         # Never a new ticket, an acknowledgement, a reopen or a command.
         if ticket is None:
@@ -175,18 +184,38 @@ def _decide(
                     msg, inbound, sender, settings, now, facts, rules, parent=ticket,
                     note=f"reply to #{ticket.id} after the reopen window", quiet=quiet,
                 )  # fmt: skip
+            reading = closure.read(msg.text, settings.languages.directory)
+            # Threaded by our own Message-IDs or reply address: a subject tag alone
+            # may add words, never close a ticket.
+            trusted = correlation.how in ("references", "reply-address")
+            rating = reading.score is not None and inbound.notify
+            if reading.kind in (closure.Reading.RATING, closure.Reading.THANKS) and not (
+                reading.still_broken
+            ):
+                return Decision(
+                    Outcome.APPENDED,
+                    f"requester {reading.kind} on #{ticket.id}"
+                    + (f" ({reading.score}/5)" if reading.score else ""),
+                    ticket_id=ticket.id,
+                    article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC, trust),
+                    events=(EventSpec("article_added", sender.email,
+                                      detail={"role": str(role), "verified": trust.how,
+                                              "reading": str(reading.kind)}),),
+                    closure=ClosureReply(str(reading.kind), sender.email, reading.score,
+                                         reading.comment, close=trusted, tell=inbound.notify)
+                    if inbound.notify else None,
+                    how=correlation.how,
+                )  # fmt: skip
             return Decision(
                 Outcome.APPENDED,
-                f"requester reply reopens #{ticket.id}",
+                f"requester reply reopens #{ticket.id} ({reading.kind})",
                 ticket_id=ticket.id,
                 article=_article(msg, sender, ArticleKind.MESSAGE, Visibility.PUBLIC, trust),
                 status=TicketStatus.OPEN,
                 events=(
-                    EventSpec(
-                        "article_added",
-                        sender.email,
-                        detail={"role": str(role), "verified": trust.how},
-                    ),
+                    EventSpec("article_added", sender.email,
+                              detail={"role": str(role), "verified": trust.how,
+                                      "reading": str(reading.kind)}),  # fmt: skip
                     EventSpec(
                         "status",
                         sender.email,
@@ -199,7 +228,10 @@ def _decide(
                 if inbound.notify
                 else (),
                 how=correlation.how,
-            )
+                # A low rating that says the problem is still there: kept, the reopen tells.
+                closure=ClosureReply("rating", sender.email, reading.score, reading.comment,
+                                     close=False, tell=False) if rating else None,
+            )  # fmt: skip
         if role == Role.OTHER:
             return _stranger(msg, inbound, sender, ticket, facts, settings, correlation.how)
         verified = trust.verified

@@ -13,12 +13,15 @@ from datetime import datetime
 from typing import Any
 
 from maild.mail.parse import Address, ParsedAttachment
+from maild.pipeline.alerts import AlertEvent
 from maild.pipeline.commands import Command
 from maild.pipeline.sla import SlaClock
 from maild.store.states import ArticleKind, Direction, Outcome, TicketStatus, Visibility
 
 __all__ = [
     "AgentReply",
+    "AlertStep",
+    "ClosureReply",
     "ArticleSpec",
     "BounceSpec",
     "Decision",
@@ -86,6 +89,7 @@ class TicketSpec:
     regulator_next_reminder_at: datetime | None = None
     contact_language: str | None = None  # recorded on a new contact (None: only the default)
     watchers: tuple[Address, ...] = ()  # the requester's Cc
+    origin: str = "mail"  # maild.states.Origin: "alert" and "major" have no requester to tell
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,25 @@ class AgentReply:
 
 
 @dataclass(frozen=True)
+class ClosureReply:
+    """A requester's rating or thank-you after "resolved" (`maild.closure`).
+
+    Run by `TicketOps.requester_closure` after the reply is stored: the rating
+    is kept, and when `close` (the reply threads by our own Message-IDs or
+    reply address, not a mere subject tag) a resolved ticket closes at once.
+    `tell`: the agents hear of it in this mail (not when the reply reopens the
+    ticket, which tells them itself).
+    """
+
+    kind: str  # "rating" | "thanks"
+    actor: str  # the requester's address
+    score: int | None = None
+    comment: str = ""
+    close: bool = True
+    tell: bool = True
+
+
+@dataclass(frozen=True)
 class BounceSpec:
     """What a delivery report says about mail we sent (`maild.mail.bounce`)."""
 
@@ -140,6 +163,33 @@ class BounceSpec:
     outbox_id: int | None  # the mail it is about, when its VERP address told us
     status: str | None = None
     diagnostic: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertStep:
+    """What one alert of a monitor's mail does (`maild.alertmail`; run by `maild.alerting`).
+
+    `action`: "open" a new incident (`new_ticket`, `article`, `events`,
+    `notices`; `retire`: an earlier incident of the key whose alert row is
+    closed first), "repeat" (counted; `article` when the state changed,
+    `raise_to` when it worsened), "recover" (resolve, or only annotate with
+    ``alerts.recovery = "annotate"``), "reopen" (flapping: a problem soon
+    after the recovery), "annotate" (acknowledged, downtime, flapping notice),
+    or "ignore" (`reason`).
+    """
+
+    action: str
+    event: AlertEvent
+    priority: int  # from the severity table
+    ticket_id: int | None = None
+    new_ticket: TicketSpec | None = None
+    article: ArticleSpec | None = None
+    events: tuple[EventSpec, ...] = ()
+    notices: tuple[Notice, ...] = ()
+    retire: int | None = None
+    raise_to: int | None = None
+    resolve: bool = False
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -167,3 +217,5 @@ class Decision:
     # article and events carry it; the inbound row and any mail sent carry now.
     occurred_at: datetime | None = None
     first_response: bool = False  # the old desk's own reply: the ticket's first response
+    alerts: tuple[AlertStep, ...] = ()  # a monitor's mail: one step per alert (maild.alerting)
+    closure: ClosureReply | None = None  # a rating or thank-you (TicketOps.requester_closure)

@@ -46,7 +46,8 @@ from maild.errors import PermanentError
 from maild.mail.parse import ParsedMessage
 from maild.mail.replyaddr import ReplyToken, RequesterToken, find_reply_token, find_requester_token
 from maild.mail.verp import Verp, first_verp, is_verp_address
-from maild.pipeline.correlate import BouncedOutbox, Facts, TicketFacts, lookup_keys
+from maild.pipeline import alerts
+from maild.pipeline.correlate import AlertFacts, BouncedOutbox, Facts, TicketFacts, lookup_keys
 from maild.pipeline.decide import decide
 from maild.pipeline.decision import Decision, InboundMeta
 from maild.pipeline.directory import EMPTY, Directory
@@ -55,7 +56,7 @@ from maild.pipeline.triage import Rulebook, reload_rules
 from maild.service.parsepool import ParsePool
 from maild.service.parsepool import Result as ParseResult
 from maild.store.db import Direct, claim_order, is_sqlite
-from maild.store.models import Agent, Article, Contact, Inbound, Outbox, Ticket, Watcher
+from maild.store.models import Agent, Alert, Article, Contact, Inbound, Outbox, Ticket, Watcher
 from maild.store.states import Direction, InboundStatus, Outcome, Source
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Worker:
         self._ahead_rows: list[Any] = []
         self.rules = rules or Rulebook.from_settings(settings)  # compiled once
         recognisers(settings.languages.directory)  # the language data, or a ConfigError at start
+        alerts.compile_rules(settings.alerts)  # a bad [[alerts.rules]] pattern stops maild here
         self.parser.set_rules(self.rules)  # classified beside the parse
         self.instance_id: int | None = None  # set by the daemon (maild.cluster)
         # Intake first: while this says intake is busy, the worker waits (the
@@ -445,6 +447,8 @@ class Worker:
         verp = first_verp(self.applier.signer, recipients)
         if verp is not None:
             facts = _with_bounced_outbox(session, facts, verp)
+        if alerts.is_alert_sender(msg, self.settings):
+            facts = with_alert_facts(session, facts, msg, self.settings)
         meta = InboundMeta(
             id=row.id,
             recipient=row.recipient,
@@ -746,6 +750,59 @@ def ticket_facts(session: Session, ids: Iterable[int]) -> dict[int, TicketFacts]
             bounced=frozenset(marked.get(tid, ())),
         )
     return out
+
+
+_ALERT_COLUMNS = select(
+    Alert.ticket_id,
+    Alert.fold_key,
+    Alert.is_open,
+    Alert.state,
+    Alert.occurrences,
+    Alert.flaps,
+    Alert.last_at,
+    Alert.recovered_at,
+    Alert.problem_id,
+    Ticket.status,
+    Ticket.priority,
+    Ticket.resolved_at,
+    Ticket.closed_at,
+).join(Ticket, Alert.ticket_id == Ticket.id)
+
+
+def with_alert_facts(
+    session: Session, facts: Facts, msg: ParsedMessage, settings: Settings
+) -> Facts:
+    """The incidents a monitor's alerts may fold into: the latest per key (and per problem id)."""
+    events = alerts.read(msg, settings)
+    keys = list({e.fold_key for e in events})
+    problem_ids = list({e.problem_id for e in events if e.problem_id})
+    where = Alert.fold_key.in_(keys)
+    if problem_ids:
+        where = or_(where, Alert.problem_id.in_(problem_ids))
+    by_key: dict[str, AlertFacts] = {}
+    by_problem: dict[str, AlertFacts] = {}
+    rows = session.connection().execute(
+        _ALERT_COLUMNS.where(where).order_by(Alert.ticket_id.desc())
+    )
+    for row in rows:
+        found = AlertFacts(
+            ticket_id=row.ticket_id,
+            fold_key=row.fold_key,
+            is_open=row.is_open,
+            state=row.state,
+            status=row.status,
+            priority=row.priority,
+            occurrences=row.occurrences,
+            flaps=row.flaps,
+            last_at=row.last_at,
+            recovered_at=row.recovered_at,
+            finished_at=row.resolved_at or row.closed_at,
+            problem_id=row.problem_id,
+        )
+        by_key.setdefault(row.fold_key, found)  # the newest incident of the key
+        if row.problem_id:
+            by_problem.setdefault(row.problem_id, found)
+    return replace(facts, alerts=by_key, alert_problems=by_problem)
 
 
 def single_instance(sessions: sessionmaker[Session]) -> bool:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     select,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
@@ -197,8 +198,25 @@ class Ticket(Base):
     regulator_next_reminder_at: Mapped[datetime | None] = mapped_column(index=True)
     regulator_reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     regulator_notified_at: Mapped[datetime | None]
+    # Where the ticket came from (maild.states.Origin): a person's mail, a
+    # monitor's alert, or a major incident maild opened; only "mail" tickets
+    # have a requester to write to.
+    origin: Mapped[str] = mapped_column(String(16), default="mail", server_default="mail")
+    # Major incidents (maild.majors): a parent is `major`; its children point at it.
+    major: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    major_key: Mapped[str | None] = mapped_column(String(300), index=True)  # "category:email"
+    major_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
+    # The requester's rating of the help (maild.closure): 1..5, with a comment.
+    satisfaction_score: Mapped[int | None] = mapped_column(Integer)
+    satisfaction_comment: Mapped[str | None] = mapped_column(Text)
+    satisfaction_at: Mapped[datetime | None]
 
     requester: Mapped[Contact] = relationship(foreign_keys=[requester_id], lazy="joined")
+
+    __table_args__ = (
+        # New tickets of one category in the last minutes (maild.majors, every new ticket).
+        Index("ix_ticket_category_created", "category", "created_at"),
+    )
 
 
 class Article(Base):
@@ -225,6 +243,56 @@ class Article(Base):
     # "reply-address", "references", "authentication-results", "none"; NULL
     # for mail that is not a person's (ours, an agent's, a bounce).
     verified_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class Alert(Base):
+    """A monitoring alert's incident: one open per (source, host, service) (maild.alerts)."""
+
+    __tablename__ = "alert"
+
+    ticket_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("ticket.id"), primary_key=True, autoincrement=False
+    )
+    source: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255), default="")
+    service: Mapped[str] = mapped_column(String(255), default="")
+    fold_key: Mapped[str] = mapped_column(String(64))
+    is_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(255))
+    severity: Mapped[str] = mapped_column(String(255), default="")
+    problem_id: Mapped[str | None] = mapped_column(String(255))
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    flaps: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    changed_at: Mapped[datetime]  # the last change of state
+    recovered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_alert_fold_key", "fold_key"),
+        Index("ix_alert_problem_id", "problem_id"),
+        Index("ix_alert_host_first", "host", "first_at"),
+        # One open incident per key, whatever two instances do at once.
+        Index(
+            "uq_alert_open_fold_key",
+            "fold_key",
+            unique=True,
+            sqlite_where=text("is_open"),
+            postgresql_where=text("is_open"),
+        ),
+    )
+
+
+class MajorNotice(Base):
+    """A requester told about a major incident (maild.majors): once per kind."""
+
+    __tablename__ = "major_notice"
+
+    major_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "known", "resolved"
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))  # the child it went with
+    at: Mapped[datetime]
 
 
 class Blob(Base):

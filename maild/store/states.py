@@ -39,6 +39,14 @@ class TicketStatus(StrEnum):
 FINISHED_STATUSES = frozenset({TicketStatus.RESOLVED, TicketStatus.CLOSED})
 
 
+class Origin(StrEnum):
+    """Where a ticket came from: only a person's mail has a requester to write to."""
+
+    MAIL = "mail"  # a person's mail (or the CLI, console or API on a caller's behalf)
+    ALERT = "alert"  # a monitoring system's alert (maild.alerts): never answered
+    MAJOR = "major"  # a major incident maild opened over a burst of reports
+
+
 class TicketType(StrEnum):
     INCIDENT = "incident"
     REQUEST = "request"

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from maild.store.models import (
     Agent,
+    Alert,
     Article,
     Attachment,
     Contact,
@@ -49,6 +50,16 @@ def ticket_summary(ticket: Ticket, requester: Contact) -> dict[str, Any]:
         "address": ticket.address,
         "language": ticket.language,
         "parent": ticket.parent_id,
+        "origin": ticket.origin,
+        "major": ticket.major,
+        "major_incident": ticket.major_id,
+        "satisfaction": None
+        if ticket.satisfaction_score is None
+        else {
+            "score": ticket.satisfaction_score,
+            "comment": ticket.satisfaction_comment,
+            "at": _iso(ticket.satisfaction_at),
+        },  # fmt: skip
         "created_at": _iso(ticket.created_at),
         "updated_at": _iso(ticket.updated_at),
         "first_response_due": _iso(ticket.first_response_due),
@@ -104,6 +115,16 @@ def show_ticket(session: Session, number: int) -> dict[str, Any] | None:
             select(TicketLink.ticket_id, TicketLink.other_id).where(
                 (TicketLink.ticket_id == number) | (TicketLink.other_id == number)))
          for other in (t, other) if other != number})  # fmt: skip
+    out["children"] = list(session.scalars(
+        select(Ticket.id).where(Ticket.major_id == number).order_by(Ticket.id)))  # fmt: skip
+    alert = session.get(Alert, number)
+    out["alert"] = None if alert is None else {
+        "source": alert.source, "host": alert.host, "service": alert.service,
+        "state": alert.state, "severity": alert.severity, "open": alert.is_open,
+        "occurrences": alert.occurrences, "flaps": alert.flaps, "problem_id": alert.problem_id,
+        "first_at": _iso(alert.first_at), "last_at": _iso(alert.last_at),
+        "changed_at": _iso(alert.changed_at), "recovered_at": _iso(alert.recovered_at),
+    }  # fmt: skip
     attachments: dict[int, list[dict[str, Any]]] = {}
     for att in session.scalars(
         select(Attachment)

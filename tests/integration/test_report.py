@@ -159,7 +159,12 @@ def test_report_html_shows_the_figures(db_url, tmp_path, capsys):
     page.feed(out.read_text())
     assert page.external == []  # self-contained: no links, no scripts, no network
     assert page.ids == {"tickets": "5", "breaches-first-response": "3",
-                        "breaches-resolution": "1", "backlog": "2"}  # fmt: skip
+                        "breaches-resolution": "1", "backlog": "2",
+                        # closure with the requester (issue 16): no ratings yet, 3 resolved
+                        "satisfaction-average": "-", "satisfaction-count": "0",
+                        "reopen-rate": "0%", "resolve-mean": page.ids["resolve-mean"],
+                        "resolve-median": page.ids["resolve-median"]}  # fmt: skip
+    assert "week" in page.tables  # the per-week table
     rows = {r[0]: r for r in page.tables["priority"]}
     assert rows["P1"][1:6] == ["1", "0.5 h", "0.5 h", "1.0 h", "100%"]
     assert rows["P3"][1:6] == ["3", "3.8 h", "5.5 h", "2.0 h", "50%"]

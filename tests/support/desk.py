@@ -52,6 +52,10 @@ def make_settings(tmp_path: Path, db_url: str, **sections: Any) -> Settings:
         # it shows; the pool has tests of its own, and the daemon tests use it.
         "worker": {"poll_seconds": 0.2, "parse_processes": 0},
         "http": {"listen": "127.0.0.1:0"},
+        # Tests (and benchmarks) about other things send bursts of similar reports
+        # within seconds, which would open major incidents (maild.majors) and
+        # change what they count; tests/integration/test_majors.py turns them on.
+        "major": {"enabled": False},
     }
     for name, values in sections.items():
         if isinstance(values, list):  # an array of tables: [[agents]]

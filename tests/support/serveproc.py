@@ -110,6 +110,8 @@ def base_sections(
         "outgoing": {"maildir": str(workdir / "outgoing")},
         "worker": {"poll_seconds": 0.2},
         "http": {"enabled": False},
+        # Bursts of look-alike reports would open major incidents (maild.majors).
+        "major": {"enabled": False},
     }
     for name, values in extra.items():
         sections.setdefault(name, {}).update(values)

@@ -262,3 +262,12 @@ def test_bad_commands_are_refused_with_a_reason(text, error):
 def test_a_header_like_line_after_a_blank_line_is_just_text():
     block = commands("#priority P2\n\nTo: whom it may concern, the printer is fixed.")
     assert block.errors == () and block.body.startswith("To: whom")
+
+
+def test_major_incident_commands():
+    block = commands("#major\n#attach 12\n#detach #13\n#major 7\n")
+    assert block.errors == ()
+    assert [(c.name, c.value) for c in block.commands] == [
+        ("major", None), ("attach", 12), ("detach", 13), ("major", 7)]  # fmt: skip
+    for bad in ("#attach", "#detach x", "#major seven"):
+        assert "by its number" in commands(bad).errors[0]

@@ -96,6 +96,9 @@ def write_config(tmp_path: Path, db_url: str, *mailboxes: dict, **imap: Any) -> 
         "[helpdesk]",
         'addresses = ["help@example.com"]',
         f'secret_file = "{tmp_path / "secret.key"}"',
+        # Thirty look-alike reports at once would open a major incident (maild.majors).
+        "[major]",
+        "enabled = false",
     ]
     if imap:
         lines.append("[imap]")
