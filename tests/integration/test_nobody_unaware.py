@@ -13,12 +13,10 @@ import sys
 from email import message_from_bytes
 from email.policy import default
 
-from aiosmtpd.controller import Controller
-
 from tests.integration.test_fates import cli_config, outgoing, query, settled
-from tests.integration.test_outbox_smtp import free_port
 from tests.integration.test_smtp_intake import send, wait_until
 from tests.support.desk import make_message, reply_to
+from tests.support.ports import OsPortController
 
 
 def test_a_stranger_on_the_thread_is_an_internal_note_and_the_agents_are_told(
@@ -68,7 +66,7 @@ class Relay:
 
 def test_dead_mail_is_recorded_told_and_can_be_sent_again(sqlite_url, daemon_factory, tmp_path):
     relay = Relay(refuse="bob@example.org")
-    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller = OsPortController(relay)
     controller.start()
     try:
         running = daemon_factory(
