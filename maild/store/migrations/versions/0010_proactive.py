@@ -9,8 +9,8 @@
 - ``ticket.satisfaction_*``: the requester's 1-5 rating and comment;
 - ``major_notice``: which requester heard what about a major incident, once.
 
-Revision ID: 0009_proactive
-Revises: 0007_issue15
+Revision ID: 0010_proactive
+Revises: 0009_trust
 Create Date: 2026-12-04
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_proactive"
-down_revision: str | None = "0007_issue15"
+revision: str = "0010_proactive"
+down_revision: str | None = "0009_trust"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
