@@ -14,6 +14,7 @@ from email.policy import SMTP
 from email.utils import make_msgid
 from pathlib import Path
 
+from maild.mail.dates import format_size
 from tests.integration.test_fates import cli_config, query
 from tests.integration.test_smtp_intake import send, wait_until
 from tests.support.desk import read_maildir
@@ -83,8 +84,8 @@ def test_attachments_both_ways(db_url, daemon_factory, tmp_path):
     # Anna's notice carries what fits and names the rest with the command that gets it.
     assert files_of(notice) == {"sample label.pdf": PDF}
     text = notice.get_body(("plain",)).get_content()
-    assert "sample label.pdf (20.5 kB)" in text
-    assert "printer-logs.zip (60.8 kB), not attached" in text
+    assert f"sample label.pdf ({format_size(len(PDF))})" in text  # "20 kB"
+    assert f"printer-logs.zip ({format_size(len(ZIP))}), not attached" in text
     assert 'maild ticket attachment 1 "printer-logs.zip"' in text
 
     got = tmp_path / "got.zip"
