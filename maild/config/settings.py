@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import pwd
 import re
 import shlex
 import tomllib
@@ -31,6 +32,8 @@ from maild.addresses import is_valid_address, normalize_address, split_plus
 from maild.errors import ConfigError
 
 ENV_PREFIX = "MAILD_"
+# Read when neither --config nor MAILD_CONFIG names a file; it must exist.
+DEFAULT_CONFIG = Path("/etc/maild/maild.toml")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class SmtpSettings:
     auth_users_file: Path | None = None
     auth_required: bool = False
     drain_seconds: float = 5.0
+
+    @property
+    def unix_path(self) -> Path | None:
+        """The socket of ``listen = "unix:/run/maild/lmtp.sock"`` (else None)."""
+        return Path(self.listen[5:]) if self.listen.startswith("unix:") else None
 
     @property
     def host(self) -> str:
@@ -130,6 +138,26 @@ class TemplatesSettings:
     directory: Path | None = None
 
 
+def readable_file(key: str, path: Path) -> None:
+    """A file maild reads later (a password, a key): it must be there and readable now,
+    by the user maild runs as (a root:root 0600 file is not, for the maild user)."""
+    if not path.is_file():
+        raise ConfigError(key, f"no such file: {path}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror} (maild runs as "
+                          f"{_user_name()}; make it root:maild 0640)") from None  # fmt: skip
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
 def _fail(key: str, message: str) -> None:
     raise ConfigError(key, message)
 
@@ -162,8 +190,8 @@ class TriageSettings:
     scan_chars: int = 6000
 
     def __post_init__(self) -> None:
-        if self.rules_file is not None and not self.rules_file.is_file():
-            _fail("triage.rules_file", f"no such file: {self.rules_file}")
+        if self.rules_file is not None:
+            readable_file("triage.rules_file", self.rules_file)
         if self.default_impact not in (1, 2, 3):
             _fail("triage.default_impact", "must be 1, 2 or 3")
         if self.default_urgency not in (1, 2, 3):
@@ -447,6 +475,9 @@ class LanguagesSettings:
 @dataclass(frozen=True)
 class LogSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text": one line per event; "json": one JSON object per line. Under
+    # journald both carry the syslog priority ("<4>" for a warning).
+    format: Literal["text", "json"] = "text"
 
 
 @dataclass(frozen=True)
@@ -472,6 +503,8 @@ class Settings:
     languages: LanguagesSettings = field(default_factory=LanguagesSettings)
     screening: ScreeningSettings = field(default_factory=ScreeningSettings)
     source: str = "<defaults>"
+    # "section.key" of every value the file or the environment set (not a default).
+    given: frozenset[str] = frozenset()
 
 
 def system_timezone(environ: Mapping[str, str] | None = None, root: Path = Path("/")) -> str:
@@ -513,22 +546,31 @@ def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build and validate the settings; raise `ConfigError` naming the bad key."""
+    """Build and validate the settings; raise `ConfigError` naming the bad key.
+
+    The file is `path`, else ``MAILD_CONFIG``, else `DEFAULT_CONFIG`; it must
+    exist (built-in defaults alone would put a database wherever maild was
+    started).
+    """
     environ = os.environ if environ is None else environ
     path = path or environ.get("MAILD_CONFIG") or None
+    implicit = path is None
+    if path is None:
+        path = DEFAULT_CONFIG
     raw: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        try:
-            with open(path, "rb") as fh:
-                raw = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError("config", f"file not found: {path}") from None
-        except OSError as exc:
-            raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        if implicit:
+            raise ConfigError("config", f"no configuration file at {path} (the default; "
+                              "give one with --config PATH or MAILD_CONFIG)") from None  # fmt: skip
+        raise ConfigError("config", f"file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
     return settings_from_mapping(raw, _env_overrides(environ), source=source)
 
 
@@ -543,10 +585,10 @@ def settings_from_mapping(
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Settings)
     for name in raw:
-        if name not in hints or name == "source":
+        if name not in hints or name in ("source", "given"):
             raise ConfigError(name, "unknown section")
     for f in dataclasses.fields(Settings):
-        if f.name == "source":
+        if f.name in ("source", "given"):
             continue
         if f.name == "agents":
             if pending.pop("agents", None):
@@ -562,7 +604,10 @@ def settings_from_mapping(
         raise ConfigError(section, "unknown section (from environment)")
     if not sections["helpdesk"].timezone:
         sections["helpdesk"] = dataclasses.replace(sections["helpdesk"], timezone=system_timezone())
-    settings = Settings(**sections, source=source)
+    given = {f"{name}.{key}" for name, table in raw.items() if isinstance(table, dict)
+             for key in table}  # fmt: skip
+    given |= {f"{name}.{key}" for name, table in (overrides or {}).items() for key in table}
+    settings = Settings(**sections, source=source, given=frozenset(given))
     validate(settings)
     return settings
 
@@ -687,17 +732,22 @@ def validate(s: Settings) -> None:
         raise ConfigError("database.url", f"not a database URL: {s.database.url!r}") from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigError("database.url", "only sqlite:// and postgresql+psycopg:// are supported")
-    try:
-        split_listen(s.smtp.listen)
-    except ValueError as exc:
-        raise ConfigError("smtp.listen", str(exc)) from None
+    unix = s.smtp.unix_path
+    if unix is not None:
+        if not unix.is_absolute():
+            raise ConfigError("smtp.listen", f"a UNIX socket needs an absolute path, got {unix}")
+    else:
+        try:
+            split_listen(s.smtp.listen)
+        except ValueError as exc:
+            raise ConfigError("smtp.listen", f"{exc} (or unix:/PATH)") from None
     _positive("smtp.timeout_seconds", s.smtp.timeout_seconds)
     _positive("smtp.max_recipients", s.smtp.max_recipients)
     _positive("smtp.max_connections_per_ip", s.smtp.max_connections_per_ip)
     for key in ("tls_cert_file", "tls_key_file", "auth_users_file"):
         path = getattr(s.smtp, key)
-        if path is not None and not path.is_file():
-            raise ConfigError(f"smtp.{key}", f"no such file: {path}")
+        if path is not None:
+            readable_file(f"smtp.{key}", path)
     if (s.smtp.tls_cert_file is None) != (s.smtp.tls_key_file is None):
         raise ConfigError("smtp.tls_key_file", "tls_cert_file and tls_key_file go together")
     if s.smtp.require_starttls and s.smtp.tls_cert_file is None:
@@ -739,10 +789,8 @@ def validate(s: Settings) -> None:
             raise ConfigError("outgoing.smtp_host", "is required when transport is 'smtp'")
         if o.smtp_password_file is not None and not o.smtp_username:
             raise ConfigError("outgoing.smtp_username", "is required with smtp_password_file")
-        if o.smtp_password_file is not None and not o.smtp_password_file.is_file():
-            raise ConfigError(
-                "outgoing.smtp_password_file", f"no such file: {o.smtp_password_file}"
-            )
+        if o.smtp_password_file is not None:
+            readable_file("outgoing.smtp_password_file", o.smtp_password_file)
     if not 0 < o.smtp_port <= 65535:
         raise ConfigError("outgoing.smtp_port", f"not a port number: {o.smtp_port}")
     _positive("outgoing.smtp_timeout_seconds", o.smtp_timeout_seconds)
@@ -820,15 +868,15 @@ def _validate_imap(s: Settings) -> None:
         if m.tls == "none" and m.host.lower() not in _LOOPBACK and not m.host.startswith("127."):
             raise ConfigError(f"{key}.tls", "'none' sends the password in clear: only allowed "
                               "for a loopback host")  # fmt: skip
-        if m.ca_file is not None and not m.ca_file.is_file():
-            raise ConfigError(f"{key}.ca_file", f"no such file: {m.ca_file}")
+        if m.ca_file is not None:
+            readable_file(f"{key}.ca_file", m.ca_file)
         if not m.username:
             raise ConfigError(f"{key}.username", "is required")
         if (m.password_file is None) == (not m.oauth2_token_command):
             raise ConfigError(f"{key}.password_file",
                               "give exactly one of password_file or oauth2_token_command")  # fmt: skip
-        if m.password_file is not None and not m.password_file.is_file():
-            raise ConfigError(f"{key}.password_file", f"no such file: {m.password_file}")
+        if m.password_file is not None:
+            readable_file(f"{key}.password_file", m.password_file)
         if m.oauth2_token_command:
             try:
                 argv = shlex.split(m.oauth2_token_command)
@@ -854,7 +902,7 @@ def defaults_as_dict() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     base = Settings()
     for f in dataclasses.fields(Settings):
-        if f.name in ("source", "agents"):  # agents: an array of tables, no defaults
+        if f.name in ("source", "given", "agents"):  # agents: an array of tables, no defaults
             continue
         out[f.name] = dataclasses.asdict(getattr(base, f.name))
     return out

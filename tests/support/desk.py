@@ -155,7 +155,7 @@ class Desk:
         from maild.store import views
 
         with self.sessions() as session:
-            return list(reversed(views.list_tickets(session, status)))
+            return list(reversed(views.list_tickets(session, status, limit=1_000_000)))
 
     def ticket(self, number: int) -> dict[str, Any]:
         from maild.store import views
@@ -169,7 +169,7 @@ class Desk:
         from maild.store import views
 
         with self.sessions() as session:
-            return list(reversed(views.list_outbox(session)))
+            return list(reversed(views.list_outbox(session, limit=1_000_000)))
 
     def outgoing(self) -> list[EmailMessage]:
         """Mail the Maildir transport delivered, oldest first."""

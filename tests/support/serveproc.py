@@ -75,7 +75,8 @@ class ServeProcess:
         pass_fds: Sequence[int] = (),
     ) -> None:
         self.sections = sections
-        self.port = int(str(sections["smtp"]["listen"]).rpartition(":")[2])
+        listen = str(sections["smtp"]["listen"])
+        self.port = 0 if listen.startswith("unix:") else int(listen.rpartition(":")[2])
         self.log_path = log_path
         self.extra_env = dict(extra_env or {})
         self.preexec = preexec
@@ -86,6 +87,12 @@ class ServeProcess:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAILD_")}
+        # maild needs a configuration file (else /etc/maild/maild.toml); the
+        # settings themselves come from the environment.
+        config = self.log_path.parent / "serve-empty.toml"
+        if not config.exists():
+            config.write_text("# settings in MAILD_<SECTION>__<KEY> variables\n")
+        env["MAILD_CONFIG"] = str(config)
         env.update(settings_env(self.sections))
         env.update(self.extra_env)
         env.setdefault("PYTHONUNBUFFERED", "1")
