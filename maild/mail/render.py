@@ -91,8 +91,10 @@ class Renderer:
     def from_settings(cls, settings: Settings) -> Renderer:
         return cls(settings.templates.directory, settings.helpdesk.timezone)
 
-    def _build(self) -> jinja2.Environment:
-        paths = [str(p) for p in (self._override_dir, builtin_templates_dir()) if p is not None]
+    def _build(self, override_dir: Path | None = None, *, keep: bool = True) -> jinja2.Environment:
+        if keep:
+            override_dir = self._override_dir
+        paths = [str(p) for p in (override_dir, builtin_templates_dir()) if p is not None]
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(paths),
             autoescape=_autoescape,
@@ -145,6 +147,17 @@ class Renderer:
         env = self._build()
         with self._lock:
             self._env = env
+
+    def prepare(self, override_dir: Path | None) -> Any:
+        """Compile the templates of `override_dir` (and the built-in ones); raise
+        `ConfigError` when one does not compile or is missing. Nothing changes
+        until `use`."""
+        return (override_dir, self._build(override_dir, keep=False))
+
+    def use(self, prepared: Any) -> None:
+        override_dir, env = prepared
+        with self._lock:
+            self._override_dir, self._env = override_dir, env
 
     def _template(self, name: str, language: str, part: str) -> jinja2.Template | None:
         env = self._env
