@@ -28,6 +28,7 @@ from typing import Any, NoReturn, TextIO
 
 from maild import __version__
 from maild.addresses import ServedAddresses, normalize_address
+from maild.cli import contact as cli_contact
 from maild.cli import safety
 from maild.cli import search as cli_search
 from maild.cli import tickets as cli_tickets
@@ -222,6 +223,7 @@ def build_parser() -> Parser:
 
     cli_tickets.add_parsers(tk_sub, sub, _command, _json)
     cli_search.add_parsers(sub, _command, _json)
+    cli_contact.add_parsers(sub, _command, _json)
 
     hp = _command(sub, "hash-password", "hash a password (stdin) for smtp.auth_users_file")
     hp.add_argument("user", nargs="?", help="print USER:HASH instead of the hash alone")
@@ -317,6 +319,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_mailbox_check(settings, args.name, as_json=args.json)
     if cli_search.handles(args):
         return cli_search.run(args, settings, _sessions(settings, writes=_writes(args)))
+    if cmd == "contact":
+        return cli_contact.run(args, settings, _sessions(settings, writes=_writes(args)))
     if cli_tickets.handles(args):
         return cli_tickets.run(args, settings, _sessions(settings, writes=_writes(args)))
     if cmd == "quarantine" and args.quarantine_command != "list":

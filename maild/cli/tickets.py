@@ -113,13 +113,16 @@ def run(args: argparse.Namespace, settings: Settings, sessions: Any) -> int:
     applier = Applier(settings, Renderer.from_settings(settings))
     agents.install(sessions, applier)
     if args.command == "sweep":
+        from maild.desk.privacy import retention_sweep
         from maild.desk.sweeps import run_all
 
         acted = run_all(sessions, applier, clock)
+        removed = retention_sweep(sessions, settings.retention, clock)
         if args.json:
-            _print_json(acted)
+            _print_json({"sweeps": acted, "retention": removed})
         else:
             print("sweeps: " + ", ".join(f"{name} {n}" for name, n in acted.items()))
+            print("retention: " + ", ".join(f"{name} {n}" for name, n in removed.items()))
         return EX_OK
     if args.ticket_command == "reply":
         text = reply_text(args.text, args.number)

@@ -439,6 +439,58 @@ class ClusterSettings:
     dead_after_seconds: float = 20.0
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The weekly report by mail (maild.desk.weekly)."""
+
+    # The day it is mailed; "" sends none.
+    weekly_day: str = "monday"
+    # At this time, in helpdesk.timezone ("HH:MM").
+    weekly_time: str = "07:00"
+    # Who gets it; empty: the duty managers ([tiers] duty_manager, and the
+    # agents in group "duty_manager"), each in their language.
+    recipients: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.weekly_day and self.weekly_day not in WEEKDAYS:
+            _fail("report.weekly_day", f"a day of the week in English, or \"\", got "
+                  f"{self.weekly_day!r}")  # fmt: skip
+        m = re.fullmatch(r"(\d\d):(\d\d)", self.weekly_time)
+        if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+            _fail("report.weekly_time", f"expected HH:MM, got {self.weekly_time!r}")
+        _addresses("report.recipients", self.recipients)
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long personal data is kept (maild.desk.privacy); 0 keeps it forever."""
+
+    # Raw bytes of mail that became a ticket or a reply (the ticket keeps its text).
+    raw_days: float = 90.0
+    # Raw bytes of mail that was ignored (loops, auto-replies, bounces) or spam.
+    ignored_raw_days: float = 30.0
+    # Outgoing mail sent (or given up) this long ago: the row and its bytes.
+    outbox_days: float = 90.0
+    # Details of audit events (addresses, reasons); the event itself stays.
+    event_detail_days: float = 365.0
+    # Tickets closed this long ago lose their personal data: requester, texts,
+    # attachments; type, category, priority and times stay for the reports.
+    closed_ticket_months: float = 24.0
+    # How often the retention sweep runs (also once shortly after start).
+    sweep_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        for name in ("raw_days", "ignored_raw_days", "outbox_days", "event_detail_days",
+                     "closed_ticket_months"):  # fmt: skip
+            if getattr(self, name) < 0:
+                _fail(f"retention.{name}", "must be 0 (keep forever) or more")
+        if self.sweep_hours <= 0:
+            _fail("retention.sweep_hours", "must be greater than 0")
+
+
 @dataclass(frozen=True)
 class ScreeningSettings:
     """What screening believes besides the rules themselves (maild.screen)."""
@@ -496,6 +548,8 @@ class Settings:
     search: SearchSettings = field(default_factory=SearchSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     agent_mail: AgentMailSettings = field(default_factory=AgentMailSettings)
     agents: tuple[AgentSettings, ...] = ()  # the agent directory, [[agents]]
     http: HttpSettings = field(default_factory=HttpSettings)

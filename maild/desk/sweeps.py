@@ -16,6 +16,8 @@ PostgreSQL, so several instances never act on the same ticket at once.
 - `sweep_closing`: resolved tickets close after ``lifecycle.close_after_days``.
 - `sweep_regulator`: security incidents remind the security contacts and the
   duty manager of the regulator deadline (24, 48, 66 h; and at 72 h).
+- `sweep_weekly_report` (`maild.desk.weekly`): the weekly report to the duty
+  managers, once a week (returns mails queued, not tickets).
 
 Tickets recorded without notification (status ``new``: ``maild import
 --no-notify`` of another help desk's archive) are left alone by the SLA and
@@ -38,6 +40,7 @@ from sqlalchemy.orm import Session, lazyload, sessionmaker
 from maild.clock import Clock
 from maild.desk.actions import SYSTEM, ActionRefused, Done, TicketOps
 from maild.desk.apply import Applier
+from maild.desk.weekly import sweep_weekly_report
 from maild.pipeline import notices
 from maild.pipeline.decision import EventSpec
 from maild.store.db import claim_order
@@ -266,6 +269,7 @@ SWEEPS: tuple[tuple[str, Sweep], ...] = (
     ("waiting", sweep_waiting),
     ("closing", sweep_closing),
     ("regulator", sweep_regulator),
+    ("weekly_report", sweep_weekly_report),
 )
 
 

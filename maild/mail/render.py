@@ -33,6 +33,7 @@ TEMPLATES = (
     "ack", "agent_confirm", "agent_escalated", "agent_new", "agent_refused", "agent_rejected",
     "agent_update", "alert", "closed", "escalated", "limits", "meeting", "regulator_reminder",
     "reply", "resolved", "sla_breach", "sla_warning", "status", "waiting_reminder",
+    "weekly_report",
 )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -40,6 +41,7 @@ from maild.clock import Clock, SystemClock
 from maild.config.settings import Settings, load_settings
 from maild.desk import agents
 from maild.desk.apply import Applier
+from maild.desk.privacy import retention_sweep
 from maild.desk.sweeps import SWEEPS, Sweep
 from maild.errors import ConfigError
 from maild.intake.commit import GroupCommitter
@@ -67,6 +69,7 @@ log = logging.getLogger(__name__)
 STUCK_AFTER_SECONDS = 300.0
 STOP_BUDGET_SECONDS = 9.0
 SWITCH_INTERVAL = 0.0005  # seconds; see Daemon.run
+RETENTION_FIRST_SECONDS = 60.0
 
 
 def _where(sock: Any) -> str:
@@ -252,9 +255,16 @@ class Daemon:
         self.reload_hooks.append((name, hook))
 
     def add_sweep(
-        self, name: str, job: Callable[[], object], *, seconds: float, singleton: bool = True
+        self,
+        name: str,
+        job: Callable[[], object],
+        *,
+        seconds: float,
+        singleton: bool = True,
+        first_in: float | None = None,
     ) -> None:
-        """Run `job` every `seconds`; with `singleton`, on one instance at a time."""
+        """Run `job` every `seconds` (the first time after `first_in` seconds, if
+        given); with `singleton`, on one instance at a time."""
 
         def run() -> None:
             try:
@@ -265,8 +275,10 @@ class Daemon:
             except Exception:
                 log.exception("sweep %s failed; next run in %.0fs", name, seconds)
 
+        first = {} if first_in is None else {
+            "next_run_time": datetime.now(UTC) + timedelta(seconds=first_in)}  # fmt: skip
         self.scheduler.add_job(run, "interval", seconds=seconds, id=name, name=name,
-                               max_instances=1, coalesce=True)  # fmt: skip
+                               max_instances=1, coalesce=True, **first)  # fmt: skip
 
     # --- steps ---------------------------------------------------------------------
 
@@ -335,6 +347,9 @@ class Daemon:
         if done:
             log.info("processed %d message(s) interrupted by the previous run", done)
 
+    def _retention(self) -> None:
+        retention_sweep(self.sessions, self.settings.retention, self.clock)
+
     def _recover_stuck(self) -> None:
         self.worker.recover()
 
@@ -395,6 +410,10 @@ class Daemon:
         for name, sweep in SWEEPS:
             self.add_sweep(f"sweep_{name}", functools.partial(self._sweep, name, sweep),
                            seconds=self.settings.sla.sweep_seconds)  # fmt: skip
+        # Retention: daily, and a minute after start (a daemon restarted more
+        # often than daily still applies it).
+        self.add_sweep("retention", self._retention, first_in=RETENTION_FIRST_SECONDS,
+                       seconds=self.settings.retention.sweep_hours * 3600)  # fmt: skip
         self.scheduler.start()
         self._loop = asyncio.get_running_loop()
         if install_signals:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -94,6 +95,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
+        # Freed space is overwritten with zeros, so a deleted or updated text
+        # leaves no copy in the file (maild contact erase, retention).
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -122,6 +126,33 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine.pool, "checkin")
     def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
         _release(record.info)
+
+
+def purge_deleted(engine: Engine, tables: Sequence[str] = ()) -> bool:
+    """After personal data was removed, leave no copy of it behind.
+
+    SQLite (``secure_delete`` zeroes freed space as it goes): copy the WAL into
+    the database and truncate it, retrying while readers hold old pages; True
+    when the WAL is empty. PostgreSQL: VACUUM the tables, so dead rows are
+    removed (their space is reused, not zeroed, until then).
+    """
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()
+        try:
+            for _ in range(120):
+                busy, _frames, _copied = raw.driver_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA wal_checkpoint(TRUNCATE)"
+                ).fetchone()
+                if not busy:
+                    return True
+                time.sleep(0.25)
+            return False
+        finally:
+            raw.close()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in tables:
+            conn.exec_driver_sql(f'VACUUM "{table}"')
+    return True
 
 
 def is_sqlite(engine_or_session: Engine | Session) -> bool:

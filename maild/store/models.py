@@ -139,6 +139,7 @@ class Contact(Base):
     bounce_state: Mapped[str] = mapped_column(String(16), default="ok")
     bounced_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    erased_at: Mapped[datetime | None]  # name and address removed (maild contact erase)
 
 
 class Agent(Base):
@@ -197,6 +198,8 @@ class Ticket(Base):
     regulator_next_reminder_at: Mapped[datetime | None] = mapped_column(index=True)
     regulator_reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     regulator_notified_at: Mapped[datetime | None]
+    # Texts, attachments and raw mail removed (retention, or the requester erased).
+    anonymized_at: Mapped[datetime | None]
 
     requester: Mapped[Contact] = relationship(foreign_keys=[requester_id], lazy="joined")
 

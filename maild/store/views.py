@@ -63,6 +63,7 @@ def ticket_summary(ticket: Ticket, requester: Contact) -> dict[str, Any]:
             "first_response_breached_at": _iso(ticket.first_response_breached_at),
             "resolution_breached_at": _iso(ticket.resolution_breached_at),
         },
+        "anonymized_at": _iso(ticket.anonymized_at),
         "regulator": None
         if ticket.regulator_due is None
         else {
