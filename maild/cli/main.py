@@ -282,14 +282,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+# Batch commands print a summary; a log line per message would bury it (and
+# cost a tenth of an import's time): warnings and errors only, unless asked.
+QUIET_COMMANDS = ("import", "drain")
+
+
 def _with_options(settings: Settings, args: argparse.Namespace) -> Settings:
     """Command-line options over the file (also for the daemon's child processes
     and after a reload)."""
-    if not args.log_level:
+    level = args.log_level
+    if not level and args.command in QUIET_COMMANDS and settings.log.level in ("DEBUG", "INFO"):
+        level = "WARNING"
+    if not level:
         return settings
-    return dataclasses.replace(
-        settings, log=dataclasses.replace(settings.log, level=args.log_level)
-    )
+    return dataclasses.replace(settings, log=dataclasses.replace(settings.log, level=level))
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

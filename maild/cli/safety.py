@@ -23,7 +23,6 @@ from pathlib import Path
 
 from maild.config.settings import Settings
 from maild.errors import ConfigError
-from maild.store.access import sqlite_file
 
 
 class Refused(Exception):
@@ -32,6 +31,8 @@ class Refused(Exception):
 
 def state_paths(settings: Settings) -> Iterator[tuple[str, Path]]:
     """(key, path) of every file or folder maild writes."""
+    from maild.store.access import sqlite_file  # SQLAlchemy: only once a command runs
+
     db = sqlite_file(settings.database.url)
     if db is not None:
         yield "database.url", db

@@ -16,7 +16,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from maild.errors import ConfigError, TransientError
-from maild.store.db import current_revision, ensure_schema, head_revision, is_empty, make_engine
+from maild.store.db import (
+    ensure_schema,
+    head_of_files,
+    head_revision,
+    is_empty,
+    make_engine,
+    stored_revision,
+)
 from maild.store.models import Ticket
 
 
@@ -55,7 +62,8 @@ def open_existing(url: str) -> Engine:
         if empty:
             raise ConfigError("database.url", f"no maild database at {_where(url)} (create "
                               "it with 'maild db upgrade')")  # fmt: skip
-        current, head = current_revision(engine), head_revision(engine)
+        current = stored_revision(engine)
+        head = head_of_files() or head_revision(engine)
         if current != head:
             raise ConfigError("database.url", f"the database at {_where(url)} is at schema "
                               f"revision {current}, this maild needs {head}: run "

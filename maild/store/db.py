@@ -12,6 +12,7 @@ migrations; row claims use ``FOR UPDATE SKIP LOCKED`` there.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -419,6 +420,32 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+_REVISION_RE = re.compile(r'^(down_revision|revision)\b[^=]*=\s*"([^"]*)"', re.MULTILINE)
+
+
+def head_of_files(folder: Path = MIGRATIONS / "versions") -> str | None:
+    """The head revision, read from the migration files without importing Alembic.
+
+    (Alembic's script loader costs a CLI command a noticeable part of its
+    start; a test checks that both agree.)
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in folder.glob("*.py"):
+        for kind, value in _REVISION_RE.findall(path.read_text(encoding="utf-8")):
+            (revisions if kind == "revision" else parents).add(value)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def stored_revision(engine: Engine) -> str | None:
+    """The revision recorded in the database (None: no alembic_version table)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
