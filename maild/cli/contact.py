@@ -12,7 +12,7 @@ from maild.config.settings import Settings
 
 EX_OK, EX_USAGE, EX_NOINPUT, EX_TEMPFAIL = 0, 64, 66, 75
 ERASE_TABLES = ("article", "attachment", "blob", "inbound", "inbound_raw", "outbox", "event",
-                "watcher", "contact", "ticket", "autoreply_log")  # fmt: skip
+                "watcher", "contact", "ticket", "autoreply_log", "search_doc", "similar_doc")  # fmt: skip
 
 
 def add_parsers(sub: Any, command: Any, add_json: Any) -> None:

@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, exists, func, or_, select, update
+from sqlalchemy import Text, cast, delete, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.clock import Clock
 from maild.config.settings import RetentionSettings
-from maild.store import views
+from maild.store import search, views
 from maild.store.models import (
     Agent,
     Article,
@@ -42,6 +42,8 @@ from maild.store.models import (
     Inbound,
     InboundRaw,
     Outbox,
+    SearchDoc,
+    SimilarDoc,
     Ticket,
     Watcher,
 )
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 ERASED_DOMAIN = "erased.invalid"  # RFC 2606: never a real mailbox
-IGNORED_STATUSES = (str(InboundStatus.IGNORED), "spam")
+IGNORED_STATUSES = (str(InboundStatus.IGNORED), str(InboundStatus.SPAM))
 DONE_STATUSES = (str(InboundStatus.DONE),)
 
 
@@ -97,6 +99,9 @@ def retention_sweep(
                     break
                 anonymize(session, ids, now, actor="retention")
             done["tickets_anonymized"] += len(ids)
+        if done["tickets_anonymized"]:
+            with sessions.begin() as session:
+                compact_search_index(session)
     if any(done.values()):
         log.info("retention: %s", ", ".join(f"{k} {v}" for k, v in done.items() if v))
     return done
@@ -211,6 +216,8 @@ def anonymize(session: Session, ticket_ids: list[int], now: datetime, *, actor: 
         Article.id.in_(article_ids), Article.inbound_id.is_not(None))))  # fmt: skip
     _scrub_inbound(session, inbound_ids)
     session.execute(delete(Outbox).where(Outbox.ticket_id.in_(ticket_ids)))
+    session.execute(delete(SearchDoc).where(SearchDoc.ticket_id.in_(ticket_ids)))
+    session.execute(delete(SimilarDoc).where(SimilarDoc.ticket_id.in_(ticket_ids)))
     session.execute(delete(Watcher).where(Watcher.ticket_id.in_(ticket_ids)))
     session.execute(delete(AutoreplyLog).where(AutoreplyLog.ticket_id.in_(ticket_ids)))
     for actor_email in set(session.scalars(select(Event.actor).where(
@@ -275,6 +282,37 @@ def _scrub_inbound(session: Session, inbound_ids: Iterable[int]) -> None:
     _delete_raw(session, settled)
     session.execute(update(Inbound).where(Inbound.id.in_(settled))
                     .values(envelope_from=None, envelope_to=[], error=None))  # fmt: skip
+
+
+def _reindex(session: Session, tickets: set[int], needles: list[str], *, blanked: set[int]) -> None:
+    """The search index of the tickets an erasure touched, made again from what is left."""
+    if not tickets:
+        return
+    session.flush()
+    session.execute(delete(SearchDoc).where(SearchDoc.article_id.in_(list(blanked))))
+    lowered = [n.lower() for n in needles]
+    for t in session.scalars(select(Ticket).where(Ticket.id.in_(list(tickets)))):
+        head_of = search.head_text(t.id, t.subject, t.requester.name, t.requester.email)
+        for doc in session.scalars(select(SearchDoc).where(SearchDoc.ticket_id == t.id)):
+            if doc.article_id is not None:
+                left = session.scalar(select(Article.text).where(Article.id == doc.article_id))
+            else:
+                doc.body = _redact(doc.body, needles)
+                left = doc.body
+            doc.head = search.analyze(head_of, doc.language, 2000)
+            doc.terms = search.analyze(left or "", doc.language)
+        for fix in session.scalars(select(SimilarDoc).where(SimilarDoc.ticket_id == t.id)):
+            if any(n in f"{fix.resolution} {fix.terms} {fix.head}".lower() for n in lowered):
+                session.delete(fix)  # indexed again when the ticket is next resolved
+    session.flush()
+
+
+def compact_search_index(session: Session) -> None:
+    """SQLite FTS5 keeps deleted entries until its segments merge: merge them now."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    for fts in ("search_fts", "similar_fts"):
+        session.execute(text(f"INSERT INTO {fts}({fts}) VALUES ('optimize')"))
 
 
 def _erase_contact_row(session: Session, contact_id: int, now: datetime) -> None:
@@ -456,10 +494,12 @@ def erase(session: Session, email: str, now: datetime, *, actor: str) -> dict[st
                             .values({column.key: None}))  # fmt: skip
     anonymize(session, own, now, actor=actor)
     _erase_contact_row(session, contact_id, now)
+    _reindex(session, other_tickets - set(own), needles, blanked=set(theirs) | set(notices))
     for number in sorted(other_tickets - set(own)):
         session.add(Event(ticket_id=number, at=now, actor=actor, kind="contact_erased",
                           old=None, new=None, detail={"contact": contact_id}))  # fmt: skip
     session.flush()
+    compact_search_index(session)
     return {"contact": contact_id, "tickets_anonymized": len(own),
             "articles_blanked": len(theirs), "articles_redacted": redacted,
             "other_tickets": len(other_tickets - set(own)),

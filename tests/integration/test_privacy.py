@@ -117,7 +117,8 @@ def _all_text(db_url: str, desk: Desk) -> str:
     out = []
     with desk.engine.connect() as conn:
         for table in ("contact", "ticket", "article", "attachment", "blob", "inbound",
-                      "inbound_raw", "outbox", "event", "watcher", "autoreply_log"):  # fmt: skip
+                      "inbound_raw", "outbox", "event", "watcher", "autoreply_log",
+                      "search_doc", "similar_doc"):  # fmt: skip
             for row in conn.execute(text(f"SELECT * FROM {table}")):
                 for value in row:
                     out.append(value.decode("latin-1") if isinstance(value, bytes | memoryview)

@@ -5,8 +5,8 @@ were removed (by the retention sweep for tickets closed long ago, or by
 ``maild contact erase`` for the requester's tickets); `contact.erased_at` marks
 a contact whose name and address were removed. Reports still count both.
 
-Revision ID: 0007_privacy
-Revises: 0006_inbound_raw
+Revision ID: 0009_privacy
+Revises: 0007_issue15
 Create Date: 2026-12-04
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_privacy"
-down_revision: str | None = "0006_inbound_raw"
+revision: str = "0009_privacy"
+down_revision: str | None = "0007_issue15"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
