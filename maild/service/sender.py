@@ -277,6 +277,7 @@ class Sender:
         self.settings = settings
         self.clock = clock
         self.transport = transport
+        self.batch_size = settings.outgoing.batch_size  # rows sent per claim and commit
         self._signer: Signer | None = None
         self.instance_id: int | None = None  # set by the daemon (maild.cluster)
 
@@ -320,7 +321,7 @@ class Sender:
                     )
                     .where(Outbox.status == OutboxStatus.PENDING, Outbox.next_attempt_at <= now)
                     .order_by(Outbox.id)
-                    .limit(self.settings.outgoing.batch_size)
+                    .limit(self.batch_size)
                 )
             ).all()
             if rows:
