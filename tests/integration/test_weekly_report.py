@@ -23,7 +23,7 @@ def reports(desk: Desk) -> list:
 def test_the_duty_managers_get_it_once_a_week_in_their_language(tmp_path, db_url):
     # The frozen clock starts on Monday 30 November 2026, 09:00 UTC: two hours after
     # this week's report was due.
-    desk = Desk(make_settings(tmp_path, db_url, agents=AGENTS,
+    desk = Desk(make_settings(tmp_path, db_url, agents=AGENTS, report={"weekly_day": "monday"},
                               tiers={"duty_manager": ["dm@example.com"]}))  # fmt: skip
     try:
         assert reports(desk) == []

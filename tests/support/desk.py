@@ -51,6 +51,9 @@ def make_settings(tmp_path: Path, db_url: str, **sections: Any) -> Settings:
         # it shows; the pool has tests of its own, and the daemon tests use it.
         "worker": {"poll_seconds": 0.2, "parse_processes": 0},
         "http": {"listen": "127.0.0.1:0"},
+        # The frozen clock starts on a Monday morning: the weekly report would
+        # be due in every test with duty managers (tests/integration/test_weekly_report.py).
+        "report": {"weekly_day": ""},
     }
     for name, values in sections.items():
         if isinstance(values, list):  # an array of tables: [[agents]]
