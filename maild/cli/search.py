@@ -19,20 +19,24 @@ from maild.config.settings import Settings
 EX_OK, EX_USAGE, EX_DATAERR = 0, 64, 65
 
 
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("search", help="full-text search and past fixes")
+def add_parsers(sub: Any, command: Any, add_json: Any) -> None:
+    """`command(sub, name, help)` makes a subcommand parser; `add_json(p)` its ``--json``."""
+    p = command(sub, "search", "full-text search and past fixes")
     s_sub = p.add_subparsers(dest="search_command", required=True, metavar="ACTION")
-    find = s_sub.add_parser("find", help="tickets matching every word, best first")
-    find.add_argument("words", nargs="+")
-    find.add_argument("--limit", type=int, default=20)
-    find.add_argument("--after", help="the cursor of the last hit of the previous page")
-    find.add_argument("--json", action="store_true")
-    similar = s_sub.add_parser("similar", help="the resolved tickets most like a ticket")
-    similar.add_argument("number", type=int, nargs="?")
+    find = command(s_sub, "find", "tickets matching every word, best first")
+    find.add_argument("words", nargs="+", help="words every ticket found contains")
+    find.add_argument("--limit", type=int, default=20, metavar="N",
+                      help="at most N tickets (default 20)")  # fmt: skip
+    find.add_argument("--after", metavar="CURSOR",
+                      help="the cursor of the last hit of the previous page")  # fmt: skip
+    add_json(find)
+    similar = command(s_sub, "similar", "the resolved tickets most like a ticket")
+    similar.add_argument("number", type=int, nargs="?", help="the ticket to compare")
     similar.add_argument("--text", help="compare this text instead of a ticket")
-    similar.add_argument("--limit", type=int, default=3)
-    similar.add_argument("--json", action="store_true")
-    s_sub.add_parser("reindex", help="rebuild the whole index from the stored tickets")
+    similar.add_argument("--limit", type=int, default=3, metavar="N",
+                         help="at most N past fixes (default 3)")  # fmt: skip
+    add_json(similar)
+    add_json(command(s_sub, "reindex", "rebuild the whole index from the stored tickets"))
 
 
 def handles(args: argparse.Namespace) -> bool:
@@ -46,7 +50,10 @@ def run(args: argparse.Namespace, settings: Settings, sessions: Any) -> int:
     if cmd == "reindex":
         with sessions.begin() as session:
             docs, fixes = search.rebuild(session)
-        print(f"search index rebuilt: {docs} texts, {fixes} past fixes")
+        if args.json:
+            _json({"texts": docs, "past_fixes": fixes})
+        else:
+            print(f"search index rebuilt: {docs} texts, {fixes} past fixes")
         return EX_OK
     if cmd == "find":
         try:

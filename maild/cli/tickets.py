@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
+import shlex
+import subprocess
 import sys
+import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -34,30 +38,41 @@ def actor_name() -> str:
         return "admin@cli"
 
 
-def add_parsers(ticket_sub: Any, sub: Any) -> None:
-    """Add the actions under ``maild ticket`` and the ``sweep`` and ``report`` commands."""
+def add_parsers(ticket_sub: Any, sub: Any, command: Any, add_json: Any) -> None:
+    """Add the actions under ``maild ticket`` and the ``sweep`` and ``report`` commands.
+
+    `command(sub, name, help)` makes a subcommand parser; `add_json(p)` its ``--json``.
+    """
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = ticket_sub.add_parser(name, help=help_text)
-        p.add_argument("number", type=int)
-        p.add_argument("--as", dest="actor", metavar="WHO", help="who does it (default: USER@cli)")
+        p: argparse.ArgumentParser = command(ticket_sub, name, help_text)
+        p.add_argument("number", type=int, help="the ticket number")
+        p.add_argument("--as", dest="actor", metavar="WHO",
+                       help="who does it, for the audit log (default: USER@cli)")  # fmt: skip
+        add_json(p)
         return p
 
-    action("resolve", "resolve, telling the requester").add_argument("--note", default="")
-    action("close", "close, telling the requester").add_argument("--note", default="")
-    action("reopen", "reopen a resolved or closed ticket").add_argument("--note", default="")
+    def note(p: argparse.ArgumentParser, what: str = "a note for the requester") -> None:
+        p.add_argument("--note", default="", metavar="TEXT", help=what)
+
+    note(action("resolve", "resolve, telling the requester"))
+    note(action("close", "close, telling the requester"))
+    note(action("reopen", "reopen a resolved or closed ticket"))
     p = action("escalate", "escalate to the next tier (or --tier N)")
-    p.add_argument("--tier", type=int)
-    p.add_argument("--reason", default="")
+    p.add_argument("--tier", type=int, choices=[1, 2, 3], help="escalate to this tier")
+    p.add_argument("--reason", default="", metavar="TEXT", help="why, for the agents told")
     p = action("status", "set the status")
     p.add_argument("status", choices=["open", "in_progress", "escalated", "pending_user",
-                                      "resolved", "closed"])  # fmt: skip
-    p.add_argument("--note", default="")
-    action("priority", "set the priority (1..4 or P1..P4)").add_argument("priority")
-    action("type", "set the type").add_argument("type", choices=["incident", "request"])
-    action("category", "set the category").add_argument("category")
+                                      "resolved", "closed"], help="the new status")  # fmt: skip
+    note(p)
+    action("priority", "set the priority").add_argument("priority", help="1..4 or P1..P4")
+    action("type", "set the type").add_argument("type", choices=["incident", "request"],
+                                                help="incident or request")  # fmt: skip
+    action("category", "set the category").add_argument("category", help="a category name")
     p = action("reply", "send the requester a public reply (stops the first-response clock)")
-    p.add_argument("text")
+    p.add_argument("text", nargs="?", default=None,
+                   help="the reply; '-' or none: read it from stdin, or from $EDITOR on a "
+                   "terminal")  # fmt: skip
     p.add_argument("--name", default="", help="the agent's display name")
     p.add_argument(
         "--attach",
@@ -70,34 +85,39 @@ def add_parsers(ticket_sub: Any, sub: Any) -> None:
     p.add_argument("--status", choices=["in_progress", "pending_user"],
                    help="then set this status (pending_user: waiting for the requester)")  # fmt: skip
     action("first-response", "record a first response given outside maild")
-    action("regulator-notified", "close the 72-hour regulator deadline of a security incident"
-           ).add_argument("--note", default="")  # fmt: skip
-    action("assign", "assign to an agent of the directory (address or name)"
-           ).add_argument("agent")  # fmt: skip
-    action("link", "relate to another ticket").add_argument("other", type=int)
+    note(action("regulator-notified",
+                "close the 72-hour regulator deadline of a security incident"),
+         "what was notified, for the audit log")  # fmt: skip
     p = action("major", "declare a major incident (tier 3 and the duty manager are told at "
                "once), and attach the reports CHILD...")  # fmt: skip
-    p.add_argument("children", type=int, nargs="*", metavar="CHILD")
-    p.add_argument("--note", default="")
+    p.add_argument("children", type=int, nargs="*", metavar="CHILD",
+                   help="reports to attach to it")  # fmt: skip
+    note(p, "why, for the agents told")
     action("attach", "attach reports to major incident NUMBER (their requesters hear once that "
-           "the problem is known)").add_argument("children", type=int, nargs="+", metavar="CHILD")  # fmt: skip
-    action("detach", "detach reports from major incident NUMBER"
-           ).add_argument("children", type=int, nargs="+", metavar="CHILD")  # fmt: skip
+           "the problem is known)").add_argument("children", type=int, nargs="+", metavar="CHILD",
+                                                 help="the reports' numbers")  # fmt: skip
+    action("detach", "detach reports from major incident NUMBER").add_argument(
+        "children", type=int, nargs="+", metavar="CHILD", help="the reports' numbers")  # fmt: skip
 
-    p = ticket_sub.add_parser("attachment", help="write one of the ticket's attachments out")
-    p.add_argument("number", type=int)
+    p = command(ticket_sub, "attachment", "write one of the ticket's attachments out")
+    p.add_argument("number", type=int, help="the ticket number")
     p.add_argument("name", help="its file name as `ticket show` lists it, or its id")
     p.add_argument("-o", "--output", type=Path, metavar="FILE",
                    help="write it here (default: standard output, unless a terminal)")  # fmt: skip
 
-    sub.add_parser(
-        "sweep", help="run the periodic sweeps once (SLA, reminders, closing, regulator)"
+    action("assign", "assign to an agent of the directory").add_argument(
+        "agent", help="the agent's address or name"
     )
-    rep = sub.add_parser("report", help="SLA and backlog report")
+    action("link", "relate to another ticket").add_argument("other", type=int,
+                                                           help="the other ticket's number")  # fmt: skip
+
+    add_json(command(sub, "sweep",
+                     "run the periodic sweeps once (SLA, reminders, closing, regulator, retention)"))  # fmt: skip
+    rep = command(sub, "report", "SLA and backlog report")
     rep.add_argument("--since", type=date.fromisoformat, metavar="YYYY-MM-DD",
                      help="only tickets created on or after this day (UTC)")  # fmt: skip
     out = rep.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true")
+    out.add_argument("--json", action="store_true", help="print JSON instead of text")
     out.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML page")
 
 
@@ -121,12 +141,59 @@ def run(args: argparse.Namespace, settings: Settings, sessions: Any) -> int:
     applier = Applier(settings, Renderer.from_settings(settings))
     agents.install(sessions, applier)
     if args.command == "sweep":
+        from maild.desk.privacy import retention_sweep
         from maild.desk.sweeps import run_all
 
         acted = run_all(sessions, applier, clock)
-        print("sweeps: " + ", ".join(f"{name} {n}" for name, n in acted.items()))
+        removed = retention_sweep(sessions, settings.retention, clock)
+        if args.json:
+            _print_json({"sweeps": acted, "retention": removed})
+        else:
+            print("sweeps: " + ", ".join(f"{name} {n}" for name, n in acted.items()))
+            print("retention: " + ", ".join(f"{name} {n}" for name, n in removed.items()))
         return EX_OK
+    if args.ticket_command == "reply":
+        text = reply_text(args.text, args.number)
+        if not text.strip():
+            print("maild: the reply is empty: nothing sent", file=sys.stderr)
+            return EX_DATAERR
+        args.text = text
     return _ticket_action(args, sessions, applier, clock.now())
+
+
+EDITOR_TEMPLATE = """
+# Write the reply to the requester of ticket #{number} above.
+# Lines starting with '#' are left out; an empty reply sends nothing.
+"""
+
+
+def reply_text(given: str | None, number: int) -> str:
+    """The reply: the argument, else stdin (piped, or '-'), else $VISUAL/$EDITOR."""
+    if given is not None and given != "-":
+        return given
+    if given == "-" or not sys.stdin.isatty():
+        return sys.stdin.read()
+    return _from_editor(number)
+
+
+def _from_editor(number: int) -> str:
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.NamedTemporaryFile("w+", suffix=".txt", prefix="maild-reply-",
+                                     encoding="utf-8") as fh:  # fmt: skip
+        fh.write(EDITOR_TEMPLATE.format(number=number))
+        fh.flush()
+        status = subprocess.call([*shlex.split(editor), fh.name])
+        if status != 0:
+            print(f"maild: {editor} exited with {status}: nothing sent", file=sys.stderr)
+            return ""
+        with open(fh.name, encoding="utf-8") as again:
+            lines = again.read().splitlines()
+    return "\n".join(line for line in lines if not line.startswith("#")).strip() + "\n"
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
 
 
 def _ticket_action(args: argparse.Namespace, sessions: Any, applier: Any, now: datetime) -> int:
@@ -181,6 +248,10 @@ def _ticket_action(args: argparse.Namespace, sessions: Any, applier: Any, now: d
     except ActionRefused as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return EX_DATAERR
+    if args.json:
+        _print_json({"ticket": done.ticket, "events": list(done.events),
+                     "mails_queued": len(done.outbox_ids)})  # fmt: skip
+        return EX_OK
     what = ", ".join(done.events) if done.events else "nothing to change"
     print(f"ticket #{done.ticket}: {what}; {len(done.outbox_ids)} mail(s) queued")
     return EX_OK
@@ -234,6 +305,8 @@ def _attachment(args: argparse.Namespace, sessions: Any) -> int:
         return EX_CANTCREAT
     print(f"{found[-1].filename}: {len(data)} bytes written to {args.output}", file=sys.stderr)
     return EX_OK
+
+
 def _major(ops: Any, cmd: str, n: int, args: argparse.Namespace, actor: str) -> Any:
     """``ticket major N [CHILD...]``, ``ticket attach N CHILD...``, ``ticket detach N CHILD...``."""
     from maild.desk.actions import Done

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import os
+import pwd
 import re
 import shlex
 import tomllib
@@ -34,6 +35,8 @@ from maild.errors import ConfigError
 ENV_PREFIX = "MAILD_"
 # A language code as maild names its languages (templates/<code>/, lang/<code>.toml).
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{1,8})?$")
+# Read when neither --config nor MAILD_CONFIG names a file; it must exist.
+DEFAULT_CONFIG = Path("/etc/maild/maild.toml")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,11 @@ class SmtpSettings:
     auth_failure_window_seconds: float = 900.0
     auth_failure_delay_seconds: float = 1.0
     drain_seconds: float = 5.0
+
+    @property
+    def unix_path(self) -> Path | None:
+        """The socket of ``listen = "unix:/run/maild/lmtp.sock"`` (else None)."""
+        return Path(self.listen[5:]) if self.listen.startswith("unix:") else None
 
     @property
     def host(self) -> str:
@@ -156,6 +164,26 @@ class TemplatesSettings:
     directory: Path | None = None
 
 
+def readable_file(key: str, path: Path) -> None:
+    """A file maild reads later (a password, a key): it must be there and readable now,
+    by the user maild runs as (a root:root 0600 file is not, for the maild user)."""
+    if not path.is_file():
+        raise ConfigError(key, f"no such file: {path}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror} (maild runs as "
+                          f"{_user_name()}; make it root:maild 0640)") from None  # fmt: skip
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
 def _fail(key: str, message: str) -> None:
     raise ConfigError(key, message)
 
@@ -188,8 +216,8 @@ class TriageSettings:
     scan_chars: int = 6000
 
     def __post_init__(self) -> None:
-        if self.rules_file is not None and not self.rules_file.is_file():
-            _fail("triage.rules_file", f"no such file: {self.rules_file}")
+        if self.rules_file is not None:
+            readable_file("triage.rules_file", self.rules_file)
         if self.default_impact not in (1, 2, 3):
             _fail("triage.default_impact", "must be 1, 2 or 3")
         if self.default_urgency not in (1, 2, 3):
@@ -584,6 +612,58 @@ class AttachmentsSettings:
                 _fail(f"attachments.{name}", "must be 0 or more")
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The weekly report by mail (maild.desk.weekly)."""
+
+    # The day it is mailed; "" sends none.
+    weekly_day: str = "monday"
+    # At this time, in helpdesk.timezone ("HH:MM").
+    weekly_time: str = "07:00"
+    # Who gets it; empty: the duty managers ([tiers] duty_manager, and the
+    # agents in group "duty_manager"), each in their language.
+    recipients: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.weekly_day and self.weekly_day not in WEEKDAYS:
+            _fail("report.weekly_day", f"a day of the week in English, or \"\", got "
+                  f"{self.weekly_day!r}")  # fmt: skip
+        m = re.fullmatch(r"(\d\d):(\d\d)", self.weekly_time)
+        if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+            _fail("report.weekly_time", f"expected HH:MM, got {self.weekly_time!r}")
+        _addresses("report.recipients", self.recipients)
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long personal data is kept (maild.desk.privacy); 0 keeps it forever."""
+
+    # Raw bytes of mail that became a ticket or a reply (the ticket keeps its text).
+    raw_days: float = 90.0
+    # Raw bytes of mail that was ignored (loops, auto-replies, bounces) or spam.
+    ignored_raw_days: float = 30.0
+    # Outgoing mail sent (or given up) this long ago: the row and its bytes.
+    outbox_days: float = 90.0
+    # Details of audit events (addresses, reasons); the event itself stays.
+    event_detail_days: float = 365.0
+    # Tickets closed this long ago lose their personal data: requester, texts,
+    # attachments; type, category, priority and times stay for the reports.
+    closed_ticket_months: float = 24.0
+    # How often the retention sweep runs (also once shortly after start).
+    sweep_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        for name in ("raw_days", "ignored_raw_days", "outbox_days", "event_detail_days",
+                     "closed_ticket_months"):  # fmt: skip
+            if getattr(self, name) < 0:
+                _fail(f"retention.{name}", "must be 0 (keep forever) or more")
+        if self.sweep_hours <= 0:
+            _fail("retention.sweep_hours", "must be greater than 0")
+
+
 @dataclass(frozen=True)
 class ScreeningSettings:
     """What screening believes besides the rules themselves (maild.screen)."""
@@ -620,6 +700,9 @@ class LanguagesSettings:
 @dataclass(frozen=True)
 class LogSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text": one line per event; "json": one JSON object per line. Under
+    # journald both carry the syslog priority ("<4>" for a warning).
+    format: Literal["text", "json"] = "text"
 
 
 @dataclass(frozen=True)
@@ -638,6 +721,8 @@ class Settings:
     search: SearchSettings = field(default_factory=SearchSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     agent_mail: AgentMailSettings = field(default_factory=AgentMailSettings)
     agents: tuple[AgentSettings, ...] = ()  # the agent directory, [[agents]]
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -648,6 +733,8 @@ class Settings:
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     major: MajorSettings = field(default_factory=MajorSettings)
     source: str = "<defaults>"
+    # "section.key" of every value the file or the environment set (not a default).
+    given: frozenset[str] = frozenset()
 
 
 def system_timezone(environ: Mapping[str, str] | None = None, root: Path = Path("/")) -> str:
@@ -689,22 +776,31 @@ def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build and validate the settings; raise `ConfigError` naming the bad key."""
+    """Build and validate the settings; raise `ConfigError` naming the bad key.
+
+    The file is `path`, else ``MAILD_CONFIG``, else `DEFAULT_CONFIG`; it must
+    exist (built-in defaults alone would put a database wherever maild was
+    started).
+    """
     environ = os.environ if environ is None else environ
     path = path or environ.get("MAILD_CONFIG") or None
+    implicit = path is None
+    if path is None:
+        path = DEFAULT_CONFIG
     raw: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        try:
-            with open(path, "rb") as fh:
-                raw = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError("config", f"file not found: {path}") from None
-        except OSError as exc:
-            raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        if implicit:
+            raise ConfigError("config", f"no configuration file at {path} (the default; "
+                              "give one with --config PATH or MAILD_CONFIG)") from None  # fmt: skip
+        raise ConfigError("config", f"file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
     return settings_from_mapping(raw, _env_overrides(environ), source=source)
 
 
@@ -719,10 +815,10 @@ def settings_from_mapping(
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Settings)
     for name in raw:
-        if name not in hints or name == "source":
+        if name not in hints or name in ("source", "given"):
             raise ConfigError(name, "unknown section")
     for f in dataclasses.fields(Settings):
-        if f.name == "source":
+        if f.name in ("source", "given"):
             continue
         if f.name == "agents":
             if pending.pop("agents", None):
@@ -738,7 +834,10 @@ def settings_from_mapping(
         raise ConfigError(section, "unknown section (from environment)")
     if not sections["helpdesk"].timezone:
         sections["helpdesk"] = dataclasses.replace(sections["helpdesk"], timezone=system_timezone())
-    settings = Settings(**sections, source=source)
+    given = {f"{name}.{key}" for name, table in raw.items() if isinstance(table, dict)
+             for key in table}  # fmt: skip
+    given |= {f"{name}.{key}" for name, table in (overrides or {}).items() for key in table}
+    settings = Settings(**sections, source=source, given=frozenset(given))
     validate(settings)
     return settings
 
@@ -878,10 +977,15 @@ def validate(s: Settings) -> None:
         raise ConfigError("database.url", f"not a database URL: {s.database.url!r}") from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigError("database.url", "only sqlite:// and postgresql+psycopg:// are supported")
-    try:
-        split_listen(s.smtp.listen)
-    except ValueError as exc:
-        raise ConfigError("smtp.listen", str(exc)) from None
+    unix = s.smtp.unix_path
+    if unix is not None:
+        if not unix.is_absolute():
+            raise ConfigError("smtp.listen", f"a UNIX socket needs an absolute path, got {unix}")
+    else:
+        try:
+            split_listen(s.smtp.listen)
+        except ValueError as exc:
+            raise ConfigError("smtp.listen", f"{exc} (or unix:/PATH)") from None
     _positive("smtp.timeout_seconds", s.smtp.timeout_seconds)
     _positive("smtp.max_recipients", s.smtp.max_recipients)
     _positive("smtp.max_connections_per_ip", s.smtp.max_connections_per_ip)
@@ -898,8 +1002,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("smtp.auth_failure_delay_seconds", "must be 0 or more")
     for key in ("tls_cert_file", "tls_key_file", "auth_users_file"):
         path = getattr(s.smtp, key)
-        if path is not None and not path.is_file():
-            raise ConfigError(f"smtp.{key}", f"no such file: {path}")
+        if path is not None:
+            readable_file(f"smtp.{key}", path)
     if (s.smtp.tls_cert_file is None) != (s.smtp.tls_key_file is None):
         raise ConfigError("smtp.tls_key_file", "tls_cert_file and tls_key_file go together")
     if s.smtp.require_starttls and s.smtp.tls_cert_file is None:
@@ -953,10 +1057,8 @@ def validate(s: Settings) -> None:
             raise ConfigError("outgoing.smtp_host", "is required when transport is 'smtp'")
         if o.smtp_password_file is not None and not o.smtp_username:
             raise ConfigError("outgoing.smtp_username", "is required with smtp_password_file")
-        if o.smtp_password_file is not None and not o.smtp_password_file.is_file():
-            raise ConfigError(
-                "outgoing.smtp_password_file", f"no such file: {o.smtp_password_file}"
-            )
+        if o.smtp_password_file is not None:
+            readable_file("outgoing.smtp_password_file", o.smtp_password_file)
         if o.smtp_username and not o.smtp_starttls and not is_loopback_host(o.smtp_host):
             raise ConfigError("outgoing.smtp_starttls", f"must be true to log in to "
                               f"{o.smtp_host}: the password would cross the network in clear "
@@ -1086,15 +1188,15 @@ def _validate_imap(s: Settings) -> None:
         if m.tls == "none" and not is_loopback_host(m.host):
             raise ConfigError(f"{key}.tls", "'none' sends the password in clear: only allowed "
                               "for a loopback host")  # fmt: skip
-        if m.ca_file is not None and not m.ca_file.is_file():
-            raise ConfigError(f"{key}.ca_file", f"no such file: {m.ca_file}")
+        if m.ca_file is not None:
+            readable_file(f"{key}.ca_file", m.ca_file)
         if not m.username:
             raise ConfigError(f"{key}.username", "is required")
         if (m.password_file is None) == (not m.oauth2_token_command):
             raise ConfigError(f"{key}.password_file",
                               "give exactly one of password_file or oauth2_token_command")  # fmt: skip
-        if m.password_file is not None and not m.password_file.is_file():
-            raise ConfigError(f"{key}.password_file", f"no such file: {m.password_file}")
+        if m.password_file is not None:
+            readable_file(f"{key}.password_file", m.password_file)
         if m.oauth2_token_command:
             try:
                 argv = shlex.split(m.oauth2_token_command)
@@ -1122,7 +1224,7 @@ def defaults_as_dict() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     base = Settings()
     for f in dataclasses.fields(Settings):
-        if f.name in ("source", "agents"):  # agents: an array of tables, no defaults
+        if f.name in ("source", "given", "agents"):  # agents: an array of tables, no defaults
             continue
         out[f.name] = dataclasses.asdict(getattr(base, f.name))
     return out

@@ -73,12 +73,9 @@ class TicketNotFound(ActionRefused):
 
 def no_requester(ticket: Ticket) -> str:
     """Why a reply to the requester of `ticket` cannot be sent."""
-    what = ("a monitoring alert" if ticket.origin == Origin.ALERT
-            else "a major incident maild opened")  # fmt: skip
-    return (
-        f"ticket #{ticket.id} is {what}: there is no requester to answer (start the reply "
-        "with #note to keep it internal)"
-    )
+    if ticket.origin == Origin.ALERT:
+        return Phrase("actions.no_requester_alert", number=ticket.id)
+    return Phrase("actions.no_requester_major", number=ticket.id)
 
 
 @dataclass
@@ -513,7 +510,7 @@ class TicketOps:
         resolved ticket closes at once. `check_status=False`: the rating came with a
         reply that reopened the ticket (which told the agents itself: `tell=False`)."""
         if score not in (1, 2, 3, 4, 5):
-            raise ActionRefused(f"a rating is 1, 2, 3, 4 or 5, not {score!r}")
+            raise ActionRefused(Phrase("actions.rating", value=repr(score)))
         ticket = self._finished_for_requester(number, "rated", check_status=check_status)
         done = Done(ticket.id)
         old = ticket.satisfaction_score
@@ -554,8 +551,8 @@ class TicketOps:
         if ticket.origin != Origin.MAIL:
             raise ActionRefused(no_requester(ticket))
         if check_status and ticket.status not in FINISHED_STATUSES:
-            raise ActionRefused(f"ticket #{number} is {ticket.status}: it can be {what} once "
-                                "it is resolved")  # fmt: skip
+            raise ActionRefused(Phrase("actions.not_resolved_yet", number=number,
+                                       status=ticket.status))  # fmt: skip
         return ticket
 
     # --- major incidents (maild.majors opens them over a burst) --------------------------
@@ -564,12 +561,12 @@ class TicketOps:
         """Make ticket `number` a major incident: tier 3 and the duty manager are told at once."""
         ticket = self.get(number)
         if ticket.major:
-            raise ActionRefused(f"ticket #{number} is already a major incident")
+            raise ActionRefused(Phrase("actions.already_major", number=number))
         if ticket.major_id is not None:
-            raise ActionRefused(f"ticket #{number} is part of major incident #{ticket.major_id}; "
-                                "detach it first")  # fmt: skip
+            raise ActionRefused(Phrase("actions.part_of_major", number=number,
+                                       major=ticket.major_id))  # fmt: skip
         if ticket.status in FINISHED_STATUSES:
-            raise ActionRefused(f"ticket #{number} is {ticket.status}; reopen it first")
+            raise ActionRefused(Phrase("actions.finished", number=number, status=ticket.status))
         done = Done(ticket.id)
         ticket.major = True
         ticket.updated_at = self.now
@@ -583,26 +580,27 @@ class TicketOps:
         """Link report `child_number` to major incident `major_number`; its requester
         hears once that the problem is known."""
         if major_number == child_number:
-            raise ActionRefused("a ticket cannot be part of itself")
+            raise ActionRefused(Phrase("actions.part_of_itself"))
         major = self.get(major_number)
         if not major.major:
-            raise ActionRefused(f"ticket #{major_number} is not a major incident (declare it "
-                                "with #major first)")  # fmt: skip
+            raise ActionRefused(Phrase("actions.not_major", number=major_number))
         if major.status in FINISHED_STATUSES:
             raise ActionRefused(
-                f"major incident #{major_number} is {major.status}; reopen it first"
+                Phrase("actions.finished", number=major_number, status=major.status)
             )
         child = self.get(child_number)
         done = Done(major.id)
         if child.major_id == major.id:
             return done
         if child.major:
-            raise ActionRefused(f"ticket #{child_number} is itself a major incident")
+            raise ActionRefused(Phrase("actions.is_major", number=child_number))
         if child.major_id is not None:
-            raise ActionRefused(f"ticket #{child_number} is part of major incident "
-                                f"#{child.major_id}; detach it first")  # fmt: skip
+            raise ActionRefused(Phrase("actions.part_of_major", number=child_number,
+                                       major=child.major_id))  # fmt: skip
         if child.status in FINISHED_STATUSES:
-            raise ActionRefused(f"ticket #{child_number} is {child.status}")
+            raise ActionRefused(
+                Phrase("actions.child_finished", number=child_number, status=child.status)
+            )
         child.major_id = major.id
         child.updated_at = self.now
         self.event(child, done, EventSpec("major_attached", actor, new=str(major.id)))
@@ -615,8 +613,8 @@ class TicketOps:
         major = self.get(major_number)
         child = self.get(child_number)
         if child.major_id != major.id:
-            raise ActionRefused(f"ticket #{child_number} is not part of major incident "
-                                f"#{major_number}")  # fmt: skip
+            raise ActionRefused(Phrase("actions.not_part_of", number=child_number,
+                                       major=major_number))  # fmt: skip
         done = Done(major.id)
         child.major_id = None
         child.updated_at = self.now

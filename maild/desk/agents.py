@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from maild.config.settings import AgentSettings, Settings, load_settings
+from maild.config.settings import AgentSettings, Settings
 from maild.desk.apply import Applier
 from maild.pipeline.directory import AgentEntry, Directory
 from maild.store.db import insert_ignore
@@ -86,20 +86,6 @@ def install(
         directory = sync(session, chosen, settings.tiers.language)
     applier.directory = directory
     return directory
-
-
-def reload(sessions: sessionmaker[Session], applier: Applier) -> Directory:
-    """SIGHUP: read the configuration file again and sync its ``[[agents]]``.
-
-    Only the directory is taken from the new file (the rest of the settings
-    stays as started); a file that no longer validates keeps the old
-    directory and raises `ConfigError`.
-    """
-    source = applier.settings.source
-    if source.startswith("<"):  # built in code (tests, defaults): nothing to re-read
-        return install(sessions, applier)
-    fresh = load_settings(source)
-    return install(sessions, applier, fresh.agents)
 
 
 def rows(directory: Directory) -> list[dict[str, Any]]:

@@ -236,6 +236,11 @@ class TicketView:
         )
 
 
+def insert_outbox(session: Session, values: dict[str, Any]) -> int:
+    """Insert one outbox row (`Outbox` columns); returns its id."""
+    return int(_INSERT_OUTBOX.scalar_one(session, values))
+
+
 def buffer_events(session: Session) -> None:
     """Collect this transaction's events until `flush_events` (the worker's batches)."""
     session.info[_EVENT_BUFFER] = []

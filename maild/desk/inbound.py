@@ -19,7 +19,7 @@ from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from maild.mail.compose import clean_header_text
@@ -127,7 +127,8 @@ def list_inbound(
     """
     stmt = (
         select(*_COLUMNS, func.substr(InboundRaw.raw, 1, HEAD_BYTES).label("head"))
-        .join(InboundRaw, InboundRaw.inbound_id == Inbound.id)
+        # Outer: retention ([retention]) may have removed the bytes; the row stays.
+        .outerjoin(InboundRaw, InboundRaw.inbound_id == Inbound.id)
         .order_by(Inbound.id.desc())
         .limit(limit)
     )
@@ -143,12 +144,12 @@ def show(session: Session, inbound_id: int) -> dict[str, Any] | None:
     """One message: its fate, its first header fields and its raw bytes."""
     row = session.execute(
         select(*_COLUMNS, InboundRaw.raw)
-        .join(InboundRaw, InboundRaw.inbound_id == Inbound.id)
+        .outerjoin(InboundRaw, InboundRaw.inbound_id == Inbound.id)
         .where(Inbound.id == inbound_id)
     ).first()
     if row is None:
         return None
-    raw = bytes(row.raw)
+    raw = bytes(row.raw or b"")  # empty once retention removed the bytes
     data = _row(row, raw[:HEAD_BYTES])
     data["headers"] = headers_of(raw)
     data["raw"] = raw
@@ -168,7 +169,12 @@ def replay(session: Session, ids: Iterable[int], actor: str, now: datetime) -> l
     rows = {
         r.id: r
         for r in session.execute(
-            select(Inbound.id, Inbound.status, Inbound.ticket_id).where(Inbound.id.in_(wanted))
+            select(
+                Inbound.id,
+                Inbound.status,
+                Inbound.ticket_id,
+                exists().where(InboundRaw.inbound_id == Inbound.id).label("kept"),
+            ).where(Inbound.id.in_(wanted))
         )
     }
     out: list[Replay] = []
@@ -177,6 +183,8 @@ def replay(session: Session, ids: Iterable[int], actor: str, now: datetime) -> l
         r = rows.get(inbound_id)
         if r is None:
             out.append(Replay(inbound_id, False, "no such inbound message"))
+        elif r.status in REPLAYABLE and not r.kept:
+            out.append(Replay(inbound_id, False, "its bytes are gone (retention)"))
         elif r.status in REPLAYABLE:
             queue.append(inbound_id)
             out.append(Replay(inbound_id, True))

@@ -20,6 +20,8 @@ PostgreSQL, so several instances never act on the same ticket at once.
   goes out as one digest per address, once that address has room again.
 - `sweep_dead_mail` (`maild.desk.deadmail`): mail that could not be sent is
   recorded on its ticket, and the agents working it are told.
+- `sweep_weekly_report` (`maild.desk.weekly`): the weekly report to the duty
+  managers, once a week (returns mails queued, not tickets).
 
 Tickets recorded without notification (status ``new``: ``maild import
 --no-notify`` of another help desk's archive) are left alone by the SLA and
@@ -44,6 +46,7 @@ from maild.desk.actions import SYSTEM, ActionRefused, Done, TicketOps
 from maild.desk.apply import Applier
 from maild.desk.autoreply import DIGEST_KIND
 from maild.desk.deadmail import sweep_dead_mail
+from maild.desk.weekly import sweep_weekly_report
 from maild.mail.parse import Address
 from maild.pipeline import notices
 from maild.pipeline.decision import EventSpec, Notice
@@ -329,6 +332,7 @@ SWEEPS: tuple[tuple[str, Sweep], ...] = (
     ("regulator", sweep_regulator),
     ("digests", sweep_digests),
     ("dead_mail", sweep_dead_mail),
+    ("weekly_report", sweep_weekly_report),
 )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import hashlib
 import logging
 import socket
 import ssl
@@ -46,6 +47,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from maild.addresses import ServedAddresses, network_key, normalize_address
 from maild.clock import Clock, SystemClock
 from maild.config.settings import Settings
+from maild.errors import ConfigError
 from maild.intake.commit import Delivery, GroupCommitter, StorageFull, traced
 from maild.intake.smtpauth import FailureLimiter, PasswordFile
 from maild.mail.parse import peek_message_id
@@ -194,7 +196,10 @@ class _Hardened:
     async def _handle_client(self) -> None:
         handler = self.event_handler
         peer = self.session.peer if self.session is not None else None
-        ip = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if not (isinstance(peer, tuple) and peer):  # a UNIX socket: a local MTA, no cap
+            await super()._handle_client()  # type: ignore[misc]
+            return
+        ip = str(peer[0])
         key = network_key(ip)
         refusal = None
         if handler.open_connections >= handler.max_connections:
@@ -378,6 +383,80 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def certificate_fingerprint(settings: Settings) -> str | None:
+    """SHA-256 of the first certificate in ``smtp.tls_cert_file`` (for the log)."""
+    if settings.smtp.tls_cert_file is None:
+        return None
+    pem = settings.smtp.tls_cert_file.read_text(encoding="ascii", errors="replace")
+    try:
+        der = ssl.PEM_cert_to_DER_cert(pem[: pem.index("-----END CERTIFICATE-----") + 25])
+    except ValueError:
+        return None
+    return hashlib.sha256(der).hexdigest()
+
+
+class Listener:
+    """What each new session is made with: TLS context and AUTH users included.
+
+    `update` swaps them (SIGHUP: a renewed certificate, a changed users file);
+    sessions already open keep what they started with.
+    """
+
+    def __init__(self, settings: Settings, handler: IntakeHandler) -> None:
+        self.handler = handler
+        self.settings = settings
+        self.context, self.users = self.prepare(settings)
+        self.fingerprint = certificate_fingerprint(settings)  # of the certificate in use
+
+    @staticmethod
+    def prepare(settings: Settings) -> tuple[ssl.SSLContext | None, PasswordFile | None]:
+        """Load the certificate, key and users file; raise if any is unusable."""
+        try:
+            context = tls_context(settings)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("smtp.tls_key_file", f"cannot load the certificate "
+                              f"{settings.smtp.tls_cert_file} with its key: {exc}") from None  # fmt: skip
+        users = (
+            PasswordFile.load(settings.smtp.auth_users_file)
+            if settings.smtp.auth_users_file is not None
+            else None
+        )
+        return context, users
+
+    def update(
+        self, settings: Settings, context: ssl.SSLContext | None, users: PasswordFile | None
+    ) -> None:
+        self.settings, self.context, self.users = settings, context, users
+        self.fingerprint = certificate_fingerprint(settings)
+
+    @property
+    def call_limit(self) -> dict[str, int]:
+        """aiosmtpd's per-session command limits (a client that loops on a command is cut)."""
+        smtp = self.settings.smtp
+        messages = smtp.max_messages_per_connection
+        return {"*": smtp.command_call_limit, "MAIL": messages, "DATA": messages,
+                "RSET": messages, "RCPT": messages * smtp.max_recipients, "QUIT": 1}  # fmt: skip
+
+    def session(self) -> SMTP:
+        settings, users = self.settings, self.users
+        cls = MaildLMTP if settings.smtp.lmtp else MaildSMTP
+        return cls(
+            self.handler,
+            data_size_limit=settings.limits.max_message_bytes,
+            enable_SMTPUTF8=True,
+            hostname=settings.smtp.hostname,
+            ident="maild",
+            timeout=settings.smtp.timeout_seconds,
+            tls_context=self.context,
+            require_starttls=settings.smtp.require_starttls,
+            authenticator=users.authenticator if users is not None else None,
+            auth_required=settings.smtp.auth_required,
+            auth_require_tls=True,
+            command_call_limit=self.call_limit,
+            loop=asyncio.get_running_loop(),
+        )
+
+
 async def start_server(
     settings: Settings,
     handler: IntakeHandler,
@@ -385,41 +464,25 @@ async def start_server(
     host: str | None = None,
     port: int | None = None,
     sock: socket.socket | None = None,
+    listener: Listener | None = None,
 ) -> asyncio.Server:
-    """Listen on ``smtp.listen`` (or host/port, or an inherited socket); returns the server."""
-    cls = MaildLMTP if settings.smtp.lmtp else MaildSMTP
+    """Listen on ``smtp.listen`` (or host/port, or an inherited socket); returns the server.
+
+    ``smtp.listen = "unix:/run/maild/lmtp.sock"`` listens on a UNIX socket
+    (mode 0666: any local user may connect, as to a loopback port).
+    """
     loop = asyncio.get_running_loop()
-    context = tls_context(settings)
-    users = (
-        PasswordFile.load(settings.smtp.auth_users_file)
-        if settings.smtp.auth_users_file is not None
-        else None
-    )
-
-    smtp = settings.smtp
-    messages = smtp.max_messages_per_connection
-    call_limit = {"*": smtp.command_call_limit, "MAIL": messages, "DATA": messages,
-                  "RSET": messages, "RCPT": messages * smtp.max_recipients, "QUIT": 1}  # fmt: skip
-
-    def factory() -> SMTP:
-        return cls(
-            handler,
-            data_size_limit=settings.limits.max_message_bytes,
-            enable_SMTPUTF8=True,
-            hostname=settings.smtp.hostname,
-            ident="maild",
-            timeout=settings.smtp.timeout_seconds,
-            tls_context=context,
-            require_starttls=settings.smtp.require_starttls,
-            authenticator=users.authenticator if users is not None else None,
-            auth_required=settings.smtp.auth_required,
-            auth_require_tls=True,
-            command_call_limit=call_limit,
-            loop=loop,
-        )
-
+    listener = listener or Listener(settings, handler)
+    factory = listener.session
     if sock is not None:
         return await loop.create_server(factory, sock=sock, backlog=1024)
+    path = settings.smtp.unix_path if host is None and port is None else None
+    if path is not None:
+        if path.is_socket():
+            path.unlink()  # left by a run that was killed
+        server = await loop.create_unix_server(factory, path=str(path), backlog=1024)
+        path.chmod(0o666)
+        return server
     server = await loop.create_server(
         factory,
         host=host if host is not None else settings.smtp.host,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email
 import functools
 import hashlib
 import logging
@@ -288,16 +289,21 @@ def parse(
     if pre.notes and not looks_like_message(work):
         raise NotAMessage("not an email message: no usable header fields within the limits")
     try:
-        mp = mailparser.parse_from_bytes(work)
+        msg: Message = email.message_from_bytes(work)
+        headers: dict[str, list[str]] = {}
+        for name, value in msg.items():
+            headers.setdefault(name.lower(), []).append(_unfold(str(value)))
+        header_order = tuple(name.lower() for name in msg)
+        # mail-parser analyses every Received header (a seventh of a parse) for
+        # a `received` list we never read; the headers above keep them, and
+        # `header_order` their places, for the trusted-hop count of
+        # `maild.pipeline.agentauth`.
+        del msg["Received"]
+        mp = mailparser.MailParser(msg)
     except MailParserError as exc:
         raise PermanentError(f"unparseable message: {exc}") from None
     except RecursionError:
         raise PermanentError("unparseable message: MIME nesting too deep") from None
-
-    msg: Message = mp.message
-    headers: dict[str, list[str]] = {}
-    for name, value in msg.items():
-        headers.setdefault(name.lower(), []).append(_unfold(str(value)))
     frozen_headers = {k: tuple(v) for k, v in headers.items()}
 
     text_parts, html_parts = _bodies(msg)
@@ -347,7 +353,7 @@ def parse(
         defects=tuple(sorted(mp.defects_categories)),
         notes=(*pre.notes, *att_notes),
         bounce=bounce,
-        header_order=tuple(name.lower() for name in msg),
+        header_order=header_order,
     )
 
 

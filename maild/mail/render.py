@@ -46,7 +46,7 @@ TEMPLATES = (
     "agent_refused", "agent_rejected", "agent_update", "alert", "closed", "escalated", "limits",
     "major_known", "meeting", "regulator_reminder",
     "reply", "resolved", "sla_breach", "sla_warning", "status", "waiting_reminder",
-    "watcher_removed", "digest",
+    "watcher_removed", "digest", "weekly_report",
 )  # fmt: skip
 
 
@@ -116,11 +116,13 @@ class Renderer:
         """The languages maild writes mail in (a template folder each)."""
         return spoken_languages(self._override_dir)
 
-    def _build(self) -> jinja2.Environment:
+    def _build(self, override_dir: Path | None = None, *, keep: bool = True) -> jinja2.Environment:
+        if keep:
+            override_dir = self._override_dir
         spoken_languages.cache_clear()  # a reload may bring a new language folder
         self._languages = load_languages(self._languages_dir)
         set_styles(styles_from(self._languages))
-        paths = [str(p) for p in (self._override_dir, builtin_templates_dir()) if p is not None]
+        paths = [str(p) for p in (override_dir, builtin_templates_dir()) if p is not None]
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(paths),
             autoescape=_autoescape,
@@ -190,6 +192,17 @@ class Renderer:
         env = self._build()
         with self._lock:
             self._env = env
+
+    def prepare(self, override_dir: Path | None) -> Any:
+        """Compile the templates of `override_dir` (and the built-in ones); raise
+        `ConfigError` when one does not compile or is missing. Nothing changes
+        until `use`."""
+        return (override_dir, self._build(override_dir, keep=False))
+
+    def use(self, prepared: Any) -> None:
+        override_dir, env = prepared
+        with self._lock:
+            self._override_dir, self._env = override_dir, env
 
     def _template(self, name: str, language: str, part: str) -> jinja2.Template | None:
         env = self._env

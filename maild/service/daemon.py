@@ -21,6 +21,7 @@ passed by ``maild.socket`` replaces ``smtp.listen``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import resource
@@ -29,20 +30,26 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.clock import Clock, SystemClock
-from maild.config.settings import Settings
+from maild.config.settings import Settings, load_settings
 from maild.desk import agents
 from maild.desk.apply import Applier
+from maild.desk.privacy import retention_sweep
 from maild.desk.sweeps import SWEEPS, Sweep
+from maild.errors import ConfigError
 from maild.intake.commit import GroupCommitter
 from maild.intake.imap import ImapIntake
-from maild.intake.smtp import IntakeHandler, start_server
+from maild.intake.smtp import IntakeHandler, Listener, start_server
+from maild.log import setup_logging
 from maild.mail.render import Renderer
+from maild.pipeline.triage import reload_rules
 from maild.service.cluster import Membership, run_singleton
 from maild.service.metrics import HttpServer, Metrics
 from maild.service.notify import Notifier, inherited_sockets
@@ -50,7 +57,8 @@ from maild.service.parsepool import ParsePool
 from maild.service.sender import Sender, transport_from_settings
 from maild.service.senderproc import SenderProcess
 from maild.service.worker import Processed, Worker
-from maild.store.db import ensure_schema, is_sqlite, make_engine, session_factory
+from maild.store.access import guard_secret, open_or_create
+from maild.store.db import is_sqlite, session_factory
 from maild.store.models import Inbound
 from maild.store.states import InboundStatus
 
@@ -61,6 +69,29 @@ log = logging.getLogger(__name__)
 STUCK_AFTER_SECONDS = 300.0
 STOP_BUDGET_SECONDS = 9.0
 SWITCH_INTERVAL = 0.0005  # seconds; see Daemon.run
+RETENTION_FIRST_SECONDS = 60.0
+
+
+def _where(sock: Any) -> str:
+    name = sock.getsockname()
+    return str(name[:2]) if isinstance(name, tuple) else f"unix:{name}"
+
+
+def _differences(old: Settings, new: Settings) -> list[str]:
+    """``section.key`` of every setting that differs (``agents`` as one)."""
+    out = []
+    for f in dataclasses.fields(Settings):
+        if f.name in ("source", "given"):
+            continue
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if a == b:
+            continue
+        if dataclasses.is_dataclass(a):
+            out += [f"{f.name}.{g.name}" for g in dataclasses.fields(a)
+                    if getattr(a, g.name) != getattr(b, g.name)]  # fmt: skip
+        else:
+            out.append(f.name)
+    return out
 
 
 def raise_nofile_limit() -> int:
@@ -131,12 +162,36 @@ class Loop:
                     break
 
 
+def reread(settings: Settings) -> Settings:
+    """The configuration as SIGHUP sees it: the file (and environment) read again;
+    settings made in code (tests) are kept as they are."""
+    if settings.source.startswith("<"):
+        return settings
+    return load_settings(settings.source)
+
+
+# What SIGHUP takes from the configuration read again; any other change is
+# logged as needing a restart.
+RELOADED_KEYS = (
+    "smtp.tls_cert_file", "smtp.tls_key_file", "smtp.require_starttls", "smtp.auth_users_file",
+    "smtp.auth_required", "agents", "templates.", "triage.", "log.",
+)  # fmt: skip
+
+
 class Daemon:
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        *,
+        config: Callable[[Settings], Settings] = reread,
+    ) -> None:
         self.settings = settings
+        # Reads the configuration again on SIGHUP (the CLI adds its --log-level).
+        self.config = config
         self.clock = clock or SystemClock()
-        self.engine: Engine = make_engine(settings.database.url)
-        ensure_schema(self.engine)
+        self.engine: Engine = open_or_create(settings.database.url)
+        guard_secret(settings.helpdesk.secret_file, self.engine)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self.renderer = Renderer.from_settings(settings)
         self.applier = Applier(settings, self.renderer)
@@ -172,6 +227,7 @@ class Daemon:
         )
         self.handler = IntakeHandler(settings, self.committer, lmtp=settings.smtp.lmtp,
                                      clock=self.clock)  # fmt: skip
+        self.listener = Listener(settings, self.handler)  # TLS and AUTH users: reloadable
         self.imap = ImapIntake(
             settings, self.sessions, self.clock, on_commit=self.worker_loop.wake.set
         )
@@ -191,11 +247,7 @@ class Daemon:
             self.engine, self.sessions, self.clock,
             dead_after=settings.cluster.dead_after_seconds, on_new_id=self._set_instance,
         )  # fmt: skip
-        self.reload_hooks: list[tuple[str, Callable[[], object]]] = [
-            ("templates", self.renderer.reload),
-            ("triage rules", self.worker.reload_rules),
-            ("agent directory", lambda: agents.reload(self.sessions, self.applier)),
-        ]
+        self.reload_hooks: list[tuple[str, Callable[[], object]]] = []
 
     # --- extension points for other modules ---------------------------------------
 
@@ -207,9 +259,16 @@ class Daemon:
         self.reload_hooks.append((name, hook))
 
     def add_sweep(
-        self, name: str, job: Callable[[], object], *, seconds: float, singleton: bool = True
+        self,
+        name: str,
+        job: Callable[[], object],
+        *,
+        seconds: float,
+        singleton: bool = True,
+        first_in: float | None = None,
     ) -> None:
-        """Run `job` every `seconds`; with `singleton`, on one instance at a time."""
+        """Run `job` every `seconds` (the first time after `first_in` seconds, if
+        given); with `singleton`, on one instance at a time."""
 
         def run() -> None:
             try:
@@ -220,8 +279,10 @@ class Daemon:
             except Exception:
                 log.exception("sweep %s failed; next run in %.0fs", name, seconds)
 
+        first = {} if first_in is None else {
+            "next_run_time": datetime.now(UTC) + timedelta(seconds=first_in)}  # fmt: skip
         self.scheduler.add_job(run, "interval", seconds=seconds, id=name, name=name,
-                               max_instances=1, coalesce=True)  # fmt: skip
+                               max_instances=1, coalesce=True, **first)  # fmt: skip
 
     # --- steps ---------------------------------------------------------------------
 
@@ -290,6 +351,9 @@ class Daemon:
         if done:
             log.info("processed %d message(s) interrupted by the previous run", done)
 
+    def _retention(self) -> None:
+        retention_sweep(self.sessions, self.settings.retention, self.clock)
+
     def _recover_stuck(self) -> None:
         self.worker.recover()
 
@@ -311,7 +375,8 @@ class Daemon:
         """The port the listener is bound to (useful with ``smtp.listen = "HOST:0"``)."""
         if self.server is None or not self.server.sockets:
             return None
-        return int(self.server.sockets[0].getsockname()[1])
+        name = self.server.sockets[0].getsockname()
+        return int(name[1]) if isinstance(name, tuple) else None
 
     async def run(self, *, install_signals: bool = True) -> int:
         nofile = raise_nofile_limit()
@@ -349,6 +414,10 @@ class Daemon:
         for name, sweep in SWEEPS:
             self.add_sweep(f"sweep_{name}", functools.partial(self._sweep, name, sweep),
                            seconds=self.settings.sla.sweep_seconds)  # fmt: skip
+        # Retention: daily, and a minute after start (a daemon restarted more
+        # often than daily still applies it).
+        self.add_sweep("retention", self._retention, first_in=RETENTION_FIRST_SECONDS,
+                       seconds=self.settings.retention.sweep_hours * 3600)  # fmt: skip
         self.scheduler.start()
         self._loop = asyncio.get_running_loop()
         if install_signals:
@@ -362,10 +431,9 @@ class Daemon:
         status = "SMTP intake disabled"
         if self.settings.smtp.enabled:
             inherited = inherited_sockets()
-            self.server = await start_server(
-                self.settings, self.handler, sock=inherited[0] if inherited else None
-            )
-            where = ", ".join(str(s.getsockname()[:2]) for s in self.server.sockets)
+            self.server = await start_server(self.settings, self.handler, listener=self.listener,
+                                             sock=inherited[0] if inherited else None)  # fmt: skip
+            where = ", ".join(_where(s) for s in self.server.sockets)
             status = f"{'LMTP' if self.settings.smtp.lmtp else 'SMTP'} on {where}"
             if inherited:
                 status += " (socket from systemd)"
@@ -429,9 +497,26 @@ class Daemon:
             await asyncio.sleep(period)
 
     def reload(self) -> bool:
-        """SIGHUP: run every reload hook; open connections are not touched."""
+        """SIGHUP: read the configuration again and apply it, all or nothing.
+
+        Reloaded: the TLS certificate and key (a renewal replaces the files
+        in place), the SMTP AUTH users, the agent directory, the templates,
+        the triage rules, the log level and format. Everything is loaded and
+        compiled first; if anything fails the new configuration is refused
+        and the old one stays in force. Open connections are not touched.
+        Other changed keys are named in the log as needing a restart.
+        """
         self.notifier.reloading()
-        ok = True
+        try:
+            changed = self._reload()
+            ok = True
+        except Exception as exc:
+            ok = False
+            what = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            log.error("SIGHUP: the new configuration is refused, keeping the old one: %s", what)
+        else:
+            log.info("SIGHUP: configuration reloaded from %s; %s", self.settings.source,
+                     "; ".join(changed) if changed else "nothing changed")  # fmt: skip
         for name, hook in self.reload_hooks:
             try:
                 hook()
@@ -442,6 +527,59 @@ class Daemon:
         self.metrics.reloads.labels("ok" if ok else "failed").inc()
         self.notifier.ready("accepting mail (reloaded)" if ok else "reload failed, see the log")
         return ok
+
+    def _reload(self) -> list[str]:
+        old = self.settings
+        fresh = self.config(old)
+        # 1. Load and compile everything; nothing changes yet.
+        context, users = Listener.prepare(fresh)
+        templates = self.renderer.prepare(fresh.templates.directory)
+        rules = reload_rules(fresh)
+        merged = dataclasses.replace(
+            old, agents=fresh.agents, templates=fresh.templates, triage=fresh.triage,
+            log=fresh.log, smtp=dataclasses.replace(
+                old.smtp, tls_cert_file=fresh.smtp.tls_cert_file,
+                tls_key_file=fresh.smtp.tls_key_file, require_starttls=fresh.smtp.require_starttls,
+                auth_users_file=fresh.smtp.auth_users_file, auth_required=fresh.smtp.auth_required),
+        )  # fmt: skip
+        # 2. Apply: the directory first (the one step that writes, and may fail).
+        before = {a.email: a for a in self.applier.directory.agents if a.active}
+        agents.install(self.sessions, self.applier, fresh.agents)
+        after = {a.email: a for a in self.applier.directory.agents if a.active}
+        old_print = self.listener.fingerprint
+        old_users = self.listener.users.users if self.listener.users else {}
+        self.listener.update(merged, context, users)
+        new_print = self.listener.fingerprint
+        self.renderer.use(templates)
+        self.worker.rules = rules
+        self.parser.set_rules(rules)
+        self.settings = self.worker.settings = self.applier.settings = merged
+        if (fresh.log.level, fresh.log.format) != (old.log.level, old.log.format):
+            setup_logging(fresh.log.level, fresh.log.format)
+        # 3. Say what changed.
+        changed = []
+        if new_print != old_print:
+            changed.append(f"TLS certificate {new_print[:16] if new_print else 'none'} "
+                           f"(was {old_print[:16] if old_print else 'none'})")  # fmt: skip
+        new_users = users.users if users else {}
+        if new_users != old_users:
+            changed.append(f"SMTP users: {len(new_users)} (added "
+                           f"{len(new_users.keys() - old_users.keys())}, removed "
+                           f"{len(old_users.keys() - new_users.keys())}, changed "
+                           f"{sum(1 for u in new_users.keys() & old_users.keys() if new_users[u] != old_users[u])})")  # fmt: skip
+        if before.keys() != after.keys() or any(before[e] != after[e] for e in after):
+            changed.append(f"agents: {len(after)} active (added "
+                           f"{', '.join(sorted(after.keys() - before.keys())) or 'none'}, "
+                           f"deactivated {', '.join(sorted(before.keys() - after.keys())) or 'none'})")  # fmt: skip
+        changed.append("templates and triage rules compiled again")
+        if (fresh.log.level, fresh.log.format) != (old.log.level, old.log.format):
+            changed.append(f"log {fresh.log.level} {fresh.log.format}")
+        restart = [key for key in _differences(old, fresh)
+                   if not key.startswith(RELOADED_KEYS)]  # fmt: skip
+        if restart:
+            log.warning("SIGHUP: changed, but takes effect only after a restart: %s",
+                        ", ".join(restart))  # fmt: skip
+        return changed
 
     def request_stop(self) -> None:
         """Ask a daemon running in another thread to stop (thread-safe)."""

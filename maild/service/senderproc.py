@@ -46,7 +46,7 @@ def _child_main(
     parent_pid: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    setup_logging(settings.log.level)
+    setup_logging(settings.log.level, settings.log.format)
     engine = make_engine(settings.database.url)
     sender = Sender(
         session_factory(engine), settings, SystemClock(), transport_from_settings(settings)

@@ -127,6 +127,11 @@ class Worker:
         alerts.compile_rules(settings.alerts)  # a bad [[alerts.rules]] pattern stops maild here
         self.parser.set_rules(self.rules)  # classified beside the parse
         self.instance_id: int | None = None  # set by the daemon (maild.cluster)
+        # Rows claimed per batch, and applied per transaction. `maild import`,
+        # which nobody waits on message by message, takes more of each: every
+        # commit is an fsync.
+        self.batch_size = settings.worker.batch_size
+        self.txn_messages = TXN_MESSAGES
         # Intake first: while this says intake is busy, the worker waits (the
         # daemon sets it).
         self.intake_busy: Callable[[], bool] | None = None
@@ -134,7 +139,7 @@ class Worker:
     def _chunk_size(self) -> int:
         """Smaller transactions while intake is busy: its commits wait less."""
         busy = self.intake_busy
-        return TXN_MESSAGES if busy is None or not busy() else BUSY_TXN_MESSAGES
+        return self.txn_messages if busy is None or not busy() else BUSY_TXN_MESSAGES
 
     def _give_way(self) -> None:
         busy = self.intake_busy
@@ -252,7 +257,7 @@ class Worker:
     # --- processing ------------------------------------------------------------
 
     def run_batch(self, limit: int | None = None) -> list[Processed]:
-        rows = self._claim(limit or self.settings.worker.batch_size)
+        rows = self._claim(limit or self.batch_size)
         if not rows:
             return []
         items = self._parsed(rows)

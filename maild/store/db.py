@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -110,6 +112,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
+        # Freed space is overwritten with zeros, so a deleted or updated text
+        # leaves no copy in the file (maild contact erase, retention).
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -138,6 +143,33 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine.pool, "checkin")
     def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
         _release(record.info)
+
+
+def purge_deleted(engine: Engine, tables: Sequence[str] = ()) -> bool:
+    """After personal data was removed, leave no copy of it behind.
+
+    SQLite (``secure_delete`` zeroes freed space as it goes): copy the WAL into
+    the database and truncate it, retrying while readers hold old pages; True
+    when the WAL is empty. PostgreSQL: VACUUM the tables, so dead rows are
+    removed (their space is reused, not zeroed, until then).
+    """
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()
+        try:
+            for _ in range(120):
+                busy, _frames, _copied = raw.driver_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA wal_checkpoint(TRUNCATE)"
+                ).fetchone()
+                if not busy:
+                    return True
+                time.sleep(0.25)
+            return False
+        finally:
+            raw.close()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in tables:
+            conn.exec_driver_sql(f'VACUUM "{table}"')
+    return True
 
 
 def is_sqlite(engine_or_session: Engine | Session) -> bool:
@@ -404,6 +436,32 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+_REVISION_RE = re.compile(r'^(down_revision|revision)\b[^=]*=\s*"([^"]*)"', re.MULTILINE)
+
+
+def head_of_files(folder: Path = MIGRATIONS / "versions") -> str | None:
+    """The head revision, read from the migration files without importing Alembic.
+
+    (Alembic's script loader costs a CLI command a noticeable part of its
+    start; a test checks that both agree.)
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in folder.glob("*.py"):
+        for kind, value in _REVISION_RE.findall(path.read_text(encoding="utf-8")):
+            (revisions if kind == "revision" else parents).add(value)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def stored_revision(engine: Engine) -> str | None:
+    """The revision recorded in the database (None: no alembic_version table)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -140,6 +140,7 @@ class Contact(Base):
     bounce_state: Mapped[str] = mapped_column(String(16), default="ok")
     bounced_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    erased_at: Mapped[datetime | None]  # name and address removed (maild contact erase)
 
 
 class Agent(Base):
@@ -210,6 +211,8 @@ class Ticket(Base):
     satisfaction_score: Mapped[int | None] = mapped_column(Integer)
     satisfaction_comment: Mapped[str | None] = mapped_column(Text)
     satisfaction_at: Mapped[datetime | None]
+    # Texts, attachments and raw mail removed (retention, or the requester erased).
+    anonymized_at: Mapped[datetime | None]
 
     requester: Mapped[Contact] = relationship(foreign_keys=[requester_id], lazy="joined")
 

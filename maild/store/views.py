@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from maild.store.models import (
@@ -73,6 +74,7 @@ def ticket_summary(ticket: Ticket, requester: Contact) -> dict[str, Any]:
             "first_response_breached_at": _iso(ticket.first_response_breached_at),
             "resolution_breached_at": _iso(ticket.resolution_breached_at),
         },
+        "anonymized_at": _iso(ticket.anonymized_at),
         "regulator": None
         if ticket.regulator_due is None
         else {
@@ -84,13 +86,52 @@ def ticket_summary(ticket: Ticket, requester: Contact) -> dict[str, Any]:
 
 
 def list_tickets(
-    session: Session, status: str | None = None, limit: int = 1000
+    session: Session,
+    status: str | Sequence[str] | None = None,
+    limit: int = 100,
+    *,
+    priorities: Sequence[int] = (),
+    tiers: Sequence[int] = (),
+    assignee_id: int | None = None,
+    unassigned: bool = False,
+    breached: bool = False,
+    after: int | None = None,
 ) -> list[dict[str, Any]]:
+    """Tickets newest first; filters combine, values of one filter are alternatives.
+
+    `after`: only tickets older than that number (keyset paging: ask for
+    ``limit + 1`` to learn whether there are more).
+    """
     stmt = select(Ticket, Contact).join(Contact, Ticket.requester_id == Contact.id)
-    if status:
-        stmt = stmt.where(Ticket.status == status)
+    statuses = [status] if isinstance(status, str) else list(status or ())
+    if statuses:
+        stmt = stmt.where(Ticket.status.in_(statuses))
+    if priorities:
+        stmt = stmt.where(Ticket.priority.in_(list(priorities)))
+    if tiers:
+        stmt = stmt.where(Ticket.tier.in_(list(tiers)))
+    if unassigned:
+        stmt = stmt.where(Ticket.assignee_id.is_(None))
+    elif assignee_id is not None:
+        stmt = stmt.where(Ticket.assignee_id == assignee_id)
+    if breached:
+        stmt = stmt.where(
+            Ticket.first_response_breached_at.is_not(None)
+            | Ticket.resolution_breached_at.is_not(None)
+        )
+    if after is not None:
+        stmt = stmt.where(Ticket.id < after)
     stmt = stmt.order_by(Ticket.id.desc()).limit(limit)
     return [ticket_summary(t, c) for t, c in session.execute(stmt).all()]
+
+
+def agent_id(session: Session, who: str) -> int | None:
+    """The id of the agent with this address, or the one agent with this name."""
+    found = session.scalar(select(Agent.id).where(Agent.email == who.strip().lower()))
+    if found is not None:
+        return int(found)
+    ids = list(session.scalars(select(Agent.id).where(func.lower(Agent.name) == who.lower())))
+    return int(ids[0]) if len(ids) == 1 else None
 
 
 def show_ticket(session: Session, number: int) -> dict[str, Any] | None:
@@ -195,11 +236,13 @@ def show_ticket(session: Session, number: int) -> dict[str, Any] | None:
 
 
 def list_outbox(
-    session: Session, status: str | None = None, limit: int = 1000
+    session: Session, status: str | None = None, limit: int = 100, *, after: int | None = None
 ) -> list[dict[str, Any]]:
     stmt = select(Outbox).order_by(Outbox.id.desc()).limit(limit)
     if status:
         stmt = stmt.where(Outbox.status == status)
+    if after is not None:
+        stmt = stmt.where(Outbox.id < after)
     return [
         {
             "id": o.id,
@@ -218,7 +261,9 @@ def list_outbox(
     ]
 
 
-def list_quarantine(session: Session, limit: int = 1000) -> list[dict[str, Any]]:
+def list_quarantine(
+    session: Session, limit: int = 100, *, after: int | None = None
+) -> list[dict[str, Any]]:
     stmt = (
         select(
             Inbound.id,
@@ -232,6 +277,7 @@ def list_quarantine(session: Session, limit: int = 1000) -> list[dict[str, Any]]
             Inbound.error,
         )  # fmt: skip
         .where(Inbound.status == InboundStatus.QUARANTINED)
+        .where(Inbound.id < after if after is not None else true())
         .order_by(Inbound.id.desc())
         .limit(limit)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -80,10 +81,14 @@ def test_ingest_oversize_exits_65(config, tmp_path):
 
 
 def test_ingest_temporary_failure_exits_75(tmp_path):
+    """The database server does not answer: the MTA keeps the message and retries."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
     cfg = tmp_path / "broken.toml"
-    blocked = tmp_path / "not-a-dir"
-    blocked.write_text("a file where the database directory should be")
-    cfg.write_text(f'[database]\nurl = "sqlite:///{blocked}/maild.db"\n')
+    cfg.write_text(f'[database]\nurl = "postgresql+psycopg://maild:maild@127.0.0.1:{port}/maild"\n'
+                   f'[helpdesk]\nsecret_file = "{tmp_path / "secret.key"}"\n'
+                   f'[outgoing]\nmaildir = "{tmp_path / "outgoing"}"\n')  # fmt: skip
     proc = maild(cfg, "ingest", stdin=make_message())
     assert proc.returncode == 75, proc.stderr
     assert b"try again later" in proc.stderr and b"Traceback" not in proc.stderr
@@ -122,7 +127,7 @@ def test_ingest_on_a_full_disk_exits_75_and_keeps_the_database_intact(sqlite_url
 
 def test_ingest_to_names_the_address(config):
     assert maild(config, "ingest", "--to", "it@example.com", stdin=make_message()).returncode == 0
-    assert maild(config, "import", str(FIXTURES / "no-such-file")).returncode == 78
+    assert maild(config, "import", str(FIXTURES / "no-such-file")).returncode == 66
     out = maild(config, "drain")
     assert out.returncode == 0, out.stderr
     assert b"1 message(s) processed" in out.stdout

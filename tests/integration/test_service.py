@@ -58,7 +58,7 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path):
     assert "maild" not in proc.stderr, proc.stderr  # no warning about our units
     service = (UNITS / "maild.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "ExecReload=",
-                 "DynamicUser=yes", "ProtectSystem=strict", "StateDirectory=maild",
+                 "User=maild", "ProtectSystem=strict", "StateDirectory=maild",
                  "LimitNOFILE="):  # fmt: skip
         assert line in service
     # The hardening is real: systemd's own audit rates the unit "OK" or better.

@@ -131,11 +131,16 @@ class ServeProcess:
         pass_fds: Sequence[int] = (),
     ) -> None:
         self.sections = sections
-        host, _, port = str(sections["smtp"]["listen"]).rpartition(":")
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind((host or "127.0.0.1", int(port)))
-        self.listener.listen(1024)
-        self.port = int(self.listener.getsockname()[1])
+        listen = str(sections["smtp"]["listen"])
+        # A UNIX socket (LMTP behind a local MTA): maild makes it; no port to hold.
+        self.listener: socket.socket | None = None
+        self.port = 0
+        if not listen.startswith("unix:"):
+            host, _, port = listen.rpartition(":")
+            self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.listener.bind((host or "127.0.0.1", int(port)))
+            self.listener.listen(1024)
+            self.port = int(self.listener.getsockname()[1])
         self.log_path = log_path
         self.extra_env = dict(extra_env or {})
         self.preexec = preexec
@@ -146,6 +151,12 @@ class ServeProcess:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAILD_")}
+        # maild needs a configuration file (else /etc/maild/maild.toml); the
+        # settings themselves come from the environment.
+        config = self.log_path.parent / "serve-empty.toml"
+        if not config.exists():
+            config.write_text("# settings in MAILD_<SECTION>__<KEY> variables\n")
+        env["MAILD_CONFIG"] = str(config)
         env.update(settings_env(self.sections))
         env.update(self.extra_env)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -154,7 +165,10 @@ class ServeProcess:
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> None:
         if self._log is None:
             self._log = open(self.log_path, "a")  # noqa: SIM115 (closed in close())
-        argv, fds = activated(self.listener, "serve")
+        if self.listener is not None:
+            argv, fds = activated(self.listener, "serve")
+        else:
+            argv, fds = [sys.executable, "-m", "maild", "serve"], ()
         self.proc = subprocess.Popen(
             argv,
             env=self.env(),
@@ -214,7 +228,8 @@ class ServeProcess:
 
     def close(self) -> None:
         self.kill()
-        self.listener.close()
+        if self.listener is not None:
+            self.listener.close()
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -191,11 +191,13 @@ def test_check_config_accepts_the_example():
     assert "configuration OK" in proc.stdout
 
 
-def test_the_desk_name_per_language_from_file_and_environment():
+def test_the_desk_name_per_language_from_file_and_environment(tmp_path):
+    empty = tmp_path / "maild.toml"
+    empty.write_text("")
     s = settings_from_mapping({"helpdesk": {"name": "IT Help", "names": {"fi": "IT-tuki"}}})
     assert (s.helpdesk.name_in("fi"), s.helpdesk.name_in("sv"), s.helpdesk.name_in(None)) == (
         "IT-tuki", "IT Help", "IT Help")  # fmt: skip
-    env = load_settings(None, environ={"MAILD_HELPDESK__NAMES": "fi=IT-tuki, sv=IT-stöd"})
+    env = load_settings(empty, environ={"MAILD_HELPDESK__NAMES": "fi=IT-tuki, sv=IT-stöd"})
     assert env.helpdesk.names == {"fi": "IT-tuki", "sv": "IT-stöd"}
-    env = load_settings(None, environ={"MAILD_HELPDESK__NAMES": '{ sv = "IT-stöd" }'})
+    env = load_settings(empty, environ={"MAILD_HELPDESK__NAMES": '{ sv = "IT-stöd" }'})
     assert env.helpdesk.name_in("sv") == "IT-stöd"

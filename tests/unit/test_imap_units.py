@@ -65,8 +65,11 @@ tier = 2
     assert second.password_file == pw and s.imap.mailbox("it-desk") is second
 
 
-def test_mailboxes_from_the_environment():
+def test_mailboxes_from_the_environment(tmp_path):
+    empty = tmp_path / "maild.toml"
+    empty.write_text("")
     s = load_settings(None, environ={
+        "MAILD_CONFIG": str(empty),
         "MAILD_IMAP__MAILBOXES": '[{name = "a", host = "h.example", username = "u", '
                                  'oauth2_token_command = "tok"}]'})  # fmt: skip
     assert s.imap.mailboxes[0].name == "a"
