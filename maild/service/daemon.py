@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import resource
 import signal
 import sys
@@ -424,15 +425,28 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stop.set)
             self._loop.add_signal_handler(signal.SIGHUP, self.reload)
-        if self.settings.http.enabled:
-            host, port = self.settings.http.host_port
-            self.http = HttpServer(host, port, self.metrics, self.health)
-            self.http.start()
         status = "SMTP intake disabled"
+        try:
+            if self.settings.http.enabled:
+                key = "http.listen"
+                host, port = self.settings.http.host_port
+                self.http = HttpServer(host, port, self.metrics, self.health)
+                self.http.start()
+            if self.settings.smtp.enabled:
+                key = "smtp.listen"
+                inherited = inherited_sockets()
+                self.server = await start_server(self.settings, self.handler,
+                                                 listener=self.listener,
+                                                 sock=inherited[0] if inherited else None)  # fmt: skip
+        except OSError as exc:  # a port in use, an address not ours: one line naming the key
+            self.http = None if self.http is None or key == "http.listen" else self.http
+            await self.shutdown()
+            listen = (
+                self.settings.http.listen if key == "http.listen" else self.settings.smtp.listen
+            )
+            raise ConfigError(key, f"cannot listen on {listen}: "
+                              f"{os.strerror(exc.errno) if exc.errno else exc}") from None  # fmt: skip
         if self.settings.smtp.enabled:
-            inherited = inherited_sockets()
-            self.server = await start_server(self.settings, self.handler, listener=self.listener,
-                                             sock=inherited[0] if inherited else None)  # fmt: skip
             where = ", ".join(_where(s) for s in self.server.sockets)
             status = f"{'LMTP' if self.settings.smtp.lmtp else 'SMTP'} on {where}"
             if inherited:
