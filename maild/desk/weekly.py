@@ -6,10 +6,12 @@ week's report is due (``report.weekly_day`` at ``report.weekly_time`` in
 ``weekly_report`` since that moment), so a restart sends nothing twice and
 several instances (one holds the sweep's lock) send it once. A daemon that was
 down at that moment sends it when it comes back the same day; a later start
-skips that week. One mail per language of its recipients (EN/FI): a text part
-and an HTML part whose charts are table bars (mail clients show them; inline
-SVG they strip). The figures are `maild.desk.report` over the tickets created
-in the week before, and the backlog now.
+skips that week. One mail per language of its recipients (any language with
+templates): a text part and an HTML part whose charts are table bars (mail
+clients show them; inline SVG they strip). The figures are `maild.desk.report`
+over the tickets created in the week before, and the backlog now; every word
+of the mail, the charts' titles too, is in the templates
+(``templates/<code>/weekly_report.*``), which get `template_context`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.clock import Clock
-from maild.config.settings import WEEKDAYS
+from maild.config.settings import WEEKDAYS, SlaSettings
 from maild.desk import report
 from maild.desk.apply import Applier, insert_outbox
 from maild.mail.compose import Outgoing, compose, new_message_id
@@ -37,12 +39,6 @@ log = logging.getLogger(__name__)
 
 KIND = "weekly_report"
 LATE = timedelta(days=1)  # after this, a missed week's report is skipped
-TITLES = {
-    "en": ("First response, median by priority", "Resolution, median by priority",
-           "SLA breaches by priority", "Open tickets by age"),
-    "fi": ("Ensivastaus, mediaani prioriteeteittain", "Ratkaisu, mediaani prioriteeteittain",
-           "SLA-ylitykset prioriteeteittain", "Avoimet tukipyynnöt iän mukaan"),
-}  # fmt: skip
 
 
 def due_at(now: datetime, day: str, at: str, timezone: str) -> datetime:
@@ -96,31 +92,66 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
-def _chart(title: str, color: str, rows: list[tuple[str, float | None, str, str]]) -> Any:
+def _chart(key: str, color: str, rows: list[tuple[str, float | None, str, str]]) -> Any:
     top = max((v for _, v, _, _ in rows if v), default=0) or 1
     bars = [SimpleNamespace(label=label, text=text, target=target,
                             width=max(1, round(80 * v / top)) if v else 0)
             for label, v, text, target in rows]  # fmt: skip
-    return SimpleNamespace(title=title, color=color, bars=bars)
+    return SimpleNamespace(key=key, color=color, bars=bars)
 
 
-def charts(data: dict[str, Any], language: str) -> list[Any]:
-    t = TITLES.get(language, TITLES["en"])
+def charts(data: dict[str, Any]) -> list[Any]:
+    """The HTML part's bar charts; each template titles a chart by its `key`
+    (first_response, resolution, breaches, age)."""
     prio = data["by_priority"]
     return [
-        _chart(t[0], report.COLORS["median"],
+        _chart("first_response", report.COLORS["median"],
                [(g["key"], g["first_response"]["median_h"], _hours(g["first_response"]["median_h"]),
                  _hours(g["first_response"]["target_h"])) for g in prio]),
-        _chart(t[1], report.COLORS["p90"],
+        _chart("resolution", report.COLORS["p90"],
                [(g["key"], g["resolution"]["median_h"], _hours(g["resolution"]["median_h"]),
                  _hours(g["resolution"]["target_h"])) for g in prio]),
-        _chart(t[2], report.COLORS["fr"],
+        _chart("breaches", report.COLORS["fr"],
                [(g["key"], g["breaches"]["first_response"] + g["breaches"]["resolution"],
                  str(g["breaches"]["first_response"] + g["breaches"]["resolution"]), "")
                 for g in prio]),
-        _chart(t[3], report.COLORS["count"],
+        _chart("age", report.COLORS["count"],
                [(k, v, str(v), "") for k, v in data["backlog"]["by_age"].items()]),
     ]  # fmt: skip
+
+
+def service_hours(sla: SlaSettings, timezone: str, day: datetime) -> Any:
+    """When the SLA clock runs, for the templates to say in their language: None
+    around the clock; else `opens` and `closes` on `day` in the desk's zone (for
+    ``|when("clock")``), the ISO weekdays `days` and whether `holidays` are off."""
+    if not sla.business_hours:
+        return None
+    tz = ZoneInfo(timezone)
+    local = day.astimezone(tz).date()
+    opens, closes = (
+        datetime.combine(local, time(0), tz) + timedelta(hours=int(hh), minutes=int(mm))
+        for hh, mm in (part.split(":") for part in sla.business_hours.split("-"))
+    )
+    return SimpleNamespace(opens=opens, closes=closes, days=tuple(sorted(set(sla.business_days))),
+                           holidays=bool(sla.holidays))  # fmt: skip
+
+
+def template_context(
+    helpdesk: Any, start: datetime, end: datetime, data: dict[str, Any], service: Any
+) -> dict[str, Any]:
+    """What ``weekly_report.*`` gets: the desk (`name`, `address`), the `period`,
+    the `service` hours (`service_hours`), the `report` (`maild.desk.report.build`),
+    its `charts`, and `hours`/`pct` to write a figure ("1.5 h", "80%", "-")."""
+    return {
+        "helpdesk": helpdesk,
+        "period": SimpleNamespace(start=start, end=end),
+        "service": service,
+        "calendar": data["calendar"],
+        "report": data,
+        "charts": charts(data),
+        "hours": _hours,
+        "pct": _pct,
+    }
 
 
 def queue_report(
@@ -136,19 +167,15 @@ def queue_report(
     data = report.build(session, settings, now, start)
     hd = settings.helpdesk
     desk = Address(name=hd.name, email=hd.primary_address)
+    languages = applier.renderer.languages
     by_language: dict[str, list[Address]] = {}
     for r in who:
-        by_language.setdefault(r.language if r.language in TITLES else "en", []).append(r.address)
+        by_language.setdefault(r.language if r.language in languages else "en", []).append(
+            r.address
+        )
+    context = template_context(SimpleNamespace(name=hd.name, address=desk.email), start, end,
+                               data, service_hours(settings.sla, hd.timezone, end))  # fmt: skip
     for language, addresses in sorted(by_language.items()):
-        context = {
-            "helpdesk": SimpleNamespace(name=hd.name, address=desk.email),
-            "period": SimpleNamespace(start=start, end=end),
-            "calendar": data["calendar"],
-            "report": data,
-            "charts": charts(data, language),
-            "hours": _hours,
-            "pct": _pct,
-        }
         rendered = applier.renderer.render(KIND, language, context)
         message_id = new_message_id(hd.domain)
         raw = compose(Outgoing(sender=desk, to=tuple(addresses), subject=rendered.subject,

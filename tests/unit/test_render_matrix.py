@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from maild.config.settings import SlaSettings
+from maild.desk import report, weekly
 from maild.mail.phrases import Phrase
 from maild.mail.render import TEMPLATES, Renderer, builtin_templates_dir
 from maild.pipeline.commands import SYNTAX
@@ -193,7 +195,65 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
             {"number": 4243, "subject": subject, "kind": "status"},
         ],
     }
+    if template == "weekly_report":
+        ctx.update(weekly_context(ctx["helpdesk"], variant))
     return ctx
+
+
+def _group(key: str, tickets: int, fr: float | None, res: float | None, breaches: int) -> dict:
+    """One row of `maild.desk.report.build`'s by_priority or by_category."""
+    p = int(key[1:]) - 1 if key in ("P1", "P2", "P3", "P4") else None
+    sla = SlaSettings()
+
+    def measure(median: float | None, target: tuple[float, ...]) -> dict[str, Any]:
+        measured = tickets if median is not None else 0
+        within = max(0, measured - breaches)
+        return {"measured": measured, "median_h": median,
+                "p90_h": None if median is None else round(median * 1.8, 2),
+                "target_h": None if p is None else target[p], "within_target": within,
+                "within_target_pct": round(100 * within / measured, 2) if measured else None,
+                }  # fmt: skip
+
+    return {"key": key, "tickets": tickets,
+            "first_response": measure(fr, sla.first_response_hours),
+            "resolution": measure(res, sla.resolution_hours),
+            "breaches": {"first_response": breaches, "resolution": 0}}  # fmt: skip
+
+
+def weekly_context(helpdesk: NS, variant: str) -> dict[str, Any]:
+    """The weekly report's context (maild.desk.weekly.template_context) for the week
+    before Monday 30 November 2026: a busy week at business hours; an empty one
+    (no_name); around the clock (security); slow tickets, long names (long_name)."""
+    end = datetime(2026, 11, 30, 5, 0, tzinfo=UTC)  # Monday 07:00 in Helsinki
+    slow = variant == "long_name"
+    if variant == "no_name":
+        priorities: list[dict[str, Any]] = []
+        categories: list[dict[str, Any]] = []
+    else:
+        priorities = [_group("P1", 1, 0.4, 3.25, 0), _group("P2", 4, 1.5, 9.0, 2),
+                      _group("P3", 23, 1234.5 if slow else 1.1, 20.0, 1),
+                      _group("P4", 2, None, None, 0)]  # fmt: skip
+        categories = [_group("access", 9, 0.9, 5.5, 1), _group("hardware", 12, 1.6, 19.0, 2),
+                      _group("monitoring" if slow else "email", 9, 1.2, None, 0)]  # fmt: skip
+    tickets = sum(g["tickets"] for g in priorities)
+    by_status = dict.fromkeys(map(str, report.STATUS_ORDER), 0)
+    by_age = dict.fromkeys((label for label, _ in report.AGE_BUCKETS), 0)
+    if tickets:
+        by_status.update(new=2, open=5, in_progress=3, pending_user=4)
+        by_age.update(zip(by_age, (3, 6, 4, 1), strict=True))
+    data = {
+        "generated_at": end.isoformat(), "since": (end - timedelta(days=7)).isoformat(),
+        "timezone": "Europe/Helsinki",
+        "calendar": "24/7" if variant == "security" else "08:00-16:00 Europe/Helsinki",
+        "tickets": tickets, "by_priority": priorities, "by_category": categories,
+        "breaches": {"first_response": sum(g["breaches"]["first_response"] for g in priorities),
+                     "resolution": 0},
+        "backlog": {"total": sum(by_status.values()), "by_status": by_status, "by_age": by_age},
+    }  # fmt: skip
+    sla = SlaSettings(business_hours="" if variant == "security" else "08:00-16:00",
+                      holidays=("2026-12-06",) if variant == "p1" else ())  # fmt: skip
+    service = weekly.service_hours(sla, "Europe/Helsinki", end)
+    return weekly.template_context(helpdesk, end - timedelta(days=7), end, data, service)
 
 
 class _Html(HTMLParser):
@@ -252,7 +312,7 @@ def test_every_template_reads_right(template, language, variant):
             assert not english, f"{name}: English words {sorted(english)} in {language} mail"
     too_long = [line for line in out.text.split("\n") if len(line) > 78 and " " in line.strip()]
     assert not too_long, too_long
-    if template not in AGENT_TEMPLATES and template not in ("alert", "reply"):
+    if template not in AGENT_TEMPLATES and template not in ("alert", "reply", "weekly_report"):
         greeting = out.text.split("\n", 1)[0]
         assert "@" not in greeting, "the greeting names a person, never an address"
         assert greeting.endswith(","), greeting
