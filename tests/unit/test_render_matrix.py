@@ -183,7 +183,8 @@ def context(template: str, language: str, variant: str, case: str = "") -> dict[
         if variant == "notes"
         else [],  # fmt: skip
         "role": "hierarchical" if variant == "p1" else "tier",
-        "restricted": security and template in AGENT_TEMPLATES,
+        # maild's own alert to agents is restricted too (en/alert.txt.j2)
+        "restricted": security and (template in AGENT_TEMPLATES or template == "alert"),
         "event": "pending_user",
         "by_reply": True,
         "note": note,
