@@ -25,6 +25,7 @@ def add_parsers(sub: Any, command: Any, add_json: Any) -> None:
     reset = command(c_sub, "reset",
                     "mark deliverable again and clear loop_suspected on their tickets")  # fmt: skip
     reset.add_argument("address", help="the person's mail address")
+    add_json(reset)
     exp = command(c_sub, "export", "everything maild holds about one address",
                   description="Everything maild holds about one address: their tickets with "
                   "every article, attachment name and event, tickets they watch, their "
@@ -129,6 +130,9 @@ def _state(args: argparse.Namespace, settings: Settings, sessions: Any) -> int:
         if done is None:
             print(f"maild: no contact {args.address}", file=sys.stderr)
             return EX_NOINPUT
+        if args.json:
+            _print_json(done)
+            return EX_OK
         cleared = ", ".join(f"#{n}" for n in done["loop_suspected_cleared"]) or "none"
         print(f"{done['email']}: bounce state {done['bounce_state']['was']} -> ok; "
               f"loop_suspected cleared on: {cleared}")  # fmt: skip

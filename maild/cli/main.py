@@ -173,6 +173,7 @@ def build_parser() -> Parser:
     o_retry.add_argument("ids", type=int, nargs="+", metavar="ID", help="outbox ids")
     o_retry.add_argument("--as", dest="actor", metavar="WHO",
                          help="who asked, for the audit log (default: USER@cli)")  # fmt: skip
+    _json(o_retry)
 
     mailbox = _command(sub, "mailbox", "IMAP mailboxes ([[imap.mailboxes]])")
     m_sub = mailbox.add_subparsers(dest="mailbox_command", required=True, metavar="ACTION")
@@ -576,11 +577,16 @@ def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
     with sessions() as session:
         now = {r.id: r for r in session.execute(
             select(Outbox.id, Outbox.status, Outbox.last_error).where(Outbox.id.in_(args.ids)))}  # fmt: skip
-    status = EX_OK
+    status = EX_OK if all(a.queued for a in asked) else EX_NOINPUT
+    if args.json:
+        _print_json([{"outbox": a.outbox_id, "queued": a.queued, "why": None if a.queued else a.why,
+                      "status": now[a.outbox_id].status if a.queued else None,
+                      "error": now[a.outbox_id].last_error if a.queued else None}
+                     for a in asked])  # fmt: skip
+        return status
     for a in asked:
         if not a.queued:
             print(f"outbox {a.outbox_id}: not retried: {a.why}")
-            status = EX_NOINPUT
             continue
         r = now[a.outbox_id]
         error = f" ({r.last_error})" if r.status != "sent" and r.last_error else ""

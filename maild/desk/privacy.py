@@ -479,6 +479,12 @@ def erase(session: Session, email: str, now: datetime, *, actor: str) -> dict[st
         Inbound.id.in_(inbound), Inbound.status == InboundStatus.QUARANTINED,
         Inbound.ticket_id.is_(None))))  # fmt: skip
     _scrub_inbound(session, inbound)
+    # Why maild did what it did with a message may name them ("reply to #2 from
+    # <them>, who takes no part in it"): redacted like others' words.
+    for row in session.execute(select(Inbound.id, Inbound.reason).where(or_(
+            *(func.lower(Inbound.reason).contains(n.lower(), autoescape=True) for n in needles)))):  # fmt: skip
+        session.execute(update(Inbound).where(Inbound.id == row.id)
+                        .values(reason=_redact(row.reason, needles)))  # fmt: skip
     outbox = {o.id for o in session.execute(select(Outbox.id, Outbox.rcpt_to).where(
         _mentions(Outbox.rcpt_to, address))) if address in [r.lower() for r in o.rcpt_to]}  # fmt: skip
     for needle in needles:

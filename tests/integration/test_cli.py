@@ -100,7 +100,8 @@ def test_ingest_on_a_full_disk_exits_75_and_keeps_the_database_intact(sqlite_url
     db_file = Path(sqlite_url.removeprefix("sqlite:///"))
     cfg = tmp_path / "maild.toml"
     cfg.write_text(f'[database]\nurl = "{sqlite_url}"\n'
-                   f'[helpdesk]\nsecret_file = "{tmp_path / "secret.key"}"\n')  # fmt: skip
+                   f'[helpdesk]\nsecret_file = "{tmp_path / "secret.key"}"\n'
+                   f'[outgoing]\nmaildir = "{tmp_path / "outgoing"}"\n')  # fmt: skip
     assert maild(cfg, "ingest", stdin=make_message(message_id="<room@example.org>")).returncode == 0
     limit = db_file.stat().st_size + 200_000
     big = make_message(message_id="<full@example.org>", body="a long log of the failure\n" * 40_000)

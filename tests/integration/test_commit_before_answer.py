@@ -65,6 +65,7 @@ def test_ingest_exits_75_when_the_commit_fails_and_0_once_it_succeeds(db_url, tm
     config.write_text(
         f'[database]\nurl = "{db_url}"\n'
         f'[helpdesk]\naddresses = ["help@example.com"]\nsecret_file = "{tmp_path / "key"}"\n'
+        f'[outgoing]\nmaildir = "{tmp_path / "outgoing"}"\n'
     )
     raw = make_message(message_id="<commit-ingest@example.org>")
     with refuse_commits(db_url):

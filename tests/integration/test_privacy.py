@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 from maild.desk.privacy import retention_sweep
 from maild.store.models import Inbound, InboundRaw, Outbox
 from maild.store.states import Outcome
-from tests.support.desk import Desk, make_message, make_settings
+from tests.support.desk import Desk, make_message, make_settings, reply_to
 
 NAME = "Bobbington Quuxley"
 ADDRESS = "bob.quuxley@example.org"
@@ -69,8 +69,13 @@ def people(tmp_path, db_url):
     with desk.ops() as ops:
         ops.reply(1, agent=_agent(), text=f"Dear {NAME}, try turning it off.")
     desk.process(make_message(sender="Carol <carol@example.org>", subject="VPN down",
-                              message_id="<carol-1@example.org>",
-                              headers={"Cc": f"{NAME} <{ADDRESS}>"}))  # fmt: skip
+                              message_id="<carol-1@example.org>"))  # fmt: skip
+    # Carol copies Bob in, replying to her acknowledgement (a first mail's Cc is
+    # not verified: it makes nobody a watcher, issue 14).
+    (ack,) = [x for x in desk.outgoing() if "carol@example.org" in str(x["To"])]
+    desk.process(reply_to(ack, sender="Carol <carol@example.org>", body="Bob has it too.",
+                          message_id="<carol-2@example.org>",
+                          headers={"Cc": f"{NAME} <{ADDRESS}>"}))  # fmt: skip
     desk.process(make_message(sender=f"{NAME} <{ADDRESS}>", subject="Re: VPN down",
                               body=f"Same here, {WORD} again.\n", message_id="<bob-2@example.org>",
                               in_reply_to="<carol-1@example.org>"))  # fmt: skip
@@ -254,3 +259,22 @@ def test_sweep_command_reports_retention(tmp_path, sqlite_url):
     assert set(data["retention"]) >= {"raw_processed", "raw_ignored", "outbox",
                                       "event_details", "tickets_anonymized"}  # fmt: skip
     assert os.path.exists(tmp_path / "maild.db")
+
+
+def test_erase_redacts_why_maild_kept_their_mail_as_a_note(tmp_path, sqlite_url):
+    """A reply from someone who takes no part in a ticket is kept as an internal
+    note, and the message's recorded fate names them: erasure redacts that too."""
+    desk = Desk(make_settings(tmp_path, sqlite_url, agents=AGENTS))
+    desk.process(with_attachment())  # Bob's own ticket: he is a contact
+    desk.process(make_message(sender="Carol <carol@example.org>", subject="VPN down",
+                              message_id="<carol-1@example.org>"))  # fmt: skip
+    desk.process(make_message(sender=f"{NAME} <{ADDRESS}>", subject="Re: VPN down",
+                              body=f"Same here, {WORD} again.\n", message_id="<bob-2@example.org>",
+                              in_reply_to="<carol-1@example.org>"))  # fmt: skip
+    desk.close()
+    cfg = config(tmp_path, sqlite_url)
+    before = maild(cfg, "inbound", "list", "--json")
+    assert ADDRESS.encode() in before.stdout  # the fate names them until erased
+    assert maild(cfg, "contact", "erase", ADDRESS, "--yes").returncode == 0
+    after = maild(cfg, "inbound", "list", "--json")
+    assert after.returncode == 0 and ADDRESS.encode() not in after.stdout

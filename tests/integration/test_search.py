@@ -350,7 +350,8 @@ def test_cli_search_find_similar_and_reindex(desk, tmp_path, capsys):
 
     cfg = tmp_path / "maild.toml"
     cfg.write_text(f'[database]\nurl = "{desk.settings.database.url}"\n'
-                   f'[helpdesk]\nsecret_file = "{tmp_path / "secret.key"}"\n')  # fmt: skip
+                   f'[helpdesk]\nsecret_file = "{tmp_path / "secret.key"}"\n'
+                   f'[outgoing]\nmaildir = "{tmp_path / "outgoing"}"\n')  # fmt: skip
     n = new_ticket(desk, "Badge reader broken", "The badge reader at door 3 blinks red.")
     resolve(desk, n, note="Reset the door controller.")
     assert main(["--config", str(cfg), "search", "reindex"]) == 0
