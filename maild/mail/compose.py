@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
-from email.utils import format_datetime, formataddr
+from email.utils import encode_rfc2231, format_datetime, formataddr
 
 from maild.addresses import is_valid_address
 from maild.errors import PermanentError
-from maild.mail.parse import Address
+from maild.mail.parse import Address, ParsedAttachment
 
 _ID_RE = re.compile(r"^<[!-;=?-~]{1,994}>$")  # printable ASCII, no '<', '>' or space
 MAX_HEADER_CHARS = 900
@@ -135,6 +135,7 @@ class Outgoing:
     language: str | None = None
     cc: tuple[Address, ...] = ()
     calendar: bytes | None = None  # a text/calendar (iMIP REQUEST) alternative part
+    attachments: tuple[ParsedAttachment, ...] = ()  # files sent along (multipart/mixed)
 
 
 def _qp(body: str) -> bytes:
@@ -179,30 +180,66 @@ def compose(mail: Outgoing) -> bytes:
     headers.append(("MIME-Version", "1.0"))
     out = [f"{name}: {_fold(len(name) + 2, value) if name in _ADDRESS_HEADERS else value}\r\n"
            for name, value in headers]  # fmt: skip
-    if mail.html is None and mail.calendar is None:
-        body = _part_head("plain") + _qp(mail.text)
-    else:
-        boundary = f"=_maild_{uuid.uuid4().hex}"
-        out.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n')
-        sep = f"--{boundary}\r\n".encode("ascii")
-        parts = [sep, _part_head("plain"), _qp(mail.text), b"\r\n"]
-        if mail.html is not None:
-            parts += [sep, _part_head("html"), _qp(mail.html), b"\r\n"]
-        if mail.calendar is not None:  # last: the richest alternative (RFC 6047)
-            parts += [
-                sep,
-                b'Content-Type: text/calendar; charset="utf-8"; method=REQUEST\r\n'
-                b"Content-Transfer-Encoding: base64\r\n\r\n",
-                base64.encodebytes(mail.calendar).replace(b"\n", b"\r\n"),
-                b"\r\n",
-            ]
+    if mail.attachments:
+        mixed = f"=_maild_m_{uuid.uuid4().hex}"
+        out.append(f'Content-Type: multipart/mixed; boundary="{mixed}"\r\n\r\n')
+        sep = f"--{mixed}\r\n".encode("ascii")
+        parts = [sep, _body(mail), b"\r\n"]
+        for att in mail.attachments:
+            parts += [sep, _attachment(att), b"\r\n"]
         body = b"".join((
             b"This is a multi-part message in MIME format.\r\n\r\n", *parts,
-            f"--{boundary}--\r\n".encode("ascii"),
+            f"--{mixed}--\r\n".encode("ascii"),
         ))  # fmt: skip
+    else:
+        body = _body(mail)
     raw = "".join(out).encode("ascii") + body
     _check_header_block(raw, {name.lower() for name, _ in headers} | _MIME_HEADERS)
     return raw
+
+
+_CONTENT_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+def _attachment(att: ParsedAttachment) -> bytes:
+    """One attached file: base64, its name RFC 2231-encoded, the type checked."""
+    ctype = att.content_type.lower().strip()
+    if not _CONTENT_TYPE_RE.match(ctype) or ctype.startswith(("multipart/", "message/")):
+        ctype = "application/octet-stream"
+    name = clean_header_text(att.filename, 200) or "attachment.bin"
+    if name.isascii() and not re.search(r'["\\;]', name):
+        param = f'filename="{name}"'
+    else:
+        param = f"filename*={encode_rfc2231(name, 'utf-8')}"
+    head = (f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: base64\r\n"
+            f"Content-Disposition: attachment; {param}\r\n\r\n")  # fmt: skip
+    return head.encode("ascii") + base64.encodebytes(att.data).replace(b"\n", b"\r\n")
+
+
+def _body(mail: Outgoing) -> bytes:
+    """The message text with its own Content-Type lines: text/plain, or
+    multipart/alternative with the HTML and the calendar. It follows the
+    header block directly, or opens a part of multipart/mixed."""
+    if mail.html is None and mail.calendar is None:
+        return _part_head("plain") + _qp(mail.text)
+    boundary = f"=_maild_{uuid.uuid4().hex}"
+    head = f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+    sep = f"--{boundary}\r\n".encode("ascii")
+    parts = [sep, _part_head("plain"), _qp(mail.text), b"\r\n"]
+    if mail.html is not None:
+        parts += [sep, _part_head("html"), _qp(mail.html), b"\r\n"]
+    if mail.calendar is not None:  # last: the richest alternative (RFC 6047)
+        parts += [
+            sep,
+            b'Content-Type: text/calendar; charset="utf-8"; method=REQUEST\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\n",
+            base64.encodebytes(mail.calendar).replace(b"\n", b"\r\n"),
+            b"\r\n",
+        ]
+    return b"".join((
+        head.encode("ascii"), b"This is a multi-part message in MIME format.\r\n\r\n", *parts,
+        f"--{boundary}--\r\n".encode("ascii"),
+    ))  # fmt: skip
 
 
 _ADDRESS_HEADERS = frozenset({"From", "To", "Cc", "Reply-To", "References"})

@@ -32,7 +32,7 @@ __all__ = ["TEMPLATES", "Rendered", "Renderer", "builtin_templates_dir", "format
 TEMPLATES = (
     "ack", "agent_confirm", "agent_escalated", "agent_new", "agent_refused", "agent_rejected",
     "agent_update", "alert", "closed", "escalated", "limits", "meeting", "regulator_reminder",
-    "reply", "resolved", "sla_breach", "sla_warning", "status", "waiting_reminder",
+    "reply", "resolved", "sla_breach", "sla_warning", "status", "waiting_reminder", "web_login",
 )  # fmt: skip
 
 
@@ -108,7 +108,9 @@ class Renderer:
             lambda ctx, value, part="datetime": self._when(ctx, value, part)
         )
         # Compile everything now: a broken template fails at start, not per message.
-        found = set(env.list_templates(filter_func=lambda n: n.endswith(".j2")))
+        # (templates/web/ holds the console's pages: maild.web.pages compiles those)
+        found = set(env.list_templates(
+            filter_func=lambda n: n.endswith(".j2") and not n.startswith("web/")))  # fmt: skip
         for name in sorted(found):
             try:
                 env.get_template(name)

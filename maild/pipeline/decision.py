@@ -110,6 +110,7 @@ class Notice:
     agent_id: int | None = None  # to an agent: Reply-To is their personal reply address
     cc: tuple[Address, ...] = ()  # the watchers, on public updates
     calendar: bytes | None = None  # an iCalendar REQUEST sent along (#meeting)
+    attachments: tuple[ParsedAttachment, ...] = ()  # files sent along (a reply from the console)
 
 
 @dataclass(frozen=True)

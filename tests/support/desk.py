@@ -51,6 +51,8 @@ def make_settings(tmp_path: Path, db_url: str, **sections: Any) -> Settings:
         # it shows; the pool has tests of its own, and the daemon tests use it.
         "worker": {"poll_seconds": 0.2, "parse_processes": 0},
         "http": {"listen": "127.0.0.1:0"},
+        # A daemon under test starts no console child; web tests run it themselves.
+        "web": {"enabled": False},
     }
     for name, values in sections.items():
         if isinstance(values, list):  # an array of tables: [[agents]]

@@ -56,6 +56,7 @@ def base_sections(
         "outgoing": {"maildir": str(workdir / "outgoing")},
         "worker": {"poll_seconds": 0.2},
         "http": {"enabled": False},
+        "web": {"enabled": False},
     }
     for name, values in extra.items():
         sections.setdefault(name, {}).update(values)

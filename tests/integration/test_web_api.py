@@ -1,0 +1,120 @@
+"""``/api/v1`` over real HTTP: every endpoint, and the refusals (problem+json)."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.web import WebDesk, message
+
+
+@pytest.fixture
+def wd(tmp_path, sqlite_url) -> Iterator[WebDesk]:
+    d = WebDesk(tmp_path, sqlite_url)
+    yield d
+    d.close()
+
+
+def token_for(wd: WebDesk, tmp_path, email: str) -> str:
+    """`maild api-token create` as an admin runs it: the token is the last line of stdout."""
+    config = tmp_path / "maild.toml"
+    s = wd.settings
+    config.write_text(
+        f'[database]\nurl = "{s.database.url}"\n[helpdesk]\naddresses = ["help@example.com"]\n'
+        f'domain = "helpdesk.example.com"\nsecret_file = "{s.helpdesk.secret_file}"\n'
+        '[[agents]]\nemail = "anna@example.com"\n[[agents]]\nemail = "sam@example.com"\n'
+        'tier = 3\ngroups = ["security"]\n[[agents]]\nemail = "fred@example.com"\nlanguage = "fi"\n'
+    )
+    out = subprocess.run([sys.executable, "-m", "maild", "--config", str(config), "api-token",
+                          "create", "--agent", email, "--name", "monitoring"],
+                         capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_api_endpoints_and_refusals(wd, tmp_path):
+    wd.send(message("Printer jam", "The plotter shows a paper jam at tray 4."))
+    wd.send(message("Phishing mail", "I clicked a phishing link.", msgid="<p1@x>"))
+    wd.wait_ticket(2)
+    api = httpx.Client(base_url=f"{wd.url}/api/v1", timeout=30)
+
+    # no token, a wrong token: 401 problem+json, nothing listed
+    r = api.get("/tickets")
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert api.get("/tickets", headers={"authorization": "Bearer nope"}).status_code == 401
+
+    anna = {"authorization": f"Bearer {token_for(wd, tmp_path, 'anna@example.com')}"}
+    r = api.get("/tickets", headers=anna)
+    assert r.status_code == 200
+    assert {t["number"] for t in r.json()["tickets"]} == {1, 2}
+    r = api.get("/tickets", params={"q": "plotter"}, headers=anna)
+    assert [(t["number"], t["subject"], t["status"], t["priority"])
+            for t in r.json()["tickets"]] == [(1, "Printer jam", "open", "P3")]  # fmt: skip
+    assert api.get("/tickets", params={"view": "nope"}, headers=anna).json()["field"] == "view"
+
+    r = api.get("/tickets/1", headers=anna)
+    assert r.status_code == 200 and "tray 4" in r.json()["articles"][0]["text"]
+    assert api.get("/tickets/99", headers=anna).status_code == 404
+    assert api.get("/tickets/2", headers=anna).status_code == 403  # security incident
+    assert api.post("/tickets/2/take", headers=anna, json={}).status_code == 403
+
+    # actions: take, priority, reply with a file, note; refusals change nothing
+    version = api.get("/tickets/1", headers=anna).json()["version"]
+    r = api.post("/tickets/1/take", headers=anna, json={"version": version})
+    assert r.status_code == 200 and r.json()["events"] == ["assigned"]
+    stale = api.post("/tickets/1/priority", headers=anna, json={"priority": 1, "version": version})
+    assert stale.status_code == 409 and "assigned" in stale.json()["detail"]
+    bad = api.post("/tickets/1/priority", headers=anna, json={"priority": 7})
+    assert bad.status_code == 422 and bad.json()["field"] == "priority"
+    assert api.post("/tickets/1/status", headers=anna, json={}).json()["field"] == "status"
+    assert api.post("/tickets/1/fly", headers=anna, json={}).status_code == 404
+    assert api.post("/tickets/99/take", headers=anna, json={}).status_code == 404
+    r = api.post("/tickets/1/reply", headers=anna, json={
+        "text": "Tray 4 is cleared.", "attachments": [{
+            "filename": "photo.png", "content_type": "image/png",
+            "data": base64.b64encode(b"\x89PNG fake").decode()}]})  # fmt: skip
+    assert r.status_code == 200 and r.json()["mails"] == 1
+    assert "first_response" in r.json()["events"]
+    mail = wd.wait_mail(lambda m: "Tray 4 is cleared" in m.as_string())
+    assert [a.get_filename() for a in mail.iter_attachments()] == ["photo.png"]
+    assert api.post("/tickets/1/note", headers=anna, json={"text": "internal"}).status_code == 200
+    assert api.post("/tickets/1/resolve", headers=anna, json={"note": "done"}).status_code == 200
+    again = api.post("/tickets/1/resolve", headers=anna, json={"note": "done"})
+    assert again.status_code == 409
+    shown = api.get("/tickets/1", headers=anna).json()
+    assert shown["status"] == "resolved" and shown["priority"] == "P3"
+    assert [e["kind"] for e in shown["events"]].count("priority") == 0
+
+    # a new ticket for a caller, handled as if mailed (acknowledgement and all)
+    r = api.post("/tickets", headers=anna, json={
+        "from": "carla@example.net", "name": "Carla", "subject": "VPN down",
+        "text": "Since 9:00 nobody can connect."})  # fmt: skip
+    assert r.status_code == 201, r.text
+    number = r.json()["ticket"]
+    assert api.get(f"/tickets/{number}", headers=anna).json()["requester"]["email"] == (
+        "carla@example.net"
+    )
+    wd.wait_mail(lambda m: "carla@example.net" in str(m["To"]) and "VPN down" in str(m["Subject"]))
+    bad = api.post("/tickets", headers=anna, json={"subject": "x", "text": "y"})
+    assert bad.status_code == 422 and bad.json()["field"] == "from"
+
+    schema = httpx.get(f"{wd.url}/api/v1/openapi.json").json()
+    assert "/api/v1/tickets" in schema["paths"]
+
+
+def test_revoked_token_is_refused(wd, tmp_path):
+    token = token_for(wd, tmp_path, "anna@example.com")
+    api = httpx.Client(base_url=f"{wd.url}/api/v1", timeout=30)
+    assert api.get("/tickets", headers={"authorization": f"Bearer {token}"}).status_code == 200
+    config = tmp_path / "maild.toml"
+    listed = subprocess.run([sys.executable, "-m", "maild", "--config", str(config), "api-token",
+                             "list"], capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert "anna@example.com" in listed.stdout and token not in listed.stdout
+    subprocess.run([sys.executable, "-m", "maild", "--config", str(config), "api-token",
+                    "revoke", "1"], check=True, timeout=60, capture_output=True)  # fmt: skip
+    assert api.get("/tickets", headers={"authorization": f"Bearer {token}"}).status_code == 401
