@@ -1,5 +1,6 @@
 """The README's quick start, as a new user runs it: the example config, a
-fresh working directory, one message over SMTP, an acknowledgement on disk."""
+fresh working directory, one message over SMTP, an acknowledgement on disk,
+and the web console answering beside it."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_example_config_serves_a_first_message(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    port, web_port = ports
     # The example's fixed ports (SMTP 2525, metrics 9325) may be taken by a
     # developer's `make run` or another test run: SMTP on a free port, metrics
     # on any port the OS gives.
@@ -26,6 +31,7 @@ def test_example_config_serves_a_first_message(tmp_path):
         **os.environ,
         "MAILD_SMTP__LISTEN": f"127.0.0.1:{port}",
         "MAILD_HTTP__LISTEN": "127.0.0.1:0",
+        "MAILD_WEB__LISTEN": f"127.0.0.1:{web_port}",  # the console (8025 in the example)
     }
     config = ROOT / "config" / "maild.example.toml"
     proc = subprocess.Popen(
@@ -62,6 +68,17 @@ def test_example_config_serves_a_first_message(tmp_path):
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert "#1" in listed.stdout and "bob@example.org" in listed.stdout
+        # `maild serve` started the console as its child: the sign-in page answers.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/login", timeout=5) as r:
+                    page = r.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the web console did not start"
+                time.sleep(0.1)
+        assert 'name="email"' in page
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
