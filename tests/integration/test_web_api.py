@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -118,3 +120,44 @@ def test_revoked_token_is_refused(wd, tmp_path):
     subprocess.run([sys.executable, "-m", "maild", "--config", str(config), "api-token",
                     "revoke", "1"], check=True, timeout=60, capture_output=True)  # fmt: skip
     assert api.get("/tickets", headers={"authorization": f"Bearer {token}"}).status_code == 401
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def test_sign_in_link_works_once_and_only_in_the_browser_that_asked(wd):
+    asking = httpx.Client(base_url=wd.url, timeout=30, headers={"origin": wd.url})
+    csrf = _csrf(asking.get("/login").text)
+    r = asking.post("/login", data={"email": "anna@example.com", "csrf": csrf, "next": "/"})
+    assert r.status_code == 200 and 'id="sent"' in r.text
+    unknown = asking.post("/login", data={"email": "nobody@example.com", "csrf": csrf,
+                                          "next": "/"})  # fmt: skip
+    assert unknown.status_code == 200 and 'id="sent"' in unknown.text  # the same answer
+    path = urlsplit(wd.login_link("anna@example.com")).path
+
+    other = httpx.Client(base_url=wd.url, timeout=30, headers={"origin": wd.url})
+    page = other.get(path)  # a mail scanner, or someone else's browser, opening the link
+    assert page.status_code == 200 and 'id="confirm"' in page.text
+    r = other.post(path, data={"csrf": _csrf(page.text), "next": "/"})
+    assert r.status_code == 400 and "maild_session" not in other.cookies
+
+    page = asking.get(path)  # opening it did not use it up
+    r = asking.post(path, data={"csrf": _csrf(page.text), "next": "/"})
+    assert r.status_code == 303 and "maild_session" in asking.cookies
+    assert asking.get("/").status_code == 200
+
+    again = httpx.Client(base_url=wd.url, timeout=30, headers={"origin": wd.url},
+                         cookies={"maild_browser": asking.cookies["maild_browser"]})  # fmt: skip
+    assert again.get(path).status_code == 400  # used once already
+    r = again.post(path, data={"csrf": csrf, "next": "/"})
+    assert r.status_code == 400 and "maild_session" not in again.cookies
+
+
+def test_sign_in_requests_are_rate_limited_per_address(wd):
+    client = httpx.Client(base_url=wd.url, timeout=30, headers={"origin": wd.url})
+    csrf = _csrf(client.get("/login").text)
+    limit = wd.settings.web.login_per_address_per_hour
+    codes = [client.post("/login", data={"email": "anna@example.com", "csrf": csrf}).status_code
+             for _ in range(limit + 1)]  # fmt: skip
+    assert codes == [200] * limit + [429]
