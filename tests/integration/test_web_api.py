@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support.web import WebDesk, message
+from tests.support.web import AGENTS, WebDesk, message
 
 
 @pytest.fixture
@@ -22,15 +23,26 @@ def wd(tmp_path, sqlite_url) -> Iterator[WebDesk]:
     d.close()
 
 
+@pytest.fixture
+def wd_any(tmp_path, db_url) -> Iterator[WebDesk]:
+    """On SQLite and on PostgreSQL."""
+    d = WebDesk(tmp_path, db_url)
+    yield d
+    d.close()
+
+
 def token_for(wd: WebDesk, tmp_path, email: str) -> str:
     """`maild api-token create` as an admin runs it: the token is the last line of stdout."""
     config = tmp_path / "maild.toml"
     s = wd.settings
+    agents = "".join(
+        f'[[agents]]\nemail = "{a["email"]}"\nname = "{a["name"]}"\ntier = {a["tier"]}\n'
+        f'groups = {json.dumps(a.get("groups", []))}\nlanguage = "{a.get("language", "")}"\n'
+        for a in AGENTS
+    )
     config.write_text(
         f'[database]\nurl = "{s.database.url}"\n[helpdesk]\naddresses = ["help@example.com"]\n'
-        f'domain = "helpdesk.example.com"\nsecret_file = "{s.helpdesk.secret_file}"\n'
-        '[[agents]]\nemail = "anna@example.com"\n[[agents]]\nemail = "sam@example.com"\n'
-        'tier = 3\ngroups = ["security"]\n[[agents]]\nemail = "fred@example.com"\nlanguage = "fi"\n'
+        f'domain = "helpdesk.example.com"\nsecret_file = "{s.helpdesk.secret_file}"\n' + agents
     )
     out = subprocess.run([sys.executable, "-m", "maild", "--config", str(config), "api-token",
                           "create", "--agent", email, "--name", "monitoring"],
@@ -38,7 +50,8 @@ def token_for(wd: WebDesk, tmp_path, email: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_api_endpoints_and_refusals(wd, tmp_path):
+def test_api_endpoints_and_refusals(wd_any, tmp_path):
+    wd = wd_any
     wd.send(message("Printer jam", "The plotter shows a paper jam at tray 4."))
     wd.send(message("Phishing mail", "I clicked a phishing link.", msgid="<p1@x>"))
     wd.wait_ticket(2)
