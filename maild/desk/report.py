@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from maild.config.settings import Settings
 from maild.pipeline.sla import SlaPolicy
-from maild.store.models import Event, Ticket
+from maild.store.models import Agent, Event, Ticket
 from maild.store.states import FINISHED_STATUSES, TicketStatus
 
 AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
@@ -33,6 +33,8 @@ AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
     ("> 7 days", None),
 )
 STATUS_ORDER = [s for s in TicketStatus if s not in FINISHED_STATUSES]
+# The service promise the summary measures resolution against (hours of service time).
+PROMISE_HOURS = 24.0
 
 
 def _hours(delta: timedelta) -> float:
@@ -84,6 +86,7 @@ def build(
         ):  # fmt: skip
             breaches[tid].add(target or "")
 
+    agents: dict[int, str] = {i: e for i, e in session.execute(select(Agent.id, Agent.email))}
     rows = []
     for t in tickets:
         fr = res = None
@@ -95,6 +98,7 @@ def build(
         rows.append({
             "priority": f"P{t.priority}", "tier": f"tier {t.tier}", "category": t.category,
             "type": t.type, "fr": fr, "res": res,
+            "agent": agents.get(t.assignee_id, "unassigned") if t.assignee_id else "unassigned",
             "fr_met": fr is not None and t.first_response_due is not None
                       and t.first_response_at <= t.first_response_due,
             "res_met": res is not None and t.resolution_due is not None
@@ -131,6 +135,15 @@ def build(
             })  # fmt: skip
         return out
 
+    resolved = [r["res"] for r in rows if r["res"] is not None]
+    overall = {
+        "resolved": len(resolved),
+        "mean_h": _round(statistics.fmean(resolved)) if resolved else None,
+        "median_h": _round(statistics.median(resolved)) if resolved else None,
+        "promise_h": PROMISE_HOURS,
+        "within_promise_pct": _round(100 * sum(h <= PROMISE_HOURS for h in resolved)
+                                     / len(resolved)) if resolved else None,
+    }  # fmt: skip
     backlog_rows = list(session.execute(
         select(Ticket.status, Ticket.created_at).where(Ticket.status.not_in(FINISHED_STATUSES))
     ))  # fmt: skip
@@ -156,6 +169,8 @@ def build(
         "by_tier": group("tier", [f"tier {n}" for n in range(1, 4)]),
         "by_category": group("category"),
         "by_type": group("type", ["incident", "request"]),
+        "by_agent": group("agent"),
+        "resolution": overall,
         "breaches": {
             "first_response": sum("first_response" in r["breaches"] for r in rows),
             "resolution": sum("resolution" in r["breaches"] for r in rows),

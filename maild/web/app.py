@@ -23,7 +23,7 @@ import re
 import secrets
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -67,7 +67,8 @@ SECURITY_HEADERS = (
     (b"cache-control", b"no-store"),
 )
 DIRECTORY_TTL = 30.0  # seconds between re-reads of the agent directory
-WAIT_FOR_TICKET = 8.0  # seconds a new ticket may take before the answer says "queued"
+WAIT_FOR_TICKET = 8.0
+DASHBOARD_DAYS = (7, 30, 90, 365)  # seconds a new ticket may take before the answer says "queued"
 
 
 class LoginRequired(Exception):
@@ -595,15 +596,18 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     # --- the dashboard ---
 
     @app.get("/dashboard", include_in_schema=False)
-    def dashboard(request: Request) -> Response:
+    def dashboard(request: Request, days: int = 30) -> Response:
+        """The report's figures for tickets created in the last `days` (7, 30, 90 or 365)."""
         agent, info = viewer(request)
+        days = days if days in DASHBOARD_DAYS else 30
         now = web.now()
         with web.sessions() as session:
-            data = report.build(session, settings, now, None)
-            breached = queries.breached_tickets(session)
+            data = report.build(session, settings, now, now - timedelta(days=days))
+            breached = queries.breached_tickets(session, since=now - timedelta(days=days))
         charts = dashboard_charts(data)
         return page(request, "dashboard.html.j2", agent.language, agent=agent, csrf=info.csrf,
-                    r=data, charts=charts, breached=breached, now=now)  # fmt: skip
+                    r=data, charts=charts, breached=breached, now=now, days=days,
+                    choices=DASHBOARD_DAYS)  # fmt: skip
 
     # --- the requester's page ---
 
@@ -748,7 +752,7 @@ def _PLAIN_TYPE(ctype: str) -> bool:
 def dashboard_charts(data: dict[str, Any]) -> list[str]:
     """The report's SVG charts (inline SVG: no script, allowed by the CSP)."""
     c = report.COLORS
-    by_tier, by_cat = data["by_tier"], data["by_category"]
+    by_tier, by_cat, by_agent = data["by_tier"], data["by_category"], data["by_agent"]
     return [
         report.bar_chart("SLA attainment by priority (% within target)",
                          [g["key"] for g in data["by_priority"]],
@@ -767,6 +771,11 @@ def dashboard_charts(data: dict[str, Any]) -> list[str]:
                          [("first response", c["fr"],
                            [g["breaches"]["first_response"] for g in by_tier]),
                           ("resolution", c["res"], [g["breaches"]["resolution"] for g in by_tier])]),
+        report.bar_chart("Breaches by agent", [g["key"].partition("@")[0] for g in by_agent],
+                         [("first response", c["fr"],
+                           [g["breaches"]["first_response"] for g in by_agent]),
+                          ("resolution", c["res"],
+                           [g["breaches"]["resolution"] for g in by_agent])]),
         report.bar_chart("Breaches by category", [g["key"] for g in by_cat],
                          [("first response", c["fr"],
                            [g["breaches"]["first_response"] for g in by_cat]),

@@ -368,15 +368,18 @@ def attachment(
     return att, data
 
 
-def breached_tickets(session: Session, limit: int = 50) -> list[dict[str, Any]]:
+def breached_tickets(
+    session: Session, *, since: datetime | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
     """Tickets that missed a target, most recent breach first (the dashboard's list)."""
     when = func.coalesce(Ticket.resolution_breached_at, Ticket.first_response_breached_at)
+    recent = () if since is None else (Ticket.created_at >= since,)
     rows = session.execute(
         select(Ticket.id, Ticket.subject, Ticket.security, Ticket.priority, Ticket.tier,
                Ticket.category, Ticket.status, Ticket.first_response_breached_at,
                Ticket.resolution_breached_at)
         .where(or_(Ticket.first_response_breached_at.is_not(None),
-                   Ticket.resolution_breached_at.is_not(None)))
+                   Ticket.resolution_breached_at.is_not(None)), *recent)
         .order_by(when.desc(), Ticket.id.desc()).limit(limit)
     ).all()  # fmt: skip
     return [

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support.web import AGENTS, WebDesk, message
+from tests.support.web import AGENTS, WebDesk, csrf_of, message, signed_in
 
 
 @pytest.fixture
@@ -174,3 +174,47 @@ def test_sign_in_requests_are_rate_limited_per_address(wd):
     codes = [client.post("/login", data={"email": "anna@example.com", "csrf": csrf}).status_code
              for _ in range(limit + 1)]  # fmt: skip
     assert codes == [200] * limit + [429]
+
+
+def test_dashboard_shows_the_figures_and_charts(wd):
+    wd.send(message("Printer jam", "Tray 4."))
+    wd.wait_ticket(1)
+    console = signed_in(wd, "anna@example.com")
+    page = console.get("/tickets/1").text
+    r = console.post("/tickets/1/resolve", data={"csrf": csrf_of(page), "note": "cleared"})
+    assert r.status_code == 303
+    dash = console.get("/dashboard?days=7")
+    assert dash.status_code == 200
+    assert re.search(r'id="tickets">1<', dash.text)
+    assert 'id="mean">0.0 h<' in dash.text and 'id="within">100.0 %<' in dash.text
+    assert dash.text.count("<svg") >= 6 and "Breaches by agent" in dash.text
+    assert "<script" not in dash.text
+
+
+def test_api_watchers_merge_unassign(wd, tmp_path):
+    wd.send(message("VPN down", "Nobody can connect.", msgid="<v1@x>"))
+    wd.send(message("VPN broken", "Cannot connect either.", msgid="<v2@x>",
+                    sender="Carol <carol@example.org>"))  # fmt: skip
+    wd.wait_ticket(2)
+    api = httpx.Client(base_url=f"{wd.url}/api/v1", timeout=30,
+                       headers={"authorization": f"Bearer {token_for(wd, tmp_path, 'anna@example.com')}"})  # fmt: skip
+    assert api.post("/tickets/1/watch", json={"email": "boss@example.org"}).status_code == 200
+    bad = api.post("/tickets/1/watch", json={"email": "help@example.com"})
+    assert bad.status_code == 409  # our own address never watches
+    assert [w["email"] for w in api.get("/tickets/1").json()["watchers"]] == ["boss@example.org"]
+    assert api.post("/tickets/1/unwatch", json={"email": "boss@example.org"}).status_code == 200
+    assert api.get("/tickets/1").json()["watchers"] == []
+    assert api.post("/tickets/1/assign", json={"agent": "Sam Security"}).status_code == 200
+    assert api.get("/tickets/1").json()["assignee"]["email"] == "sam@example.com"
+    assert api.post("/tickets/1/unassign", json={}).status_code == 200
+    assert api.get("/tickets/1").json()["assignee"] is None
+    assert api.post("/tickets/2/merge", json={"into": 2}).status_code == 409
+    r = api.post("/tickets/2/merge", json={"into": 1})
+    assert r.status_code == 200, r.text
+    two, one = api.get("/tickets/2").json(), api.get("/tickets/1").json()
+    assert two["status"] == "closed"
+    assert {"number": 1, "kind": "merged into"} in two["links"]
+    assert {"number": 2, "kind": "merged from"} in one["links"]
+    assert "carol@example.org" in [w["email"] for w in one["watchers"]]
+    wd.wait_mail(lambda m: "carol@example.org" in str(m["To"]) and "#1" in m.as_string()
+                 and "continues" in m.as_string())  # fmt: skip

@@ -14,6 +14,9 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
 
 from maild.store.db import make_engine, session_factory
 from maild.store.models import Ticket
@@ -106,3 +109,18 @@ def message(subject: str, body: str, *, sender: str = "Bob Customer <bob@example
         msg.add_attachment(attachment[1], maintype="application", subtype="pdf",
                            filename=attachment[0])  # fmt: skip
     return msg.as_bytes()
+
+
+def signed_in(wd: WebDesk, email: str, after: int = 0) -> httpx.Client:
+    """An HTTP client signed in as `email` the way a browser is (mailed link, confirm)."""
+    client = httpx.Client(base_url=wd.url, timeout=30, headers={"origin": wd.url})
+    csrf = csrf_of(client.get("/login").text)
+    client.post("/login", data={"email": email, "csrf": csrf, "next": "/"})
+    path = urlsplit(wd.login_link(email, after)).path
+    client.post(path, data={"csrf": csrf_of(client.get(path).text), "next": "/"})
+    assert "maild_session" in client.cookies
+    return client
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
