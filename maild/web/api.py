@@ -87,7 +87,7 @@ def install(
         scheme, _sp, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise Problem(401, "authentication required", "send Authorization: Bearer TOKEN")
-        with web.sessions() as session:
+        with web.reads() as session:
             found = auth.find_api_token(session, secret.strip())
         if found is None:
             raise Problem(401, "invalid token", "the token is unknown or revoked")
@@ -117,7 +117,7 @@ def install(
         numbers = search_numbers(q)[0] if q.strip() else None
         query = queries.QueueQuery(view=view, filters=filters, cursor=cursor or None,
                                    limit=size, numbers=numbers)  # fmt: skip
-        with web.sessions() as session:
+        with web.reads() as session:
             try:
                 data = queries.queue(session, settings, web.directory, agent, query, web.now())
             except queries.BadQuery as exc:
@@ -150,7 +150,7 @@ def install(
     @router.get("/tickets/{number}", summary="One ticket: conversation, events, SLA")
     def show_ticket(request: Request, number: int) -> Any:
         agent = token_agent(request)
-        with web.sessions() as session:
+        with web.reads() as session:
             data = queries.ticket(session, settings, web.directory, number, agent=agent,
                                   now=web.now())  # fmt: skip
         if data is None:
@@ -186,7 +186,7 @@ def install(
             raise Problem(409, "changed meanwhile", str(exc)) from None
         except ActionRefused as exc:
             raise Problem(409, "refused", str(exc)) from None
-        with web.sessions() as session:
+        with web.reads() as session:
             data = queries.ticket(session, settings, web.directory, number, agent=agent,
                                   now=web.now())  # fmt: skip
         return {

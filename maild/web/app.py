@@ -66,7 +66,8 @@ SECURITY_HEADERS = (
     (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 )
-DIRECTORY_TTL = 30.0  # seconds between re-reads of the agent directory
+DIRECTORY_TTL = 30.0
+TOUCH_SECONDS = 10.0  # how often the sessions seen are written (auth.TOUCH_EVERY apart)  # seconds between re-reads of the agent directory
 WAIT_FOR_TICKET = 8.0
 DASHBOARD_DAYS = (7, 30, 90, 365)  # seconds a new ticket may take before the answer says "queued"
 
@@ -87,6 +88,9 @@ class WebApp:
         self.clock = clock or SystemClock()
         self.engine = make_engine(settings.database.url)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        # Pages read through a second engine that never takes SQLite's write lock.
+        self.reader = make_engine(settings.database.url, read_only=True)
+        self.reads: sessionmaker[Session] = session_factory(self.reader)
         self.applier = Applier(settings, Renderer.from_settings(settings))
         self.signer: Signer = Signer(load_or_create_secret(settings.helpdesk.secret_file))
         self.applier._signer = self.signer
@@ -95,6 +99,12 @@ class WebApp:
         agents.install(self.sessions, self.applier)
         self._directory_at = time.monotonic()
         self._lock = threading.Lock()
+        # Sessions seen since the last write of last_seen_at: written together, off the
+        # request path (a page view must not queue for the write lock).
+        self._seen: dict[int, datetime] = {}
+        self._stop = threading.Event()
+        self._toucher = threading.Thread(target=self._touch_loop, name="web-touch", daemon=True)
+        self._toucher.start()
         origin = urlsplit(settings.web.url)
         self.origin = f"{origin.scheme}://{origin.netloc}"
 
@@ -105,7 +115,7 @@ class WebApp:
         if time.monotonic() - self._directory_at > DIRECTORY_TTL:
             with self._lock:
                 if time.monotonic() - self._directory_at > DIRECTORY_TTL:
-                    with self.sessions() as session:
+                    with self.reads() as session:
                         self.applier.directory = agents.load(session, self.settings.tiers.language)
                     self._directory_at = time.monotonic()
         return self.applier.directory
@@ -117,8 +127,35 @@ class WebApp:
         """Ticket numbers for the words `q`, best first (`maild.web.search`)."""
         return find_tickets(session, q, limit)
 
+    def seen(self, session_id: int, now: datetime) -> None:
+        with self._lock:
+            self._seen[session_id] = now
+
+    def _touch_loop(self) -> None:
+        while not self._stop.wait(TOUCH_SECONDS):
+            self.flush_seen()
+
+    def flush_seen(self) -> None:
+        with self._lock:
+            seen, self._seen = self._seen, {}
+        if not seen:
+            return
+        try:
+            with self.sessions.begin() as session:
+                for session_id, at in seen.items():
+                    auth.touch_session(session, session_id, at)
+        except Exception:
+            log.exception("could not record %d session(s) as seen; next round", len(seen))
+            with self._lock:
+                for session_id, at in seen.items():
+                    self._seen.setdefault(session_id, at)
+
     def close(self) -> None:
+        self._stop.set()
+        self._toucher.join(5)
+        self.flush_seen()
         self.engine.dispose()
+        self.reader.dispose()
 
 
 # --- middleware ----------------------------------------------------------------------------
@@ -264,14 +301,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         secret = request.cookies.get(SESSION_COOKIE)
         now = web.now()
         if secret:
-            with web.sessions() as session:
+            with web.reads() as session:
                 info, touch = auth.find_session(session, settings.web, secret, now)
             if info is not None:
                 agent = web.directory.by_id(info.agent_id)
                 if agent is not None:
                     if touch:
-                        with web.sessions.begin() as session:
-                            auth.touch_session(session, info.id, now)
+                        web.seen(info.id, now)
                     return agent, info
         sso = _proxy_user(request)
         if sso is not None:
@@ -388,7 +424,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     def login_link(request: Request, token: str, next: str = "/") -> Response:
         lang = _language(request, settings.helpdesk.default_language)
         browser, new = _browser(request)
-        with web.sessions() as session:
+        with web.reads() as session:
             row = auth.pending_login(session, token, web.now())
         valid = row is not None and row.agent_id is not None
         response = page(request, "login_confirm.html.j2", lang, 200 if valid else 400,
@@ -451,7 +487,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         q = queries.QueueQuery(view=view, filters=filters, cursor=params.get("after") or None,
                                limit=settings.web.page_size)  # fmt: skip
         now = web.now()
-        with web.sessions() as session:
+        with web.reads() as session:
             try:
                 data = queries.queue(session, settings, web.directory, agent, q, now)
                 error = None
@@ -474,7 +510,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     def ticket_page(request: Request, number: int) -> Response:
         agent, info = viewer(request)
         now = web.now()
-        with web.sessions() as session:
+        with web.reads() as session:
             data = queries.ticket(session, settings, web.directory, number, agent=agent, now=now)
         if data is None:
             raise NotFound
@@ -488,7 +524,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     @app.get("/tickets/{number}/attachments/{attachment_id}", include_in_schema=False)
     def ticket_attachment(request: Request, number: int, attachment_id: int) -> Response:
         agent, _info = viewer(request)
-        with web.sessions() as session:
+        with web.reads() as session:
             found = queries.attachment(session, settings, number, attachment_id, agent=agent)
         if found is None:
             raise NotFound
@@ -559,7 +595,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         stored = submit.new_ticket(web.sessions, settings, web.clock, sender=sender, name=name,
                                    subject=subject, text=text, source=submit.WEB,
                                    attachments=files)  # fmt: skip
-        row = submit.wait(web.sessions, stored.inbound_id, WAIT_FOR_TICKET)
+        row = submit.wait(web.reads, stored.inbound_id, WAIT_FOR_TICKET)
         if row is None or row.ticket_id is None:
             return None
         now = web.now()
@@ -580,7 +616,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         numbers, error = search_numbers(q)
         data = None
         if numbers is not None:
-            with web.sessions() as session:
+            with web.reads() as session:
                 data = queries.queue(session, settings, web.directory, agent,
                                      queries.QueueQuery(view="open", numbers=numbers), now)  # fmt: skip
         return page(request, "search.html.j2", agent.language, agent=agent, csrf=info.csrf,
@@ -590,7 +626,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         q = q.strip()
         if not q:
             return None, None
-        with web.sessions() as session:
+        with web.reads() as session:
             return web.search(session, q), None
 
     # --- the dashboard ---
@@ -601,7 +637,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         agent, info = viewer(request)
         days = days if days in DASHBOARD_DAYS else 30
         now = web.now()
-        with web.sessions() as session:
+        with web.reads() as session:
             data = report.build(session, settings, now, now - timedelta(days=days))
             breached = queries.breached_tickets(session, since=now - timedelta(days=days))
         charts = dashboard_charts(data)
@@ -612,7 +648,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     # --- the requester's page ---
 
     def requester_view(number: int, token: str) -> Any:
-        with web.sessions() as session:
+        with web.reads() as session:
             ticket = auth.requester_ticket(session, settings.web, web.signer, number, token,
                                            web.now())  # fmt: skip
             if ticket is None:
@@ -624,7 +660,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     def requester_page(request: Request, number: int, token: str) -> Response:
         ticket = requester_view(number, token)
         now = web.now()
-        with web.sessions() as session:
+        with web.reads() as session:
             data = queries.ticket(session, settings, web.directory, number, agent=None, now=now)
         assert data is not None
         return page(request, "requester.html.j2", ticket.language, agent=None, t_=data,
@@ -635,7 +671,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     @app.get("/r/{number}/{token}/attachments/{attachment_id}", include_in_schema=False)
     def requester_attachment(number: int, token: str, attachment_id: int) -> Response:
         requester_view(number, token)
-        with web.sessions() as session:
+        with web.reads() as session:
             found = queries.attachment(session, settings, number, attachment_id, agent=None)
         if found is None:
             raise NotFound
