@@ -536,7 +536,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         try:
             fields, uploads = await read_form(request, settings)
         except FieldError as exc:
-            return _action_error(request, agent, number, 422, f"{exc.field}: {exc}")
+            return _action_error(request, agent, number, 422, f"{exc.field}: {exc}", info.csrf)
         check_post(request, fields, info)
         try:
             files = attachments(settings, uploads)
@@ -545,22 +545,22 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         except TicketNotFound:
             raise NotFound from None
         except TooLarge as exc:
-            return _action_error(request, agent, number, 413, str(exc))
+            return _action_error(request, agent, number, 413, str(exc), info.csrf)
         except FieldError as exc:
-            return _action_error(request, agent, number, 422, f"{exc.field}: {exc}")
+            return _action_error(request, agent, number, 422, f"{exc.field}: {exc}", info.csrf)
         except Forbidden as exc:
-            return _action_error(request, agent, number, 403, str(exc))
+            return _action_error(request, agent, number, 403, str(exc), info.csrf)
         except StaleChange as exc:
-            return _action_error(request, agent, number, 409, str(exc))
+            return _action_error(request, agent, number, 409, str(exc), info.csrf)
         except ActionRefused as exc:
-            return _action_error(request, agent, number, 409, str(exc))
+            return _action_error(request, agent, number, 409, str(exc), info.csrf)
         what = ", ".join(done.events) or "nothing to change"
         return RedirectResponse(f"/tickets/{number}?{urlencode({'done': what})}",
                                 status_code=303)  # fmt: skip
 
     def _action_error(request: Request, agent: AgentEntry, number: int, status: int,
-                      message: str) -> Response:  # fmt: skip
-        return page(request, "error.html.j2", agent.language, status, agent=agent,
+                      message: str, csrf: str = "") -> Response:  # fmt: skip
+        return page(request, "error.html.j2", agent.language, status, agent=agent, csrf=csrf,
                     title="error.refused", message=message, back=f"/tickets/{number}")  # fmt: skip
 
     # --- a new ticket for a caller ---
