@@ -3,8 +3,9 @@
 The one place maild.web meets Jinja2 (as `maild.mail.render` is for mail).
 Pages are autoescaped; phrases come from ``templates/web/lang/<code>.toml``
 (English and Finnish, like the mail), a missing phrase falls back to
-English and then to its key. Dates go through the mail's own formatter
-(`maild.mail.render.format_when`), so pages and mail say times alike.
+English and then to its key. Dates go through the one formatter
+(`maild.mail.dates.format_when`, in the reader's language), so pages and
+mail say times alike.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 import jinja2
 
 from maild.errors import ConfigError
-from maild.mail.render import builtin_templates_dir, format_when
+from maild.mail.dates import format_when
+from maild.mail.render import builtin_templates_dir
 
 LANGUAGES = ("en", "fi")
 
@@ -73,7 +75,9 @@ class Pages:
             lstrip_blocks=True,
             auto_reload=False,
         )
-        self.env.filters["when"] = self.when
+        self.env.filters["when"] = jinja2.pass_context(
+            lambda ctx, value: self.when(value, ctx.get("lang", "en"))
+        )
         self.env.filters["duration"] = duration
         self.env.filters["filesize"] = _filesize
         self.phrases = {lang: _phrases(lang) for lang in LANGUAGES}
@@ -83,8 +87,9 @@ class Pages:
             except jinja2.TemplateError as exc:
                 raise ConfigError("templates", f"web template {name}: {exc}") from None
 
-    def when(self, value: datetime | None) -> str:
-        return "" if value is None else format_when(value, self.timezone)
+    def when(self, value: datetime | None, lang: str = "en") -> str:
+        """The shared formatter (`maild.mail.dates`): pages write times as mail does."""
+        return "" if value is None else format_when(value, self.timezone, lang)
 
     def translator(self, lang: str) -> Any:
         book = self.phrases.get(lang) or self.phrases["en"]
