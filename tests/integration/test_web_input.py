@@ -82,3 +82,11 @@ def test_revoked_session_and_revoked_requester_links(wd, tmp_path):
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
     assert "ticket #1: requester links" in maild("web", "revoke-links", "1")
     assert console.get(link).status_code == 404
+
+
+def test_console_speaks_the_agents_language(wd):
+    fred = signed_in(wd, "fred@example.com")
+    page = fred.get("/").text
+    assert '<html lang="fi">' in page and "Kaikki avoimet" in page
+    anna = signed_in(wd, "anna@example.com")
+    assert "All open" in anna.get("/").text

@@ -70,8 +70,11 @@ class WebDesk:
     def login_link(self, email: str, after: int = 0) -> str:
         """The newest sign-in link mailed to `email` (waits for it)."""
 
-        def is_login(m: EmailMessage) -> bool:
-            return "console" in str(m["Subject"]) and email in str(m["To"])
+        def is_login(m: EmailMessage) -> bool:  # in any language: the mail with the link
+            if email not in str(m["To"]):
+                return False
+            body = m.get_body(("plain",))
+            return body is not None and f"{self.url}/login/" in body.get_content()
 
         deadline = time.monotonic() + 20
         while True:
