@@ -20,12 +20,10 @@ from typing import Any
 from fastapi import APIRouter, Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import update
 from starlette.concurrency import run_in_threadpool
 
 from maild.desk.actions import ActionRefused, StaleChange, TicketNotFound
 from maild.pipeline.directory import AgentEntry
-from maild.store.models import ApiToken
 from maild.web import auth, queries, submit
 from maild.web.operate import ACTIONS, FieldError, Forbidden, TooLarge, Upload, attachments, perform
 
@@ -95,10 +93,7 @@ def install(
         agent = web.directory.by_id(agent_id)
         if agent is None:
             raise Problem(403, "agent inactive", "the token's agent is no longer in the directory")
-        now = web.now()
-        with web.sessions.begin() as session:
-            session.execute(update(ApiToken).where(ApiToken.id == token_id)
-                            .values(last_used_at=now))  # fmt: skip
+        web.token_used(token_id, web.now())  # written in the background, with the sessions
         return agent
 
     @router.get("/tickets", summary="List or search tickets")
@@ -114,7 +109,7 @@ def install(
         size = limit or settings.web.page_size
         if not 1 <= size <= 500:
             raise Problem(422, "invalid request", "limit must be 1..500", "limit")
-        numbers = search_numbers(q)[0] if q.strip() else None
+        numbers = search_numbers(q, agent)[0] if q.strip() else None
         query = queries.QueueQuery(view=view, filters=filters, cursor=cursor or None,
                                    limit=size, numbers=numbers)  # fmt: skip
         with web.reads() as session:

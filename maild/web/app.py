@@ -67,6 +67,7 @@ SECURITY_HEADERS = (
     (b"cache-control", b"no-store"),
 )
 DIRECTORY_TTL = 30.0
+PURGE_SECONDS = 3600.0
 TOUCH_SECONDS = 10.0  # how often the sessions seen are written (auth.TOUCH_EVERY apart)  # seconds between re-reads of the agent directory
 WAIT_FOR_TICKET = 8.0
 DASHBOARD_DAYS = (7, 30, 90, 365)  # seconds a new ticket may take before the answer says "queued"
@@ -102,6 +103,8 @@ class WebApp:
         # Sessions seen since the last write of last_seen_at: written together, off the
         # request path (a page view must not queue for the write lock).
         self._seen: dict[int, datetime] = {}
+        self._tokens_used: dict[int, datetime] = {}
+        self._purged_at = 0.0
         self._stop = threading.Event()
         self._toucher = threading.Thread(target=self._touch_loop, name="web-touch", daemon=True)
         self._toucher.start()
@@ -123,32 +126,49 @@ class WebApp:
     def now(self) -> datetime:
         return self.clock.now()
 
-    def search(self, session: Session, q: str, limit: int = 50) -> list[int]:
+    def search(self, session: Session, q: str, agent: AgentEntry, limit: int = 50) -> list[int]:
         """Ticket numbers for the words `q`, best first (`maild.web.search`)."""
-        return find_tickets(session, q, limit)
+        secure = queries.may_see_security(self.settings, agent)
+        return find_tickets(session, q, limit, include_security=secure)
 
     def seen(self, session_id: int, now: datetime) -> None:
         with self._lock:
             self._seen[session_id] = now
+
+    def token_used(self, token_id: int, now: datetime) -> None:
+        with self._lock:
+            self._tokens_used[token_id] = now
 
     def _touch_loop(self) -> None:
         while not self._stop.wait(TOUCH_SECONDS):
             self.flush_seen()
 
     def flush_seen(self) -> None:
+        """Write the sessions and tokens used since the last round; once an hour, forget
+        sign-in requests older than a day and sessions over for 30 days."""
         with self._lock:
             seen, self._seen = self._seen, {}
-        if not seen:
+            used, self._tokens_used = self._tokens_used, {}
+        purge = time.monotonic() - self._purged_at > PURGE_SECONDS
+        if not seen and not used and not purge:
             return
         try:
             with self.sessions.begin() as session:
                 for session_id, at in seen.items():
                     auth.touch_session(session, session_id, at)
+                for token_id, at in used.items():
+                    auth.token_used(session, token_id, at)
+                if purge:
+                    auth.purge(session, self.now())
+            if purge:
+                self._purged_at = time.monotonic()
         except Exception:
             log.exception("could not record %d session(s) as seen; next round", len(seen))
             with self._lock:
                 for session_id, at in seen.items():
                     self._seen.setdefault(session_id, at)
+                for token_id, at in used.items():
+                    self._tokens_used.setdefault(token_id, at)
 
     def close(self) -> None:
         self._stop.set()
@@ -482,7 +502,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     def queue_page(request: Request) -> Response:
         agent, info = viewer(request)
         params = request.query_params
-        view = params.get("view") or ("mine" if False else "open")
+        view = params.get("view") or "open"
         filters = {k: params[k] for k in queries.FILTERS if params.get(k)}
         q = queries.QueueQuery(view=view, filters=filters, cursor=params.get("after") or None,
                                limit=settings.web.page_size)  # fmt: skip
@@ -613,7 +633,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     def search_page(request: Request, q: str = "") -> Response:
         agent, info = viewer(request)
         now = web.now()
-        numbers, error = search_numbers(q)
+        numbers, error = search_numbers(q, agent)
         data = None
         if numbers is not None:
             with web.reads() as session:
@@ -622,12 +642,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         return page(request, "search.html.j2", agent.language, agent=agent, csrf=info.csrf,
                     q=q, data=data, now=now, error=error)  # fmt: skip
 
-    def search_numbers(q: str) -> tuple[list[int] | None, str | None]:
+    def search_numbers(q: str, agent: AgentEntry) -> tuple[list[int] | None, str | None]:
         q = q.strip()
         if not q:
             return None, None
         with web.reads() as session:
-            return web.search(session, q), None
+            return web.search(session, q, agent), None
 
     # --- the dashboard ---
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from maild.config.settings import WebSettings
@@ -210,6 +210,19 @@ def find_api_token(session: Session, secret: str) -> tuple[int, int] | None:
     if row is None or row.revoked_at is not None:
         return None
     return row.id, row.agent_id
+
+
+def token_used(session: Session, token_id: int, at: datetime) -> None:
+    session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=at))
+
+
+def purge(session: Session, now: datetime) -> None:
+    """Forget sign-in requests older than a day (the limits count one hour, a link
+    lives minutes) and sessions ended more than 30 days ago."""
+    session.execute(delete(WebLogin).where(WebLogin.created_at < now - timedelta(days=1)))
+    old = now - timedelta(days=30)
+    session.execute(delete(WebSession).where(
+        (WebSession.expires_at < old) | (WebSession.revoked_at < old)))  # fmt: skip
 
 
 def list_api_tokens(session: Session) -> list[dict[str, Any]]:

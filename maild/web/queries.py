@@ -31,13 +31,14 @@ from maild.store.models import (
     TicketLink,
     Watcher,
 )
-from maild.store.states import FINISHED_STATUSES, TicketStatus, Visibility
+from maild.store.states import FINISHED_STATUSES, ArticleKind, TicketStatus, Visibility
 
 VIEWS = ("mine", "tiers", "unassigned", "breaching", "waiting", "open")
 OPEN_STATUSES = tuple(s.value for s in TicketStatus if s not in FINISHED_STATUSES)
 STATUSES = tuple(s.value for s in TicketStatus)
 FILTERS = ("status", "priority", "type", "category", "tier", "assignee")
 RESTRICTED_SUBJECT = "(security incident)"
+REQUESTER_KINDS = (ArticleKind.MESSAGE, ArticleKind.NOTIFICATION)
 
 
 class BadQuery(ValueError):
@@ -299,8 +300,9 @@ def ticket(
         return data
     public_only = agent is None
     articles = select(Article).where(Article.ticket_id == number).order_by(Article.id)
-    if public_only:
-        articles = articles.where(Article.visibility == Visibility.PUBLIC)
+    if public_only:  # the requester: what was written to or by them, never internal
+        articles = articles.where(Article.visibility == Visibility.PUBLIC,
+                                  Article.kind.in_(REQUESTER_KINDS))  # fmt: skip
     rows = list(session.scalars(articles))
     files: dict[int, list[dict[str, Any]]] = {}
     if rows:

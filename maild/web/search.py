@@ -20,13 +20,19 @@ from maild.store.models import Article, Contact, Ticket
 _NUMBER = re.compile(r"^#?(\d{1,12})$")
 
 
-def find_tickets(session: Session, q: str, limit: int = 50) -> list[int]:
+def find_tickets(
+    session: Session, q: str, limit: int = 50, *, include_security: bool = False
+) -> list[int]:
+    """Numbers of the tickets `q` finds, newest first; security incidents only with
+    `include_security` (a word must not reveal what a hidden ticket says)."""
     words = q.split()[:10]
+    hidden = () if include_security else (Ticket.security.is_(False),)
     numbers = [int(m.group(1)) for w in words if (m := _NUMBER.match(w))]
     rest = [w for w in words if not _NUMBER.match(w)]
     found: list[int] = []
     if numbers:
         found += list(session.scalars(select(Ticket.id).where(Ticket.id.in_(numbers))))
+        # (a number names a ticket outright: its row shows only a stub if restricted)
     if rest:
         conds = []
         for w in rest:
@@ -37,5 +43,6 @@ def find_tickets(session: Session, q: str, limit: int = 50) -> list[int]:
                              Contact.name.ilike(like), in_text))  # fmt: skip
         found += [n for n in session.scalars(
             select(Ticket.id).join(Contact, Contact.id == Ticket.requester_id)
-            .where(and_(*conds)).order_by(Ticket.id.desc()).limit(limit)) if n not in found]  # fmt: skip
+            .where(and_(*conds), *hidden).order_by(Ticket.id.desc()).limit(limit))
+            if n not in found]  # fmt: skip
     return found[:limit]

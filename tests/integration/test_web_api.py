@@ -71,6 +71,8 @@ def test_api_endpoints_and_refusals(wd_any, tmp_path):
     assert [(t["number"], t["subject"], t["status"], t["priority"])
             for t in r.json()["tickets"]] == [(1, "Printer jam", "open", "P3")]  # fmt: skip
     assert api.get("/tickets", params={"view": "nope"}, headers=anna).json()["field"] == "view"
+    # a word of a security incident finds nothing for an agent outside the security group
+    assert api.get("/tickets", params={"q": "phishing"}, headers=anna).json()["tickets"] == []
 
     r = api.get("/tickets/1", headers=anna)
     assert r.status_code == 200 and "tray 4" in r.json()["articles"][0]["text"]
