@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from maild.config.settings import Settings
@@ -36,6 +36,11 @@ from maild.store.states import FINISHED_STATUSES, ArticleKind, TicketStatus, Vis
 VIEWS = ("mine", "tiers", "unassigned", "breaching", "waiting", "open")
 OPEN_STATUSES = tuple(s.value for s in TicketStatus if s not in FINISHED_STATUSES)
 STATUSES = tuple(s.value for s in TicketStatus)
+RUNNING_STATUSES = tuple(s for s in OPEN_STATUSES if s != TicketStatus.PENDING_USER)
+# Stands for "status IN RUNNING_STATUSES" in a view's conditions; `_by_status` turns it
+# into one index lookup per status (SQLite's statistics see a column of seven values
+# and would scan the whole table for four of them, though they are few among the closed).
+RUNNING = Ticket.status.in_(RUNNING_STATUSES)
 FILTERS = ("status", "priority", "type", "category", "tier", "assignee")
 RESTRICTED_SUBJECT = "(security incident)"
 REQUESTER_KINDS = (ArticleKind.MESSAGE, ArticleKind.NOTIFICATION)
@@ -100,6 +105,8 @@ def _where(q: QueueQuery, agent: AgentEntry, directory: Directory) -> list[Colum
         if status not in STATUSES:
             raise BadQuery("status", f"unknown status {status!r}")
         conds.append(Ticket.status == status)
+    elif view == "breaching":  # the running clocks: open, not waiting for the requester
+        conds.append(RUNNING)
     elif view != "waiting" and not q.numbers:
         conds.append(Ticket.status.in_(OPEN_STATUSES))
     if view == "mine":
@@ -109,7 +116,9 @@ def _where(q: QueueQuery, agent: AgentEntry, directory: Directory) -> list[Colum
     elif view == "unassigned":
         conds.append(Ticket.assignee_id.is_(None))
     elif view == "breaching":
-        conds += [Ticket.status != TicketStatus.PENDING_USER, NEXT_DUE.is_not(None)]
+        if status:
+            conds.append(Ticket.status != TicketStatus.PENDING_USER)
+        conds.append(NEXT_DUE.is_not(None))
     elif view == "waiting":
         conds.append(Ticket.status == TicketStatus.PENDING_USER)
     if value := q.filters.get("priority"):
@@ -146,37 +155,46 @@ def queue(
 ) -> dict[str, Any]:  # fmt: skip
     """One page of a queue view: rows, the total, and the cursor of the next page."""
     conds = _where(q, agent, directory)
-    total = session.scalar(select(func.count()).select_from(Ticket).where(*conds)) or 0
-    due = NEXT_DUE.label("next_due")
-    stmt = (
-        select(Ticket.id, Ticket.subject, Ticket.status, Ticket.priority, Ticket.type,
-               Ticket.category, Ticket.tier, Ticket.security, Ticket.assignee_id,
-               Ticket.updated_at, Contact.email, Contact.name, due, WARN_AT.label("warn_at"),
-               Ticket.sla_paused_at)
-        .join(Contact, Contact.id == Ticket.requester_id)
-        .where(*conds)
-    )  # fmt: skip
+    total = _count(session, conds)
+    # The page's numbers first, from the ticket table alone (an index on status,
+    # assignee or tier; SQLite would otherwise start from the join), then its rows.
     breaching = q.view == "breaching"
+    after: list[ColumnElement[bool]] = []  # the cursor: rows after the last one shown
     if q.cursor and q.numbers is None:
         parts = _decode_cursor(q.cursor)
         try:
             if breaching:
                 value, last = datetime.fromisoformat(parts[0]), int(parts[1])
-                stmt = stmt.where(or_(value < NEXT_DUE, and_(value == NEXT_DUE, Ticket.id > last)))
+                after.append(or_(value < NEXT_DUE, and_(value == NEXT_DUE, Ticket.id > last)))
             else:
-                stmt = stmt.where(Ticket.id < int(parts[0]))
+                after.append(Ticket.id < int(parts[0]))
         except (ValueError, IndexError):
             raise BadQuery("cursor", "not a cursor from this queue") from None
     if breaching:
-        stmt = stmt.order_by(NEXT_DUE, Ticket.id)
+        sub = union_all(*(select(Ticket.id, NEXT_DUE.label("due")).where(*part, *after)
+                          for part in _by_status(conds))).subquery()  # fmt: skip
+        page = select(sub.c.id).order_by(sub.c.due, sub.c.id)
     elif q.numbers is None:
-        stmt = stmt.order_by(Ticket.id.desc())
-    rows = session.execute(stmt.limit(q.limit + 1 if q.numbers is None else len(q.numbers))).all()
-    more = q.numbers is None and len(rows) > q.limit
-    rows = rows[: q.limit] if q.numbers is None else rows
-    if q.numbers is not None:
-        rank = {n: i for i, n in enumerate(q.numbers)}
-        rows.sort(key=lambda r: rank.get(r.id, 0))
+        page = select(Ticket.id).where(*conds, *after).order_by(Ticket.id.desc())
+    else:
+        page = select(Ticket.id).where(*conds)
+    numbers = list(session.scalars(page.limit(q.limit + 1 if q.numbers is None
+                                              else len(q.numbers))))  # fmt: skip
+    more = q.numbers is None and len(numbers) > q.limit
+    numbers = numbers[: q.limit] if q.numbers is None else numbers
+    found = {
+        r.id: r
+        for r in session.execute(
+            select(Ticket.id, Ticket.subject, Ticket.status, Ticket.priority, Ticket.type,
+                   Ticket.category, Ticket.tier, Ticket.security, Ticket.assignee_id,
+                   Ticket.updated_at, Contact.email, Contact.name, NEXT_DUE.label("next_due"),
+                   WARN_AT.label("warn_at"), Ticket.sla_paused_at)
+            .join(Contact, Contact.id == Ticket.requester_id)
+            .where(Ticket.id.in_(numbers or [0]))
+        )
+    }  # fmt: skip
+    order = q.numbers if q.numbers is not None else numbers
+    rows = [found[n] for n in order if n in found]
     secure = may_see_security(settings, agent)
     out = []
     for r in rows:
@@ -226,14 +244,25 @@ def deadline_state(
     return "ok"
 
 
+def _by_status(conds: list[ColumnElement[bool]]) -> list[list[ColumnElement[bool]]]:
+    if not any(c is RUNNING for c in conds):
+        return [conds]
+    rest = [c for c in conds if c is not RUNNING]
+    return [[Ticket.status == status, *rest] for status in RUNNING_STATUSES]
+
+
+def _count(session: Session, conds: list[ColumnElement[bool]]) -> int:
+    return sum(session.scalar(select(func.count()).select_from(Ticket).where(*part)) or 0
+               for part in _by_status(conds))  # fmt: skip
+
+
 def view_counts(
     session: Session, settings: Settings, directory: Directory, agent: AgentEntry
 ) -> dict[str, int]:
     """How many tickets each view holds (the navigation shows them)."""
     out = {}
     for view in VIEWS:
-        conds = _where(QueueQuery(view=view), agent, directory)
-        out[view] = session.scalar(select(func.count()).select_from(Ticket).where(*conds)) or 0
+        out[view] = _count(session, _where(QueueQuery(view=view), agent, directory))
     return out
 
 

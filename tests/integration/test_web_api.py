@@ -71,6 +71,16 @@ def test_api_endpoints_and_refusals(wd_any, tmp_path):
     assert [(t["number"], t["subject"], t["status"], t["priority"])
             for t in r.json()["tickets"]] == [(1, "Printer jam", "open", "P3")]  # fmt: skip
     assert api.get("/tickets", params={"view": "nope"}, headers=anna).json()["field"] == "view"
+    # keyset paging, next deadline first
+    one = api.get("/tickets", params={"view": "breaching", "limit": 1}, headers=anna).json()
+    assert one["count"] == 2 and len(one["tickets"]) == 1 and one["next"]
+    two = api.get("/tickets", params={"view": "breaching", "limit": 1, "cursor": one["next"]},
+                  headers=anna).json()  # fmt: skip
+    assert len(two["tickets"]) == 1 and two["next"] is None
+    assert one["tickets"][0]["number"] != two["tickets"][0]["number"]
+    assert one["tickets"][0]["next_due"] <= two["tickets"][0]["next_due"]
+    bad = api.get("/tickets", params={"cursor": "!!"}, headers=anna)
+    assert bad.status_code == 422 and bad.json()["field"] == "cursor"
     # a word of a security incident finds nothing for an agent outside the security group
     assert api.get("/tickets", params={"q": "phishing"}, headers=anna).json()["tickets"] == []
 

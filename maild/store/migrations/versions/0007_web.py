@@ -93,12 +93,15 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("ticket_id", name="pk_requester_link_revocation"),
     )
-    # The queue: tickets by status in number order, and the next deadline.
-    op.create_index("ix_ticket_assignee_id", "ticket", ["assignee_id"])
+    # The console's queue views: open tickets by assignee or by tier, without a scan
+    # of the closed ones (SQLite's planner otherwise takes the assignee index alone).
+    op.create_index("ix_ticket_assignee_status", "ticket", ["assignee_id", "status"])
+    op.create_index("ix_ticket_tier_status", "ticket", ["tier", "status"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_ticket_assignee_id", "ticket")
+    op.drop_index("ix_ticket_tier_status", "ticket")
+    op.drop_index("ix_ticket_assignee_status", "ticket")
     op.drop_table("requester_link_revocation")
     op.drop_index("ix_api_token_agent_id", "api_token")
     op.drop_table("api_token")
