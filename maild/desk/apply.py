@@ -560,6 +560,7 @@ class Applier:
         for i in targets:
             out[i] = replace(out[i], context={**out[i].context, "suggestions": shown})
         return tuple(out)
+
     def add_article(
         self, session: Session, ticket_id: int, spec: ArticleSpec, now: datetime
     ) -> int:

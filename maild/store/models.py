@@ -414,6 +414,8 @@ class Suggestion(Base):
     created_at: Mapped[datetime]
     helpful_at: Mapped[datetime | None]
     helpful_by: Mapped[str | None] = mapped_column(String(320))
+
+
 # --- the workspace (maild.web) -------------------------------------------------------
 # Secrets are never stored: a table keeps the SHA-256 of each random token
 # (256 bits of entropy, so a fast hash is enough) and compares hashes.

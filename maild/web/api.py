@@ -109,7 +109,12 @@ def install(
         size = limit or settings.web.page_size
         if not 1 <= size <= 500:
             raise Problem(422, "invalid request", "limit must be 1..500", "limit")
-        numbers = search_numbers(q, agent)[0] if q.strip() else None
+        numbers = None
+        if q.strip():
+            found, error = search_numbers(q, agent)
+            if error is not None:
+                raise Problem(422, "invalid request", f"q: {error}", "q")
+            numbers = found.numbers if found is not None else []
         query = queries.QueueQuery(view=view, filters=filters, cursor=cursor or None,
                                    limit=size, numbers=numbers)  # fmt: skip
         with web.reads() as session:

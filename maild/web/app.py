@@ -51,7 +51,7 @@ from maild.store.states import FINISHED_STATUSES, TicketStatus
 from maild.web import api, auth, queries, submit
 from maild.web.operate import FieldError, Forbidden, TooLarge, Upload, attachments, perform
 from maild.web.pages import Pages, web_dir
-from maild.web.search import find_tickets
+from maild.web.search import Found, find_tickets, similar
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ class WebApp:
     def now(self) -> datetime:
         return self.clock.now()
 
-    def search(self, session: Session, q: str, agent: AgentEntry, limit: int = 50) -> list[int]:
-        """Ticket numbers for the words `q`, best first (`maild.web.search`)."""
+    def search(self, session: Session, q: str, agent: AgentEntry, limit: int = 50) -> Found:
+        """The tickets the words `q` find, best first (`maild.web.search`)."""
         secure = queries.may_see_security(self.settings, agent)
         return find_tickets(session, q, limit, include_security=secure)
 
@@ -535,11 +535,16 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         if data is None:
             raise NotFound
         status = 403 if data["restricted"] else 200
+        past = []
+        if not data["restricted"]:
+            with web.reads() as session:
+                past = similar(session, number,
+                               include_security=queries.may_see_security(settings, agent))  # fmt: skip
         return page(request, "ticket.html.j2", agent.language, status, agent=agent,
                     csrf=info.csrf, t_=data, now=now, agents=web.directory.active,
                     categories=web.rules.category_names,
                     statuses=queries.STATUSES, message=request.query_params.get("done"),
-                    similar=[])  # fmt: skip
+                    similar=past)  # fmt: skip
 
     @app.get("/tickets/{number}/attachments/{attachment_id}", include_in_schema=False)
     def ticket_attachment(request: Request, number: int, attachment_id: int) -> Response:
@@ -633,21 +638,26 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     def search_page(request: Request, q: str = "") -> Response:
         agent, info = viewer(request)
         now = web.now()
-        numbers, error = search_numbers(q, agent)
+        found, error = search_numbers(q, agent)
         data = None
-        if numbers is not None:
+        if found is not None:
             with web.reads() as session:
                 data = queries.queue(session, settings, web.directory, agent,
-                                     queries.QueueQuery(view="open", numbers=numbers), now)  # fmt: skip
+                                     queries.QueueQuery(view="open", numbers=found.numbers), now)  # fmt: skip
+            for row in data["tickets"]:
+                row["snippet"] = "" if row["restricted"] else found.snippets.get(row["number"], "")
         return page(request, "search.html.j2", agent.language, agent=agent, csrf=info.csrf,
                     q=q, data=data, now=now, error=error)  # fmt: skip
 
-    def search_numbers(q: str, agent: AgentEntry) -> tuple[list[int] | None, str | None]:
+    def search_numbers(q: str, agent: AgentEntry) -> tuple[Found | None, str | None]:
         q = q.strip()
         if not q:
             return None, None
         with web.reads() as session:
-            return web.search(session, q, agent), None
+            try:
+                return web.search(session, q, agent), None
+            except ValueError as exc:
+                return None, str(exc)
 
     # --- the dashboard ---
 

@@ -2,7 +2,7 @@
 
 The workspace (issue 13). Tokens are stored as SHA-256 hashes only.
 
-Revision ID: 0007_web
+Revision ID: 0009_web
 Revises: 0007_issue15
 Create Date: 2026-12-04
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_web"
+revision: str = "0009_web"
 down_revision: str | None = "0007_issue15"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
