@@ -23,6 +23,7 @@ from maild import __version__
 from maild.addresses import ServedAddresses, normalize_address
 from maild.cli import search as cli_search
 from maild.cli import tickets as cli_tickets
+from maild.cli import web as cli_web
 from maild.clock import SystemClock
 from maild.config.settings import Settings, load_settings
 from maild.errors import ConfigError
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     a_list.add_argument("--json", action="store_true")
     cli_tickets.add_parsers(tk_sub, sub)
     cli_search.add_parsers(sub)
+    cli_web.add_parsers(sub)
     q_show = q_sub.add_parser("show", help="one quarantined message: reason and headers")
     q_show.add_argument("id", type=int)
     q_show.add_argument("--json", action="store_true")
@@ -198,6 +200,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_agents(settings, as_json=args.json)
     if cli_search.handles(args):
         return cli_search.run(args, settings, _sessions(settings))
+    if cli_web.handles(args):
+        return cli_web.run(args, settings, _sessions(settings))
     if cli_tickets.handles(args):
         return cli_tickets.run(args, settings, _sessions(settings))
     if cmd == "mailbox":

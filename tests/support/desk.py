@@ -56,6 +56,8 @@ def make_settings(tmp_path: Path, db_url: str, **sections: Any) -> Settings:
         # within seconds, which would open major incidents (maild.majors) and
         # change what they count; tests/integration/test_majors.py turns them on.
         "major": {"enabled": False},
+        # A daemon under test starts no console child; web tests run it themselves.
+        "web": {"enabled": False},
     }
     for name, values in sections.items():
         if isinstance(values, list):  # an array of tables: [[agents]]
