@@ -234,6 +234,8 @@ def _attachment(args: argparse.Namespace, sessions: Any) -> int:
         return EX_CANTCREAT
     print(f"{found[-1].filename}: {len(data)} bytes written to {args.output}", file=sys.stderr)
     return EX_OK
+
+
 def _major(ops: Any, cmd: str, n: int, args: argparse.Namespace, actor: str) -> Any:
     """``ticket major N [CHILD...]``, ``ticket attach N CHILD...``, ``ticket detach N CHILD...``."""
     from maild.desk.actions import Done
