@@ -732,14 +732,14 @@ class TicketOps:
     ) -> Done:  # fmt: skip
         """An internal note: on the ticket for agents, never mailed to the requester."""
         if not text.strip() and not attachments:
-            raise ActionRefused("the note is empty")
+            raise ActionRefused(Phrase("actions.note_empty"))
         ticket = self.get(number)
         done = Done(ticket.id)
         spec = ArticleSpec(
             kind=ArticleKind.NOTE, visibility=Visibility.INTERNAL, author=agent,
             subject=ticket.subject, text=text.strip(), html=None, message_id=None,
             in_reply_to=None, sent_at=self.now, attachments=attachments)  # fmt: skip
-        article_id = self.applier.add_article(self.session, ticket.id, spec, self.now)
+        article_id = self.applier.add_article(self.session, ticket.id, spec, None, self.now)
         self.applier.index_article(self.session, ticket, article_id, spec, self.now)
         ticket.updated_at = self.now
         self.event(ticket, done, EventSpec("note", agent.email))
@@ -748,11 +748,11 @@ class TicketOps:
     def add_watcher(self, number: int, who: Address, *, actor: str) -> Done:
         """Copy `who` on the ticket's public updates (a requester's colleague, a manager)."""
         if is_help_desk_address(who.email, self.settings):
-            raise ActionRefused(f"{who.email} is a help-desk address")
+            raise ActionRefused(Phrase("actions.desk_address", email=who.email))
         ticket = self.get(number)
         done = Done(ticket.id)
         if who.email == ticket.requester.email:
-            raise ActionRefused(f"{who.email} is the requester of #{number}")
+            raise ActionRefused(Phrase("actions.is_requester", email=who.email, number=number))
         if who.email in {a.email for a in self.watchers_all(ticket)}:
             return done
         self.applier.change_watchers(self.session, ticket.id, (who,), (), actor, self.now)
@@ -765,7 +765,7 @@ class TicketOps:
         done = Done(ticket.id)
         email = email.strip().lower()
         if email not in {a.email for a in self.watchers_all(ticket)}:
-            raise ActionRefused(f"{email} is not watching #{number}")
+            raise ActionRefused(Phrase("actions.not_watching", email=email, number=number))
         self.applier.change_watchers(self.session, ticket.id, (), (email,), actor, self.now)
         self.event(ticket, done, EventSpec("watcher_removed", actor, old=email))
         ticket.updated_at = self.now
@@ -784,15 +784,18 @@ class TicketOps:
         watchers watch `into`, and the duplicate is closed with a note saying where the
         work goes on. Its history stays where it is, linked."""
         if number == into:
-            raise ActionRefused("a ticket cannot be merged into itself")
+            raise ActionRefused(Phrase("actions.merge_itself"))
         ticket = self.get(number)
         target = self.session.get(Ticket, into)
         if target is None:
-            raise ActionRefused(f"there is no ticket #{into} to merge into")
+            raise ActionRefused(Phrase("actions.merge_no_target", number=into))
         if target.security != ticket.security:
-            raise ActionRefused("a security incident and an ordinary ticket cannot be merged")
+            raise ActionRefused(Phrase("actions.merge_security"))
+        for major in (ticket, target):  # its reports point at it: attach, never merge
+            if major.major:
+                raise ActionRefused(Phrase("actions.merge_major", number=major.id))
         if ticket.status == TicketStatus.CLOSED:
-            raise ActionRefused(f"ticket #{number} is already closed")
+            raise ActionRefused(Phrase("actions.already", number=number, status=ticket.status))
         done = Done(ticket.id)
         self.session.add(TicketLink(ticket_id=number, other_id=into, kind="merged",
                                     created_at=self.now))  # fmt: skip
@@ -801,8 +804,10 @@ class TicketOps:
         self.applier.event(self.session, into, EventSpec("merged_from", actor, new=str(number)),
                            self.now)  # fmt: skip
         target_requester = self.session.get(Contact, target.requester_id)
-        moved = [Address(name=ticket.requester.name, email=ticket.requester.email),
-                 *self.watchers_all(ticket)]  # fmt: skip
+        # A monitor's alert has no person behind it to keep informed.
+        requester = ((Address(name=ticket.requester.name, email=ticket.requester.email),)
+                     if ticket.origin == Origin.MAIL else ())  # fmt: skip
+        moved = [*requester, *self.watchers_all(ticket)]
         keep = {a.email for a in self.watchers_all(target)}
         keep.add(target_requester.email if target_requester else "")
         add = tuple(a for a in moved if a.email not in keep)

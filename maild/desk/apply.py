@@ -655,12 +655,6 @@ class Applier:
             out[i] = replace(out[i], context={**out[i].context, "suggestions": shown})
         return tuple(out)
 
-    def add_article(
-        self, session: Session, ticket_id: int, spec: ArticleSpec, now: datetime
-    ) -> int:
-        """An article written by a person at the desk (a note from the console)."""
-        return self._add_article(session, ticket_id, spec, None, now)
-
     def change_watchers(
         self, session: Session, ticket_id: int, add: tuple[Address, ...], remove: tuple[str, ...],
         actor: str, now: datetime,
