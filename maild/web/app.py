@@ -725,7 +725,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                 if not text.strip():
                     raise FieldError("text", t("requester.empty"))
                 await run_in_threadpool(submit.requester_reply, web.sessions, settings,
-                                        web.clock, ticket, text, files)  # fmt: skip
+                                        web.clock, web.signer, ticket, text, files)  # fmt: skip
                 done = t("requester.sent")
             elif action in ("solved", "unsolved"):
                 await run_in_threadpool(requester_verdict, ticket, action == "solved")

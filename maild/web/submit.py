@@ -25,6 +25,8 @@ from maild.clock import Clock
 from maild.config.settings import Settings
 from maild.intake.commit import Delivery, Stored, store_one
 from maild.mail.parse import ParsedAttachment
+from maild.mail.replyaddr import expiry, requester_address
+from maild.mail.tokens import Signer
 from maild.store.models import Contact, Inbound, Outbox, Ticket
 from maild.store.states import InboundStatus, Source
 
@@ -73,28 +75,38 @@ def new_ticket(
 
 
 def requester_reply(
-    sessions: sessionmaker[Session], settings: Settings, clock: Clock, ticket: Ticket,
-    text: str, attachments: tuple[ParsedAttachment, ...] = (),
+    sessions: sessionmaker[Session], settings: Settings, clock: Clock, signer: Signer,
+    ticket: Ticket, text: str, attachments: tuple[ParsedAttachment, ...] = (),
 ) -> Stored:  # fmt: skip
-    """The requester's reply from their page: threaded on the last mail we sent them
-    (a References to our own Message-ID, which is how a requester is verified)."""
+    """The requester's reply from their page, verified as theirs the way mail is
+    (`maild.pipeline.verify`): delivered to their own reply address on the ticket
+    (the signed page link proved who they are, as holding that address does) and
+    threaded by References on the last mails we sent them."""
+    now = clock.now()
     with sessions() as session:
         requester = session.get(Contact, ticket.requester_id)
         assert requester is not None
-        sent = session.scalars(
-            select(Outbox.message_id).where(Outbox.ticket_id == ticket.id,
-                                             Outbox.kind != "agent_feedback")
-            .order_by(Outbox.id.desc()).limit(20)
-        ).all()  # fmt: skip
-        to = ticket.address or settings.helpdesk.primary_address
         name = requester.name
         email = requester.email
+        sent = [
+            message_id
+            for message_id, rcpt_to in session.execute(
+                select(Outbox.message_id, Outbox.rcpt_to)
+                .where(Outbox.ticket_id == ticket.id)
+                .order_by(Outbox.id.desc())
+                .limit(100)
+            )  # fmt: skip
+            if email in (rcpt_to or ())
+        ][:20]
+    desk = normalize_address(ticket.address or settings.helpdesk.primary_address)
+    to = requester_address(signer, desk, ticket.id, email,
+                           expiry(now, settings.helpdesk.reply_address_days))  # fmt: skip
     raw = message(sender=email, name=name, to=to, subject=f"Re: [#{ticket.id}] {ticket.subject}",
-                  text=text, now=clock.now(), attachments=attachments,
+                  text=text, now=now, attachments=attachments,
                   in_reply_to=sent[0] if sent else None,
                   references=tuple(reversed(sent)))  # fmt: skip
-    delivery = Delivery(raw=raw, source=WEB, recipient=normalize_address(to),
-                        envelope_from=email, envelope_to=(normalize_address(to),))  # fmt: skip
+    delivery = Delivery(raw=raw, source=WEB, recipient=desk, envelope_from=email,
+                        envelope_to=(to,))  # fmt: skip
     return store_one(sessions, delivery, clock)
 
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from maild.store.db import make_engine
-from maild.store.models import WebSession
+from maild.store.models import Article, WebSession
 from tests.support.web import WebDesk, message
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -155,6 +156,8 @@ def test_requester_link_shows_the_ticket_and_a_tampered_one_nothing(wd, browser)
     page.fill("textarea[name=text]", "It also beeps three times.")
     page.click("#send")
     page.locator("#done").wait_for()
+    # stored as the requester's mail, verified as theirs (issue 14): not marked for the agents
+    assert _verified_by(wd, "It also beeps three times.") == "reply-address"
     tampered = link[:-3] + ("aaa" if not link.endswith("aaa") else "bbb")
     bad = browser.new_page()
     response = bad.goto(tampered)
@@ -162,6 +165,23 @@ def test_requester_link_shows_the_ticket_and_a_tampered_one_nothing(wd, browser)
     assert "Laptop" not in bad.content()
     foreign = link.replace("/r/1/", "/r/2/")
     assert bad.goto(foreign).status == 404
+
+
+def _verified_by(wd: WebDesk, text: str) -> str | None:
+    """How the sender of the article with `text` was verified, once it is stored."""
+    engine = make_engine(wd.settings.database.url)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with engine.connect() as conn:
+                found = conn.execute(select(Article.verified_by)
+                                     .where(Article.text.contains(text))).first()  # fmt: skip
+            if found is not None:
+                return found[0]
+            assert time.monotonic() < deadline, "the reply from the page was not stored"
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
 
 
 def test_search_finds_a_ticket_by_a_word_of_its_body(wd, browser):
