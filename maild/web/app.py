@@ -40,6 +40,7 @@ from maild.config.settings import Settings
 from maild.desk import agents, report
 from maild.desk.actions import ActionRefused, StaleChange, TicketNotFound, TicketOps
 from maild.desk.apply import Applier
+from maild.mail.phrases import in_language
 from maild.mail.render import Renderer
 from maild.mail.tokens import Signer, load_or_create_secret
 from maild.mail.weblink import page_secret
@@ -578,7 +579,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         except StaleChange as exc:
             return _action_error(request, agent, number, 409, str(exc), info.csrf)
         except ActionRefused as exc:
-            return _action_error(request, agent, number, 409, str(exc), info.csrf)
+            return _action_error(request, agent, number, 409, said(exc, agent.language),
+                                 info.csrf)  # fmt: skip
         what = ", ".join(done.events) or "nothing to change"
         return RedirectResponse(f"/tickets/{number}?{urlencode({'done': what})}",
                                 status_code=303)  # fmt: skip
@@ -772,6 +774,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
 class CsrfFailed(Exception):
     pass
+
+
+def said(exc: ActionRefused, language: str) -> str:
+    """Why the desk refused, in `language` when it said so as a `Phrase`."""
+    return in_language(exc.args[0] if exc.args else str(exc), language)
 
 
 def _created_event(agent: AgentEntry) -> EventSpec:

@@ -303,6 +303,9 @@ def ticket(
         "created_at": t.created_at,
         "updated_at": t.updated_at,
         "version": t.updated_at.isoformat(),
+        # the requester's rating of the help (maild.closure, or their page), 1..5
+        "rating": ({"score": t.satisfaction_score, "comment": t.satisfaction_comment or "",
+                    "at": t.satisfaction_at} if t.satisfaction_score is not None else None),
         "sla": {
             "first_response_due": t.first_response_due,
             "first_response_at": t.first_response_at,
@@ -346,7 +349,9 @@ def ticket(
         {"id": a.id, "direction": a.direction, "visibility": a.visibility, "kind": a.kind,
          "from": {"email": a.author_email, "name": a.author_name}, "subject": a.subject,
          "text": a.text, "created_at": a.created_at, "sent_at": a.sent_at,
-         "attachments": files.get(a.id, [])}
+         "attachments": files.get(a.id, []),
+         # maild.pipeline.verify could not tie the sender to the From (agents see it)
+         "unverified": a.verified_by == "none" and not public_only}
         for a in rows
     ]  # fmt: skip
     if public_only:

@@ -30,6 +30,8 @@ def test_bad_forms_and_uploads_change_nothing(wd):
     console = signed_in(wd, "anna@example.com")
     page = console.get("/tickets/1").text
     csrf = csrf_of(page)
+    # mail over plain SMTP with no signature: its sender is not verified (issue 14)
+    assert page.count("SENDER NOT VERIFIED") == 1
     before = _events(console, 1)
 
     big = console.post("/tickets/1/reply", data={"csrf": csrf, "text": "see file"},
@@ -90,3 +92,12 @@ def test_console_speaks_the_agents_language(wd):
     assert '<html lang="fi">' in page and "Kaikki avoimet" in page
     anna = signed_in(wd, "anna@example.com")
     assert "All open" in anna.get("/").text
+    # the desk's refusals (Phrases) are said in the agent's language too
+    wd.send(message("Printer jam", "Tray 4."))
+    wd.wait_ticket(1)
+    csrf = csrf_of(fred.get("/tickets/1").text)
+    refused = fred.post("/tickets/1/merge", data={"csrf": csrf, "into": "1"})
+    assert refused.status_code == 409 and "ei voi yhdistää itseensä" in refused.text
+    refused = anna.post("/tickets/1/merge", data={"csrf": csrf_of(anna.get("/tickets/1").text),
+                                                  "into": "1"})  # fmt: skip
+    assert "cannot be merged into itself" in refused.text
