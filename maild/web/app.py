@@ -698,7 +698,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         return page(request, "requester.html.j2", ticket.language, agent=None, t_=data,
                     base=f"/r/{number}/{token}", csrf=page_secret(web.signer, number, token),
                     message=request.query_params.get("done"),
-                    finished=ticket.status in FINISHED_STATUSES)  # fmt: skip
+                    finished=ticket.status in FINISHED_STATUSES,
+                    rating=ticket.satisfaction_score)  # fmt: skip
 
     @app.get("/r/{number}/{token}/attachments/{attachment_id}", include_in_schema=False)
     def requester_attachment(number: int, token: str, attachment_id: int) -> Response:
@@ -730,8 +731,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                                         web.clock, web.signer, ticket, text, files)  # fmt: skip
                 done = t("requester.sent")
             elif action in ("solved", "unsolved"):
-                await run_in_threadpool(requester_verdict, ticket, action == "solved")
+                await run_in_threadpool(requester_verdict, ticket, action == "solved", t)
                 done = t("requester.thanks")
+            elif action == "rate":
+                score, comment = rating_fields(fields, t)
+                await run_in_threadpool(requester_rating, ticket, score, comment, t)
+                done = t("requester.rated")
             else:
                 raise NotFound
         except TooLarge as exc:
@@ -742,12 +747,15 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                         title="error.refused", message=str(exc), back=base)  # fmt: skip
         except ActionRefused as exc:
             return page(request, "error.html.j2", ticket.language, 409, agent=None,
-                        title="error.refused", message=str(exc), back=base)  # fmt: skip
+                        title="error.refused", message=said(exc, ticket.language),
+                        back=base)  # fmt: skip
         return RedirectResponse(f"{base}?{urlencode({'done': done})}", status_code=303)
 
-    def requester_verdict(ticket: Any, solved: bool) -> None:
-        """ "It's solved" resolves an open ticket and closes a resolved one; "still a
-        problem" reopens a resolved or closed one (the desk's own operations)."""
+    def requester_verdict(ticket: Any, solved: bool, t: Any) -> None:
+        """ "It's solved" confirms a resolved ticket (it closes; maild.closure's
+        `confirm_solved`, as a "thanks, it works" reply does) and resolves an open one;
+        "still a problem" reopens a resolved or closed one (`not_solved`). The
+        requester is the actor, as when they say so by mail."""
         now = web.now()
         with web.sessions.begin() as session:
             ops = TicketOps(session, web.applier, now)
@@ -755,15 +763,26 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             actor = current.requester.email
             if solved:
                 if current.status == TicketStatus.RESOLVED:
-                    ops.close(ticket.id, actor=actor, note="")
+                    ops.confirm_solved(ticket.id, actor=actor)
                 elif current.status not in FINISHED_STATUSES:
                     ops.resolve(ticket.id, actor=actor, note="")
                 else:
-                    raise ActionRefused(f"ticket #{ticket.id} is already closed")
+                    raise ActionRefused(t("requester.already_closed"))
             elif current.status in FINISHED_STATUSES:
-                ops.reopen(ticket.id, actor=actor, note="")
+                ops.not_solved(ticket.id, actor=actor)
             else:
-                raise ActionRefused(f"ticket #{ticket.id} is still open; reply to tell us more")
+                raise ActionRefused(t("requester.still_open"))
+
+    def requester_rating(ticket: Any, score: int, comment: str, t: Any) -> None:
+        """A rating of the help on a resolved or closed ticket (`TicketOps.rate`: stored,
+        a resolved ticket closes, the agents working it are told)."""
+        now = web.now()
+        with web.sessions.begin() as session:
+            ops = TicketOps(session, web.applier, now)
+            current = ops.get(ticket.id)
+            if current.status not in FINISHED_STATUSES:
+                raise ActionRefused(t("requester.rate_open"))
+            ops.rate(ticket.id, score, actor=current.requester.email, comment=comment)
 
     # --- the API ---
 
@@ -774,6 +793,20 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
 class CsrfFailed(Exception):
     pass
+
+
+RATING_COMMENT_LIMIT = 2000  # what TicketOps.rate keeps
+
+
+def rating_fields(fields: dict[str, Any], t: Any) -> tuple[int, str]:
+    """(score, comment) of the requester page's rating form, checked (`FieldError`)."""
+    raw = str(fields.get("score") or "").strip()
+    if raw not in ("1", "2", "3", "4", "5"):
+        raise FieldError("score", t("requester.bad_score"))
+    comment = str(fields.get("comment") or "").replace("\r\n", "\n").strip()
+    if "\x00" in comment or len(comment) > RATING_COMMENT_LIMIT:
+        raise FieldError("comment", t("requester.long_comment", n=RATING_COMMENT_LIMIT))
+    return int(raw), comment
 
 
 def said(exc: ActionRefused, language: str) -> str:

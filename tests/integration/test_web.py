@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from maild.store.db import make_engine
 from maild.store.models import Article, WebSession
-from tests.support.web import WebDesk, message
+from tests.support.web import WebDesk, csrf_of, message, signed_in
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -182,6 +182,28 @@ def _verified_by(wd: WebDesk, text: str) -> str | None:
             time.sleep(0.05)
     finally:
         engine.dispose()
+
+
+def test_requester_rates_the_help_on_a_resolved_ticket(wd, browser):
+    wd.send(message("Monitor flickers", "The left screen flickers every few seconds."))
+    ack = wd.wait_mail(lambda m: "bob@example.org" in str(m["To"]))
+    link = re.search(r"(http://\S+/r/1/\S+)", ack.get_body(("plain",)).get_content()).group(1)
+    anna = signed_in(wd, "anna@example.com")
+    csrf = csrf_of(anna.get("/tickets/1").text)
+    assert anna.post("/tickets/1/resolve", data={"csrf": csrf, "note": "New cable."}
+                     ).status_code == 303  # fmt: skip
+    page = browser.new_page()
+    page.goto(link)
+    assert "resolved" in page.locator("#status").inner_text()
+    assert page.locator("#rate-form").is_visible()
+    page.fill("#rate-comment", "Quick and kind.")
+    page.click("#rate-4")
+    page.locator("#done").wait_for()
+    assert "Thank you for your rating" in page.locator("#done").inner_text()
+    assert "closed" in page.locator("#status").inner_text()  # a rating closes a resolved ticket
+    assert "4" in page.locator("#rated").inner_text()
+    assert page.locator("#solved").count() == 0 and page.locator("#unsolved").is_visible()
+    assert 'id="rating">4/5: Quick and kind.<' in anna.get("/tickets/1").text  # the agents see it
 
 
 def test_search_finds_a_ticket_by_a_word_of_its_body(wd, browser):

@@ -230,3 +230,49 @@ def test_api_watchers_merge_unassign(wd, tmp_path):
     assert "carol@example.org" in [w["email"] for w in one["watchers"]]
     wd.wait_mail(lambda m: "carol@example.org" in str(m["To"]) and "#1" in m.as_string()
                  and "continues" in m.as_string())  # fmt: skip
+
+
+def _requester_page(wd: WebDesk, number: int = 1) -> tuple[httpx.Client, str, str]:
+    """(a browser-like client, the requester's page path, its form token) from the ack."""
+    ack = wd.wait_mail(lambda m: "bob@example.org" in str(m["To"]) and f"#{number}]" in
+                       str(m["Subject"]))  # fmt: skip
+    path = re.search(r"http://[^/\s]+(/r/\d+/\S+)", ack.get_body(("plain",)).get_content()).group(1)
+    client = httpx.Client(base_url=wd.url, timeout=30, headers={"origin": wd.url})
+    return client, path, csrf_of(client.get(path).text)
+
+
+def test_requester_page_solved_still_a_problem_and_rating(wd):
+    """The page's buttons are the desk's closure operations, the requester the actor."""
+    wd.send(message("Printer jam", "Tray 4 again."))
+    wd.wait_ticket(1)
+    bob, path, csrf = _requester_page(wd)
+    anna = signed_in(wd, "anna@example.com")
+
+    def shown() -> str:
+        return anna.get("/tickets/1").text
+
+    # "It's solved" on a resolved ticket: confirmed and closed (TicketOps.confirm_solved)
+    anna.post("/tickets/1/resolve", data={"csrf": csrf_of(shown()), "note": "Cleared."})
+    r = bob.post(f"{path}/solved", data={"csrf": csrf})
+    assert r.status_code == 303
+    page = shown()
+    assert 'id="status">closed<' in page and "confirmed" in page.split('id="events"')[1]
+    # "Still a problem" reopens it (TicketOps.not_solved); on an open ticket it is refused
+    assert bob.post(f"{path}/unsolved", data={"csrf": csrf}).status_code == 303
+    assert 'id="status">open<' in shown()
+    refused = bob.post(f"{path}/unsolved", data={"csrf": csrf})
+    assert refused.status_code == 409 and "still open" in refused.text
+    # a rating: only once it is solved; stored with its comment; a resolved ticket closes
+    early = bob.post(f"{path}/rate", data={"csrf": csrf, "score": "5"})
+    assert early.status_code == 409 and "rate it once it is solved" in early.text
+    anna.post("/tickets/1/resolve", data={"csrf": csrf_of(shown()), "note": "Cleared again."})
+    r = bob.post(f"{path}/rate", data={"csrf": csrf, "score": "2", "comment": "Took two tries."})
+    assert (
+        r.status_code == 303 and "Thank you for your rating" in bob.get(r.headers["location"]).text
+    )
+    page = shown()
+    assert 'id="status">closed<' in page and 'id="rating">2/5: Took two tries.<' in page
+    # changed later, on the closed ticket: the newest rating counts
+    assert bob.post(f"{path}/rate", data={"csrf": csrf, "score": "4"}).status_code == 303
+    assert 'id="rating">4/5<' in shown()
+    assert "Your rating: 4 of 5" in bob.get(path).text

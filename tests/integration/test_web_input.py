@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.support.web import WebDesk, csrf_of, message, signed_in
@@ -101,3 +102,33 @@ def test_console_speaks_the_agents_language(wd):
     refused = anna.post("/tickets/1/merge", data={"csrf": csrf_of(anna.get("/tickets/1").text),
                                                   "into": "1"})  # fmt: skip
     assert "cannot be merged into itself" in refused.text
+
+
+def test_requester_rating_needs_the_page_token_and_a_score_from_1_to_5(wd):
+    """A rating closes a resolved ticket: a forged or bad one must change nothing."""
+    wd.send(message("Scanner offline", "The scanner on floor 2 is offline."))
+    ack = wd.wait_mail(lambda m: "bob@example.org" in str(m["To"]))
+    path = re.search(r"http://[^/\s]+(/r/1/\S+)", ack.get_body(("plain",)).get_content()).group(1)
+    console = signed_in(wd, "anna@example.com")
+    console.post("/tickets/1/resolve", data={"csrf": csrf_of(console.get("/tickets/1").text)})
+    bob = httpx.Client(base_url=wd.url, timeout=30, headers={"origin": wd.url})
+    csrf = csrf_of(bob.get(path).text)
+    before = _events(console, 1)
+
+    assert bob.post(f"{path}/rate", data={"score": "1"}).status_code == 403  # no token
+    other = bob.post(f"{path}/rate", data={"csrf": csrf_of(console.get("/tickets/1").text),
+                                          "score": "1"})  # fmt: skip
+    assert other.status_code == 403  # the console's token is not this page's
+    foreign = httpx.post(f"{wd.url}{path}/rate", data={"csrf": csrf, "score": "1"},
+                         headers={"origin": "https://evil.example"}, timeout=30)  # fmt: skip
+    assert foreign.status_code == 403
+    for score in ("0", "6", "", "abc", "4.5", "-1"):
+        bad = bob.post(f"{path}/rate", data={"csrf": csrf, "score": score})
+        assert bad.status_code == 422 and "from 1 to 5" in bad.text, score
+    long = bob.post(f"{path}/rate", data={"csrf": csrf, "score": "3", "comment": "x" * 2001})
+    assert long.status_code == 422
+    assert bob.post(f"{path.rsplit('.', 1)[0]}.x/rate", data={"csrf": csrf, "score": "3"}
+                    ).status_code == 404  # fmt: skip
+    page = console.get("/tickets/1").text
+    assert _events(console, 1) == before and 'id="rating"' not in page
+    assert 'id="status">resolved<' in page
