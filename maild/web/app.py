@@ -196,6 +196,7 @@ class Guard:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _drain(receive, DRAIN_BYTES)
             await _too_large(scope, send)
             return
         received = 0
@@ -223,11 +224,30 @@ class Guard:
             await self.app(scope, limited_receive, secure_send)
         except BodyTooLarge:
             if not started:
+                await _drain(receive, DRAIN_BYTES)
                 await _too_large(scope, send)
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+# A refused body is read and dropped up to this much before the 413: closing the
+# connection with the client's bytes unread makes the kernel reset it, and the
+# client (a browser, httpx) sees "connection reset" instead of the answer. A
+# larger body is cut off (its sender gets the reset).
+DRAIN_BYTES = 8 * 1024 * 1024
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    seen = 0
+    while seen <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _too_large(scope: Scope, send: Send) -> None:
