@@ -188,6 +188,11 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
         else "",
         "removed_by": "maria.vahamaki-lindqvist@example.org",
         "held_since": T0 - timedelta(hours=1),
+        # the web workspace (issue 13): the requester's page, a sign-in link's lifetime
+        "requester_link": "https://help.example.com/r/4242/tpinod.akzynu3ocpeqrjt4rtvzrw5ev4"
+        if variant in ("ordinary", "long_name")
+        else None,
+        "minutes": 15,
         "items": [
             {"number": 4242, "subject": subject, "kind": "ack"},
             {"number": 4243, "subject": subject, "kind": "status"},
