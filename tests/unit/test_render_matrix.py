@@ -19,6 +19,7 @@ import pytest
 
 from maild.mail.phrases import Phrase
 from maild.mail.render import TEMPLATES, Renderer, builtin_templates_dir
+from maild.pipeline import closure
 from maild.pipeline.commands import SYNTAX
 
 LANGUAGES = sorted(
@@ -74,11 +75,75 @@ ENGLISH = frozenset(
 )
 # ... except where the word is the language's own ("status" is Swedish too).
 OWN_WORDS = {"sv": {"status"}}
+# What a monitor said (maild.pipeline.alertmail.alert_context): its own words, untranslated.
+ALERT = NS(source="Nagios", host="web01", service="HTTP", state="CRITICAL", label="web01/HTTP",
+           summary="HTTP CRITICAL - 503 Service Unavailable - 0.012 second response time")  # fmt: skip
+# The events and cases of a template beyond the default context, each rendered in
+# every language and variant: (its name in the test id, what it adds to the context).
+CASES: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "agent_update": [
+        ("pending_user", {}),
+        *(
+            (e, {"event": e})
+            for e in (
+                "reopened",
+                "reply",
+                "assigned",
+                "priority",
+                "security",
+                "regulator_notified",
+                "stranger",
+            )
+        ),
+        (
+            "mail_dead",
+            {
+                "event": "mail_dead",
+                "to": "maria.vahamaki-lindqvist@example.org",
+                "kind": "resolved",
+                "outbox": 77,
+                "error": "550 5.1.1 <maria.vahamaki-lindqvist@example.org>: mailbox unknown",
+            },
+        ),
+        ("confirmed", {"event": "confirmed", "closed": True, "note": ""}),
+        ("confirmed_open", {"event": "confirmed", "closed": False}),
+        ("rated", {"event": "rated", "score": 5, "closed": True}),
+        ("rated_open", {"event": "rated", "score": 2, "closed": False, "note": ""}),
+    ],
+    "agent_alert": [
+        (
+            e,
+            {
+                "event": e,
+                "alert": ALERT,
+                "occurrences": None if e == "new" else 3,
+                "flaps": 1,
+                "category": "monitoring",
+            },
+        )
+        for e in ("new", "worse", "recovered", "flapping")
+    ],
+    "agent_major": [
+        (
+            "opened",
+            {
+                "event": "opened",
+                "actor": "maild",
+                "note": "",
+                "why": "7 new incidents of category hardware within 30 minutes",
+            },
+        ),
+        ("declared", {"event": "declared", "children": []}),
+    ],
+    "major_known": [("known", {"major": 4300})],
+    "resolved": [("resolved", {}), ("auto", {"auto": True}), ("major", {"major": 4300})],
+}
+RENDERED = [(t, case) for t in TEMPLATES for case, _ in CASES.get(t, [("", {})])]
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 RUN_ON = re.compile(r"[a-zåäö0-9)\"][.!?:][A-ZÅÄÖ][a-zåäö]")
 
 
-def context(template: str, language: str, variant: str) -> dict[str, Any]:
+def context(template: str, language: str, variant: str, case: str = "") -> dict[str, Any]:
     subject, summary, note = WRITTEN.get(language, WRITTEN["en"])
     security = variant == "security"
     name = {"long_name": LONG_NAME, "no_name": ""}.get(variant, "Bob Customer")
@@ -118,7 +183,8 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
         if variant == "notes"
         else [],  # fmt: skip
         "role": "hierarchical" if variant == "p1" else "tier",
-        "restricted": security and template in AGENT_TEMPLATES,
+        # maild's own alert to agents is restricted too (en/alert.txt.j2)
+        "restricted": security and (template in AGENT_TEMPLATES or template == "alert"),
         "event": "pending_user",
         "by_reply": True,
         "note": note,
@@ -196,8 +262,17 @@ def context(template: str, language: str, variant: str) -> dict[str, Any]:
         "items": [
             {"number": 4242, "subject": subject, "kind": "ack"},
             {"number": 4243, "subject": subject, "kind": "status"},
+            {"number": 4244, "subject": subject, "kind": "major_known"},
         ],
+        # proactive (issue 16): a major incident's reports (their subjects are the
+        # requesters' words, restricted like the ticket's)
+        "children": [NS(number=4240, subject=subject), NS(number=4241, subject=subject)],
     }
+    extra = dict(dict(CASES.get(template, [])).get(case, {}))
+    if "category" in extra and not security:
+        ticket.category = extra["category"]
+    extra.pop("category", None)
+    ctx.update(extra)
     return ctx
 
 
@@ -236,9 +311,10 @@ def words(text: str) -> set[str]:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("template", TEMPLATES)
-def test_every_template_reads_right(template, language, variant):
-    ctx = context(template, language, variant)
+@pytest.mark.parametrize(("template", "case"), RENDERED,
+                         ids=[f"{t}-{c}" if c else t for t, c in RENDERED])  # fmt: skip
+def test_every_template_reads_right(template, case, language, variant):
+    ctx = context(template, language, variant, case)
     out = RENDERER.render(template, language, ctx)
     parts = [("subject", out.subject), ("text", out.text)]
     if out.html is not None:
@@ -291,3 +367,26 @@ def test_html_parts_escape_what_people_wrote_once(language):
         html = RENDERER.render(template, language, ctx).html
         assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in html, template
         assert "<script>" not in html and "&amp;lt;" not in html, template
+
+
+# What the resolved notice tells the requester to write back, per language: the
+# short replies that close the ticket, and the example of a rating.
+CLOSURE = {"en": (("thanks", "solved"), "5 - quick help"),
+           "fi": (("kiitos", "ratkesi"), "5 - nopea apu"),
+           "sv": (("tack", "löst"), "5 - snabb hjälp")}  # fmt: skip
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_resolved_notice_asks_for_replies_maild_understands(language):
+    thanks, example = CLOSURE[language]
+    for case in ("resolved", "major"):
+        out = RENDERER.render("resolved", language, context("resolved", language, "ordinary", case))
+        text = " ".join(out.text.split())
+        for word in thanks:
+            assert f'"{word}"' in text and f'"{word}"' in out.html, (case, word)
+            assert closure.read(word).kind == closure.Reading.THANKS, word
+        assert example in text and f"<em>{example}</em>" in out.html
+        reading = closure.read(example)
+        assert (reading.kind, reading.score) == (closure.Reading.RATING, 5), example
+        if case == "major":
+            assert "#4300" in text
