@@ -93,6 +93,7 @@ CASES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                 "security",
                 "regulator_notified",
                 "stranger",
+                "unassigned",
             )
         ),
         (
