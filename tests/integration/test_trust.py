@@ -811,6 +811,9 @@ INTERNAL = {
     "sla_breach": {"role": "tier", "targets": ["first_response"]},
     "sla_warning": {"due": datetime(2026, 12, 1, tzinfo=UTC), "role": "tier",
                     "target": "first_response"},
+    # (a console sign-in link, about no ticket: maild.web queues it with Applier.queue_mail)
+    "web_login": {"agent": {"name": "Anna", "email": "anna@example.com"}, "minutes": 15,
+                  "link": "https://help.example.com/login/x"},
 }  # fmt: skip
 PUBLIC = {
     "ack": {"copied": 0, "first_response_due": datetime(2026, 12, 1, tzinfo=UTC),
