@@ -816,10 +816,15 @@ class Applier:
                 self.queue_notice(session, ticket, alert, now)
 
     def _requester_link(self, ticket: TicketView, notice: Notice, now: datetime) -> str | None:
-        """The requester's personal page of the ticket, on mail to the requester."""
+        """The requester's personal page of the ticket, on mail to the requester alone.
+
+        The page acts as the requester without their From (a reply there is verified
+        as theirs, a rating closes the ticket): a mail copied to watchers would hand
+        it to them, so such a mail has no link (the requester has it from the others).
+        """
         if not self.settings.web.enabled or notice.visibility != Visibility.PUBLIC:
             return None
-        if not notice.to or notice.to[0].email != ticket.requester_email:
+        if not notice.to or notice.to[0].email != ticket.requester_email or notice.cc:
             return None
         return requester_link(self.signer, self.settings.web.url, ticket.id,
                               ticket.requester_email, now)  # fmt: skip

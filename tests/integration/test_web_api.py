@@ -214,6 +214,12 @@ def test_api_watchers_merge_unassign(wd, tmp_path):
     bad = api.post("/tickets/1/watch", json={"email": "help@example.com"})
     assert bad.status_code == 409  # our own address never watches
     assert [w["email"] for w in api.get("/tickets/1").json()["watchers"]] == ["boss@example.org"]
+    # the requester's page acts as the requester: its link is never in a mail copied to others
+    ack = wd.wait_mail(lambda m: "bob@example.org" in str(m["To"]) and "[#1]" in str(m["Subject"]))
+    assert "/r/1/" in ack.as_string()
+    assert api.post("/tickets/1/status", json={"status": "in_progress"}).status_code == 200
+    copied = wd.wait_mail(lambda m: "boss@example.org" in str(m["Cc"]))
+    assert "bob@example.org" in str(copied["To"]) and "/r/1/" not in copied.as_string()
     assert api.post("/tickets/1/unwatch", json={"email": "boss@example.org"}).status_code == 200
     assert api.get("/tickets/1").json()["watchers"] == []
     assert api.post("/tickets/1/assign", json={"agent": "Sam Security"}).status_code == 200
