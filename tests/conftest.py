@@ -205,12 +205,14 @@ class RunningDaemon:
         return int(self.daemon.port)
 
 
-def start_daemon(settings: Any) -> RunningDaemon:
+def start_daemon(settings: Any, *, supervise_web: bool = True) -> RunningDaemon:
     import asyncio
 
     from maild.service.daemon import Daemon
 
     daemon = Daemon(settings)
+    if not supervise_web:  # the test runs the web app in-process itself
+        daemon.web = None
     errors: list[BaseException] = []
 
     def run() -> None:

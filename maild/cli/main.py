@@ -32,6 +32,7 @@ from maild.cli import contact as cli_contact
 from maild.cli import safety
 from maild.cli import search as cli_search
 from maild.cli import tickets as cli_tickets
+from maild.cli import web as cli_web
 from maild.clock import SystemClock
 from maild.config.settings import Settings, load_settings
 from maild.errors import ConfigError, TransientError
@@ -232,6 +233,7 @@ def build_parser() -> Parser:
     cli_tickets.add_parsers(tk_sub, sub, _command, _json)
     cli_search.add_parsers(sub, _command, _json)
     cli_contact.add_parsers(sub, _command, _json)
+    cli_web.add_parsers(sub, _command, _json)
 
     hp = _command(sub, "hash-password", "hash a password (stdin) for smtp.auth_users_file")
     hp.add_argument("user", nargs="?", help="print USER:HASH instead of the hash alone")
@@ -259,6 +261,8 @@ def _writes(args: argparse.Namespace) -> bool:
         return bool(args.search_command == "reindex")
     if cmd == "contact":
         return bool(args.contact_command not in ("export", "show"))
+    if cmd in ("web", "api-token"):
+        return cli_web.writes(args)
     return cmd not in NO_STATE
 
 
@@ -344,6 +348,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cli_search.run(args, settings, _sessions(settings, writes=_writes(args)))
     if cmd == "contact":
         return cli_contact.run(args, settings, _sessions(settings, writes=_writes(args)))
+    if cli_web.handles(args):
+        return cli_web.run(args, settings, _sessions(settings, writes=_writes(args)))
     if cli_tickets.handles(args):
         return cli_tickets.run(args, settings, _sessions(settings, writes=_writes(args)))
     if cmd == "quarantine" and args.quarantine_command != "list":

@@ -476,6 +476,42 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The workspace (maild.web): console, requester pages, JSON API."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8025"
+    # The address people reach the console at, used in every link maild
+    # mails; "" means "http://" + listen. https here makes cookies Secure.
+    base_url: str = ""
+    session_idle_minutes: float = 480.0
+    session_max_hours: float = 168.0
+    login_link_minutes: float = 15.0
+    login_per_address_per_hour: int = 5
+    login_per_client_per_hour: int = 30
+    requester_link_days: float = 90.0
+    # Single sign-on by a reverse proxy that authenticates agents and passes
+    # their address in this header (e.g. "X-Remote-User"); "" is off. Only
+    # honoured on connections from trusted_proxies.
+    trusted_proxy_header: str = ""
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    page_size: int = 50
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_listen(self.listen)
+
+    @property
+    def url(self) -> str:
+        """The base URL without a trailing slash."""
+        return (self.base_url or f"http://{self.listen}").rstrip("/")
+
+    @property
+    def secure(self) -> bool:
+        return self.url.startswith("https://")
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     heartbeat_seconds: float = 5.0
     dead_after_seconds: float = 20.0
@@ -732,6 +768,7 @@ class Settings:
     attachments: AttachmentsSettings = field(default_factory=AttachmentsSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     major: MajorSettings = field(default_factory=MajorSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     source: str = "<defaults>"
     # "section.key" of every value the file or the environment set (not a default).
     given: frozenset[str] = frozenset()
@@ -1015,6 +1052,7 @@ def validate(s: Settings) -> None:
         split_listen(s.http.listen)
     except ValueError as exc:
         raise ConfigError("http.listen", str(exc)) from None
+    _validate_web(s)
     _positive("cluster.heartbeat_seconds", s.cluster.heartbeat_seconds)
     if s.cluster.dead_after_seconds < 2 * s.cluster.heartbeat_seconds:
         raise ConfigError("cluster.dead_after_seconds", "must be at least twice heartbeat_seconds")
@@ -1151,6 +1189,33 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+_HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def _validate_web(s: Settings) -> None:
+    w = s.web
+    try:
+        split_listen(w.listen)
+    except ValueError as exc:
+        raise ConfigError("web.listen", str(exc)) from None
+    if w.base_url and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[!-~]*)?", w.base_url):
+        raise ConfigError("web.base_url", f"not an http(s) URL: {w.base_url!r}")
+    for key in ("session_idle_minutes", "session_max_hours", "login_link_minutes",
+                "login_per_address_per_hour", "login_per_client_per_hour",
+                "requester_link_days", "page_size"):  # fmt: skip
+        _positive(f"web.{key}", getattr(w, key))
+    if w.session_idle_minutes > w.session_max_hours * 60:
+        raise ConfigError("web.session_idle_minutes", "must not exceed session_max_hours")
+    if w.page_size > 500:
+        raise ConfigError("web.page_size", "must be at most 500")
+    if w.trusted_proxy_header and not _HEADER_NAME_RE.fullmatch(w.trusted_proxy_header):
+        raise ConfigError(
+            "web.trusted_proxy_header", f"not a header name: {w.trusted_proxy_header!r}"
+        )
+    if w.trusted_proxy_header and not w.trusted_proxies:
+        raise ConfigError("web.trusted_proxies", "is required with trusted_proxy_header")
 
 
 _MAILBOX_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

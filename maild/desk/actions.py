@@ -35,7 +35,8 @@ from maild.mail.invite import invitation
 from maild.mail.parse import Address, ParsedAttachment
 from maild.mail.phrases import Phrase
 from maild.pipeline import notices
-from maild.pipeline.decision import ClosureReply, EventSpec, Notice
+from maild.pipeline.decide import is_own_address as is_help_desk_address
+from maild.pipeline.decision import ArticleSpec, ClosureReply, EventSpec, Notice
 from maild.pipeline.tiers import MAX_TIER, agent_recipient
 from maild.pipeline.triage import Rulebook
 from maild.store.db import insert_ignore
@@ -43,6 +44,7 @@ from maild.store.models import (
     Agent,
     Article,
     Contact,
+    Event,
     MajorNotice,
     Suggestion,
     Ticket,
@@ -56,6 +58,7 @@ from maild.store.states import (
     Origin,
     TicketStatus,
     TicketType,
+    Visibility,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,14 @@ def no_requester(ticket: Ticket) -> str:
     if ticket.origin == Origin.ALERT:
         return Phrase("actions.no_requester_alert", number=ticket.id)
     return Phrase("actions.no_requester_major", number=ticket.id)
+
+
+class StaleChange(ActionRefused):
+    """The ticket changed since the form was shown; `changes` says how (nothing was done)."""
+
+    def __init__(self, message: str, changes: list[str]) -> None:
+        super().__init__(message)
+        self.changes = changes
 
 
 @dataclass
@@ -131,6 +142,28 @@ class TicketOps:
         if ticket is None:
             raise TicketNotFound(f"there is no ticket #{number}")
         return ticket
+
+    def expect(self, number: int, seen: datetime | None) -> Ticket:
+        """The ticket, locked, if it has not changed since `seen` (its ``updated_at``
+        when a form showed it); else `StaleChange` naming what others changed since.
+
+        Two agents acting at once: the row lock orders them, the second is
+        refused with the first one's changes, and nothing of theirs is done.
+        """
+        ticket = self.get(number)
+        if seen is None or ticket.updated_at <= seen:
+            return ticket
+        rows = self.session.execute(
+            select(Event.actor, Event.kind, Event.old, Event.new)
+            .where(Event.ticket_id == number, Event.at > seen, ~Event.kind.like("%_queued"))
+            .order_by(Event.id)
+        ).all()
+        changes = [
+            f"{actor}: {kind}" + (f" {old or '-'} -> {new}" if new is not None else "")
+            for actor, kind, old, new in rows
+        ] or ["the ticket was updated"]
+        raise StaleChange(f"ticket #{number} changed since you opened it: "
+                          + "; ".join(changes), changes)  # fmt: skip
 
     # --- status -----------------------------------------------------------------
 
@@ -671,6 +704,117 @@ class TicketOps:
                            notices.ROLE_SECURITY))  # fmt: skip
         self.tell_groups(ticket, "agent_major", notices.audience(*groups), done,
                          children=listed, **context)  # fmt: skip
+
+    def unassign(self, number: int, *, actor: str) -> Done:
+        """Nobody's: the ticket goes back to its tier's queue (the agent who had it is told)."""
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        if ticket.assignee_id is None:
+            return done
+        old = self.directory.by_id(ticket.assignee_id)
+        old_row = self.session.get(Agent, ticket.assignee_id)
+        ticket.assignee_id = None
+        ticket.updated_at = self.now
+        self.event(ticket, done, EventSpec("assigned", actor,
+                                            old=old_row.email if old_row else None, new=None))  # fmt: skip
+        if old is not None and old.email != actor:
+            audience = notices.audience(((agent_recipient(self.settings, old),),
+                                         notices.ROLE_ASSIGNEE))  # fmt: skip
+            self.tell_groups(ticket, "agent_update", audience, done, event="unassigned",
+                             actor=actor)  # fmt: skip
+        return done
+
+    def note(
+        self, number: int, *, agent: Address, text: str,
+        attachments: tuple[ParsedAttachment, ...] = (),
+    ) -> Done:  # fmt: skip
+        """An internal note: on the ticket for agents, never mailed to the requester."""
+        if not text.strip() and not attachments:
+            raise ActionRefused(Phrase("actions.note_empty"))
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        spec = ArticleSpec(
+            kind=ArticleKind.NOTE, visibility=Visibility.INTERNAL, author=agent,
+            subject=ticket.subject, text=text.strip(), html=None, message_id=None,
+            in_reply_to=None, sent_at=self.now, attachments=attachments)  # fmt: skip
+        article_id = self.applier.add_article(self.session, ticket.id, spec, None, self.now)
+        self.applier.index_article(self.session, ticket, article_id, spec, self.now)
+        ticket.updated_at = self.now
+        self.event(ticket, done, EventSpec("note", agent.email))
+        return done
+
+    def add_watcher(self, number: int, who: Address, *, actor: str) -> Done:
+        """Copy `who` on the ticket's public updates (a requester's colleague, a manager)."""
+        if is_help_desk_address(who.email, self.settings):
+            raise ActionRefused(Phrase("actions.desk_address", email=who.email))
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        if who.email == ticket.requester.email:
+            raise ActionRefused(Phrase("actions.is_requester", email=who.email, number=number))
+        if who.email in {a.email for a in self.watchers_all(ticket)}:
+            return done
+        self.applier.change_watchers(self.session, ticket.id, (who,), (), actor, self.now)
+        ticket.updated_at = self.now
+        done.events.append("watcher_added")
+        return done
+
+    def remove_watcher(self, number: int, email: str, *, actor: str) -> Done:
+        ticket = self.get(number)
+        done = Done(ticket.id)
+        email = email.strip().lower()
+        if email not in {a.email for a in self.watchers_all(ticket)}:
+            raise ActionRefused(Phrase("actions.not_watching", email=email, number=number))
+        self.applier.change_watchers(self.session, ticket.id, (), (email,), actor, self.now)
+        self.event(ticket, done, EventSpec("watcher_removed", actor, old=email))
+        ticket.updated_at = self.now
+        return done
+
+    def watchers_all(self, ticket: Ticket) -> tuple[Address, ...]:
+        rows = self.session.execute(
+            select(Contact.name, Contact.email)
+            .join(Watcher, Watcher.contact_id == Contact.id)
+            .where(Watcher.ticket_id == ticket.id)
+        ).all()
+        return tuple(Address(name=name or "", email=email) for name, email in rows)
+
+    def merge(self, number: int, into: int, *, actor: str) -> Done:
+        """Merge a duplicate into `into`: both record it, the duplicate's requester and
+        watchers watch `into`, and the duplicate is closed with a note saying where the
+        work goes on. Its history stays where it is, linked."""
+        if number == into:
+            raise ActionRefused(Phrase("actions.merge_itself"))
+        ticket = self.get(number)
+        target = self.session.get(Ticket, into)
+        if target is None:
+            raise ActionRefused(Phrase("actions.merge_no_target", number=into))
+        if target.security != ticket.security:
+            raise ActionRefused(Phrase("actions.merge_security"))
+        for major in (ticket, target):  # its reports point at it: attach, never merge
+            if major.major:
+                raise ActionRefused(Phrase("actions.merge_major", number=major.id))
+        if ticket.status == TicketStatus.CLOSED:
+            raise ActionRefused(Phrase("actions.already", number=number, status=ticket.status))
+        done = Done(ticket.id)
+        self.session.add(TicketLink(ticket_id=number, other_id=into, kind="merged",
+                                    created_at=self.now))  # fmt: skip
+        self.session.flush()
+        self.event(ticket, done, EventSpec("merged", actor, new=str(into)))
+        self.applier.event(self.session, into, EventSpec("merged_from", actor, new=str(number)),
+                           self.now)  # fmt: skip
+        target_requester = self.session.get(Contact, target.requester_id)
+        # A monitor's alert has no person behind it to keep informed.
+        requester = ((Address(name=ticket.requester.name, email=ticket.requester.email),)
+                     if ticket.origin == Origin.MAIL else ())  # fmt: skip
+        moved = [*requester, *self.watchers_all(ticket)]
+        keep = {a.email for a in self.watchers_all(target)}
+        keep.add(target_requester.email if target_requester else "")
+        add = tuple(a for a in moved if a.email not in keep)
+        if add:
+            self.applier.change_watchers(self.session, into, add, (), actor, self.now)
+        self._status(ticket, TicketStatus.CLOSED, actor, done, reason=f"merged into #{into}")
+        self.tell_requester(ticket, "closed", "closed", done, merged_into=into,
+                            note=f"This request continues in ticket #{into}.")  # fmt: skip
+        return done
 
     # --- security -------------------------------------------------------------------
 

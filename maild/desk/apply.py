@@ -35,6 +35,7 @@ from maild.mail.quotes import strip_reply
 from maild.mail.render import Renderer
 from maild.mail.replyaddr import expiry, reply_address, requester_address
 from maild.mail.tokens import Signer, load_or_create_secret
+from maild.mail.weblink import requester_link
 from maild.pipeline.decide import is_own_address
 from maild.pipeline.decision import ArticleSpec, BounceSpec, Decision, EventSpec, Notice, TicketSpec
 from maild.pipeline.directory import EMPTY, Directory
@@ -659,6 +660,12 @@ class Applier:
             out[i] = replace(out[i], context={**out[i].context, "suggestions": shown})
         return tuple(out)
 
+    def change_watchers(
+        self, session: Session, ticket_id: int, add: tuple[Address, ...], remove: tuple[str, ...],
+        actor: str, now: datetime,
+    ) -> None:  # fmt: skip
+        self._watchers(session, ticket_id, add, remove, actor, now)
+
     def _watchers(
         self, session: Session, ticket_id: int, add: tuple[Address, ...], remove: tuple[str, ...],
         actor: str, now: datetime,
@@ -813,6 +820,42 @@ class Applier:
             if alert is not None:
                 self.queue_notice(session, ticket, alert, now)
 
+    def _requester_link(self, ticket: TicketView, notice: Notice, now: datetime) -> str | None:
+        """The requester's personal page of the ticket, on mail to the requester alone.
+
+        The page acts as the requester without their From (a reply there is verified
+        as theirs, a rating closes the ticket): a mail copied to watchers would hand
+        it to them, so such a mail has no link (the requester has it from the others).
+        """
+        if not self.settings.web.enabled or notice.visibility != Visibility.PUBLIC:
+            return None
+        if not notice.to or notice.to[0].email != ticket.requester_email or notice.cc:
+            return None
+        return requester_link(self.signer, self.settings.web.url, ticket.id,
+                              ticket.requester_email, now)  # fmt: skip
+
+    def queue_mail(
+        self, session: Session, template: str, to: Address, language: str,
+        context: dict[str, Any], now: datetime, *, kind: str,
+    ) -> int:  # fmt: skip
+        """A mail about no ticket (a console sign-in link): rendered, in the outbox."""
+        hd = self.settings.helpdesk
+        desk = Address(name=hd.name, email=hd.primary_address)
+        rendered = self.renderer.render(template, language, {
+            "helpdesk": SimpleNamespace(name=hd.name, address=desk.email), **context})  # fmt: skip
+        message_id = new_message_id(hd.domain)
+        raw = compose(Outgoing(sender=desk, to=(to,), subject=rendered.subject,
+                               text=rendered.text, html=rendered.html, message_id=message_id,
+                               date=now, auto_submitted="auto-generated", loop_domain=hd.domain,
+                               language=language))  # fmt: skip
+        outbox_id: int = _INSERT_OUTBOX.scalar_one(session, {
+            "ticket_id": None, "article_id": None, "kind": kind, "message_id": message_id,
+            "mail_from": desk.email, "rcpt_to": [to.email], "raw": raw,
+            "status": str(OutboxStatus.PENDING), "attempts": 0, "next_attempt_at": now,
+            "created_at": now})  # fmt: skip
+        log.info("%s queued to %s as %s", kind, to.email, message_id)
+        return outbox_id
+
     def queue_notice(
         self, session: Session, ticket: Ticket | TicketView, notice: Notice, now: datetime,
         *, source: str | None = None,
@@ -858,6 +901,7 @@ class Applier:
             "requester": SimpleNamespace(name=ticket.requester_name, email=ticket.requester_email),
             "reopen_days": hd.reopen_days,
             "personal": notice.agent_id is not None,  # has a personal reply address
+            "requester_link": self._requester_link(ticket, notice, now),
             **notice.context,
         }
         if notice.visibility == Visibility.INTERNAL:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from maild.config.settings import Settings
 from maild.mail.dates import Part, format_when
 from maild.pipeline.sla import SlaPolicy
-from maild.store.models import Event, Ticket
+from maild.store.models import Agent, Event, Ticket
 from maild.store.states import FINISHED_STATUSES, TicketStatus
 
 AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
@@ -87,6 +87,7 @@ def build(
         ):  # fmt: skip
             breaches[tid].add(target or "")
 
+    agents: dict[int, str] = {i: e for i, e in session.execute(select(Agent.id, Agent.email))}
     rows = []
     for t in tickets:
         fr = res = None
@@ -98,6 +99,7 @@ def build(
         rows.append({
             "priority": f"P{t.priority}", "tier": f"tier {t.tier}", "category": t.category,
             "type": t.type, "fr": fr, "res": res,
+            "agent": agents.get(t.assignee_id, "unassigned") if t.assignee_id else "unassigned",
             "fr_met": fr is not None and t.first_response_due is not None
                       and t.first_response_at <= t.first_response_due,
             "res_met": res is not None and t.resolution_due is not None
@@ -161,6 +163,7 @@ def build(
         "by_tier": group("tier", [f"tier {n}" for n in range(1, 4)]),
         "by_category": group("category"),
         "by_type": group("type", ["incident", "request"]),
+        "by_agent": group("agent"),
         "breaches": {
             "first_response": sum("first_response" in r["breaches"] for r in rows),
             "resolution": sum("resolution" in r["breaches"] for r in rows),

@@ -269,8 +269,8 @@ def _filename_params(name: str) -> tuple[str, str]:
 
 def _attachment_entity(att: OutgoingAttachment) -> bytes:
     ctype = att.content_type.lower().strip()
-    if not _CONTENT_TYPE.match(ctype):
-        ctype = "application/octet-stream"
+    if not _CONTENT_TYPE.match(ctype) or ctype.startswith(("multipart/", "message/")):
+        ctype = "application/octet-stream"  # a container type would need a body of parts
     name_param, filename_param = _filename_params(att.filename)
     head = (f"Content-Type: {ctype};\r\n {name_param}\r\n"
             f"Content-Disposition: attachment;\r\n {filename_param}\r\n"

@@ -215,3 +215,8 @@ def _meeting(arg: str, now: datetime, timezone: str, minutes: int) -> Meeting:
     if link and not _LINK.match(link):
         raise ValueError(Phrase("commands.meeting_link"))
     return Meeting(start.astimezone(UTC), end.astimezone(UTC), link or "")
+
+
+def parse_meeting(text: str, now: datetime, timezone: str = "UTC", minutes: int = 30) -> Meeting:
+    """``YYYY-MM-DD HH:MM[-HH:MM] [link]`` as #meeting reads it; ValueError says what is wrong."""
+    return _meeting(" ".join(text.split()), now, timezone, minutes)

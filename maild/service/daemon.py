@@ -57,6 +57,7 @@ from maild.service.notify import Notifier, inherited_sockets
 from maild.service.parsepool import ParsePool
 from maild.service.sender import Sender, transport_from_settings
 from maild.service.senderproc import SenderProcess
+from maild.service.webchild import WebChild
 from maild.service.worker import Processed, Worker
 from maild.store.access import guard_secret, open_or_create
 from maild.store.db import is_sqlite, session_factory
@@ -244,6 +245,7 @@ class Daemon:
         self.worker.intake_busy = self._intake_busy
         self.notifier = Notifier()
         self.http: HttpServer | None = None
+        self.web: WebChild | None = WebChild(settings) if settings.web.enabled else None
         self.membership = Membership(
             self.engine, self.sessions, self.clock,
             dead_after=settings.cluster.dead_after_seconds, on_new_id=self._set_instance,
@@ -451,6 +453,8 @@ class Daemon:
             status = f"{'LMTP' if self.settings.smtp.lmtp else 'SMTP'} on {where}"
             if inherited:
                 status += " (socket from systemd)"
+        if self.web is not None:
+            self.web.start()
         self.metrics.smtp_connections.set_function(lambda: len(self.handler.open_sessions))
         log.info("maild ready: %s, database %s, outgoing %s, instance %s, open files %d%s",
                  status, self.engine.url.render_as_string(hide_password=True),
@@ -618,6 +622,8 @@ class Daemon:
                         self.settings.smtp.drain_seconds)  # fmt: skip
         if self.server is not None:
             self.server.close()
+        if self.web is not None:
+            await asyncio.to_thread(self.web.stop, left(3.0))
         await asyncio.to_thread(self.imap.stop, left(3.0))
         # Commit everything already received, then stop the threads after
         # their current batch.

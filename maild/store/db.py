@@ -38,14 +38,22 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine for `url`; creates a SQLite file 0600 (its directory 0700) if missing."""
+def make_engine(url: str, *, pool_size: int = 5, read_only: bool = False) -> Engine:
+    """An engine for `url`; creates a SQLite file 0600 (its directory 0700) if missing.
+
+    `read_only` (SQLite): transactions begin deferred and cannot write
+    (``query_only``), so a reader never queues for the write lock behind
+    intake and the worker; WAL gives it a consistent snapshot meanwhile.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             _create_private(Path(parsed.database))
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
-        _configure_sqlite(engine)
+        if read_only:
+            _configure_sqlite_reader(engine)
+        else:
+            _configure_sqlite(engine)
         return engine
     # A database that does not answer is an error after 10 s, not a hang.
     return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=10,
@@ -170,6 +178,20 @@ def purge_deleted(engine: Engine, tables: Sequence[str] = ()) -> bool:
         for table in tables:
             conn.exec_driver_sql(f'VACUUM "{table}"')
     return True
+
+
+def _configure_sqlite_reader(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
 
 
 def is_sqlite(engine_or_session: Engine | Session) -> bool:

@@ -219,6 +219,10 @@ class Ticket(Base):
     __table_args__ = (
         # New tickets of one category in the last minutes (maild.majors, every new ticket).
         Index("ix_ticket_category_created", "category", "created_at"),
+        # The console's queue views (maild.web.queries): open tickets are few among many
+        # closed ones, and these lead to them by assignee or tier without a scan.
+        Index("ix_ticket_assignee_status", "assignee_id", "status"),
+        Index("ix_ticket_tier_status", "tier", "status"),
     )
 
 
@@ -505,3 +509,70 @@ class Suggestion(Base):
     created_at: Mapped[datetime]
     helpful_at: Mapped[datetime | None]
     helpful_by: Mapped[str | None] = mapped_column(String(320))
+
+
+# --- the workspace (maild.web) -------------------------------------------------------
+# Secrets are never stored: a table keeps the SHA-256 of each random token
+# (256 bits of entropy, so a fast hash is enough) and compares hashes.
+
+
+class WebLogin(Base):
+    """A sign-in request: one row per form post, known address or not (rate limits)."""
+
+    __tablename__ = "web_login"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320))
+    client: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id"))
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_web_login_email_created", "email", "created_at"),
+        Index("ix_web_login_client_created", "client", "created_at"),
+    )
+
+
+class WebSession(Base):
+    """An agent signed in to the console; the cookie holds the token, this its hash."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    client: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    """A bearer token for /api/v1, acting with its agent's rights."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class RequesterLinkRevocation(Base):
+    """Requester links of a ticket issued before `revoked_at` no longer open it."""
+
+    __tablename__ = "requester_link_revocation"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    revoked_at: Mapped[datetime]

@@ -24,6 +24,8 @@ class Source(StrEnum):
     IMAP = "imap"
     INGEST = "ingest"
     IMPORT = "import"
+    WEB = "web"  # a requester's reply, or a caller's request typed in by an agent
+    API = "api"  # POST /api/v1/tickets
 
 
 class TicketStatus(StrEnum):

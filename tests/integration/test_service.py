@@ -41,7 +41,7 @@ def _installed_units(tmp_path: Path) -> Path:
     assert maild.exists(), "maild entry point not installed"
     out = tmp_path / "units"
     out.mkdir()
-    for unit in ("maild.service", "maild.socket"):
+    for unit in ("maild.service", "maild.socket", "maild-web.service"):
         text = (UNITS / unit).read_text().replace("/opt/maild/bin/maild", str(maild))
         (out / unit).write_text(text)
     return out
@@ -51,7 +51,8 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path):
     exe = _analyze()
     units = _installed_units(tmp_path)
     proc = subprocess.run(
-        [exe, "verify", "--man=no", str(units / "maild.service"), str(units / "maild.socket")],
+        [exe, "verify", "--man=no", str(units / "maild.service"), str(units / "maild.socket"),
+         str(units / "maild-web.service")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -818,6 +818,9 @@ INTERNAL = {
     "agent_major": {"event": "opened", "actor": "maild", "note": SECRET,
                     "why": "5 new incidents of category security within 30 minutes",
                     "role": "tier", "children": [{"number": 2, "subject": SECRET}]},
+    # (a console sign-in link, about no ticket: maild.web queues it with Applier.queue_mail)
+    "web_login": {"agent": {"name": "Anna", "email": "anna@example.com"}, "minutes": 15,
+                  "link": "https://help.example.com/login/x"},
 }  # fmt: skip
 # Not about one ticket: counts per priority, category and status, no subjects.
 FIGURES_ONLY = {"weekly_report"}

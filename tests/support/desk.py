@@ -59,6 +59,8 @@ def make_settings(tmp_path: Path, db_url: str, **sections: Any) -> Settings:
         # The frozen clock starts on a Monday morning: the weekly report would
         # be due in every test with duty managers (tests/integration/test_weekly_report.py).
         "report": {"weekly_day": ""},
+        # A daemon under test starts no console child; web tests run it themselves.
+        "web": {"enabled": False},
     }
     for name, values in sections.items():
         if isinstance(values, list):  # an array of tables: [[agents]]

@@ -112,6 +112,7 @@ def base_sections(
         "http": {"enabled": False},
         # Bursts of look-alike reports would open major incidents (maild.majors).
         "major": {"enabled": False},
+        "web": {"enabled": False},
     }
     for name, values in extra.items():
         sections.setdefault(name, {}).update(values)

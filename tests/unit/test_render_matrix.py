@@ -95,6 +95,7 @@ CASES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                 "security",
                 "regulator_notified",
                 "stranger",
+                "unassigned",
             )
         ),
         (
@@ -256,6 +257,11 @@ def context(template: str, language: str, variant: str, case: str = "") -> dict[
         else "",
         "removed_by": "maria.vahamaki-lindqvist@example.org",
         "held_since": T0 - timedelta(hours=1),
+        # the web workspace (issue 13): the requester's page, a sign-in link's lifetime
+        "requester_link": "https://help.example.com/r/4242/tpinod.akzynu3ocpeqrjt4rtvzrw5ev4"
+        if variant in ("ordinary", "long_name")
+        else None,
+        "minutes": 15,
         "items": [
             {"number": 4242, "subject": subject, "kind": "ack"},
             {"number": 4243, "subject": subject, "kind": "status"},

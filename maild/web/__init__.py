@@ -1,0 +1,1 @@
+"""The workspace: agents' console, requesters' pages and the JSON API (issue 13)."""

@@ -1,0 +1,70 @@
+"""`maild serve` keeps `maild web` running beside it: a killed console comes back,
+and intake never stops meanwhile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support.serveproc import ServeProcess, base_sections, free_port
+
+
+def _web_child(serve_pid: int) -> int | None:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if ppid == serve_pid and b"web" in argv:
+            return int(stat.parent.name)
+    return None
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _until(check, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_a_killed_console_is_started_again_and_intake_goes_on(tmp_path, sqlite_url):
+    web_port = free_port()
+    sections = base_sections(tmp_path, sqlite_url, free_port(),
+                             web={"enabled": True, "listen": f"127.0.0.1:{web_port}"})  # fmt: skip
+    serve = ServeProcess(sections, log_path=tmp_path / "serve.log")
+    serve.start()
+    try:
+        assert serve.proc is not None
+        login = f"http://127.0.0.1:{web_port}/login"
+        _until(lambda: _answers(login), "the console did not start")
+        first = _until(lambda: _web_child(serve.proc.pid), "no web child")
+        os.kill(first, signal.SIGKILL)
+        with smtplib.SMTP("127.0.0.1", serve.port, timeout=10) as client:  # intake is unaffected
+            client.sendmail("bob@example.org", ["help@example.com"],
+                            b"From: bob@example.org\r\nTo: help@example.com\r\n"
+                            b"Subject: still here\r\nMessage-ID: <k1@x>\r\n\r\nhello\r\n")  # fmt: skip
+        second = _until(lambda: (c := _web_child(serve.proc.pid)) != first and c,
+                        "the console was not started again")  # fmt: skip
+        assert second != first
+        _until(lambda: _answers(login), "the restarted console does not answer")
+        assert serve.stop() == 0
+        assert _web_child(serve.proc.pid) is None
+    finally:
+        serve.close()
+    assert "web console exited" in (tmp_path / "serve.log").read_text()
