@@ -60,7 +60,7 @@ from maild.service.senderproc import SenderProcess
 from maild.service.webchild import WebChild
 from maild.service.worker import Processed, Worker
 from maild.store.access import guard_secret, open_or_create
-from maild.store.db import is_sqlite, session_factory
+from maild.store.db import is_sqlite, make_engine, session_factory
 from maild.store.models import Inbound
 from maild.store.states import InboundStatus
 
@@ -195,6 +195,10 @@ class Daemon:
         self.engine: Engine = open_or_create(settings.database.url)
         guard_secret(settings.helpdesk.secret_file, self.engine)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self.reader: Engine = (
+            make_engine(settings.database.url, read_only=True, pool_size=1)
+            if is_sqlite(self.engine) else self.engine
+        )  # fmt: skip
         self.renderer = Renderer.from_settings(settings)
         self.applier = Applier(settings, self.renderer)
         # The signing secret now, not at the first message: created if missing,
@@ -486,7 +490,9 @@ class Daemon:
             self.server is not None and self.server.is_serving()
         )
         try:
-            with self.engine.connect() as conn:
+            # A reader's connection (SQLite: deferred, query_only): a liveness
+            # probe never queues for the write lock another program holds.
+            with self.reader.connect() as conn:
                 conn.execute(text("SELECT 1"))
             checks["database"] = True
         except Exception:
@@ -640,5 +646,7 @@ class Daemon:
         self.parser.close()
         if self.http is not None:
             self.http.stop()
+        if self.reader is not self.engine:
+            self.reader.dispose()
         self.engine.dispose()
         log.info("stopped in %.1fs", time.monotonic() - started)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -145,3 +146,19 @@ def test_healthz_fails_while_a_thread_is_stuck_and_recovers(pg_url, daemon_facto
         wait_until(lambda: _healthz(port)[0] == 200, timeout=30)
     finally:
         engine.dispose()
+
+
+def test_healthz_answers_while_another_program_holds_the_write_lock(sqlite_url, daemon_factory):
+    """A liveness probe reads: it must not queue behind a writer (a backup, a
+    long `maild contact erase`) for SQLite's busy timeout (60 s)."""
+    running = daemon_factory(sqlite_url)
+    port = running.daemon.http.port
+    assert _healthz(port)[0] == 200
+    writer = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=1, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # holds the write lock, as another program may
+        status, body = _healthz(port)  # (urlopen gives up after 10 s)
+        assert status == 200 and body["checks"]["database"] is True
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
