@@ -79,6 +79,9 @@ def _config(work: Path) -> Path:
         f'[outgoing]\nmaildir = "{work / "outgoing"}"\n'
         # One corpus sender opens up to a dozen tickets: not a mail loop.
         "[limits]\nautoreply_per_address_per_hour = 1000\n"
+        # The benchmark's clients are on this machine: answered like any other,
+        # not capped as one flooding source (limits.autoreply_per_source_per_hour).
+        'autoreply_unlimited_sources = ["127.0.0.0/8", "::1"]\n'
     )
     return cfg
 

@@ -16,7 +16,9 @@ be repeated and a green one means the same thing twice; locally it explores
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -249,3 +251,26 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
     for running in started:
         if running.thread.is_alive():
             stop_daemon(running)
+
+
+@pytest.fixture(autouse=True)
+def _process_state_restored() -> Iterator[None]:
+    """A test that calls `maild.cli.main.main()` in this process gets what the
+    command does to its process: umask 027, escaping stdout/stderr wrappers,
+    log handlers. Put them back, so later tests (files made for other users,
+    pytest's own capture) see the process as it was."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    streams = (sys.stdout, sys.stderr)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    os.umask(umask)
+    sys.stdout, sys.stderr = streams
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)

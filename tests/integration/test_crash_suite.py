@@ -213,9 +213,12 @@ def test_kill_9_under_load_loses_nothing_and_duplicates_nothing(crash_db, instan
     kills = KILLS if instances == 1 else max(KILLS // 2, 6)  # a PostgreSQL restart is slower
     procs = []
     for n in range(instances):
+        # Every message comes from this machine: loopback is a relay of ours here,
+        # or the per-source cap (limits.autoreply_per_source_per_hour) holds acks back.
         sections = base_sections(tmp_path, crash_db,
                                  worker={"poll_seconds": 0.2, "lease_seconds": 600},
-                                 cluster={"heartbeat_seconds": 2, "dead_after_seconds": 10})  # fmt: skip
+                                 cluster={"heartbeat_seconds": 2, "dead_after_seconds": 10},
+                                 limits={"autoreply_unlimited_sources": ["127.0.0.0/8", "::1"]})  # fmt: skip
         procs.append(ServeProcess(sections, log_path=tmp_path / f"serve{n}.log"))
     done = threading.Event()
     killing = threading.Event()

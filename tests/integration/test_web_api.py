@@ -42,7 +42,8 @@ def token_for(wd: WebDesk, tmp_path, email: str) -> str:
     )
     config.write_text(
         f'[database]\nurl = "{s.database.url}"\n[helpdesk]\naddresses = ["help@example.com"]\n'
-        f'domain = "helpdesk.example.com"\nsecret_file = "{s.helpdesk.secret_file}"\n' + agents
+        f'domain = "helpdesk.example.com"\nsecret_file = "{s.helpdesk.secret_file}"\n'
+        f'[outgoing]\nmaildir = "{s.outgoing.maildir}"\n' + agents
     )
     out = subprocess.run([sys.executable, "-m", "maild", "--config", str(config), "api-token",
                           "create", "--agent", email, "--name", "monitoring"],

@@ -71,7 +71,8 @@ def test_revoked_session_and_revoked_requester_links(wd, tmp_path):
     config = tmp_path / "maild.toml"
     config.write_text(f'[database]\nurl = "{wd.settings.database.url}"\n[helpdesk]\n'
                       f'addresses = ["help@example.com"]\ndomain = "helpdesk.example.com"\n'
-                      f'secret_file = "{wd.settings.helpdesk.secret_file}"\n')  # fmt: skip
+                      f'secret_file = "{wd.settings.helpdesk.secret_file}"\n'
+                      f'[outgoing]\nmaildir = "{wd.settings.outgoing.maildir}"\n')  # fmt: skip
 
     def maild(*args: str) -> str:
         return subprocess.run([sys.executable, "-m", "maild", "--config", str(config), *args],
