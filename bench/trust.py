@@ -98,7 +98,10 @@ def recording(verdicts: Recorded) -> Iterator[None]:
 @functools.cache
 def _old_known_ids(n: int) -> Direct:
     keys = [bindparam(k) for k in worker._ID_KEYS[:n]]
-    return Direct(select(Article.message_id, Article.ticket_id, Article.direction, null())
+    # The lookup without trust's join on the outbox (the recipients of our mail);
+    # author and date are issue 15's (a reused Message-ID is not a duplicate).
+    return Direct(select(Article.message_id, Article.ticket_id, Article.direction,
+                         Article.author_email, Article.sent_at, null())
                   .where(Article.message_id.in_(keys)))  # fmt: skip
 
 
