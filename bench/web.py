@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE.parent))
 from smtpclient import Result, _data, _reply  # noqa: E402
 
 from maild.config.settings import WebSettings  # noqa: E402
+from maild.mail.tokens import load_or_create_secret  # noqa: E402
 from maild.store.db import make_engine, session_factory, upgrade  # noqa: E402
 from maild.web import auth  # noqa: E402
 from tests.support.serveproc import ServeProcess, base_sections, free_port  # noqa: E402
@@ -266,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="maild-bench-web-") as tmp:
         work = Path(tmp)
         db = work / "maild.db"
+        # The desk's signing secret before its tickets: maild never makes a new
+        # one for a database that has tickets (issue 17).
+        load_or_create_secret(work / "secret.key")
         built = build(db, args.tickets)
         print(f"archive: {args.tickets} tickets, {args.tickets * 3} articles in {built:.0f}s")
         url = f"sqlite:///{db}"
