@@ -4,11 +4,11 @@ loops), ``maild contact export EMAIL`` (GDPR art. 15) and ``erase EMAIL`` (art. 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from typing import Any
 
+from maild.cli.tickets import actor_name
 from maild.config.settings import Settings
 
 EX_OK, EX_USAGE, EX_NOINPUT, EX_TEMPFAIL = 0, 64, 66, 75
@@ -45,13 +45,6 @@ def add_parsers(sub: Any, command: Any, add_json: Any) -> None:
     era.add_argument("--as", dest="actor", metavar="WHO",
                      help="who does it, for the audit log (default: USER@cli)")  # fmt: skip
     add_json(era)
-
-
-def _actor() -> str:
-    try:
-        return f"{getpass.getuser()}@cli"
-    except Exception:  # no user name in this environment
-        return "admin@cli"
 
 
 def _print_json(data: Any) -> None:
@@ -95,7 +88,7 @@ def run(args: argparse.Namespace, settings: Settings, sessions: Any) -> int:
     from maild.store.db import purge_deleted
 
     with sessions.begin() as session:
-        done = privacy.erase(session, email, SystemClock().now(), actor=args.actor or _actor())
+        done = privacy.erase(session, email, SystemClock().now(), actor=args.actor or actor_name())
     if done is None:
         print(f"maild: no contact {email}", file=sys.stderr)
         return EX_NOINPUT
@@ -126,7 +119,7 @@ def _state(args: argparse.Namespace, settings: Settings, sessions: Any) -> int:
     now = SystemClock().now()
     if args.contact_command == "reset":
         with sessions.begin() as session:
-            done = contacts.reset(session, args.address, actor=_actor(), now=now)
+            done = contacts.reset(session, args.address, actor=actor_name(), now=now)
         if done is None:
             print(f"maild: no contact {args.address}", file=sys.stderr)
             return EX_NOINPUT

@@ -118,18 +118,7 @@ def _added(agent: AgentEntry, lines: Sequence[str]) -> EventSpec:
 
 
 def _article(msg: ParsedMessage, sender: Address, kind: ArticleKind) -> ArticleSpec:
-    return ArticleSpec(
-        kind=kind,
-        visibility=Visibility.INTERNAL,
-        author=sender,
-        subject=msg.subject,
-        text=msg.text,
-        html=msg.html,
-        message_id=msg.message_id,
-        in_reply_to=msg.in_reply_to[0] if msg.in_reply_to else None,
-        sent_at=msg.date,
-        attachments=msg.attachments,
-    )
+    return ArticleSpec.of(msg, sender, kind, Visibility.INTERNAL)
 
 
 def _not_authenticated(

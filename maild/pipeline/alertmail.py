@@ -212,15 +212,4 @@ def alert_context(event: AlertEvent) -> dict[str, str]:
 def _article(
     msg: ParsedMessage, sender: Address, kind: ArticleKind, visibility: Visibility
 ) -> ArticleSpec:
-    return ArticleSpec(
-        kind=kind,
-        visibility=visibility,
-        author=sender,
-        subject=msg.subject,
-        text=msg.text,
-        html=msg.html,
-        message_id=msg.message_id,
-        in_reply_to=msg.in_reply_to[0] if msg.in_reply_to else None,
-        sent_at=msg.date,
-        attachments=msg.attachments,
-    )
+    return ArticleSpec.of(msg, sender, kind, visibility)

@@ -532,19 +532,8 @@ def _article(
         text = "\n\n".join(
             [text.rstrip(), "\n".join(f"[maild: {note}]" for note in msg.notes)]
         ).lstrip()
-    return ArticleSpec(
-        kind=kind,
-        visibility=visibility,
-        author=sender,
-        subject=msg.subject,
-        text=text,
-        html=msg.html,
-        message_id=msg.message_id,
-        in_reply_to=msg.in_reply_to[0] if msg.in_reply_to else None,
-        sent_at=msg.date,
-        attachments=msg.attachments,
-        verified_by=trust.label if trust is not None else None,
-    )
+    return ArticleSpec.of(msg, sender, kind, visibility, text=text,
+                          verified_by=trust.label if trust is not None else None)  # fmt: skip
 
 
 def _summary(text: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from maild.mail.parse import Address, ParsedAttachment
+from maild.mail.parse import Address, ParsedAttachment, ParsedMessage
 from maild.pipeline.alerts import AlertEvent
 from maild.pipeline.commands import Command
 from maild.pipeline.sla import SlaClock
@@ -65,6 +65,20 @@ class ArticleSpec:
     # "references", "authentication-results"; "none": not at all); None: not
     # a person's mail (ours, an agent's, a bounce).
     verified_by: str | None = None
+
+    @classmethod
+    def of(
+        cls, msg: ParsedMessage, sender: Address, kind: ArticleKind, visibility: Visibility,
+        **extra: Any,
+    ) -> ArticleSpec:  # fmt: skip
+        """The article a received message becomes: its text, files and ids as they came."""
+        fields: dict[str, Any] = {
+            "subject": msg.subject, "text": msg.text, "html": msg.html,
+            "message_id": msg.message_id,
+            "in_reply_to": msg.in_reply_to[0] if msg.in_reply_to else None,
+            "sent_at": msg.date, "attachments": msg.attachments,
+        }  # fmt: skip
+        return cls(kind=kind, visibility=visibility, author=sender, **{**fields, **extra})
 
 
 @dataclass(frozen=True)

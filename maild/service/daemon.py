@@ -445,7 +445,8 @@ class Daemon:
                                                  listener=self.listener,
                                                  sock=inherited[0] if inherited else None)  # fmt: skip
         except OSError as exc:  # a port in use, an address not ours: one line naming the key
-            self.http = None if self.http is None or key == "http.listen" else self.http
+            if key == "http.listen":
+                self.http = None  # it never started: nothing to stop
             await self.shutdown()
             listen = (
                 self.settings.http.listen if key == "http.listen" else self.settings.smtp.listen

@@ -420,11 +420,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                         next=_safe_next(next), csrf=web.signer.sign("login-form", browser))  # fmt: skip
         return _with_browser(response, browser, new)
 
-    @app.post("/login", include_in_schema=False)
-    async def login_post(request: Request) -> Response:
+    async def checked_login_form(request: Request) -> tuple[dict[str, str], str]:
+        """A sign-in form's fields, refused (CsrfFailed) unless it came from a page of
+        ours in the browser that holds the cookie it was made for; with its token."""
         browser = request.cookies.get(BROWSER_COOKIE, "")
         fields, _files = await read_form(request, settings)
-        lang = _language(request, settings.helpdesk.default_language)
         expected = web.signer.sign("login-form", browser) if browser else ""
         if (
             not browser
@@ -432,6 +432,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             or not secrets.compare_digest(fields.get("csrf", ""), expected)
         ):
             raise CsrfFailed
+        return fields, expected
+
+    @app.post("/login", include_in_schema=False)
+    async def login_post(request: Request) -> Response:
+        fields, expected = await checked_login_form(request)
+        browser = request.cookies.get(BROWSER_COOKIE, "")
+        lang = _language(request, settings.helpdesk.default_language)
         email = normalize_address(fields.get("email", "").strip())[:320]
         if not is_valid_address(email):
             return page(request, "login.html.j2", lang, 422, agent=None, sent=False,
@@ -475,15 +482,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     @app.post("/login/{token}", include_in_schema=False)
     async def login_confirm(request: Request, token: str) -> Response:
+        fields, expected = await checked_login_form(request)
         browser = request.cookies.get(BROWSER_COOKIE, "")
-        fields, _files = await read_form(request, settings)
-        expected = web.signer.sign("login-form", browser) if browser else ""
-        if (
-            not browser
-            or not same_origin(web, request)
-            or not secrets.compare_digest(fields.get("csrf", ""), expected)
-        ):
-            raise CsrfFailed
         now = web.now()
 
         def consume() -> str | None:
