@@ -139,6 +139,9 @@ class ServeProcess:
         if not listen.startswith("unix:"):
             host, _, port = listen.rpartition(":")
             self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # A port a previous ServeProcess of the same test served (its connections
+            # in TIME_WAIT) can be bound again, as maild itself binds it.
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.listener.bind((host or "127.0.0.1", int(port)))
             self.listener.listen(1024)
             self.port = int(self.listener.getsockname()[1])
