@@ -20,15 +20,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from maild.config.settings import Settings
 from maild.desk.actions import SYSTEM, Done, TicketOps
 from maild.mail.parse import Address
 from maild.pipeline.decision import ArticleSpec, EventSpec, TicketSpec
-from maild.store.db import is_sqlite
+from maild.store.db import Direct, is_sqlite
 from maild.store.models import Alert, Ticket
 from maild.store.states import (
     FINISHED_STATUSES,
@@ -57,7 +58,26 @@ def may_group(spec: TicketSpec, settings: Settings) -> bool:
     return spec.origin == Origin.MAIL and spec.category not in ignored
 
 
-def key_of(ops: TicketOps, ticket: Ticket) -> str | None:
+class _Reported(NamedTuple):
+    """What the burst check needs of a new ticket (one row, not the whole ticket)."""
+
+    id: int
+    major: bool
+    major_id: int | None
+    type: str
+    origin: str
+    category: str
+    created_at: datetime
+
+
+# Asked of every new incident (the hot path): built once, run directly.
+_REPORTED = Direct(
+    select(Ticket.id, Ticket.major, Ticket.major_id, Ticket.type, Ticket.origin,
+           Ticket.category, Ticket.created_at).where(Ticket.id == bindparam("id"))
+)  # fmt: skip
+
+
+def key_of(ops: TicketOps, ticket: Ticket | _Reported) -> str | None:
     """The burst a new ticket counts towards: ``category:NAME`` or ``host:NAME``."""
     settings = ops.settings
     if ticket.major or ticket.major_id is not None or ticket.type != TicketType.INCIDENT:
@@ -75,8 +95,14 @@ def after_new_ticket(ops: TicketOps, number: int) -> Done | None:
     """Attach a new incident to the open major incident of its burst, or open one."""
     if not ops.settings.major.enabled:
         return None
-    ticket = ops.session.get(Ticket, number)
-    if ticket is None:
+    row = _REPORTED.first(ops.session, {"id": number})
+    if row is None:
+        return None
+    ticket = _Reported(*row)
+    since = ops.now - timedelta(minutes=ops.settings.major.window_minutes)
+    if ticket.created_at < since:
+        # An archive's old report (maild import) is no part of today's burst,
+        # nor of today's major incident.
         return None
     key = key_of(ops, ticket)
     if key is None:
@@ -89,7 +115,6 @@ def after_new_ticket(ops: TicketOps, number: int) -> Done | None:
     )  # fmt: skip
     if major is not None:
         return ops.attach(major, number, actor=SYSTEM)
-    since = ops.now - timedelta(minutes=ops.settings.major.window_minutes)
     burst = _burst(ops.session, key, since)
     if len(burst) < ops.settings.major.threshold:
         return None

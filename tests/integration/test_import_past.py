@@ -9,7 +9,8 @@ import mailbox
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import getaddresses
 from pathlib import Path
 
 from tests.integration.test_fates import cli_config, outgoing, query
@@ -112,3 +113,72 @@ def test_import_keeps_the_past(db_url, tmp_path):
     again = maild(cfg, "import", str(tmp_path / "old.mbox"))
     assert "already stored:    6" in again.stdout
     assert query(db_url, "select count(*) from article where inbound_id is not null") == [(6,)]
+
+
+def burst_archive(path: Path, start: datetime, tag: str) -> Path:
+    """Six people report one e-mail outage, three minutes apart from `start`."""
+    box = mailbox.mbox(path)
+    for i, (who, subject, body) in enumerate(OUTAGE):
+        box.add(make_message(sender=who, subject=subject, body=body,
+                             message_id=f"<{tag}-{i}@example.org>",
+                             date=start + timedelta(minutes=3 * i)))  # fmt: skip
+    box.flush()
+    box.close()
+    return path
+
+
+OUTAGE = [
+    ("Alice <alice@example.org>", "Email not working", "I cannot send any email since 9:00."),
+    ("Bob <bob@example.org>", "Outlook cannot connect", "Outlook cannot connect to the server."),
+    ("Carl <carl@example.org>", "e-mail down?", "My e-mail is not working, error 0x800CCC0E."),
+    ("Dana <dana@example.org>", "Cannot receive email", "No new email in my inbox all morning."),
+    ("Eve <eve@example.org>", "Outlook error", "Outlook keeps asking for my password."),
+    ("Finn <finn@example.org>", "Mail broken", "My email has stopped working since this morning."),
+]  # fmt: skip
+
+
+def import_with_majors(cfg: Path, mbox: Path) -> subprocess.CompletedProcess[str]:
+    """`maild import` with major incidents on (tests/conftest.py turns them off)."""
+    return subprocess.run([sys.executable, "-m", "maild", "--config", str(cfg), "import",
+                           str(mbox)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MAILD_MAJOR__ENABLED": "true"})  # fmt: skip
+
+
+def test_an_outage_in_todays_backlog_is_a_major_incident(db_url, tmp_path):
+    """A burst from the last half hour (a mailbox that piled up while maild was
+    down) is today's outage: one major incident over the six, tier 3 told."""
+    cfg = cli_config(tmp_path, db_url)
+    with cfg.open("a") as fh:
+        fh.write('tier3 = ["tier3@example.com"]\nduty_manager = ["duty@example.com"]\n')
+    start = datetime.now(UTC) - timedelta(minutes=20)
+    done = import_with_majors(cfg, burst_archive(tmp_path / "backlog.mbox", start, "today"))
+    assert done.returncode == 0, done.stderr
+    assert query(db_url, "select count(*) from ticket where major")[0][0] == 1
+    assert query(db_url, "select count(*) from ticket where major_id is not null")[0][0] == 6
+    told = {a for _n, a in getaddresses([str(m["To"]) for m in outgoing(tmp_path)])}
+    assert "tier3@example.com" in told, told
+
+
+def test_an_old_outage_in_an_archive_joins_nothing_of_today(db_url, tmp_path):
+    """Today's outage is a major incident; then last year's archive is imported,
+    with the same outage in it. Its six incidents stay old tickets of their own:
+    none joins today's major incident (nor makes one), and nobody is told of them
+    beyond each requester's acknowledgement."""
+    cfg = cli_config(tmp_path, db_url)
+    with cfg.open("a") as fh:
+        fh.write('tier3 = ["tier3@example.com"]\nduty_manager = ["duty@example.com"]\n')
+    today = burst_archive(tmp_path / "backlog.mbox", datetime.now(UTC) - timedelta(minutes=20),
+                          "today")  # fmt: skip
+    assert import_with_majors(cfg, today).returncode == 0
+    before = len(outgoing(tmp_path))
+    old = burst_archive(tmp_path / "old.mbox", datetime(2025, 5, 6, 9, tzinfo=UTC), "old")
+    done = import_with_majors(cfg, old)
+    assert done.returncode == 0, done.stderr
+    assert "tickets created:   6" in done.stdout
+    assert query(db_url, "select count(*) from ticket where major")[0][0] == 1
+    old_tickets = query(db_url, "select major_id from ticket where created_at < '2026-01-01'")
+    assert len(old_tickets) == 6 and all(m is None for (m,) in old_tickets), old_tickets
+    sent = outgoing(tmp_path)[before:]
+    told = [a for _n, a in getaddresses([str(m["To"]) for m in sent])]
+    assert sorted(a for a in told if not a.startswith("tier1@")) == sorted(
+        a.split("<")[1].rstrip(">") for a, _s, _b in OUTAGE), told  # their acks only
