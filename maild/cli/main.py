@@ -655,7 +655,9 @@ def cmd_check_config(settings: Settings, *, as_json: bool = False) -> int:
         "sla": {"business_hours": sla.business_hours or None,
                 "first_response_hours": list(sla.first_response_hours),
                 "resolution_hours": list(sla.resolution_hours)},
-        "alerts": {"senders": list(settings.alerts.senders), "rules": len(alert_rules)},
+        "alerts": {"senders": list(settings.alerts.senders),
+                   "source_networks": list(settings.alerts.source_networks),
+                   "rules": len(alert_rules)},
         "major": {"enabled": settings.major.enabled, "threshold": settings.major.threshold,
                   "window_minutes": settings.major.window_minutes},
         "tiers": groups,
@@ -694,6 +696,11 @@ def cmd_check_config(settings: Settings, *, as_json: bool = False) -> int:
     if a.senders:
         print(f"  alerts:   from {', '.join(a.senders)}: tier {a.tier}, recovery {a.recovery}, "
               f"{len(alert_rules)} rule(s) besides the stock formats")  # fmt: skip
+        ways = [f"from {', '.join(a.source_networks)}"] if a.source_networks else []
+        if settings.agent_mail.trusted_authserv_ids:
+            ways.append("signed for their domain (DKIM/DMARC from "
+                        f"{', '.join(settings.agent_mail.trusted_authserv_ids)})")  # fmt: skip
+        print(f"            believed only {' or '.join(ways)}")
     else:
         print("  alerts:   none (alerts.senders is empty)")
     mj = settings.major

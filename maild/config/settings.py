@@ -540,8 +540,14 @@ class AlertRuleSettings:
 class AlertsSettings:
     """Monitoring mail read as alerts and folded into incidents (maild.alerts)."""
 
-    # Addresses or globs ("*@monitoring.example.com") whose mail is alerts.
+    # Addresses or globs ("*@monitoring.example.com") whose mail is alerts,
+    # once maild has verified it came from the monitor: from one of
+    # source_networks, or signed for the From domain in the Authentication-Results
+    # of one of agent_mail.trusted_authserv_ids (maild.pipeline.verify).
     senders: tuple[str, ...] = ()
+    # Networks ("10.0.5.0/24") the monitors' mail comes from, as the client
+    # maild's outermost trusted hop records (agent_mail.trusted_hops).
+    source_networks: tuple[str, ...] = ()
     # What a recovery (OK, UP, RECOVERY, resolved) does: resolve its incident,
     # or only annotate it for an agent to resolve.
     recovery: Literal["resolve", "annotate"] = "resolve"
@@ -564,6 +570,15 @@ class AlertsSettings:
         for sender in self.senders:
             if not re.fullmatch(r"[^\s@]+@[^\s@]+", sender):
                 _fail("alerts.senders", f"not an address or address glob: {sender!r}")
+        for value in self.source_networks:
+            try:
+                network = ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                _fail("alerts.source_networks", f"not an address or network: {value!r}")
+            else:  # maild knows an IPv6 client by its /64 (maild.addresses.network_key)
+                if network.version == 6 and "/" in value and network.prefixlen > 64:
+                    _fail("alerts.source_networks", f"{value} is narrower than a /64: maild "
+                          "knows an IPv6 client by its /64")  # fmt: skip
         if self.flap_minutes < 0:
             _fail("alerts.flap_minutes", "must be 0 (no folding) or more")
         if self.tier not in (1, 2, 3):
@@ -1159,6 +1174,12 @@ def validate(s: Settings) -> None:
             and split_plus(normalize_address(sender))[0] in served
         ):
             raise ConfigError("alerts.senders", f"{sender} is a help-desk address")
+    if s.alerts.senders and not (s.alerts.source_networks or s.agent_mail.trusted_authserv_ids):
+        # A From line proves nothing: without a way to verify the monitor, anyone
+        # could open (P1) incidents and page tier 3 by writing its address.
+        raise ConfigError("alerts.source_networks", "alerts.senders needs a way to verify the "
+                          "monitor: set alerts.source_networks or "
+                          "agent_mail.trusted_authserv_ids")  # fmt: skip
 
 
 def _validate_own_domain(s: Settings) -> None:

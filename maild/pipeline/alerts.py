@@ -1,7 +1,11 @@
 """Alert mail: what a monitoring system's notification says (pure).
 
 Mail from a sender listed in ``alerts.senders`` is read as alerts, never as an
-auto-reply, and never answered. Each stock notification mail is recognised
+auto-reply, and never answered, once maild has verified that it came from the
+monitor (`maild.pipeline.verify.verify_monitor`: from one of
+``alerts.source_networks``, or signed for its domain): a From line proves
+nothing, and an alert may open a P1 incident and page tier 3. Unverified, it
+is ordinary mail from whoever wrote it. Each stock notification mail is recognised
 from its tool's documented default template:
 
 - **Nagios** (``notify-host-by-email`` / ``notify-service-by-email`` of the
@@ -40,6 +44,7 @@ from maild.config.settings import AlertRuleSettings, AlertsSettings, Settings
 from maild.errors import ConfigError
 from maild.mail.parse import ParsedMessage
 from maild.pipeline.triage import _unbounded_nesting
+from maild.pipeline.verify import Trust, verify_monitor
 
 SCAN_CHARS = 20_000  # of the body: a notification is short; a huge one is read in part
 MAX_EVENTS = 50  # alerts read from one mail (Alertmanager groups can be large)
@@ -96,10 +101,19 @@ def _matches(address: str, globs: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(address, g.lower()) for g in globs)
 
 
-def is_alert_sender(msg: ParsedMessage, settings: Settings) -> bool:
-    """The From address is one of ``alerts.senders`` (addresses or globs)."""
+def from_monitor(msg: ParsedMessage, settings: Settings) -> Trust | None:
+    """None when the From address is none of ``alerts.senders`` (addresses or
+    globs); else whether maild verified that the mail came from that monitor."""
     senders = settings.alerts.senders
-    return bool(senders and msg.sender is not None and _matches(msg.sender.email, senders))
+    if not (senders and msg.sender is not None and _matches(msg.sender.email, senders)):
+        return None
+    return verify_monitor(msg, settings)
+
+
+def is_alert_sender(msg: ParsedMessage, settings: Settings) -> bool:
+    """The mail is a monitor's, verified: read it as alerts."""
+    trust = from_monitor(msg, settings)
+    return trust is not None and trust.verified
 
 
 def host_is_critical(host: str, settings: AlertsSettings) -> bool:

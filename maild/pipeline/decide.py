@@ -30,7 +30,7 @@ from maild.mail.language import spoken_languages
 from maild.mail.parse import Address, ParsedMessage
 from maild.mail.quotes import phrases, strip_reply
 from maild.pipeline import agentauth, agentmail, alertmail, closure, notices
-from maild.pipeline.alerts import is_alert_sender
+from maild.pipeline.alerts import from_monitor
 from maild.pipeline.correlate import Facts, TicketFacts, correlate
 from maild.pipeline.decision import (
     ArticleSpec,
@@ -71,7 +71,11 @@ def decide(
     now: datetime,
     rules: Rulebook | None = None,
 ) -> Decision:
-    decision = _decide(msg, inbound, facts, settings, now, rules)
+    monitor = from_monitor(msg, settings)  # None: not from alerts.senders
+    decision = _decide(msg, inbound, facts, settings, now, rules,
+                       alert=monitor is not None and monitor.verified)  # fmt: skip
+    if monitor is not None and not monitor.verified:
+        decision = _not_an_alert(decision, msg, monitor)
     article = decision.article
     if article is not None and article.verified_by is not None and decision.ticket_id:
         ticket = facts.tickets.get(decision.ticket_id)
@@ -93,6 +97,8 @@ def _decide(
     settings: Settings,
     now: datetime,
     rules: Rulebook | None,
+    *,
+    alert: bool,
 ) -> Decision:
     served = ServedAddresses.of(settings.helpdesk.addresses)
     sender = _sender(msg, inbound)
@@ -119,8 +125,8 @@ def _decide(
         return Decision(Outcome.SPAM, f"spam: {screening.reason}", rule=screening.rule,
                         ticket_id=ticket.id if ticket else None, events=held,
                         how=correlation.how)  # fmt: skip
-    if screening.verdict != Verdict.BOUNCE and is_alert_sender(msg, settings):
-        # A monitor: read as alerts, never as an auto-reply, never answered.
+    if screening.verdict != Verdict.BOUNCE and alert:
+        # A monitor, verified: read as alerts, never as an auto-reply, never answered.
         if facts.already_stored_on is not None:
             return Decision(Outcome.IGNORED, f"already recorded on ticket "
                             f"#{facts.already_stored_on} (same Message-ID)",
@@ -266,6 +272,19 @@ def _decide(
         )
     return _new_ticket(msg, inbound, sender, settings, now, facts, rules, note=correlation.note,
                        quiet=quiet)  # fmt: skip
+
+
+def _not_an_alert(decision: Decision, msg: ParsedMessage, monitor: Trust) -> Decision:
+    """Mail whose From names a monitor that maild could not verify went the way of
+    any other mail (a new ticket, a reply, ignored ...); the reason and the ticket
+    say why it was not read as an alert."""
+    why = f"From is one of alerts.senders but not read as an alert: {monitor.why}"
+    sender = msg.sender.email if msg.sender else ""
+    decision = replace(decision, reason=f"{decision.reason} ({why})")
+    if decision.ticket_id is None and decision.new_ticket is None:
+        return decision
+    doubted = EventSpec("alert_not_verified", sender, detail={"why": monitor.why})
+    return replace(decision, events=(*decision.events, doubted))
 
 
 def _unverified(

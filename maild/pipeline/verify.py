@@ -17,6 +17,12 @@ for the ticket a message goes to, by one of
 What unverified mail may not do is the desk's business (`maild.pipeline.decide`):
 it may add text, marked as unverified, but it changes no watcher, status or
 address, and nobody is told anything but the agents.
+
+A **monitor** (a From of ``alerts.senders``) is verified by where its mail
+came from, never by its From (`verify_monitor`): the client maild's
+outermost trusted hop recorded lies in one of ``alerts.source_networks``, or
+its domain's signature as above. Unverified, its mail is no alert: it is
+ordinary mail from whoever wrote it (`maild.pipeline.alerts.from_monitor`).
 """
 
 from __future__ import annotations
@@ -36,13 +42,14 @@ from maild.pipeline.correlate import Facts
 REPLY_ADDRESS = "reply-address"
 REFERENCES = "references"
 SIGNATURE = "authentication-results"
+SOURCE_NETWORK = "source-network"  # a monitor's mail, from one of alerts.source_networks
 UNVERIFIED = "none"
 
 
 @dataclass(frozen=True)
 class Trust:
     verified: bool
-    how: str  # REPLY_ADDRESS | REFERENCES | SIGNATURE | UNVERIFIED
+    how: str  # REPLY_ADDRESS | REFERENCES | SIGNATURE | SOURCE_NETWORK | UNVERIFIED
     why: str = ""  # why not, in words for the agents
 
     @property
@@ -90,6 +97,41 @@ def verify_sender(
     return Trust(False, UNVERIFIED, why)
 
 
+def verify_monitor(msg: ParsedMessage, settings: Settings) -> Trust:
+    """Whether a mail whose From names a monitor came from it: the client maild's
+    outermost trusted hop recorded is in ``alerts.source_networks``, or a trusted
+    mail server vouches for the From domain (DKIM/DMARC, as `verify_sender`)."""
+    sender = msg.sender.email if msg.sender else ""
+    reasons = []
+    networks = _networks(settings.alerts.source_networks)
+    if networks:
+        source = client_source(list(msg.headers.get("received", ())),
+                               settings.agent_mail.trusted_hops)  # fmt: skip
+        if source is not None and _inside(source, networks):
+            return Trust(True, SOURCE_NETWORK)
+        reasons.append(f"it came from {source}, outside alerts.source_networks" if source
+                       else "no hop of ours recorded where it came from")  # fmt: skip
+    if settings.agent_mail.trusted_authserv_ids:
+        strict, why = strict_from(msg)
+        if not why and strict == sender:
+            ok, why = authentication_results(msg, settings, sender)
+            if ok:
+                return Trust(True, SIGNATURE)
+        reasons.append(why or f"its From is not plainly {sender}")
+    return Trust(False, UNVERIFIED, "; ".join(reasons) or "maild has no way to verify a monitor")
+
+
+def _inside(
+    source: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    """`source` (a `network_key`: an address, or an IPv6 /64) lies in one of `networks`."""
+    try:
+        net = ipaddress.ip_network(source, strict=False)
+    except ValueError:
+        return False
+    return any(net.version == n.version and net.subnet_of(n) for n in networks)  # type: ignore[arg-type]
+
+
 def message_source(msg: ParsedMessage, settings: Settings) -> str | None:
     """The client network a message came from, as the per-source limits count
     it: the client our outermost trusted hop recorded (``agent_mail.trusted_hops``,
@@ -99,13 +141,8 @@ def message_source(msg: ParsedMessage, settings: Settings) -> str | None:
     if source is None:
         return None
     unlimited = _networks(settings.limits.autoreply_unlimited_sources)
-    if unlimited:
-        try:
-            net = ipaddress.ip_network(source, strict=False)
-        except ValueError:
-            return source
-        if any(net.version == u.version and net.subnet_of(u) for u in unlimited):  # type: ignore[arg-type]
-            return None
+    if unlimited and _inside(source, unlimited):
+        return None
     return source
 
 

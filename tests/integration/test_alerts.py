@@ -33,9 +33,11 @@ MONITORS = {"nagios@mon.example.com", "icinga@mon.example.com", "zabbix@mon.exam
 
 
 def _desk(db_url: str, tmp_path: Path, **alerts: object) -> Desk:
+    """Mail comes from a monitor's address (in ``alerts.source_networks``) unless
+    `desk.process(raw, client=...)` says otherwise."""
     settings = make_settings(tmp_path, db_url, tiers=TIERS, agents=AGENTS,
-                             alerts={"senders": m.SENDERS, **alerts})  # fmt: skip
-    return Desk(settings)
+                             alerts={**m.ALERTS, **alerts})  # fmt: skip
+    return Desk(settings, client=m.MONITOR_IP)
 
 
 @pytest.fixture
@@ -256,7 +258,8 @@ def test_an_alertmanager_group_opens_one_incident_per_instance(desk):
 
 
 def test_an_alert_arrives_over_smtp_and_nothing_goes_back(db_url, daemon_factory):
-    running = daemon_factory(db_url, alerts={"senders": m.SENDERS}, tiers=TIERS)
+    running = daemon_factory(db_url, alerts={"senders": m.SENDERS,
+                                             "source_networks": ["127.0.0.1/32"]}, tiers=TIERS)  # fmt: skip
     later = m.WHEN + timedelta(minutes=5)
     with smtplib.SMTP("127.0.0.1", running.port) as smtp:
         for raw in (m.nagios_host("router1", "DOWN"), m.nagios_host("router1", "DOWN", when=later)):
@@ -275,6 +278,65 @@ def test_an_alert_arrives_over_smtp_and_nothing_goes_back(db_url, daemon_factory
     maildir = Path(running.daemon.settings.outgoing.maildir)
     (sent,) = wait_for(lambda: read_maildir(maildir))
     assert "router1 is DOWN" in str(sent["Subject"])
+
+
+def test_a_forged_alert_over_smtp_is_an_ordinary_ticket_and_pages_nobody(db_url, daemon_factory):
+    # The monitor sends from 127.0.0.1; anyone else (127.0.0.2 here) can write its From line.
+    running = daemon_factory(db_url, alerts={"senders": m.SENDERS, "critical_hosts": ["db*"],
+                                             "source_networks": ["127.0.0.1/32"]},
+                             tiers=TIERS)  # fmt: skip
+
+    def send(source_ip: str, raw: bytes) -> None:
+        with smtplib.SMTP("127.0.0.1", running.port, timeout=10,
+                          source_address=(source_ip, 0)) as smtp:  # fmt: skip
+            smtp.sendmail("nagios@mon.example.com", ["help@example.com"], raw)
+
+    def ticket(number: int) -> dict | None:
+        with running.daemon.sessions() as session:
+            return views.show_ticket(session, number)
+
+    def queued() -> list[str]:
+        with running.daemon.sessions() as session:
+            return [to for row in views.list_outbox(session) for to in row["to"]]
+
+    send("127.0.0.2", m.nagios_host("db01", "DOWN"))
+    forged = wait_for(lambda: ticket(1))
+    assert forged["alert"] is None and forged["origin"] != "alert"
+    assert forged["priority"] != "P1" and forged["tier"] == 1
+    (doubted,) = [e for e in forged["events"] if e["kind"] == "alert_not_verified"]
+    assert doubted["detail"]["why"] == "it came from 127.0.0.2, outside alerts.source_networks"
+    assert not {"tier2@example.com", "tier3@example.com", "duty@example.com"} & set(queued())
+    # The same alert from the monitor's own address opens a P1 incident and pages at once.
+    send("127.0.0.1", m.nagios_host("db01", "DOWN"))
+    incident = wait_for(lambda: ticket(2))
+    assert incident["alert"] is not None and incident["priority"] == "P1"
+    assert {"tier2@example.com", "tier3@example.com", "duty@example.com"} <= set(queued())
+    assert not [e for e in incident["events"] if e["kind"] == "alert_not_verified"]
+
+
+def test_a_monitor_signed_for_its_domain_by_our_mx_is_an_alert(db_url, tmp_path):
+    # No source_networks: the border MX (trusted_hops = 2) vouches for mon.example.com.
+    settings = make_settings(tmp_path, db_url, tiers=TIERS, agents=AGENTS,
+                             alerts={"senders": m.SENDERS, "critical_hosts": ["db*"]},
+                             agent_mail={"trusted_authserv_ids": ["mx.example.com"],
+                                         "trusted_hops": 2})  # fmt: skip
+    desk = Desk(settings, client="192.0.2.25")  # the MX hands mail to maild
+    mx_hop = (
+        b"Received: from mon1.mon.example.com (mon1.mon.example.com [198.51.100.7])\r\n"
+        b"\tby mx.example.com (Postfix) with ESMTPS; Thu, 03 Dec 2026 09:30:01 +0000\r\n"
+    )
+    verdict = b"Authentication-Results: mx.example.com; dkim=pass header.d=mon.example.com\r\n"
+    try:
+        # The sender's own verdict, below our MX's Received line: renamed at intake.
+        forged = desk.process(mx_hop + verdict + m.nagios_host("db01", "DOWN"))
+        assert forged.outcome == "new_ticket" and desk.ticket(forged.ticket_id)["alert"] is None
+        assert not {"tier3@example.com", "duty@example.com"} & set(recipients(desk))
+        signed = desk.process(verdict + mx_hop + m.nagios_host("db01", "DOWN"))
+        incident = desk.ticket(signed.ticket_id)
+        assert incident["alert"] is not None and incident["priority"] == "P1"
+        assert {"tier3@example.com", "duty@example.com"} <= set(recipients(desk))
+    finally:
+        desk.close()
 
 
 def wait_for(find: Callable[[], Any], seconds: float = 30.0) -> Any:

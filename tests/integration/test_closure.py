@@ -26,7 +26,7 @@ AGENT_ONCE = [("anna@example.com", "agent_update"), ("tier1@example.com", "agent
 @pytest.fixture
 def desk(db_url: str, tmp_path: Path) -> Iterator[Desk]:
     d = Desk(make_settings(tmp_path, db_url, tiers={"tier1": ["tier1@example.com"]},
-                           agents=AGENTS, alerts={"senders": m.SENDERS}))  # fmt: skip
+                           agents=AGENTS, alerts=m.ALERTS))  # fmt: skip
     yield d
     d.close()
 
@@ -207,7 +207,7 @@ def test_the_desk_actions_behind_the_requesters_buttons(desk):
         ops.resolve(number, actor="anna@example.com")
         ops.confirm_solved(number, actor="bob@example.org")
     assert desk.ticket(number)["status"] == "closed"
-    alert = desk.process(m.nagios_host("db01", "DOWN")).ticket_id
+    alert = desk.process(m.nagios_host("db01", "DOWN"), client=m.MONITOR_IP).ticket_id
     with desk.ops() as ops:
         ops.resolve(alert, actor="anna@example.com")
         with pytest.raises(ActionRefused, match="no requester"):

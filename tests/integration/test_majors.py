@@ -48,7 +48,7 @@ REQUESTERS = {"alice@example.org", "bob@example.org", "carl@example.org", "matti
 @pytest.fixture
 def desk(db_url: str, tmp_path: Path) -> Iterator[Desk]:
     d = Desk(make_settings(tmp_path, db_url, tiers=TIERS, agents=AGENTS, major={"enabled": True},
-                           alerts={"senders": m.SENDERS}))  # fmt: skip
+                           alerts=m.ALERTS))  # fmt: skip
     yield d
     d.close()
 
@@ -144,19 +144,30 @@ def test_an_alert_storm_on_one_host_is_a_major_incident(desk):
     services = ["HTTP", "HTTPS", "SSH", "Disk /", "Load", "NTP"]
     for service in services:
         desk.clock.advance(minutes=1)
-        desk.process(m.nagios_service("db01", service, "CRITICAL"))
+        desk.process(m.nagios_service("db01", service, "CRITICAL"), client=m.MONITOR_IP)
     (major,) = [t for t in desk.tickets() if t["major"]]
     assert major["subject"] == "Major incident: host db01"
     assert len(desk.ticket(major["number"])["children"]) == 6
     sent = kinds_to(desk)
     assert "nagios@mon.example.com" not in sent
     # The host comes back: each incident recovers; resolving the major resolves the rest.
-    desk.process(m.nagios_service("db01", "HTTP", "OK", kind="RECOVERY"))
+    desk.process(m.nagios_service("db01", "HTTP", "OK", kind="RECOVERY"), client=m.MONITOR_IP)
     with desk.ops() as ops:
         ops.resolve(major["number"], actor="anna@example.com", note="Replaced the NIC.")
     assert {desk.ticket(n)["status"] for n in desk.ticket(major["number"])["children"]} == {
         "resolved"}  # fmt: skip
     assert "nagios@mon.example.com" not in kinds_to(desk)
+
+
+def test_forged_alerts_on_one_host_make_no_major_incident(desk):
+    # The monitor's From line, written by someone outside alerts.source_networks.
+    for service in ["HTTP", "HTTPS", "SSH", "Disk /", "Load", "NTP"]:
+        desk.clock.advance(minutes=1)
+        p = desk.process(m.nagios_service("db01", service, "CRITICAL"), client=m.OUTSIDER_IP)
+        assert p.outcome == "new_ticket"
+    assert not [t for t in desk.tickets() if t["major"] or t["origin"] == "alert"]
+    sent = kinds_to(desk)
+    assert "tier3@example.com" not in sent and "duty@example.com" not in sent
 
 
 def test_agents_declare_attach_and_detach_by_mail(desk):

@@ -21,7 +21,7 @@ from maild.clock import Clock, FrozenClock
 from maild.config.settings import Settings, settings_from_mapping
 from maild.desk import agents
 from maild.desk.apply import Applier
-from maild.intake.commit import Delivery, Stored, store_one
+from maild.intake.commit import Delivery, Stored, store_one, traced
 from maild.mail.render import Renderer
 from maild.service.parsepool import ParsePool
 from maild.service.sender import (
@@ -77,8 +77,13 @@ class Desk:
         clock: Clock | None = None,
         transport: Transport | None = None,
         parser: ParsePool | None = None,
+        *,
+        client: str | None = None,
     ) -> None:
+        """`client`: the address every delivery comes from, as SMTP intake records it
+        (`deliver`); None: no Received line of maild's (most tests need none)."""
         self.settings = settings
+        self.client = client
         self.clock = clock or FrozenClock()
         self.engine = make_engine(settings.database.url)
         self.sessions = session_factory(self.engine)
@@ -100,11 +105,18 @@ class Desk:
         envelope_from: str | None = None,
         notify: bool = True,
         envelope_to: tuple[str, ...] | None = None,
+        client: str | None = None,
     ) -> Stored:
         """Store `raw` as an intake path would; `envelope_to` as given on RCPT TO
-        (default: `recipient`), e.g. a personal reply address."""
+        (default: `recipient`), e.g. a personal reply address. With a `client`
+        (default: the desk's), maild's Received line names it, as SMTP intake's does."""
         if envelope_to is None:
             envelope_to = (recipient,) if recipient else ()
+        client = client or self.client
+        trace = b""
+        if client is not None:
+            raw, trace = traced(raw, self.settings, self.clock.now(), protocol="ESMTP",
+                                helo="client.example", ip=client)  # fmt: skip
         return store_one(
             self.sessions,
             Delivery(
@@ -114,6 +126,7 @@ class Desk:
                 envelope_from=envelope_from,
                 envelope_to=envelope_to,
                 notify=notify,
+                trace=trace,
             ),  # fmt: skip
             self.clock,
         )

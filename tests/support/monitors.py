@@ -16,6 +16,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 
+from maild.mail.trace import received_line
+
 NAGIOS = "Nagios <nagios@mon.example.com>"
 ICINGA = "icinga@mon.example.com"
 ZABBIX = "Zabbix <zabbix@mon.example.com>"
@@ -24,9 +26,19 @@ GRAFANA = "Grafana <grafana@mon.example.com>"
 UPTIME_KUMA = "uptime-kuma@mon.example.com"
 HEALTHCHECKS = "Healthchecks.io <alerts@healthchecks.io>"
 SENDERS = ["*@mon.example.com", "alerts@healthchecks.io"]  # alerts.senders for the tests
+SOURCE_NETWORKS = ["10.0.5.0/24"]  # alerts.source_networks: where the monitors send from
+MONITOR_IP = "10.0.5.7"  # a monitor, in SOURCE_NETWORKS
+OUTSIDER_IP = "203.0.113.9"  # anyone else
+ALERTS = {"senders": SENDERS, "source_networks": SOURCE_NETWORKS}  # the tests' [alerts]
 
 WHEN = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
 _serial = itertools.count(1)
+
+
+def via(raw: bytes, client: str = MONITOR_IP, *, when: datetime = WHEN) -> bytes:
+    """`raw` as maild stores it when `client` sent it by SMTP: maild's Received line on top."""
+    return received_line(by="localhost", protocol="ESMTP", now=when, helo="client.example",
+                         ip=client) + raw  # fmt: skip
 
 
 def _mail(sender: str, subject: str, text: str | None = None, *, html_body: str | None = None,

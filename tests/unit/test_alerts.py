@@ -20,7 +20,7 @@ from tests.support import monitors as m
 from tests.support.desk import make_message
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alerts"
-SETTINGS = settings_from_mapping({"alerts": {"senders": m.SENDERS}})
+SETTINGS = settings_from_mapping({"alerts": m.ALERTS})
 P, R, F, N = AlertKind.PROBLEM, AlertKind.RECOVERY, AlertKind.FLAPPING, AlertKind.INFO
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
@@ -58,7 +58,7 @@ def test_every_fixture_has_an_expectation():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_stock_formats_are_read(name):
-    msg = parse((FIXTURES / f"{name}.eml").read_bytes())
+    msg = parse(m.via((FIXTURES / f"{name}.eml").read_bytes()))
     assert alerts.is_alert_sender(msg, SETTINGS)
     got = [(e.source, e.host, e.service, e.state, e.kind, alerts.priority_of(e, SETTINGS.alerts))
            for e in alerts.read(msg, SETTINGS)]  # fmt: skip
@@ -119,7 +119,7 @@ def test_unknown_mail_from_a_monitor_folds_by_subject():
 def test_admin_rules_come_first_and_risky_patterns_are_refused():
     rules = [{"name": "ups", "subject": r"UPS (?P<host>\w+) on (?P<state>battery|mains)",
               "recovered": ["mains"]}]  # fmt: skip
-    s = settings_from_mapping({"alerts": {"senders": ["*@mon.example.com"], "rules": rules}})
+    s = settings_from_mapping({"alerts": {**m.ALERTS, "rules": rules}})
     msg = parse(make_message(sender="ups@mon.example.com", subject="UPS rack3 on battery"))
     (event,) = alerts.read(msg, s)
     assert (event.source, event.host, event.state, event.kind) == ("ups", "rack3", "BATTERY", P)
@@ -164,7 +164,7 @@ def _facts(*, state: str = "CRITICAL", status: str = "open", priority: int = 2,
 
 
 def _decide(raw: bytes, facts: Facts) -> AlertStep:
-    decision = decide(parse(raw), INBOUND, facts, SETTINGS, NOW)
+    decision = decide(parse(m.via(raw)), INBOUND, facts, SETTINGS, NOW)
     (step,) = decision.alerts
     return step
 
@@ -197,9 +197,133 @@ def test_plans():
 
 
 def test_a_monitors_duplicate_and_a_lone_recovery_are_ignored_with_a_reason():
-    lone = decide(parse(m.nagios_service("web01", "HTTP", "OK", kind="RECOVERY")), INBOUND,
+    lone = decide(parse(m.via(m.nagios_service("web01", "HTTP", "OK", kind="RECOVERY"))), INBOUND,
                   Facts(), SETTINGS, NOW)  # fmt: skip
     assert lone.outcome == Outcome.IGNORED and "no open incident" in lone.reason
-    again = decide(parse(m.nagios_host("db01", "DOWN")), INBOUND, Facts(already_stored_on=3),
+    again = decide(parse(m.via(m.nagios_host("db01", "DOWN"))), INBOUND, Facts(already_stored_on=3),
                    SETTINGS, NOW)  # fmt: skip
     assert again.outcome == Outcome.IGNORED and "#3" in again.reason
+
+
+# --- who is a monitor: its From, and where its mail came from (pure) ---------------------------
+
+TIERS = {"tier2": ["tier2@example.com"], "tier3": ["tier3@example.com"],
+         "duty_manager": ["duty@example.com"]}  # fmt: skip
+CRITICAL = settings_from_mapping({"alerts": {**m.ALERTS, "critical_hosts": ["db*"]},
+                                  "tiers": TIERS})  # fmt: skip
+# The border MX (trusted_hops = 2) writes its verdict above its own Received line.
+SIGNED = settings_from_mapping({
+    "alerts": {"senders": m.SENDERS, "critical_hosts": ["db*"]}, "tiers": TIERS,
+    "agent_mail": {"trusted_authserv_ids": ["mx.example.com"], "trusted_hops": 2}})  # fmt: skip
+MX_HOP = (b"Received: from mon1.mon.example.com (mon1.mon.example.com [198.51.100.7])\r\n"
+          b"\tby mx.example.com (Postfix) with ESMTPS; Thu, 03 Dec 2026 09:30:01 +0000\r\n")  # fmt: skip
+
+
+def _verdict(result: str) -> bytes:
+    return f"Authentication-Results: mx.example.com; {result}\r\n".encode()
+
+
+def _told(decision) -> set[str]:
+    return {a.email for n in decision.notices for a in n.to}
+
+
+@pytest.mark.parametrize(
+    "raw, settings",
+    [(m.nagios_host("db01", "DOWN"), CRITICAL),  # no hop of ours names a client
+     (m.via(m.nagios_host("db01", "DOWN"), m.OUTSIDER_IP), CRITICAL),
+     # A Received line the sender wrote below ours proves nothing either.
+     (m.via(b"Received: from mon1 ([10.0.5.7]) by mon1; Thu, 03 Dec 2026 09:30:00 +0000\r\n"
+            + m.nagios_host("db01", "DOWN"), m.OUTSIDER_IP), CRITICAL),
+     (m.via(MX_HOP + m.nagios_host("db01", "DOWN")), SIGNED),  # no verdict
+     (m.via(_verdict("dkim=pass header.d=evil.example; dmarc=fail")
+            + MX_HOP + m.nagios_host("db01", "DOWN")), SIGNED),
+     # The verdict is the sender's own, below our MX's Received line.
+     (m.via(MX_HOP + _verdict("dkim=pass header.d=mon.example.com")
+            + m.nagios_host("db01", "DOWN")), SIGNED)],
+    ids=["no-trace", "outsider", "own-received", "no-verdict", "other-domain", "verdict-below"],
+)  # fmt: skip
+def test_a_forged_alert_is_ordinary_mail_from_a_stranger(raw, settings):
+    msg = parse(raw)
+    assert not alerts.is_alert_sender(msg, settings)
+    d = decide(msg, INBOUND, Facts(), settings, NOW)
+    assert d.outcome == Outcome.NEW_TICKET and d.alerts == ()
+    assert d.new_ticket.origin != "alert" and d.new_ticket.priority != 1
+    assert d.new_ticket.tier == 1 and d.new_ticket.category != settings.alerts.category
+    assert not {"tier3@example.com", "duty@example.com"} & _told(d)  # nobody paged
+    assert "not read as an alert" in d.reason
+    (doubted,) = [e for e in d.events if e.kind == "alert_not_verified"]
+    assert doubted.actor == "nagios@mon.example.com" and doubted.detail["why"]
+    assert d.article.verified_by == "none"
+
+
+def test_why_a_forged_alert_was_not_believed_names_its_source():
+    d = decide(parse(m.via(m.nagios_host("db01", "DOWN"), m.OUTSIDER_IP)), INBOUND, Facts(),
+               CRITICAL, NOW)  # fmt: skip
+    (doubted,) = [e for e in d.events if e.kind == "alert_not_verified"]
+    assert doubted.detail["why"] == "it came from 203.0.113.9, outside alerts.source_networks"
+
+
+@pytest.mark.parametrize(
+    "raw, settings",
+    [(m.via(m.nagios_host("db01", "DOWN")), CRITICAL),
+     (m.via(m.nagios_host("db01", "DOWN"), "10.0.5.200"), CRITICAL),
+     (m.via(_verdict("dkim=pass header.d=mon.example.com") + MX_HOP
+            + m.nagios_host("db01", "DOWN")), SIGNED),
+     (m.via(_verdict("dmarc=pass header.from=mon.example.com") + MX_HOP
+            + m.nagios_host("db01", "DOWN")), SIGNED)],
+    ids=["network", "network-edge", "dkim", "dmarc"],
+)  # fmt: skip
+def test_a_verified_monitor_is_an_alert(raw, settings):
+    msg = parse(raw)
+    assert alerts.is_alert_sender(msg, settings)
+    d = decide(msg, INBOUND, Facts(), settings, NOW)
+    (step,) = d.alerts
+    assert step.action == "open" and step.new_ticket.origin == "alert"
+    assert step.new_ticket.priority == 1  # DOWN is P2, db* one step up
+    assert {"tier3@example.com", "duty@example.com"} <= {a.email for n in step.notices
+                                                         for a in n.to}  # fmt: skip
+    assert not [e for e in d.events if e.kind == "alert_not_verified"]
+
+
+def test_a_rule_names_senders_on_top_of_the_verified_ones():
+    rules = [{"name": "ups", "subject": r"UPS (?P<host>\w+) on (?P<state>battery|mains)",
+              "senders": ["ups@mon.example.com"]}]  # fmt: skip
+    s = settings_from_mapping({"alerts": {**m.ALERTS, "rules": rules}})
+    ups = parse(m.via(make_message(sender="ups@mon.example.com", subject="UPS rack3 on battery")))
+    cron = parse(m.via(make_message(sender="cron@mon.example.com", subject="UPS rack3 on battery")))
+    assert alerts.read(ups, s)[0].source == "ups"
+    assert alerts.read(cron, s)[0].source == "mail"  # a monitor, but not this rule's
+    forged = parse(m.via(make_message(sender="ups@mon.example.com",
+                                      subject="UPS rack3 on battery"), m.OUTSIDER_IP))  # fmt: skip
+    assert not alerts.is_alert_sender(forged, s)
+
+
+def test_monitors_need_a_way_to_be_verified():
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping({"alerts": {"senders": m.SENDERS}})
+    assert err.value.key == "alerts.source_networks"
+    assert str(err.value) == ("alerts.source_networks: alerts.senders needs a way to verify the "
+                              "monitor: set alerts.source_networks or "
+                              "agent_mail.trusted_authserv_ids")  # fmt: skip
+    assert settings_from_mapping({"alerts": {"senders": m.SENDERS}, "agent_mail": {
+        "trusted_authserv_ids": ["mx.example.com"]}}).alerts.senders  # fmt: skip
+    assert settings_from_mapping({"alerts": {"source_networks": ["10.0.5.0/24"]}})  # unused
+
+
+@pytest.mark.parametrize(
+    "networks",
+    [["10.0.5.0/33"], ["monitoring.example.com"], ["10.0.5.0/24", ""], ["2001:db8::5/128"]],
+)
+def test_bad_source_networks_name_the_key(networks):
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping({"alerts": {"senders": m.SENDERS, "source_networks": networks}})
+    assert err.value.key == "alerts.source_networks" and "\n" not in str(err.value)
+
+
+def test_source_networks_from_the_environment():
+    s = settings_from_mapping({"alerts": {"senders": m.SENDERS}}, {"alerts": {
+        "source_networks": "10.0.5.0/24,2001:db8:5::/48, 192.0.2.7"}})  # fmt: skip
+    assert s.alerts.source_networks == ("10.0.5.0/24", "2001:db8:5::/48", "192.0.2.7")
+    v6 = parse(m.via(m.nagios_host("web01", "DOWN"), "2001:db8:5:1::9"))
+    assert alerts.is_alert_sender(v6, s)
+    assert alerts.is_alert_sender(parse(m.via(m.nagios_host("web01", "DOWN"), "192.0.2.7")), s)

@@ -156,6 +156,15 @@ def test_unknown_environment_key_is_named():
         ('[smtp]\nlisten = "nowhere"\n', "smtp.listen"),
         ("[smtp\nlisten=", "not valid TOML"),
         ('[outgoing]\ntransport = "fax"\n', "outgoing.transport"),
+        # A monitor's From line alone proves nothing: maild will not take it on trust.
+        (
+            '[alerts]\nsenders = ["nagios@mon.example.com"]\n',
+            "alerts.source_networks: alerts.senders needs a way to verify the monitor",
+        ),
+        (
+            '[alerts]\nsenders = ["nagios@mon.example.com"]\nsource_networks = ["10.0.5.0/33"]\n',
+            "alerts.source_networks",
+        ),
     ],
 )
 def test_cli_bad_config_is_one_line_and_exit_78(tmp_path, content, needle):
