@@ -12,10 +12,17 @@ its child. Then, in this one run:
    again, as a ratio to (1);
 3. the web process's resident memory (VmRSS of the child) at the end.
 
+(1) and (2) take turns in ``--windows`` windows each, in the order A B B A
+(repeated): run one after the other, the second was slower even with no agent
+at all (1.6x its p99: the database grows, the worker's backlog with it), so a
+drift over the run falls on both alike. The agents keep their 5 s rhythm
+throughout and load a page only in the windows of (2).
+
 Targets (issue 13): queue p95 <= 100 ms, search p95 <= 150 ms, ticket p95 <= 80 ms,
 intake p99 with the web busy within 10 % of intake alone, web RSS <= 120 MB.
 
-    python bench/web.py [--tickets 100000] [--seconds 30] [--rate 300] [--json out.json]
+    python bench/web.py [--tickets 100000] [--seconds 30] [--rate 300] [--windows 6]
+                        [--json out.json]
 """
 
 from __future__ import annotations
@@ -188,8 +195,32 @@ def intake(port: int, rate: float, seconds: float, tag: str, sessions: int = 20)
 # --- agents refreshing pages ----------------------------------------------------------------
 
 
+def intake_windows(port: int, rate: float, seconds: float, count: int,
+                   busy: threading.Event) -> tuple[Result, Result]:  # fmt: skip
+    """Intake alone and with the agents busy (`busy` set), `count` windows of
+    each (``seconds`` in all per condition), in the order A B B A, repeated."""
+    alone, with_web = Result(), Result()
+    span = seconds / count
+    order = ([False, True, True, False] * count)[: 2 * count]
+    took = {False: 0.0, True: 0.0}
+    for i, web_busy in enumerate(order):
+        (busy.set if web_busy else busy.clear)()
+        window = intake(port, rate, span, f"{'busy' if web_busy else 'alone'}{i}-")
+        into = with_web if web_busy else alone
+        into.latencies += window.latencies
+        for code, n in window.codes.items():
+            into.codes[code] = into.codes.get(code, 0) + n
+        took[web_busy] += window.ended - window.started
+    busy.clear()
+    for result, web_busy in ((alone, False), (with_web, True)):
+        result.started, result.ended = 0.0, took[web_busy]
+    return alone, with_web
+
+
 def agents_load(web_url: str, secrets: list[str], tickets: int, stop: threading.Event,
-                out: dict[str, list[float]]) -> list[threading.Thread]:  # fmt: skip
+                out: dict[str, list[float]],
+                busy: threading.Event | None = None) -> list[threading.Thread]:  # fmt: skip
+    """Each agent loads a page every 5 s (while `busy` is set, if given)."""
     kinds = ("queue", "ticket", "search")
 
     def agent(k: int, secret: str) -> None:
@@ -199,6 +230,9 @@ def agents_load(web_url: str, secrets: list[str], tickets: int, stop: threading.
         n = k
         time.sleep(rng.uniform(0, 5))
         while not stop.is_set():
+            if busy is not None and not busy.is_set():
+                stop.wait(5.0)
+                continue
             kind = kinds[n % 3]
             if kind == "queue":
                 view = ("open", "mine", "breaching", "unassigned", "tiers", "waiting")[n % 6]
@@ -262,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tickets", type=int, default=100_000)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=300.0)
+    ap.add_argument("--windows", type=int, default=6,
+                    help="windows of each condition (alone, with agents), taking turns")  # fmt: skip
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="maild-bench-web-") as tmp:
@@ -288,13 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         web_url = f"http://127.0.0.1:{web_port}"
         try:
             wait_http(f"{web_url}/login")
-            intake(serve.port, args.rate, 5, "warm")
-            alone = intake(serve.port, args.rate, args.seconds, "alone")
             pages: dict[str, list[float]] = {"queue": [], "ticket": [], "search": []}
-            stop = threading.Event()
-            threads = agents_load(web_url, secrets, args.tickets, stop, pages)
-            time.sleep(5)  # every agent has started
-            busy = intake(serve.port, args.rate, args.seconds, "busy")
+            stop, web_busy = threading.Event(), threading.Event()
+            threads = agents_load(web_url, secrets, args.tickets, stop, pages, web_busy)
+            intake(serve.port, args.rate, 5, "warm")  # meanwhile every agent has started
+            alone, busy = intake_windows(serve.port, args.rate, args.seconds, args.windows,
+                                         web_busy)  # fmt: skip
             stop.set()
             for t in threads:
                 t.join(40)
@@ -305,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             serve.close()
     figures: dict[str, Any] = {
         "tickets": args.tickets, "articles": args.tickets * 3, "rate": args.rate,
+        "windows": args.windows,
         "intake_alone": alone.summary(), "intake_with_web": busy.summary(),
         "intake_p99_ratio": round(busy.pct(99) / alone.pct(99), 3),
         "pages": {k: {"n": len(v), "p50_ms": round(pct(v, 50) * 1000, 1),

@@ -68,3 +68,30 @@ def test_a_killed_console_is_started_again_and_intake_goes_on(tmp_path, sqlite_u
     finally:
         serve.close()
     assert "web console exited" in (tmp_path / "serve.log").read_text()
+
+
+def _nice(pid: int) -> int:
+    return int((Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())[16])
+
+
+def test_the_console_yields_the_cpu_to_intake(tmp_path, sqlite_url):
+    """The console runs below the daemon's CPU priority, started and restarted
+    alike: on busy cores an SMTP client's 250 comes before an agent's page."""
+    web_port = free_port()
+    sections = base_sections(tmp_path, sqlite_url, free_port(),
+                             web={"enabled": True, "listen": f"127.0.0.1:{web_port}"})  # fmt: skip
+    serve = ServeProcess(sections, log_path=tmp_path / "serve.log")
+    serve.start()
+    try:
+        assert serve.proc is not None
+        pid = serve.proc.pid
+        first = _until(lambda: _web_child(pid), "no web child")
+        assert _until(lambda: _nice(first) >= _nice(pid) + 5, "the console runs at the "
+                      f"daemon's priority (nice {_nice(first)} vs {_nice(pid)})", timeout=10)  # fmt: skip
+        os.kill(first, signal.SIGKILL)
+        second = _until(lambda: (c := _web_child(pid)) != first and c, "no new console")
+        assert _until(lambda: _nice(second) >= _nice(pid) + 5, "the restarted console runs "
+                      "at the daemon's priority", timeout=10)  # fmt: skip
+        assert serve.stop() == 0
+    finally:
+        serve.close()
