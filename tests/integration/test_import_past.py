@@ -180,5 +180,5 @@ def test_an_old_outage_in_an_archive_joins_nothing_of_today(db_url, tmp_path):
     assert len(old_tickets) == 6 and all(m is None for (m,) in old_tickets), old_tickets
     sent = outgoing(tmp_path)[before:]
     told = [a for _n, a in getaddresses([str(m["To"]) for m in sent])]
-    assert sorted(a for a in told if not a.startswith("tier1@")) == sorted(
-        a.split("<")[1].rstrip(">") for a, _s, _b in OUTAGE), told  # their acks only
+    requesters = sorted(who.split("<")[1].rstrip(">") for who, _s, _b in OUTAGE)
+    assert sorted(a for a in told if not a.startswith("tier1@")) == requesters, told  # acks only
