@@ -72,6 +72,8 @@ RESTRICTED_SUBJECT = "security incident (details restricted)"
 
 # Statements of the per-message hot path, built once: constructing a statement
 # costs SQLAlchemy more than SQLite spends running it.
+# What the ticket's copy of a mail shows in place of the requester's personal link.
+LINK_NOT_STORED = "[the requester's personal link: in their mail only]"
 _INSERT_TICKET = Direct(insert(Ticket).returning(Ticket.id))
 _INSERT_ARTICLE = Direct(insert(Article).returning(Article.id))
 _INSERT_OUTBOX = Direct(insert(Outbox).returning(Outbox.id))
@@ -955,12 +957,17 @@ class Applier:
                 ),
             )
         )
+        # The requester's link acts as the requester (their page's replies and
+        # buttons): it is in their mail only, never in the ticket's copy that
+        # agents, the API and watchers' pages read.
+        link = context.get("requester_link")
+        stored = rendered.text.replace(link, LINK_NOT_STORED) if link else rendered.text
         article = ArticleSpec(
             kind=ArticleKind.NOTIFICATION,
             visibility=notice.visibility,
             author=desk,
             subject=rendered.subject,
-            text=rendered.text,
+            text=stored,
             html=None,
             message_id=message_id,
             in_reply_to=notice.in_reply_to,

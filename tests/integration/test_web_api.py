@@ -283,3 +283,24 @@ def test_requester_page_solved_still_a_problem_and_rating(wd):
     assert bob.post(f"{path}/rate", data={"csrf": csrf, "score": "4"}).status_code == 303
     assert 'id="rating">4/5<' in shown()
     assert "Your rating: 4 of 5" in bob.get(path).text
+
+
+def test_the_requesters_link_is_in_their_mail_only(wd, tmp_path):
+    """The link acts as the requester; the ticket's copy of the acknowledgement,
+    which agents read on the console and through the API, does not carry it."""
+    wd.send(message("Printer jam", "Tray 4 again."))
+    wd.wait_ticket(1)
+    ack = wd.wait_mail(lambda m: "bob@example.org" in str(m["To"]) and "[#1]" in str(m["Subject"]))
+    link = re.search(r"http://\S+(/r/1/\S+)", ack.get_body(("plain",)).get_content()).group(1)
+    anna = signed_in(wd, "anna@example.com")
+    page = anna.get("/tickets/1").text
+    api = httpx.Client(base_url=f"{wd.url}/api/v1", timeout=30,
+                       headers={"authorization": f"Bearer {token_for(wd, tmp_path, 'anna@example.com')}"})  # fmt: skip
+    shown = api.get("/tickets/1").json()
+    texts = [a["text"] for a in shown["articles"]]
+    assert any("personal link" in t for t in texts), texts  # the ack is on the ticket
+    assert "/r/1/" not in page and all("/r/1/" not in t for t in texts)
+    assert link.rsplit("/", 1)[-1] not in page  # nor its signature, in any form
+    # and the requester's own link still opens their page
+    bob = httpx.Client(base_url=wd.url, timeout=30)
+    assert "Printer jam" in bob.get(link).text
