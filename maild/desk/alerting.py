@@ -113,7 +113,8 @@ def _update(ops: TicketOps, inbound_id: int, step: AlertStep) -> Done:
     if event.state != old_state or step.action != "repeat":
         ops.event(ticket, done, EventSpec(f"alert_{step.action}", actor, old=old_state,
                                           new=event.state, detail=alert_detail(event)))  # fmt: skip
-    context = {"alert": alert_context(event), "occurrences": alert.occurrences}
+    context = {"alert": alert_context(event), "occurrences": alert.occurrences,
+               "recovery": ops.settings.alerts.recovery}  # fmt: skip
 
     if step.action == "repeat" and step.raise_to is not None:
         changed = ops.set_priority(ticket.id, step.raise_to, actor=actor)

@@ -175,7 +175,8 @@ def _open(
                                                security=False, directory=facts.directory)  # fmt: skip
         told = notices.to_groups("agent_alert", "agent_alert", audience, security=False,
                                  context={"event": "new", "alert": alert_context(event),
-                                          "hierarchical": priority == 1})  # fmt: skip
+                                          "hierarchical": priority == 1,
+                                          "recovery": settings.alerts.recovery})  # fmt: skip
         if priority == 1:
             events.append(EventSpec("escalated", "maild", detail={
                 "kind": "hierarchical", "reason": "P1",

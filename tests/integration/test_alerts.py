@@ -172,6 +172,11 @@ def test_recovery_only_annotates_when_configured(db_url, tmp_path):
         recovered = [o for o in desk.outbox() if o["kind"] == "agent_alert"][-2:]
         assert {to for o in recovered for to in o["to"]} == {"bert@example.com",
                                                              "tier2@example.com"}  # fmt: skip
+        # what the agents were told when it opened says so (not "a recovery resolves it")
+        texts = [" ".join(x.get_body(("plain",)).get_content().split()) for x in desk.outgoing()]
+        opened = [text for text in texts if "a new incident needs handling" in text]
+        assert opened and all("a recovery is noted here for you to resolve it" in text
+                              and "a recovery resolves it" not in text for text in opened)  # fmt: skip
     finally:
         desk.close()
 
