@@ -333,7 +333,21 @@ def _erase_contact_row(session: Session, contact_id: int, now: datetime) -> None
 
 
 def _contact(session: Session, email: str) -> Contact | None:
-    return session.scalar(select(Contact).where(Contact.email == email.strip().lower()))
+    """The person `email` names: their contact, or, for someone maild holds mail
+    from but made no contact for (they only ever wrote into another's thread, or
+    their mail was set aside), a stand-in that is not stored (no id)."""
+    address = email.strip().lower()
+    contact = session.scalar(select(Contact).where(Contact.email == address))
+    if contact is not None or not address:
+        return contact
+    name = session.scalar(select(Article.author_name).where(Article.author_email == address)
+                          .order_by(Article.id.desc()).limit(1))  # fmt: skip
+    if name is None and not session.scalar(
+        select(exists().where(func.lower(Inbound.envelope_from) == address))
+    ):
+        return None
+    return Contact(email=address, name=name or "", language=None, bounce_state="ok",
+                   bounced_at=None, created_at=None)  # fmt: skip
 
 
 def _mentions(column: Any, email: str) -> Any:

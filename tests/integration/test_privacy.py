@@ -293,3 +293,31 @@ def test_erase_redacts_why_maild_kept_their_mail_as_a_note(tmp_path, sqlite_url)
     assert maild(cfg, "contact", "erase", ADDRESS, "--yes").returncode == 0
     after = maild(cfg, "inbound", "list", "--json")
     assert after.returncode == 0 and ADDRESS.encode() not in after.stdout
+
+
+def test_someone_who_only_wrote_as_a_stranger_can_be_exported_and_erased(tmp_path, db_url):
+    """Dora never opened a ticket: she only answered someone else's thread, and
+    maild kept her mail as a note. She has no contact of her own, yet maild
+    holds her words, name, address and raw mail: export shows them, erase
+    removes them."""
+    desk = Desk(make_settings(tmp_path, db_url, agents=AGENTS))
+    desk.process(make_message(sender="Carol <carol@example.org>", subject="VPN down",
+                              message_id="<carol-1@example.org>"))  # fmt: skip
+    desk.process(make_message(sender="Dora Stranger-Smith <dora@example.net>",
+                              subject="Re: VPN down", body=f"Same here, {WORD} again.\n",
+                              message_id="<dora-1@example.net>",
+                              in_reply_to="<carol-1@example.org>"))  # fmt: skip
+    desk.close()
+    cfg = config(tmp_path, db_url)
+    shown = maild(cfg, "contact", "export", "dora@example.net", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["contact"]["email"] == "dora@example.net"
+    assert any(WORD in a["text"] for a in data["articles_on_other_tickets"])
+    assert data["mail_received_from_them"]
+    erased = maild(cfg, "contact", "erase", "dora@example.net", "--yes")
+    assert erased.returncode == 0, erased.stderr
+    dump = maild(cfg, "ticket", "show", "1", "--json").stdout
+    assert WORD.encode() not in dump and b"dora@example.net" not in dump, dump
+    assert maild(cfg, "contact", "export", "dora@example.net", "--json").returncode != 0
+    assert maild(cfg, "contact", "export", "nobody@example.net", "--json").returncode != 0
