@@ -100,3 +100,33 @@ def test_serve_refuses_a_database_at_an_older_revision(db_url, tmp_path):
     assert "maild db upgrade" in lines[0]
     assert current_revision(engine) == older  # not upgraded behind the admin's back
     engine.dispose()
+
+
+def test_requester_links_stored_before_0013_are_taken_off_the_tickets(desk):
+    """Before 0013 the ticket's copy of an acknowledgement kept the requester's
+    link (which acts as them); the upgrade replaces it there and nowhere else."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from maild.desk.apply import LINK_NOT_STORED
+    from maild.store.db import _alembic_config
+    from tests.support.desk import make_message
+
+    desk.process(make_message(message_id="<link@example.org>", subject="Printer jam"))
+    old = "Follow your ticket and answer online: http://desk.example:8025/r/1/mkq3x2.abcdefghijklmnopqrstuvwxyz.\n"
+    note = "See http://wiki.example/r/1/setup for the printer guide.\n"  # not a requester link
+    with desk.engine.begin() as conn:
+        ack = conn.execute(text("SELECT id FROM article WHERE kind = 'notification' "
+                                "AND direction = 'out' ORDER BY id LIMIT 1")).scalar_one()  # fmt: skip
+        mine = conn.execute(text("SELECT id FROM article WHERE direction = 'in'")).scalar_one()
+        for row, value in ((ack, old + note), (mine, old)):
+            conn.execute(text("UPDATE article SET text = :t WHERE id = :i"), {"t": value, "i": row})
+    config = _alembic_config(desk.engine)
+    desk.engine.dispose()
+    command.downgrade(config, "0012_web")
+    command.upgrade(config, "head")
+    desk.engine.dispose()
+    with desk.engine.connect() as conn:
+        texts = dict(conn.execute(text("SELECT id, text FROM article")).all())
+    assert texts[ack] == f"Follow your ticket and answer online: {LINK_NOT_STORED}.\n" + note
+    assert texts[mine] == old  # a person's own words are theirs: only maild's copies change
