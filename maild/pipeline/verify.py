@@ -81,11 +81,9 @@ def verify_sender(
                 and (ticket_id is None or facts.known_ids.get(mid) == ticket_id)):  # fmt: skip
             return Trust(True, REFERENCES)
     if settings.agent_mail.trusted_authserv_ids:
-        strict, why = strict_from(msg)
-        if not why and strict == sender:
-            ok, why = authentication_results(msg, settings, sender)
-            if ok:
-                return Trust(True, SIGNATURE)
+        ok, why = _signed(msg, settings, sender)
+        if ok:
+            return Trust(True, SIGNATURE)
         return Trust(False, UNVERIFIED, f"{why}; and it neither came to {sender}'s reply "
                      "address nor answers a mail maild sent to it")  # fmt: skip
     why = (f"it neither came to {sender}'s reply address nor answers a mail maild sent to it, "
@@ -112,13 +110,20 @@ def verify_monitor(msg: ParsedMessage, settings: Settings) -> Trust:
         reasons.append(f"it came from {source}, outside alerts.source_networks" if source
                        else "no hop of ours recorded where it came from")  # fmt: skip
     if settings.agent_mail.trusted_authserv_ids:
-        strict, why = strict_from(msg)
-        if not why and strict == sender:
-            ok, why = authentication_results(msg, settings, sender)
-            if ok:
-                return Trust(True, SIGNATURE)
-        reasons.append(why or f"its From is not plainly {sender}")
+        ok, why = _signed(msg, settings, sender)
+        if ok:
+            return Trust(True, SIGNATURE)
+        reasons.append(why)
     return Trust(False, UNVERIFIED, "; ".join(reasons) or "maild has no way to verify a monitor")
+
+
+def _signed(msg: ParsedMessage, settings: Settings, sender: str) -> tuple[bool, str]:
+    """A trusted mail server of ours vouches for `sender`'s domain (DKIM/DMARC in
+    its Authentication-Results), and the From is plainly `sender`; else why not."""
+    strict, why = strict_from(msg)
+    if why or strict != sender:
+        return False, why or f"its From is not plainly {sender}"
+    return authentication_results(msg, settings, sender)
 
 
 def _inside(

@@ -44,12 +44,18 @@ def _until(check, what: str, timeout: float = 60.0):
         time.sleep(0.1)
 
 
-def test_a_killed_console_is_started_again_and_intake_goes_on(tmp_path, sqlite_url):
+def _serve_with_console(tmp_path: Path, sqlite_url: str) -> tuple[ServeProcess, int]:
+    """`maild serve` started with its console on a port of its own: (daemon, web port)."""
     web_port = free_port()
     sections = base_sections(tmp_path, sqlite_url, free_port(),
                              web={"enabled": True, "listen": f"127.0.0.1:{web_port}"})  # fmt: skip
     serve = ServeProcess(sections, log_path=tmp_path / "serve.log")
     serve.start()
+    return serve, web_port
+
+
+def test_a_killed_console_is_started_again_and_intake_goes_on(tmp_path, sqlite_url):
+    serve, web_port = _serve_with_console(tmp_path, sqlite_url)
     try:
         assert serve.proc is not None
         login = f"http://127.0.0.1:{web_port}/login"
@@ -78,11 +84,7 @@ def _nice(pid: int) -> int:
 def test_the_console_yields_the_cpu_to_intake(tmp_path, sqlite_url):
     """The console runs below the daemon's CPU priority, started and restarted
     alike: on busy cores an SMTP client's 250 comes before an agent's page."""
-    web_port = free_port()
-    sections = base_sections(tmp_path, sqlite_url, free_port(),
-                             web={"enabled": True, "listen": f"127.0.0.1:{web_port}"})  # fmt: skip
-    serve = ServeProcess(sections, log_path=tmp_path / "serve.log")
-    serve.start()
+    serve, _web_port = _serve_with_console(tmp_path, sqlite_url)
     try:
         assert serve.proc is not None
         pid = serve.proc.pid
