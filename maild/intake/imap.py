@@ -25,8 +25,9 @@ is not is stored now) before it moves or flags any. A crash before 3 leaves
 nothing committed: they are fetched again.
 
 Between passes the thread waits in IDLE where the server offers it (re-issued
-every ``imap.idle_seconds``, under the 29-minute limit) or sleeps
-``imap.poll_seconds``. Any failure (network, server restart, refused login,
+every ``imap.idle_seconds``, under the 29-minute limit, and looking again
+after ``imap.poll_seconds`` at the latest: servers miss announcing a message
+now and then) or sleeps ``imap.poll_seconds``. Any failure (network, server restart, refused login,
 database) closes the connection and reconnects after an exponential backoff
 with jitter; it is logged once per attempt, naming the mailbox. The thread
 never dies of it, and the other mailboxes go on.
@@ -266,6 +267,7 @@ class MailboxPoller:
         self.recipient = normalize_address(m.address or self.settings.helpdesk.primary_address)
         self.stopping = threading.Event()
         self.connected = threading.Event()
+        self.idling = threading.Event()  # in IDLE: the server announces what arrives now
         self._thread: threading.Thread | None = None
         self._lock_conn: Any = None
         self._recovered = False
@@ -381,26 +383,37 @@ class MailboxPoller:
                 return
 
     def _idle(self, client: IMAPClient) -> None:
-        """Wait in IDLE until the folder changes, the renewal time, or stop."""
+        """Wait in IDLE until the folder changes, the renewal time, or stop.
+
+        Never longer than ``imap.poll_seconds`` either: a server can miss
+        announcing a message. Dovecot does, for one delivered by another
+        session in the instant between our last look and the start of IDLE
+        (it watches the folder from IDLE on); without this bound that message
+        would wait for the next renewal, up to 25 minutes.
+        """
         client.idle()
-        wait = self.imap.idle_seconds
-        if self._skipped:  # something waits to be fetched again
-            wait = min(wait, self.imap.poll_seconds)
+        self.idling.set()
+        try:
+            self._wait_in_idle(client, min(self.imap.idle_seconds, self.imap.poll_seconds))
+        finally:
+            self.idling.clear()
+        client.idle_done()
+
+    def _wait_in_idle(self, client: IMAPClient, wait: float) -> None:
         deadline = time.monotonic() + wait
         while not self.stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
-                break
+                return
             wait = min(IDLE_SLICE_SECONDS, left)
             started = time.monotonic()
             responses = client.idle_check(timeout=wait)
             if any(r[:1] == (b"BYE",) for r in responses):
                 raise ConnectionLost(f"server ended the session: {responses!r}"[:300])
             if any(r[:1] != (b"OK",) for r in responses):
-                break  # EXISTS, EXPUNGE, FETCH...: look at the folder again
+                return  # EXISTS, EXPUNGE, FETCH...: look at the folder again
             if not responses and time.monotonic() - started < wait / 2:
-                break  # readable with nothing to read: closed; idle_done will tell
-        client.idle_done()
+                return  # readable with nothing to read: closed; idle_done will tell
 
     # --- burst mode (CLI, tests, benchmarks) -------------------------------
 

@@ -116,7 +116,9 @@ def imap_section(*mailboxes: dict, **overrides: Any) -> dict:
         "mailboxes": list(mailboxes),
         "reconnect_min_seconds": 0.2,
         "reconnect_max_seconds": 1.0,
-        "poll_seconds": 60.0,
+        # In IDLE too, the poller looks again this often: Dovecot misses
+        # announcing a message appended in the instant the poller enters IDLE.
+        "poll_seconds": 2.0,
         "timeout_seconds": 10.0,
     }
     section.update(overrides)

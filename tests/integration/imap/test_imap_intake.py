@@ -84,6 +84,9 @@ def test_idle_picks_up_new_mail_without_polling(sqlite_url, dovecot, imap_user, 
     poller = running.daemon.imap.pollers[0]
     wait_until(poller.connected.is_set)
     for i in range(3):  # one after another: IDLE is issued again after each
+        # Appended once the poller idles: one appended in the instant it
+        # enters IDLE is not announced (test_mail_the_server_never_announces_comes_in).
+        wait_until(poller.idling.is_set)
         dovecot.append(imap_user, messages(1, "idle", start=i))
         wait_until(lambda n=i + 1: count(sqlite_url, "ticket") == n, timeout=60)
     assert poller.stats.connects == 1 and poller.stats.failures == 0
@@ -429,6 +432,33 @@ def test_idle_is_renewed_and_polling_is_the_fallback(
         for p in (a, b):
             p.stop()
             p.join(5)
+
+
+class DeafIdleIMAPClient(IMAPClient):
+    """IDLE on a server that announces nothing (as Dovecot, for a message
+    delivered in the instant IDLE starts): only the keepalives come through."""
+
+    def idle_check(self, timeout=None):
+        return [r for r in super().idle_check(timeout) if r[:1] in ((b"OK",), (b"BYE",))]
+
+
+def test_mail_the_server_never_announces_comes_in(
+    sqlite_url, dovecot, imap_user, password_file, intake_factory
+):
+    """IDLE is renewed only every 25 minutes; the poller looks again after
+    imap.poll_seconds all the same."""
+    box = mailbox_table(dovecot, imap_user, password_file)
+    intake = intake_factory(sqlite_url, imap_section(box, poll_seconds=1.0, idle_seconds=1500))
+    poller = intake.poller(client_factory=DeafIdleIMAPClient)
+    poller.start()
+    try:
+        wait_until(poller.idling.is_set)
+        dovecot.append(imap_user, messages(1, "unannounced"))
+        wait_until(lambda: count(sqlite_url, "inbound") == 1, timeout=15)
+        assert poller.stats.failures == 0
+    finally:
+        poller.stop()
+        poller.join(5)
 
 
 def test_reply_address_counts_only_from_the_named_delivery_header(
