@@ -60,7 +60,7 @@ from maild.service.senderproc import SenderProcess
 from maild.service.webchild import WebChild
 from maild.service.worker import Processed, Worker
 from maild.store.access import guard_secret, open_or_create
-from maild.store.db import is_sqlite, make_engine, session_factory
+from maild.store.db import Checkpointer, is_sqlite, make_engine, session_factory
 from maild.store.models import Inbound
 from maild.store.states import InboundStatus
 
@@ -195,6 +195,8 @@ class Daemon:
         self.engine: Engine = open_or_create(settings.database.url)
         guard_secret(settings.helpdesk.secret_file, self.engine)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        # SQLite: the WAL is copied back beside intake, not in its commits.
+        self.checkpointer = Checkpointer(self.engine) if is_sqlite(self.engine) else None
         self.reader: Engine = (
             make_engine(settings.database.url, read_only=True, pool_size=1)
             if is_sqlite(self.engine) else self.engine
@@ -401,6 +403,8 @@ class Daemon:
             self.sender.recover()
         if self.settings.worker.enabled:
             await asyncio.to_thread(self._finish_interrupted)
+        if self.checkpointer is not None:
+            self.checkpointer.start()
         self.committer.start()
         if self.settings.worker.enabled:
             self.worker_loop.start()
@@ -647,6 +651,8 @@ class Daemon:
         self.parser.close()
         if self.http is not None:
             self.http.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         if self.reader is not self.engine:
             self.reader.dispose()
         self.engine.dispose()
