@@ -211,8 +211,12 @@ class Checkpointer:
                     failing = False
             except sqlite3.Error as exc:
                 if not failing:
-                    log.warning("WAL checkpoint failed (%s); trying again; commits checkpoint "
-                                "themselves past %d pages", exc, CHECKPOINT_BACKSTOP_PAGES)
+                    log.warning(
+                        "WAL checkpoint failed (%s); trying again; commits checkpoint "
+                        "themselves past %d pages",
+                        exc,
+                        CHECKPOINT_BACKSTOP_PAGES,
+                    )
                     failing = True
                 if conn is not None:
                     with contextlib.suppress(sqlite3.Error):
