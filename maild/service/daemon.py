@@ -124,14 +124,19 @@ class Loop:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.busy_since: float | None = None  # time.monotonic() when the step began
+        self._owed = False  # work was signalled when the stop came
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Stop after the step in hand; True if the thread ended within `timeout`."""
+        """Stop after the step in hand, and after one more step if work was
+        signalled that no step has taken up yet (a message committed just
+        before the stop is processed now, not at the next start). True if the
+        thread ended within `timeout`."""
         if self._thread.ident is None:  # never started
             return True
+        self._owed = self.wake.is_set()
         self._stopping.set()
         self.wake.set()
         self._thread.join(timeout)
@@ -144,24 +149,33 @@ class Loop:
 
     def _run(self) -> None:
         first = True  # work left by an earlier run is taken up at once
-        while not self._stopping.is_set():
-            if not first and self.wake.wait(self.interval) and self.settle:
-                self._stopping.wait(self.settle)
+        while True:
+            if not first:
+                woken = self.wake.wait(self.interval)
+                if self._stopping.is_set():
+                    break
+                if woken and self.settle:
+                    self._stopping.wait(self.settle)
             first = False
             self.wake.clear()
-            while not self._stopping.is_set():
-                self.busy_since = time.monotonic()
-                try:
-                    more = self.step()
-                except Exception:
-                    log.exception(
-                        "%s: step failed; trying again in %.0fs", self.name, self.interval
-                    )
-                    break
-                finally:
-                    self.busy_since = None
-                if not more:
-                    break
+            # The wake-up just cleared is owed a step, even if a stop came since.
+            while self._step() and not self._stopping.is_set():
+                pass
+            if self._stopping.is_set():
+                break
+        if self._owed:  # woken for work, then stopped before a step took it up
+            self._step()
+
+    def _step(self) -> bool:
+        """One step; True if it says there is more to do at once."""
+        self.busy_since = time.monotonic()
+        try:
+            return self.step()
+        except Exception:
+            log.exception("%s: step failed; trying again in %.0fs", self.name, self.interval)
+            return False
+        finally:
+            self.busy_since = None
 
 
 def reread(settings: Settings) -> Settings:
