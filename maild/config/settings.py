@@ -157,6 +157,9 @@ class WorkerSettings:
     lease_seconds: float = 300.0
     parse_processes: int = -1
     parse_timeout_seconds: float = 10.0
+    # Under maild serve: the worker in a process of its own beside the intake
+    # (with the sender in its own as well); false: a thread of the daemon.
+    process: bool = True
 
 
 @dataclass(frozen=True)

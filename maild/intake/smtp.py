@@ -96,8 +96,16 @@ class IntakeHandler:
         self.auth_pool = ThreadPoolExecutor(AUTH_THREADS, thread_name_prefix="smtp-auth")
         self.open_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self.in_data = 0
+        # A copy of `in_data` another process reads (the worker's, which gives
+        # way to intake): anything with a `value`.
+        self.shared_in_data: Any = None
         # Called with (source, result, seconds from end of DATA to the reply).
         self.on_result: Callable[[str, str, float], None] | None = None
+
+    def count_in_data(self, step: int) -> None:
+        self.in_data += step
+        if self.shared_in_data is not None:
+            self.shared_in_data.value = self.in_data
 
     def drain(self) -> None:
         """Stop accepting: 421 to new connections and commands; close idle sessions."""
@@ -331,12 +339,12 @@ class _Draining:
                 await method(arg)
                 return
             self.in_data = True
-            handler.in_data += 1
+            handler.count_in_data(+1)
             try:
                 await method(arg)
             finally:
                 self.in_data = False
-                handler.in_data -= 1
+                handler.count_in_data(-1)
 
         return run
 

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, or_, select, text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.clock import Clock, SystemClock
@@ -52,17 +52,17 @@ from maild.log import setup_logging
 from maild.mail.render import Renderer
 from maild.pipeline.triage import reload_rules
 from maild.service.cluster import Membership, run_singleton
+from maild.service.loop import Loop
 from maild.service.metrics import HttpServer, Metrics
 from maild.service.notify import Notifier, inherited_sockets
 from maild.service.parsepool import ParsePool
 from maild.service.sender import Sender, transport_from_settings
 from maild.service.senderproc import SenderProcess
 from maild.service.webchild import WebChild
-from maild.service.worker import Processed, Worker
+from maild.service.worker import Worker
+from maild.service.workerproc import Report, WorkerProcess, reports
 from maild.store.access import guard_secret, open_or_create
 from maild.store.db import Checkpointer, is_sqlite, make_engine, session_factory
-from maild.store.models import Inbound
-from maild.store.states import InboundStatus
 
 log = logging.getLogger(__name__)
 
@@ -106,76 +106,6 @@ def raise_nofile_limit() -> int:
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
     return soft
-
-
-class Loop:
-    """A thread that runs `step` whenever woken (or every `interval` seconds)."""
-
-    def __init__(
-        self, name: str, step: Callable[[], bool], interval: float, settle: float = 0.0
-    ) -> None:
-        self.name = name
-        self.step = step
-        self.interval = interval
-        # After a wake-up, wait this long so that work arriving in a burst is
-        # handled in one batch (fewer transactions) rather than piecemeal.
-        self.settle = settle
-        self.wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.busy_since: float | None = None  # time.monotonic() when the step began
-        self._owed = False  # work was signalled when the stop came
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Stop after the step in hand, and after one more step if work was
-        signalled that no step has taken up yet (a message committed just
-        before the stop is processed now, not at the next start). True if the
-        thread ended within `timeout`."""
-        if self._thread.ident is None:  # never started
-            return True
-        self._owed = self.wake.is_set()
-        self._stopping.set()
-        self.wake.set()
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def healthy(self) -> bool:
-        busy = self.busy_since
-        stuck = busy is not None and time.monotonic() - busy > STUCK_AFTER_SECONDS
-        return self._thread.is_alive() and not stuck
-
-    def _run(self) -> None:
-        first = True  # work left by an earlier run is taken up at once
-        while True:
-            if not first:
-                woken = self.wake.wait(self.interval)
-                if self._stopping.is_set():
-                    break
-                if woken and self.settle:
-                    self._stopping.wait(self.settle)
-            first = False
-            self.wake.clear()
-            # The wake-up just cleared is owed a step, even if a stop came since.
-            while self._step() and not self._stopping.is_set():
-                pass
-            if self._stopping.is_set():
-                break
-        if self._owed:  # woken for work, then stopped before a step took it up
-            self._step()
-
-    def _step(self) -> bool:
-        """One step; True if it says there is more to do at once."""
-        self.busy_since = time.monotonic()
-        try:
-            return self.step()
-        except Exception:
-            log.exception("%s: step failed; trying again in %.0fs", self.name, self.interval)
-            return False
-        finally:
-            self.busy_since = None
 
 
 def reread(settings: Settings) -> Settings:
@@ -234,7 +164,14 @@ class Daemon:
             self.sender_loop = Loop(
                 "sender", self._send_step, settings.worker.poll_seconds, settle=0.05
             )
-        self.parser = ParsePool.from_settings(settings)
+        # The worker runs in a process of its own too (the intake's SMTP
+        # answers would otherwise wait for the worker's turn at the lock),
+        # with the same exception; there it has its own parse processes.
+        self.worker_loop: Loop | WorkerProcess
+        in_process = not (settings.worker.process and isinstance(self.sender_loop, SenderProcess))
+        self.parser = ParsePool.from_settings(settings) if in_process else ParsePool(0)
+        # This instance's worker object: it processes in the thread, and in
+        # either case hands back what a vanished run had claimed (recover).
         self.worker = Worker(
             self.sessions,
             settings,
@@ -243,7 +180,11 @@ class Daemon:
             on_outbox=self.sender_loop.wake,
             parser=self.parser,
         )
-        self.worker_loop = Loop("worker", self._work_step, settings.worker.poll_seconds)
+        if in_process:
+            self.worker_loop = Loop("worker", self._work_step, settings.worker.poll_seconds)
+        else:
+            self.worker_loop = WorkerProcess(settings, settings.worker.poll_seconds,
+                                             self.sender_loop.wake, on_reports=self._observe)  # fmt: skip
         self.committer = GroupCommitter(
             self.sessions, self.clock, on_commit=self.worker_loop.wake.set
         )
@@ -263,6 +204,8 @@ class Daemon:
             poller.on_polled = self.metrics.mailbox_polled
         self.handler.on_result = self._on_intake
         self.worker.intake_busy = self._intake_busy
+        if isinstance(self.worker_loop, WorkerProcess):
+            self.handler.shared_in_data = self.worker_loop.in_data
         self.notifier = Notifier()
         self.http: HttpServer | None = None
         self.web: WebChild | None = WebChild(settings) if settings.web.enabled else None
@@ -314,6 +257,8 @@ class Daemon:
 
     def _set_instance(self, instance_id: int) -> None:
         self.worker.instance_id = instance_id
+        if isinstance(self.worker_loop, WorkerProcess):
+            self.worker_loop.set_instance(instance_id)
         self.sender.instance_id = instance_id
         if isinstance(self.sender_loop, SenderProcess):
             self.sender_loop.set_instance(instance_id)
@@ -324,19 +269,14 @@ class Daemon:
 
     def _work_step(self) -> bool:
         results = self.worker.run_batch()
-        self._observe_processed(results)
+        self._observe(reports(results, self.clock.now()))
         return any(p.reason != "deferred" for p in results)
 
-    def _observe_processed(self, results: list[Processed]) -> None:
-        now = self.clock.now()
-        for p in results:
-            if p.outcome is not None:
-                outcome = str(p.outcome)
-                if p.received_at is not None:
-                    self.metrics.processing_latency.observe((now - p.received_at).total_seconds())
-            else:
-                outcome = "deferred" if p.reason == "deferred" else "failed"
-            self.metrics.inbound_processed.labels(p.source, outcome).inc()
+    def _observe(self, processed: list[Report]) -> None:
+        for source, outcome, seconds in processed:
+            if seconds is not None:
+                self.metrics.processing_latency.observe(seconds)
+            self.metrics.inbound_processed.labels(source, outcome).inc()
 
     def _send_step(self) -> bool:
         stats = self.sender.run_batch()
@@ -348,31 +288,6 @@ class Daemon:
         m.labels("sent").inc(sent)
         m.labels("retried").inc(retried)
         m.labels("dead").inc(dead)
-
-    def _finish_interrupted(self, budget: float = 10.0) -> None:
-        """Before accepting mail: process what a crash interrupted (each alone).
-
-        A message that was in hand when the previous run died is retried
-        before new mail competes for the worker, so one that was merely
-        unlucky is done, and only one that kills the daemon again and again
-        is charged its attempts (and quarantined).
-        """
-        interrupted = select(Inbound.id).where(
-            Inbound.status == InboundStatus.PENDING,
-            or_(Inbound.attempts > 0, Inbound.error.is_not(None)),
-        )
-        deadline = time.monotonic() + budget
-        done = 0
-        while time.monotonic() < deadline:
-            with self.sessions() as session:
-                if session.scalar(interrupted.limit(1)) is None:
-                    break
-            batch = self.worker.run_batch()
-            if not batch:
-                break
-            done += len(batch)
-        if done:
-            log.info("processed %d message(s) interrupted by the previous run", done)
 
     def _retention(self) -> None:
         retention_sweep(self.sessions, self.settings.retention, self.clock)
@@ -415,13 +330,15 @@ class Daemon:
         self.worker.recover(all_rows=single)
         if single:
             self.sender.recover()
-        if self.settings.worker.enabled:
-            await asyncio.to_thread(self._finish_interrupted)
+        if self.settings.worker.enabled and isinstance(self.worker_loop, Loop):
+            await asyncio.to_thread(self.worker.finish_interrupted)
         if self.checkpointer is not None:
             self.checkpointer.start()
         self.committer.start()
         if self.settings.worker.enabled:
-            self.worker_loop.start()
+            # (a process: waits until it is set up and has finished what a
+            # crash interrupted, before this instance takes new mail)
+            await asyncio.to_thread(self.worker_loop.start)
         await asyncio.to_thread(self.sender_loop.start)  # a process: waits until it is set up
         self.imap.start()
         if self.imap.pollers:
@@ -497,8 +414,9 @@ class Daemon:
     def threads_healthy(self) -> dict[str, bool]:
         return {
             "intake_writer": self.committer.alive(),
-            "worker": not self.settings.worker.enabled or self.worker_loop.healthy(),
-            "sender": self.sender_loop.healthy(),
+            "worker": not self.settings.worker.enabled
+            or self.worker_loop.healthy(STUCK_AFTER_SECONDS),
+            "sender": self.sender_loop.healthy(STUCK_AFTER_SECONDS),
             "imap": all(p.alive for p in self.imap.pollers) or not self.ready.is_set(),
         }
 
@@ -597,6 +515,8 @@ class Daemon:
         self.worker.rules = rules
         self.parser.set_rules(rules)
         self.settings = self.worker.settings = self.applier.settings = merged
+        if isinstance(self.worker_loop, WorkerProcess):
+            self.worker_loop.reload(merged)
         if (fresh.log.level, fresh.log.format) != (old.log.level, old.log.format):
             setup_logging(fresh.log.level, fresh.log.format)
         # 3. Say what changed.

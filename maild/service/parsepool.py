@@ -106,7 +106,9 @@ def _child_main(
     memory_mb: int = 256,
 ) -> None:
     """Child loop: receive flags and raw bytes, send back a ParsedMessage or an error."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    # The parent decides when we stop (systemd signals the whole control group).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     if setup is not None:
         setup()
     limits = limits or ParseLimits()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 from maild.clock import SystemClock
 from maild.config.settings import Settings
 from maild.log import setup_logging
+from maild.service.children import child_setup, parent_alive
 from maild.service.sender import Sender, transport_from_settings
 from maild.store.db import make_engine, session_factory
 
@@ -45,7 +45,7 @@ def _child_main(
     conn: Connection,
     parent_pid: int,
 ) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    child_setup()  # SIGTERM is the parent's; ends with its parent
     setup_logging(settings.log.level, settings.log.format)
     engine = make_engine(settings.database.url)
     sender = Sender(
@@ -54,7 +54,7 @@ def _child_main(
     conn.send(READY)
     first = True
     try:
-        while not stopping.is_set() and _alive(parent_pid):
+        while not stopping.is_set() and parent_alive(parent_pid):
             if not first and wake.wait(interval) and settle:
                 stopping.wait(settle)
             first = False
@@ -77,16 +77,6 @@ def _child_main(
         sender.transport.close()
         engine.dispose()
         conn.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - someone else's pid now
-        return False
-    return True
 
 
 class SenderProcess:
@@ -156,9 +146,9 @@ class SenderProcess:
         self._reader.join(1.0)
         return not self._process.is_alive()
 
-    def healthy(self) -> bool:
+    def healthy(self, stuck_after: float = STUCK_AFTER_SECONDS) -> bool:
         busy = self._busy.value
-        stuck = busy > 0 and time.monotonic() - busy > STUCK_AFTER_SECONDS
+        stuck = busy > 0 and time.monotonic() - busy > stuck_after
         return self._process.is_alive() and not stuck
 
     def _read(self) -> None:

@@ -346,6 +346,32 @@ class Worker:
             self._log(row, decision, ticket_id)
         return results
 
+    def finish_interrupted(self, budget: float = 10.0) -> int:
+        """Before accepting mail: process what a crash interrupted (each alone).
+
+        A message that was in hand when the previous run died is retried
+        before new mail competes for the worker, so one that was merely
+        unlucky is done, and only one that kills the daemon again and again
+        is charged its attempts (and quarantined).
+        """
+        interrupted = select(Inbound.id).where(
+            Inbound.status == InboundStatus.PENDING,
+            or_(Inbound.attempts > 0, Inbound.error.is_not(None)),
+        )
+        deadline = time.monotonic() + budget
+        done = 0
+        while time.monotonic() < deadline:
+            with self.sessions() as session:
+                if session.scalar(interrupted.limit(1)) is None:
+                    break
+            batch = self.run_batch()
+            if not batch:
+                break
+            done += len(batch)
+        if done:
+            log.info("processed %d message(s) interrupted by the previous run", done)
+        return done
+
     def drain(self) -> list[Processed]:
         """Process until nothing is pending (burst mode, for the CLI and tests).
 

@@ -159,6 +159,16 @@ CHECKPOINT_SECONDS = 0.5
 CHECKPOINT_BACKSTOP_PAGES = 16384
 
 
+def checkpoint_late(engine: Engine) -> None:
+    """`engine`'s commits leave the WAL to a `Checkpointer` (up to the backstop)."""
+
+    @event.listens_for(engine, "connect")
+    def _writers_checkpoint_late(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BACKSTOP_PAGES}")
+
+    engine.dispose()  # connections made before this listener get it too
+
+
 class Checkpointer:
     """Copies SQLite's WAL into the database from a thread of its own.
 
@@ -180,11 +190,7 @@ class Checkpointer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-        @event.listens_for(engine, "connect")
-        def _writers_checkpoint_late(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BACKSTOP_PAGES}")
-
-        engine.dispose()  # connections made before this listener get it too
+        checkpoint_late(engine)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
