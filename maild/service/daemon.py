@@ -136,7 +136,9 @@ class Daemon:
         # Reads the configuration again on SIGHUP (the CLI adds its --log-level).
         self.config = config
         self.clock = clock or SystemClock()
-        self.engine: Engine = open_or_create(settings.database.url)
+        # Intake's commits take SQLite's write lock the moment the worker or
+        # sender process lets it go.
+        self.engine: Engine = open_or_create(settings.database.url, prompt=True)
         guard_secret(settings.helpdesk.secret_file, self.engine)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         # SQLite: the WAL is copied back beside intake, not in its commits.

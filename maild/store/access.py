@@ -74,9 +74,11 @@ def open_existing(url: str) -> Engine:
     return engine
 
 
-def open_or_create(url: str) -> Engine:
-    """An engine on the database, created (or refused when behind) as ``maild serve`` does."""
-    engine = make_engine(url)
+def open_or_create(url: str, *, prompt: bool = False) -> Engine:
+    """An engine on the database, created (or refused when behind) as ``maild serve`` does.
+
+    `prompt`: see `maild.store.db.make_engine`."""
+    engine = make_engine(url, prompt=prompt)
     try:
         try:
             ensure_schema(engine)
