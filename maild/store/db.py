@@ -5,7 +5,9 @@ foreign keys on; every transaction starts with ``BEGIN IMMEDIATE`` so a writer
 never fails half-way on a lock upgrade. Within one process the threads take
 turns for that write lock in arrival order (`FairLock`): SQLite's own busy
 handler polls with sleeps of up to 100 ms, which under steady intake starved
-the worker for seconds. PostgreSQL gets the same models and
+the worker for seconds. Across processes the daemon's engine looks for the
+lock every 0.5 ms (`make_engine(prompt=True)`), so intake's commits follow the
+worker and sender processes' transactions at once. PostgreSQL gets the same models and
 migrations; row claims use ``FOR UPDATE SKIP LOCKED`` there.
 """
 
