@@ -1,9 +1,9 @@
 """What the daemon's child processes (worker, sender) do alike.
 
 They ignore SIGTERM and SIGINT: systemd's stop signals every process of the
-service at once (``KillMode=control-group``), and the daemon decides when, and
-in which order, its children stop (the worker finishes what was answered
-``250`` before the sender goes).
+service at once (``KillMode=control-group``), and the daemon decides when its
+children stop: after the intake has drained and committed what it answered
+``250``, and after the step the worker owes that mail.
 
 They end with the daemon: each step they look whether it still runs
 (`parent_alive`). A child whose daemon was killed outright finishes the step
@@ -13,8 +13,15 @@ next start took back is skipped by the old claimant).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+from multiprocessing.connection import Connection
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+READY = ("ready",)  # a child's first message: set up, the daemon may go on
 
 
 def child_setup() -> None:
@@ -30,3 +37,16 @@ def parent_alive(pid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def wait_ready(conn: Connection, process: Any, name: str, seconds: float) -> None:
+    """Wait until the child says `READY` on `conn`, at most `seconds`. A child
+    that dies starting, or is slow, is logged; `/healthz` reports a dead one."""
+    try:
+        if not conn.poll(seconds):
+            log.warning("%s process still starting after %.0f s", name, seconds)
+        elif conn.recv() != READY:
+            log.error("%s process: unexpected first message", name)
+    except (EOFError, OSError):
+        process.join(1)
+        log.error("%s process exited while starting (status %s)", name, process.exitcode)

@@ -32,7 +32,6 @@ import os
 import pickle
 import queue
 import resource
-import signal
 import sys
 import threading
 import time
@@ -47,6 +46,7 @@ from maild.errors import PermanentError
 from maild.mail.limits import ParseLimits
 from maild.mail.parse import ParsedMessage, parse
 from maild.pipeline.triage import Rulebook, classify_with
+from maild.service.children import child_setup
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,7 @@ def _child_main(
     memory_mb: int = 256,
 ) -> None:
     """Child loop: receive flags and raw bytes, send back a ParsedMessage or an error."""
-    # The parent decides when we stop (systemd signals the whole control group).
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    child_setup()  # SIGTERM is the daemon's to act on (maild.service.children)
     if setup is not None:
         setup()
     limits = limits or ParseLimits()

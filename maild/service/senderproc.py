@@ -23,7 +23,7 @@ from typing import Any
 from maild.clock import SystemClock
 from maild.config.settings import Settings
 from maild.log import setup_logging
-from maild.service.children import child_setup, parent_alive
+from maild.service.children import READY, child_setup, parent_alive, wait_ready
 from maild.service.sender import Sender, transport_from_settings
 from maild.store.db import make_engine, session_factory
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 STUCK_AFTER_SECONDS = 300.0
 START_SECONDS = 60.0  # for the child to import and set up before the daemon is ready
-READY = ("ready",)
 
 
 def _child_main(
@@ -45,7 +44,7 @@ def _child_main(
     conn: Connection,
     parent_pid: int,
 ) -> None:
-    child_setup()  # SIGTERM is the parent's; ends with its parent
+    child_setup()  # SIGTERM is the daemon's to act on
     setup_logging(settings.log.level, settings.log.format)
     engine = make_engine(settings.database.url)
     sender = Sender(
@@ -126,14 +125,7 @@ class SenderProcess:
         first mail. A child that dies starting is reported by `healthy`."""
         self._process.start()
         self._child_conn.close()
-        try:
-            if not self._stats.poll(START_SECONDS):
-                log.warning("sender process still starting after %.0f s", START_SECONDS)
-            elif self._stats.recv() != READY:
-                log.error("sender process: unexpected first message")
-        except (EOFError, OSError):
-            self._process.join(1)
-            log.error("sender process exited while starting (status %s)", self._process.exitcode)
+        wait_ready(self._stats, self._process, "sender", START_SECONDS)
         self._reader.start()
 
     def stop(self, timeout: float = 10.0) -> bool:
@@ -154,8 +146,11 @@ class SenderProcess:
     def _read(self) -> None:
         while True:
             try:
-                sent, retried, dead = self._stats.recv()
+                stats = self._stats.recv()
             except (EOFError, OSError):
                 return
+            if stats == READY:  # after a slow start
+                continue
+            sent, retried, dead = stats
             if self._on_stats is not None:
                 self._on_stats(sent, retried, dead)

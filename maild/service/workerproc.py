@@ -38,7 +38,7 @@ from maild.desk.apply import Applier
 from maild.log import setup_logging
 from maild.mail.render import Renderer
 from maild.pipeline.triage import reload_rules
-from maild.service.children import child_setup, parent_alive
+from maild.service.children import READY, child_setup, parent_alive, wait_ready
 from maild.service.loop import Loop
 from maild.service.parsepool import ParsePool
 from maild.service.worker import Processed, Worker
@@ -47,7 +47,6 @@ from maild.store.db import checkpoint_late, is_sqlite, make_engine, session_fact
 log = logging.getLogger(__name__)
 
 START_SECONDS = 60.0  # for the child to import, set up and finish interrupted work
-READY = ("ready",)
 
 # What the parent hears of each processed message: (source, outcome, seconds
 # from receipt to processing or None); outcome is "deferred" or "failed" when
@@ -85,7 +84,7 @@ def _child_main(
     control: Connection,
     parent_pid: int,
 ) -> None:
-    child_setup()  # SIGTERM is the parent's; ends with its parent
+    child_setup()  # SIGTERM is the daemon's to act on
     setup_logging(settings.log.level, settings.log.format)
     engine = make_engine(settings.database.url)
     if is_sqlite(engine):
@@ -104,19 +103,21 @@ def _child_main(
     out.send(READY)
 
     def reload(fresh: Settings) -> None:
+        """As the daemon's SIGHUP: everything prepared first, then applied."""
         old = worker.settings
         try:
-            renderer.use(renderer.prepare(fresh.templates.directory))
+            templates = renderer.prepare(fresh.templates.directory)
             rules = reload_rules(fresh)
-            applier.settings = fresh
             agents.install(sessions, applier, fresh.agents)
-            worker.rules = rules
-            parser.set_rules(rules)
-            worker.settings = fresh
-            if (fresh.log.level, fresh.log.format) != (old.log.level, old.log.format):
-                setup_logging(fresh.log.level, fresh.log.format)
-        except Exception:  # the parent checked it; a failure here keeps the rest as it was
-            log.exception("worker process: reloading the configuration failed")
+        except Exception:  # the daemon checked the same; keep the old one
+            log.exception("worker process: the reloaded configuration failed; keeping the old")
+            return
+        renderer.use(templates)
+        worker.rules = rules
+        parser.set_rules(rules)
+        worker.settings = applier.settings = fresh
+        if (fresh.log.level, fresh.log.format) != (old.log.level, old.log.format):
+            setup_logging(fresh.log.level, fresh.log.format)
 
     def step() -> bool:
         if not parent_alive(parent_pid):
@@ -186,14 +187,7 @@ class WorkerProcess:
         log.info("worker process started (pid %s)", self._process.pid)
         for end in self._child_ends:
             end.close()
-        try:
-            if not self._reports.poll(START_SECONDS):
-                log.warning("worker process still starting after %.0f s", START_SECONDS)
-            elif self._reports.recv() != READY:
-                log.error("worker process: unexpected first message")
-        except (EOFError, OSError):
-            self._process.join(1)
-            log.error("worker process exited while starting (status %s)", self._process.exitcode)
+        wait_ready(self._reports, self._process, "worker", START_SECONDS)
         self._reader.start()
 
     def reload(self, settings: Settings) -> None:
@@ -232,5 +226,5 @@ class WorkerProcess:
                 batch = self._reports.recv()
             except (EOFError, OSError):
                 return
-            if self._on_reports is not None:
+            if self._on_reports is not None and batch != READY:  # READY: a slow start
                 self._on_reports(batch)

@@ -137,7 +137,8 @@ def _begin_promptly(dbapi_conn: sqlite3.Connection) -> None:
                 return
             except sqlite3.OperationalError as exc:
                 waited = time.monotonic() - started
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or waited > _LOCK_TIMEOUT:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # and BUSY_RECOVERY
+                if not busy or waited > _LOCK_TIMEOUT:
                     raise
                 time.sleep(_POLL_FIRST if waited < _POLL_SWITCH else _POLL_LATER)
     finally:

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 from maild.service import daemon as daemon_module
 from tests.integration.test_smtp_intake import send, wait_until
 from tests.support.desk import make_message, read_maildir
+from tests.support.serveproc import healthz
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -113,14 +114,6 @@ def test_healthz_fails_when_a_thread_died(sqlite_url, daemon_factory):
         assert json.loads(exc.read())["checks"]["worker"] is False
 
 
-def _healthz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 @pytest.fixture
 def pg_url(_postgres) -> Iterator[str]:
     name = _postgres.create()
@@ -135,15 +128,15 @@ def test_healthz_fails_while_a_thread_is_stuck_and_recovers(pg_url, daemon_facto
     monkeypatch.setattr(daemon_module, "STUCK_AFTER_SECONDS", 1.0)
     running = daemon_factory(pg_url)
     port = running.daemon.http.port
-    assert _healthz(port)[0] == 200
+    assert healthz(port)[0] == 200
     engine = create_engine(pg_url)
     try:
         with engine.begin() as conn:
             conn.execute(text("LOCK TABLE inbound IN ACCESS EXCLUSIVE MODE"))
-            status, body = wait_until(lambda: (r := _healthz(port))[0] == 503 and r, timeout=30)
+            status, body = wait_until(lambda: (r := healthz(port))[0] == 503 and r, timeout=30)
             assert body["checks"]["worker"] is False and body["checks"]["database"] is True
         # The lock is gone: the worker goes on, and so does the answer.
-        wait_until(lambda: _healthz(port)[0] == 200, timeout=30)
+        wait_until(lambda: healthz(port)[0] == 200, timeout=30)
     finally:
         engine.dispose()
 
@@ -153,11 +146,11 @@ def test_healthz_answers_while_another_program_holds_the_write_lock(sqlite_url, 
     long `maild contact erase`) for SQLite's busy timeout (60 s)."""
     running = daemon_factory(sqlite_url)
     port = running.daemon.http.port
-    assert _healthz(port)[0] == 200
+    assert healthz(port)[0] == 200
     writer = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=1, isolation_level=None)
     try:
         writer.execute("BEGIN IMMEDIATE")  # holds the write lock, as another program may
-        status, body = _healthz(port)  # (urlopen gives up after 10 s)
+        status, body = healthz(port)  # (urlopen gives up after 10 s)
         assert status == 200 and body["checks"]["database"] is True
     finally:
         writer.execute("ROLLBACK")

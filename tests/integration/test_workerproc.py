@@ -6,12 +6,9 @@ process of the service) cuts nothing short, and a dead worker is seen by
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from sqlalchemy import text
@@ -19,7 +16,7 @@ from sqlalchemy import text
 from maild.store.db import make_engine
 from tests.integration.test_smtp_intake import counts, send
 from tests.support.desk import make_message
-from tests.support.serveproc import ServeProcess, base_sections
+from tests.support.serveproc import ServeProcess, base_sections, healthz
 from tests.support.waiting import wait_until
 
 
@@ -38,14 +35,6 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def _healthz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def _statuses(db_url: str) -> list[tuple[str, int]]:
@@ -88,9 +77,9 @@ def test_healthz_sees_a_dead_worker_process(sqlite_url, tmp_path):
     try:
         serve.start()
         port = serve.metrics_port()
-        assert _healthz(port)[0] == 200
+        assert healthz(port)[0] == 200
         os.kill(_worker_pid(serve.log_path), signal.SIGKILL)
-        status, body = wait_until(lambda: (r := _healthz(port))[0] == 503 and r, timeout=30)
+        status, body = wait_until(lambda: (r := healthz(port))[0] == 503 and r, timeout=30)
         assert body["checks"]["worker"] is False
     finally:
         serve.close()

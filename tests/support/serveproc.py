@@ -13,6 +13,7 @@ until it gets a 250, the way an MTA does.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,6 +22,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -269,3 +272,12 @@ def send_until_accepted(
             pass
         time.sleep(retry_pause)
     return False, attempts
+
+
+def healthz(port: int) -> tuple[int, dict[str, Any]]:
+    """``/healthz`` on `port`: the status and the body it answered."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
