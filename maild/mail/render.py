@@ -9,6 +9,9 @@ English. `Renderer.reload()` (SIGHUP) builds a fresh environment.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from maild import __version__
 from maild.config.settings import Settings
 from maild.errors import ConfigError
 from maild.mail.dates import (
@@ -48,6 +52,67 @@ TEMPLATES = (
     "reply", "resolved", "sla_breach", "sla_warning", "status", "waiting_reminder",
     "watcher_removed", "digest", "weekly_report", "web_login",
 )  # fmt: skip
+
+
+log = logging.getLogger(__name__)
+
+
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Jinja's cache of compiled templates, which can only make a start faster.
+
+    A template is compiled again when its source changed (Jinja keeps a
+    checksum of it). A cache file that cannot be read or written is the same
+    as no cache: the template is compiled, and nothing fails.
+    """
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except (OSError, ValueError, EOFError):
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError as exc:
+            log.debug("template cache not written: %s", exc)
+
+
+def bytecode_cache(**options: Any) -> jinja2.BytecodeCache | None:
+    """Where compiled templates are kept between runs (compiling all of them
+    is half a second of every start, bench/run.py).
+
+    The folder is systemd's ``CacheDirectory=`` (``$CACHE_DIRECTORY``), else
+    Jinja's own folder for this user in the temporary directory, which Jinja
+    creates 0700 and refuses when another user owns it. The file names carry
+    maild's version and the environment's `options`, which change what a
+    template compiles to. None (no cache) when there is no such folder.
+    """
+    tag = hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()[:12]
+    pattern = f"maild-{__version__}-{tag}-%s.cache"
+    try:
+        where = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+        if where:
+            folder = Path(where) / "templates"
+            folder.mkdir(mode=0o700, exist_ok=True)
+            return _BytecodeCache(str(folder), pattern)
+        return _BytecodeCache(None, pattern)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: Jinja found no safe folder
+        log.debug("no template cache: %s", exc)
+        return None
+
+
+class _Environment(jinja2.Environment):
+    """Each template's globals in one dict, not a ChainMap over the environment's.
+
+    Jinja copies a template's globals into every render's context, and copying
+    a ChainMap walks all of its maps: a third of rendering an acknowledgement
+    (bench/run.py). maild sets its globals before it loads a template and never
+    after, so a copy made at load time is the same.
+    """
+
+    def make_globals(self, d: Any) -> Any:
+        return dict(super().make_globals(d))
 
 
 @dataclass(frozen=True)
@@ -123,15 +188,15 @@ class Renderer:
         self._languages = load_languages(self._languages_dir)
         set_styles(styles_from(self._languages))
         paths = [str(p) for p in (override_dir, builtin_templates_dir()) if p is not None]
-        env = jinja2.Environment(
+        options = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
+        env = _Environment(
             loader=jinja2.FileSystemLoader(paths),
             autoescape=_autoescape,
             undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
             auto_reload=False,
             cache_size=-1,
+            bytecode_cache=bytecode_cache(kind="mail", **options),
+            **options,
         )
         env.template_class = _Template
         env.filters["when"] = jinja2.pass_context(

@@ -20,7 +20,7 @@ import jinja2
 
 from maild.errors import ConfigError
 from maild.mail.dates import format_when
-from maild.mail.render import builtin_templates_dir
+from maild.mail.render import builtin_templates_dir, bytecode_cache
 
 LANGUAGES = ("en", "fi")
 
@@ -67,13 +67,13 @@ class Pages:
 
     def __init__(self, timezone: str = "UTC") -> None:
         self.timezone = timezone
+        options = {"autoescape": True, "trim_blocks": True, "lstrip_blocks": True}
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(web_dir())),
-            autoescape=True,
             undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
             auto_reload=False,
+            bytecode_cache=bytecode_cache(kind="web", **options),
+            **options,
         )
         self.env.filters["when"] = jinja2.pass_context(
             lambda ctx, value: self.when(value, ctx.get("lang", "en"))
