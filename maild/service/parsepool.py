@@ -23,9 +23,11 @@ CPU and memory budget (tests, debugging).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import errno
+import itertools
 import logging
 import multiprocessing
 import os
@@ -56,6 +58,12 @@ FLAG_SALVAGE = 2
 FLAG_RULES = 4  # not a message: the triage rules to classify with from now on
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _SLICE = 0.1
+# Messages in a child's pipe at once (the one it parses and those behind it),
+# and the bytes behind the first: small enough that sending never waits for
+# the child to read (a socket buffer holds about 200 KB).
+PIPELINE_DEPTH = 4
+PIPELINE_BYTES = 48 * 1024
+SWITCH_INTERVAL = 0.001  # seconds: see ParsePool.start
 _MAIN_LOCK = threading.Lock()
 
 
@@ -221,9 +229,11 @@ class _Child:
 class ParsePool:
     """A fixed set of parse processes fed from one queue.
 
-    Each process has a thread of ours that hands it one message at a time and
-    waits (GIL released) for the answer, so the worker thread can submit a
-    whole batch and apply the first messages while the rest are being parsed.
+    Each process has a thread of ours that hands it messages and waits (GIL
+    released) for the answers, so the worker thread can submit a whole batch
+    and apply the first messages while the rest are being parsed. A process
+    has the message it parses and up to three small ones behind it in its pipe,
+    so it goes on parsing while its thread waits for the GIL (`_serve`).
     """
 
     def __init__(
@@ -275,6 +285,12 @@ class ParsePool:
 
     def start(self) -> None:
         """Start the processes now (the daemon does, before it takes work)."""
+        if self.size > 0:
+            # A thread that holds the GIL keeps it for up to the switch
+            # interval (5 ms) before a feeding thread that waits for it gets
+            # a turn; with the worker's thread busy, each child then waited
+            # for its next message (bench/run.py).
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         with self._lock:
             while len(self._threads) < self.size:
                 ready = threading.Event()
@@ -323,55 +339,99 @@ class ParsePool:
             yield future.result()
 
     def _serve(self, ready: threading.Event) -> None:
+        """Feed one child: the message it parses and, behind it, up to
+        `PIPELINE_DEPTH` - 1 small ones already in its pipe.
+
+        This thread needs the GIL to take an answer and send the next message,
+        and a busy worker thread holds it for up to 5 ms at a time: a child
+        given one message at a time waited that long after each answer, and
+        the worker then waited for the parses (a seventh of ``maild import``,
+        bench/run.py). Answers come in the order the messages were sent; the
+        one parsed when a child dies or runs out of its budget is the oldest
+        unanswered, and those behind it are sent again to its successor.
+        """
         child: _Child | None = None
+        sent: collections.deque[Any] = collections.deque()  # in the child's pipe, in order
+        held: collections.deque[Any] = collections.deque()  # taken from the queue, not sent
+        stopping = False
         try:
             child = _Child(self._ctx, self._setup, self)
             ready.set()
             while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    return
-                raw, flags, recipient, future = item
-                result: Result | None = None
-                first_error = ""
-                for attempt_flags in (flags, flags | FLAG_SALVAGE):
-                    if child is None or not child.process.is_alive():
+                while len(sent) < PIPELINE_DEPTH:
+                    if held:
+                        item = held[0]
+                    elif stopping:
+                        break
+                    else:
+                        try:
+                            item = self._queue.get(block=not sent)
+                        except queue.Empty:
+                            break
+                        if item is _STOP:
+                            stopping = True
+                            break
+                        held.append(item)
+                    behind = itertools.islice(sent, 1, None)  # the ones queued in the pipe
+                    if sent and len(item[0]) + sum(len(i[0]) for i in behind) > PIPELINE_BYTES:
+                        break  # a big one waits until the child's pipe is empty
+                    if child is None or (not sent and not child.process.is_alive()):
                         if child is not None:
                             child.kill()
                         child = _Child(self._ctx, self._setup, self)
-                    result, dead = self._ask(child, raw, attempt_flags, recipient)
-                    if dead:
-                        child.kill()
-                        child = None
-                        self.restarts += 1
-                        if not attempt_flags & FLAG_SALVAGE:
-                            first_error = str(result)
-                            continue  # over its budget: once more, keeping only the words
-                        result = PermanentError(f"{first_error}; salvage: {result}")
-                    break
-                future.set_result(result)
+                    if not self._send(child, item[0], item[1], item[2]) and sent:
+                        break  # it is gone: the answers before it tell how
+                    sent.append(held.popleft())
+                if not sent:
+                    if stopping and not held:
+                        return
+                    continue
+                raw, flags, recipient, future = sent[0]
+                assert child is not None
+                result, dead = self._answer(child)
+                if not dead:
+                    sent.popleft()
+                    future.set_result(result)
+                    continue
+                # The oldest unanswered message killed the child (or broke its
+                # budget): once more in salvage mode, alone, in a new child.
+                child.kill()
+                self.restarts += 1
+                held.extendleft(reversed(list(sent)[1:]))  # not charged: sent again
+                sent.clear()
+                child = _Child(self._ctx, self._setup, self)
+                salvage, dead = self._ask(child, raw, flags | FLAG_SALVAGE, recipient)
+                if dead:
+                    child.kill()
+                    child = None
+                    self.restarts += 1
+                    salvage = PermanentError(f"{result}; salvage: {salvage}")
+                future.set_result(salvage)
         finally:
             if child is not None:
                 child.kill()
 
-    def _ask(
-        self, child: _Child, raw: bytes, flags: int = 0, recipient: str = ""
-    ) -> tuple[Result, bool]:
-        """Send one message; (result, whether the child must be replaced)."""
+    def _send(self, child: _Child, raw: bytes, flags: int, recipient: str) -> bool:
+        """Put one message into `child`'s pipe (with the triage rules first when
+        it lacks them); False when the child is gone."""
         try:
-            try:
-                rules = self._rules
-                if rules is not None and child.rules_token != rules[0]:
-                    child.conn.send_bytes(bytes((FLAG_RULES,)))
-                    child.conn.send_bytes(rules[1])
-                    child.rules_token = rules[0]
-                child.conn.send_bytes(bytes((flags,)) + recipient.encode("utf-8", "replace"))
-                child.conn.send_bytes(raw)
-            except OSError:
-                # The child may have refused the message (its memory budget)
-                # before we finished writing it: its answer is in the pipe.
-                if not child.conn.poll(1):
-                    raise
+            rules = self._rules
+            if rules is not None and child.rules_token != rules[0]:
+                child.conn.send_bytes(bytes((FLAG_RULES,)))
+                child.conn.send_bytes(rules[1])
+                child.rules_token = rules[0]
+            child.conn.send_bytes(bytes((flags,)) + recipient.encode("utf-8", "replace"))
+            child.conn.send_bytes(raw)
+            return True
+        except OSError:
+            # The child may have refused the message (its memory budget)
+            # before we finished writing it: its answer is in the pipe.
+            return False
+
+    def _answer(self, child: _Child) -> tuple[Result, bool]:
+        """The answer to the oldest message in `child`'s pipe; (result, whether
+        the child must be replaced). Its CPU time is watched while it works."""
+        try:
             started = time.monotonic()
             # Most parses answer at once; a long one has its CPU time watched.
             while not child.conn.poll(_SLICE if child.cpu_mark else 0.02):
@@ -401,6 +461,18 @@ class ParsePool:
         if isinstance(answer, tuple) and answer and answer[0] == "permanent":
             return PermanentError(answer[1]), False
         return answer, False
+
+    def _ask(
+        self, child: _Child, raw: bytes, flags: int = 0, recipient: str = ""
+    ) -> tuple[Result, bool]:
+        """Send one message and wait for its answer; (result, whether the child
+        must be replaced)."""
+        if not self._send(child, raw, flags, recipient) and not child.conn.poll(1):
+            child.process.join(1)
+            code = child.process.exitcode
+            log.error("parser process died (exit status %s)", code)
+            return PermanentError(f"the parser process died (exit status {code})"), True
+        return self._answer(child)
 
     def close(self) -> None:
         with self._lock:

@@ -72,6 +72,21 @@ def test_a_hanging_or_crashing_message_costs_only_itself():
     assert pool.restarts == 4
 
 
+def test_messages_queued_behind_a_crash_are_parsed_by_the_next_child_uncharged():
+    # One child: the messages after CRASH wait in its pipe when it dies.
+    pool = ParsePool(1, timeout=4.0, setup=_hang_on_marker)
+    batch = [*MESSAGES[:2], make_message(subject="CRASH"), *MESSAGES[2:8]]
+    try:
+        futures = [pool.submit(raw) for raw in batch]
+        results = [f.result(timeout=60) for f in futures]
+    finally:
+        pool.close()
+    assert isinstance(results[2], PermanentError) and "died" in str(results[2])
+    others = [r for i, r in enumerate(results) if i != 2]
+    assert [r.subject for r in others] == [f"message {i}" for i in range(8)]
+    assert pool.restarts == 2  # the crash, and its salvage attempt: nothing else
+
+
 def test_inline_mode_parses_in_the_calling_thread():
     pool = ParsePool(0)
     assert [r.subject for r in pool.parse_many(MESSAGES[:2])] == ["message 0", "message 1"]
