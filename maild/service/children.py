@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -50,3 +52,23 @@ def wait_ready(conn: Connection, process: Any, name: str, seconds: float) -> Non
     except (EOFError, OSError):
         process.join(1)
         log.error("%s process exited while starting (status %s)", name, process.exitcode)
+
+
+def healthy(process: Any, busy: Any, stuck_after: float) -> bool:
+    """The child runs and is not stuck: `busy` (a shared double) holds the
+    monotonic time its step began, 0 between steps."""
+    began = busy.value
+    stuck = began > 0 and time.monotonic() - began > stuck_after
+    return bool(process.is_alive()) and not stuck
+
+
+def read_reports(conn: Connection, handle: Callable[[Any], None] | None) -> None:
+    """A reader thread's loop: each report from the child to `handle`, until
+    the child's end of `conn` closes. A `READY` after a slow start is skipped."""
+    while True:
+        try:
+            report = conn.recv()
+        except (EOFError, OSError):
+            return
+        if report != READY and handle is not None:
+            handle(report)

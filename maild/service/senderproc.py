@@ -23,7 +23,14 @@ from typing import Any
 from maild.clock import SystemClock
 from maild.config.settings import Settings
 from maild.log import setup_logging
-from maild.service.children import READY, child_setup, parent_alive, wait_ready
+from maild.service.children import (
+    READY,
+    child_setup,
+    healthy,
+    parent_alive,
+    read_reports,
+    wait_ready,
+)
 from maild.service.sender import Sender, transport_from_settings
 from maild.store.db import make_engine, session_factory
 
@@ -113,7 +120,8 @@ class SenderProcess:
             daemon=True,
         )
         self._child_conn = child_conn
-        self._reader = threading.Thread(target=self._read, name="sender-stats", daemon=True)
+        self._reader = threading.Thread(target=read_reports, args=(self._stats, self._stats_of),
+                                        name="sender-stats", daemon=True)  # fmt: skip
 
     def set_instance(self, instance_id: int) -> None:
         self._instance.value = instance_id
@@ -139,18 +147,8 @@ class SenderProcess:
         return not self._process.is_alive()
 
     def healthy(self, stuck_after: float = STUCK_AFTER_SECONDS) -> bool:
-        busy = self._busy.value
-        stuck = busy > 0 and time.monotonic() - busy > stuck_after
-        return self._process.is_alive() and not stuck
+        return healthy(self._process, self._busy, stuck_after)
 
-    def _read(self) -> None:
-        while True:
-            try:
-                stats = self._stats.recv()
-            except (EOFError, OSError):
-                return
-            if stats == READY:  # after a slow start
-                continue
-            sent, retried, dead = stats
-            if self._on_stats is not None:
-                self._on_stats(sent, retried, dead)
+    def _stats_of(self, report: tuple[int, int, int]) -> None:
+        if self._on_stats is not None:
+            self._on_stats(*report)

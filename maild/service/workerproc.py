@@ -38,7 +38,14 @@ from maild.desk.apply import Applier
 from maild.log import setup_logging
 from maild.mail.render import Renderer
 from maild.pipeline.triage import reload_rules
-from maild.service.children import READY, child_setup, parent_alive, wait_ready
+from maild.service.children import (
+    READY,
+    child_setup,
+    healthy,
+    parent_alive,
+    read_reports,
+    wait_ready,
+)
 from maild.service.loop import Loop
 from maild.service.parsepool import ParsePool
 from maild.service.worker import Processed, Worker
@@ -167,7 +174,6 @@ class WorkerProcess:
         self.in_data = self._shared.in_data  # the intake keeps it current
         self._reports, child_out = ctx.Pipe(duplex=False)
         child_control, self._control = ctx.Pipe(duplex=False)
-        self._on_reports = on_reports
         self._process = ctx.Process(
             target=_child_main,
             args=(settings, interval, self._shared, child_out, child_control, os.getpid()),
@@ -175,7 +181,8 @@ class WorkerProcess:
             daemon=False,  # it has children of its own (the parse processes)
         )
         self._child_ends = (child_out, child_control)
-        self._reader = threading.Thread(target=self._read, name="worker-reports", daemon=True)
+        self._reader = threading.Thread(target=read_reports, args=(self._reports, on_reports),
+                                        name="worker-reports", daemon=True)  # fmt: skip
 
     def set_instance(self, instance_id: int) -> None:
         self._shared.instance.value = instance_id
@@ -216,15 +223,4 @@ class WorkerProcess:
         return ended
 
     def healthy(self, stuck_after: float) -> bool:
-        busy = self._shared.busy.value
-        stuck = busy > 0 and time.monotonic() - busy > stuck_after
-        return self._process.is_alive() and not stuck
-
-    def _read(self) -> None:
-        while True:
-            try:
-                batch = self._reports.recv()
-            except (EOFError, OSError):
-                return
-            if self._on_reports is not None and batch != READY:  # READY: a slow start
-                self._on_reports(batch)
+        return healthy(self._process, self._shared.busy, stuck_after)
