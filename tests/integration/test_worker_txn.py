@@ -1,0 +1,70 @@
+"""The worker applies each message when its parse is ready, not a whole
+transaction's parses first, and never holds the database's write lock
+waiting for a slow parse (maild.service.worker.IN_TXN_PARSE_WAIT)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+
+from sqlalchemy import func, select
+
+from maild.store.models import Ticket
+from tests.support.desk import Desk, make_message, make_settings
+
+
+def _tickets(desk: Desk) -> int:
+    with desk.sessions() as session:
+        return session.scalar(select(func.count()).select_from(Ticket)) or 0
+
+
+def _wait_until(check, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def test_messages_before_a_slow_parse_are_committed_while_it_is_parsed(sqlite_url, tmp_path):
+    """Three new messages in one batch; the third's parse is held back. The
+    first two are tickets (committed, visible to everyone) while it waits, and
+    intake can store a new message meanwhile: nobody waits for one slow parse."""
+    desk = Desk(make_settings(tmp_path, sqlite_url, worker={"parse_processes": 1}))
+    release = threading.Event()
+    real_submit = desk.parser.submit
+
+    def submit(raw: bytes, *args, **kwargs) -> Future:
+        future = real_submit(raw, *args, **kwargs)
+        if b"slow-one" not in raw:
+            return future
+        held: Future = Future()
+
+        def later() -> None:
+            release.wait(30)
+            held.set_result(future.result())
+
+        threading.Thread(target=later, daemon=True).start()
+        return held
+
+    desk.parser.submit = submit  # type: ignore[method-assign]
+    try:
+        for n, name in enumerate(("first", "second", "slow-one")):
+            desk.deliver(make_message(subject=f"Printer {name}", message_id=f"<{name}@example.org>",
+                                      sender=f"User {n} <user{n}@example.org>"))  # fmt: skip
+        worker = threading.Thread(target=desk.worker.run_batch)
+        worker.start()
+        try:
+            assert _wait_until(lambda: _tickets(desk) == 2), "the ready messages waited"
+            # The write lock is free while the third is parsed: intake stores.
+            started = time.monotonic()
+            assert not desk.deliver(make_message(message_id="<new@example.org>")).duplicate
+            assert time.monotonic() - started < 2.0
+        finally:
+            release.set()
+            worker.join(30)
+        assert _tickets(desk) == 3
+    finally:
+        desk.close()
