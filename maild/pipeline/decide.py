@@ -478,6 +478,8 @@ def _reply_notices(
         assignee_id=ticket.assignee,
         security=ticket.security,
     )
+    if not audience:  # no agent to tell (no tier group configured): no summary to make
+        return ()
     # What they wrote, without the mail they quote (the head only: it is untrusted input).
     said = (
         strip_reply(msg.text[:SUMMARY_SCAN_CHARS], phrases(settings.languages.directory))
