@@ -357,58 +357,80 @@ class ParsePool:
         held: collections.deque[Any] = collections.deque()  # taken from the queue, not sent
         stopping = False
         try:
-            child = _Child(self._ctx, self._setup, self)
-            ready.set()
-            while True:
-                while len(sent) < PIPELINE_DEPTH:
-                    if held:
-                        item = held[0]
-                    elif stopping:
-                        break
-                    else:
-                        try:
-                            item = self._queue.get(block=not sent)
-                        except queue.Empty:
-                            break
-                        if item is _STOP:
-                            stopping = True
-                            break
-                        held.append(item)
-                    behind = itertools.islice(sent, 1, None)  # the ones queued in the pipe
-                    if sent and len(item[0]) + sum(len(i[0]) for i in behind) > PIPELINE_BYTES:
-                        break  # a big one waits until the child's pipe is empty
-                    if child is None or (not sent and not child.process.is_alive()):
-                        if child is not None:
-                            child.kill()
-                        child = _Child(self._ctx, self._setup, self)
-                    if not self._send(child, item[0], item[1], item[2]) and sent:
-                        break  # it is gone: the answers before it tell how
-                    sent.append(held.popleft())
-                if not sent:
-                    if stopping and not held:
-                        return
-                    continue
-                raw, flags, recipient, future = sent[0]
-                assert child is not None
-                result, dead = self._answer(child)
-                if not dead:
-                    sent.popleft()
-                    future.set_result(result)
-                    continue
-                # The oldest unanswered message killed the child (or broke its
-                # budget): once more in salvage mode, alone, in a new child.
-                child.kill()
-                self.restarts += 1
-                held.extendleft(reversed(list(sent)[1:]))  # not charged: sent again
-                sent.clear()
+            try:
                 child = _Child(self._ctx, self._setup, self)
-                salvage, dead = self._ask(child, raw, flags | FLAG_SALVAGE, recipient)
-                if dead:
+            except Exception:  # the loop below starts one for the first message
+                log.exception("parse pool: a parse process could not be started")
+            finally:
+                ready.set()
+            while True:
+                try:
+                    while len(sent) < PIPELINE_DEPTH:
+                        if held:
+                            item = held[0]
+                        elif stopping:
+                            break
+                        else:
+                            try:
+                                item = self._queue.get(block=not sent)
+                            except queue.Empty:
+                                break
+                            if item is _STOP:
+                                stopping = True
+                                break
+                            held.append(item)
+                        behind = itertools.islice(sent, 1, None)  # the ones queued in the pipe
+                        if sent and len(item[0]) + sum(len(i[0]) for i in behind) > PIPELINE_BYTES:
+                            break  # a big one waits until the child's pipe is empty
+                        if child is None or (not sent and not child.process.is_alive()):
+                            if child is not None:
+                                child.kill()
+                            child = _Child(self._ctx, self._setup, self)
+                        if not self._send(child, item[0], item[1], item[2]) and sent:
+                            break  # it is gone: the answers before it tell how
+                        sent.append(held.popleft())
+                    if not sent:
+                        if stopping and not held:
+                            return
+                        continue
+                    raw, flags, recipient, future = sent[0]
+                    assert child is not None
+                    result, dead = self._answer(child)
+                    if not dead:
+                        sent.popleft()
+                        future.set_result(result)
+                        continue
+                    # The oldest unanswered message killed the child (or broke its
+                    # budget): once more in salvage mode, alone, in a new child.
                     child.kill()
-                    child = None
                     self.restarts += 1
-                    salvage = PermanentError(f"{result}; salvage: {salvage}")
-                future.set_result(salvage)
+                    held.extendleft(reversed(list(sent)[1:]))  # not charged: sent again
+                    sent.clear()
+                    child = _Child(self._ctx, self._setup, self)
+                    salvage, dead = self._ask(child, raw, flags | FLAG_SALVAGE, recipient)
+                    if dead:
+                        child.kill()
+                        child = None
+                        self.restarts += 1
+                        salvage = PermanentError(f"{result}; salvage: {salvage}")
+                    future.set_result(salvage)
+                except Exception as exc:  # a bug of maild's own, not a message's
+                    # Its messages fail now (the worker charges them an
+                    # attempt and tries again) rather than never: a worker
+                    # waiting for them would wait forever.
+                    log.exception("parse pool: feeding a parse process failed; "
+                                  "%d message(s) failed with it", len(sent) + len(held))  # fmt: skip
+                    error = RuntimeError(f"the parse pool failed: {type(exc).__name__}: {exc}")
+                    for item in (*sent, *held):
+                        if not item[3].done():
+                            item[3].set_exception(error)
+                    sent.clear()
+                    held.clear()
+                    if child is not None:
+                        with contextlib.suppress(Exception):
+                            child.kill()
+                        child = None
+                    self.restarts += 1
         finally:
             if child is not None:
                 child.kill()

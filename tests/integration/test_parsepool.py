@@ -169,3 +169,33 @@ def test_triage_is_made_beside_the_parse_and_used_only_with_the_same_rules(tmp_p
     assert parsed_after.pre_triage[2].category == "kitchen"
     # A reply usually threads onto its ticket: not classified beside the parse.
     assert isinstance(parsed_reply, ParsedMessage) and parsed_reply.pre_triage is None
+
+
+def test_a_failure_of_the_feeding_thread_fails_its_messages_instead_of_hanging_them():
+    """A bug of maild's own in the thread that feeds a parse process (here:
+    sending one message raises) fails the messages it had in hand (the
+    worker tries them again), at once, and the pool goes on parsing: nobody
+    waits forever for them."""
+    pool = ParsePool(1)
+    real_send = pool._send
+
+    def send(child, raw, *args):
+        if b"Subject: TRIP" in raw:
+            raise RuntimeError("a bug in the feed")
+        return real_send(child, raw, *args)
+
+    pool._send = send  # type: ignore[method-assign]
+    try:
+        futures = [pool.submit(raw) for raw in
+                   (MESSAGES[0], make_message(subject="TRIP"), MESSAGES[1])]  # fmt: skip
+        outcomes = [f.exception(timeout=15) or f.result() for f in futures]
+        # The pool goes on: the next messages are parsed.
+        later = pool.submit(MESSAGES[2]).result(timeout=15)
+    finally:
+        pool.close()
+    tripped = outcomes[1]
+    assert isinstance(tripped, RuntimeError) and "a bug in the feed" in str(tripped)
+    for outcome, subject in ((outcomes[0], "message 0"), (outcomes[2], "message 1")):
+        # In the pipe with it (failed with it), or parsed.
+        assert isinstance(outcome, RuntimeError) or outcome.subject == subject
+    assert isinstance(later, ParsedMessage) and later.subject == "message 2"

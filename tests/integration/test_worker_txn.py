@@ -10,7 +10,7 @@ from concurrent.futures import Future
 
 from sqlalchemy import func, select
 
-from maild.store.models import Ticket
+from maild.store.models import Inbound, Ticket
 from tests.support.desk import Desk, make_message, make_settings
 
 
@@ -66,5 +66,42 @@ def test_messages_before_a_slow_parse_are_committed_while_it_is_parsed(sqlite_ur
             release.set()
             worker.join(30)
         assert _tickets(desk) == 3
+    finally:
+        desk.close()
+
+
+def test_a_message_whose_parse_failed_in_the_pool_is_tried_again_not_waited_for(
+    sqlite_url, tmp_path
+):
+    """The parse pool fails a message for a bug of its own (not the message's):
+    the worker charges it an attempt and processes it on the next try, and
+    nothing hangs."""
+    desk = Desk(make_settings(tmp_path, sqlite_url, worker={"parse_processes": 1}))
+    real_send = desk.parser._send
+    tripped: list[bytes] = []
+
+    def send(child, raw, *args):
+        if b"trip-once" in raw and not tripped:
+            tripped.append(raw)
+            raise RuntimeError("a bug in the feed")
+        return real_send(child, raw, *args)
+
+    desk.parser._send = send  # type: ignore[method-assign]
+    try:
+        for n, name in enumerate(("first", "trip-once", "third")):
+            desk.deliver(make_message(subject=f"Printer {name}", message_id=f"<{name}@example.org>",
+                                      sender=f"User {n} <user{n}@example.org>"))  # fmt: skip
+        worker = threading.Thread(target=desk.worker.drain, daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "the worker waited forever for a failed parse"
+        assert tripped
+        assert _tickets(desk) == 3
+        with desk.sessions() as session:
+            attempts = dict(session.execute(select(Inbound.message_id, Inbound.attempts)).all())
+        # Charged an attempt (so a message that always meets the bug ends in
+        # quarantine); those in the parse process's pipe with it may be too.
+        assert attempts["<trip-once@example.org>"] == 1
+        assert set(attempts.values()) <= {0, 1}
     finally:
         desk.close()
