@@ -8,6 +8,7 @@ bounce tokens.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -59,6 +60,7 @@ class ServedAddresses:
         return self.base_of(address) is not None
 
 
+@functools.lru_cache(maxsize=4096)  # per message and per SMTP session; clients repeat
 def network_key(ip: str) -> str:
     """The source a client address counts as: an IPv4 address itself, an IPv6
     address its /64 (one host gets a whole /64 and picks any address in it),

@@ -959,7 +959,10 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
     clock = SystemClock()
     served = ServedAddresses.of(settings.helpdesk.addresses)
     default = served_default(settings)
+    # The parse processes start (half a second) while the first messages are
+    # read and stored.
     parser = ParsePool.from_settings(settings)
+    parser.start(wait=False)
     applier = Applier(settings, Renderer.from_settings(settings))
     agents.install(sessions, applier)
     worker = Worker(sessions, settings, clock, applier, parser=parser)

@@ -21,6 +21,7 @@ Pure functions on header bytes and values.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -122,6 +123,7 @@ def client_source(received: list[str], trusted_hops: int) -> str | None:
     return local
 
 
+@functools.lru_cache(maxsize=4096)  # per message that queues mail; clients repeat
 def _loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback

@@ -126,6 +126,7 @@ def _signed(msg: ParsedMessage, settings: Settings, sender: str) -> tuple[bool, 
     return authentication_results(msg, settings, sender)
 
 
+@functools.lru_cache(maxsize=4096)  # per message that queues mail; sources repeat
 def _inside(
     source: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 ) -> bool:
