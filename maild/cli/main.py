@@ -921,9 +921,14 @@ class Progress:
             self.stream.write("\n")
 
 
-# Messages stored per commit and processed per worker batch, per worker
-# transaction, and acknowledgements sent per batch (one syncfs, two commits).
-IMPORT_BATCH, IMPORT_TXN, IMPORT_SEND_BATCH = 200, 100, 500
+# Messages stored per commit and processed per worker batch (at most
+# IMPORT_BATCH_BYTES of them in memory), per worker transaction, and
+# acknowledgements sent per batch (one syncfs, two commits). 400/200 against
+# 200/100: 0.5 s less of a 16.9 s import of 10,000 messages (fewer commits and
+# batch starts); a transaction then holds SQLite's write lock about 0.3 s,
+# which a daemon running beside the import makes its SMTP clients wait.
+IMPORT_BATCH, IMPORT_TXN, IMPORT_SEND_BATCH = 400, 200, 500
+IMPORT_BATCH_BYTES = 32 * 1024 * 1024
 
 
 def cmd_import(settings: Settings, path: Path, *, notify: bool,
@@ -973,8 +978,11 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
     tally: Counter[str] = Counter()
     progress = Progress(total, getattr(sys.stderr, "inner", sys.stderr))  # counts only
     batch: list[Delivery] = []
+    batch_bytes = 0
 
     def flush() -> None:
+        nonlocal batch_bytes
+        batch_bytes = 0
         with sessions.begin() as session:
             results = store(session, batch, clock.now())
         for stored in results:
@@ -997,7 +1005,8 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
         for raw in messages:
             batch.append(Delivery(raw=raw, source=Source.IMPORT,
                                   recipient=_recipient(raw, served, default), notify=notify))  # fmt: skip
-            if len(batch) >= IMPORT_BATCH:
+            batch_bytes += len(raw)
+            if len(batch) >= IMPORT_BATCH or batch_bytes >= IMPORT_BATCH_BYTES:
                 flush()
         if batch:
             flush()
