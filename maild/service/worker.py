@@ -30,6 +30,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -99,14 +100,11 @@ class _Parse:
         self.future, self.decision = future, decision
 
     def wait(self, timeout: float | None) -> bool:
-        """Whether the result is ready (waiting up to `timeout` seconds for it)."""
+        """Whether the result is ready (waiting up to `timeout` seconds for it);
+        a parse that failed is ready too: `result` raises its error."""
         if self.future is None or self.future.done():
             return True
-        try:
-            self.future.result(timeout)
-        except TimeoutError:
-            return False
-        return True
+        return bool(futures_wait((self.future,), timeout).done)
 
     def result(self) -> ParsedMessage | Decision:
         if self.decision is not None:

@@ -58,10 +58,9 @@ def test_messages_before_a_slow_parse_are_committed_while_it_is_parsed(sqlite_ur
         worker.start()
         try:
             assert _wait_until(lambda: _tickets(desk) == 2), "the ready messages waited"
-            # The write lock is free while the third is parsed: intake stores.
-            started = time.monotonic()
+            # The write lock is free while the third is parsed: intake stores
+            # (a transaction holding it would leave this waiting, then failing).
             assert not desk.deliver(make_message(message_id="<new@example.org>")).duplicate
-            assert time.monotonic() - started < 2.0
         finally:
             release.set()
             worker.join(30)
