@@ -945,6 +945,7 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
     from maild.service.parsepool import ParsePool
     from maild.service.sender import Sender, transport_from_settings
     from maild.service.worker import Worker
+    from maild.store.db import Checkpointer, is_sqlite
     from maild.store.states import Outcome, Source
 
     before = None
@@ -961,6 +962,10 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
         print(f"maild: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
         return EX_NOINPUT
     sessions = _sessions(settings, writes=True)
+    engine = sessions.kw["bind"]
+    # SQLite: the WAL is copied into the database by a thread beside the
+    # import, not inside its commits (maild.store.db.Checkpointer).
+    checkpointer = Checkpointer(engine) if is_sqlite(engine) else None
     clock = SystemClock()
     served = ServedAddresses.of(settings.helpdesk.addresses)
     default = served_default(settings)
@@ -1001,27 +1006,34 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
         progress.update(len(batch))
         batch.clear()
 
+    if checkpointer is not None:
+        checkpointer.start()
     try:
-        for raw in messages:
-            batch.append(Delivery(raw=raw, source=Source.IMPORT,
-                                  recipient=_recipient(raw, served, default), notify=notify))  # fmt: skip
-            batch_bytes += len(raw)
-            if len(batch) >= IMPORT_BATCH or batch_bytes >= IMPORT_BATCH_BYTES:
+        try:
+            for raw in messages:
+                batch.append(Delivery(raw=raw, source=Source.IMPORT,
+                                      recipient=_recipient(raw, served, default),
+                                      notify=notify))  # fmt: skip
+                batch_bytes += len(raw)
+                if len(batch) >= IMPORT_BATCH or batch_bytes >= IMPORT_BATCH_BYTES:
+                    flush()
+            if batch:
                 flush()
-        if batch:
-            flush()
+        finally:
+            parser.close()
+        progress.finish()
+        closed: list[int] = []
+        if before is not None:
+            with sessions.begin() as session:
+                closed = archive.close_before(session, applier, opened, before)
+        sent = None
+        if notify:
+            sender = Sender(sessions, settings, clock, transport_from_settings(settings))
+            sender.batch_size = max(sender.batch_size, IMPORT_SEND_BATCH)
+            sent = sender.drain()
     finally:
-        parser.close()
-    progress.finish()
-    closed: list[int] = []
-    if before is not None:
-        with sessions.begin() as session:
-            closed = archive.close_before(session, applier, opened, before)
-    sent = None
-    if notify:
-        sender = Sender(sessions, settings, clock, transport_from_settings(settings))
-        sender.batch_size = max(sender.batch_size, IMPORT_SEND_BATCH)
-        sent = sender.drain()
+        if checkpointer is not None:
+            checkpointer.stop()
     if as_json:
         summary: dict[str, Any] = {
             "path": str(path), "messages": total,

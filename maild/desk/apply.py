@@ -579,7 +579,9 @@ class Applier:
         if spec.direction != Direction.IN or spec.kind not in (ArticleKind.MESSAGE,
                                                                 ArticleKind.NOTE):  # fmt: skip
             return
-        text = strip_reply(spec.text) if spec.in_reply_to else spec.text
+        text = spec.text
+        if spec.in_reply_to:
+            text = spec.reply_text if spec.reply_text is not None else strip_reply(spec.text)
         kind = "note" if spec.kind == ArticleKind.NOTE else "message"
         self._index(session, ticket, kind, spec.visibility, text, now, article_id=article_id,
                     language=language)  # fmt: skip

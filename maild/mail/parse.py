@@ -106,6 +106,9 @@ class ParsedMessage:
     # Triage). `maild.pipeline.triage.classify` uses it only for the same rules and
     # recipient; typed `object` here because triage is a layer above the format.
     pre_triage: tuple[str, str, object] | None = field(default=None, compare=False, repr=False)
+    # A reply's own words (`maild.mail.quotes.strip_reply` of `text`), worked out
+    # beside the parse (`maild.service.parsepool`) for the search index; None: not known.
+    reply_text: str | None = field(default=None, compare=False, repr=False)
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())

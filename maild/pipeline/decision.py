@@ -65,6 +65,9 @@ class ArticleSpec:
     # "references", "authentication-results"; "none": not at all); None: not
     # a person's mail (ours, an agent's, a bounce).
     verified_by: str | None = None
+    # `text` without the mail it quotes, when worked out beside the parse
+    # (`ParsedMessage.reply_text`); None: not known (`maild.desk.apply` works it out).
+    reply_text: str | None = None
 
     @classmethod
     def of(
@@ -76,9 +79,12 @@ class ArticleSpec:
             "subject": msg.subject, "text": msg.text, "html": msg.html,
             "message_id": msg.message_id,
             "in_reply_to": msg.in_reply_to[0] if msg.in_reply_to else None,
-            "sent_at": msg.date, "attachments": msg.attachments,
+            "sent_at": msg.date, "attachments": msg.attachments, "reply_text": msg.reply_text,
         }  # fmt: skip
-        return cls(kind=kind, visibility=visibility, author=sender, **{**fields, **extra})
+        fields.update(extra)
+        if fields["text"] != msg.text:  # (the limits' notes added): not the text it was of
+            fields["reply_text"] = extra.get("reply_text")
+        return cls(kind=kind, visibility=visibility, author=sender, **fields)
 
 
 @dataclass(frozen=True)

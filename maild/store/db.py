@@ -218,9 +218,12 @@ class Checkpointer:
     waits for the copy and its fsyncs as well (bench/run.py: p99 up to 194 ms;
     with this thread 68-72 ms). Here a ``PASSIVE`` checkpoint runs every
     `CHECKPOINT_SECONDS` beside the writers, and their own automatic
-    checkpoint is moved out to `CHECKPOINT_BACKSTOP_PAGES`. A failing
-    checkpoint is logged and tried again: nothing depends on it but the WAL's
-    size, and the backstop bounds that.
+    checkpoint is moved out to `CHECKPOINT_BACKSTOP_PAGES`; `stop` copies
+    what the last interval left. A failing checkpoint is logged and tried
+    again: nothing depends on it but the WAL's size, and the backstop bounds
+    that. ``maild import`` runs one too: its commits then leave the copy (a
+    third of the database's writes, and their fsyncs) to this thread, which
+    runs on the other core while the import goes on.
     """
 
     def __init__(self, engine: Engine, interval: float = CHECKPOINT_SECONDS) -> None:
@@ -244,7 +247,9 @@ class Checkpointer:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         failing = False
-        while not self._stop.wait(self.interval):
+        last = False
+        while not last:
+            last = self._stop.wait(self.interval)  # stopping: one more, for the last interval
             try:
                 if conn is None:
                     conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,

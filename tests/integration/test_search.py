@@ -8,6 +8,7 @@ same desk actions the mail commands use.
 from __future__ import annotations
 
 import json
+from email import message_from_bytes
 from email.message import EmailMessage
 from typing import Any
 
@@ -163,6 +164,32 @@ def test_agent_replies_are_indexed_as_written_and_notifications_are_not(desk):
     assert find(desk, "safe mode") == [n]
     # The acknowledgement's wording is in no document.
     assert find(desk, "received") == []
+
+
+@pytest.mark.parametrize("parse_processes", [0, 1], ids=["in-thread", "parse-process"])
+def test_a_reply_is_found_by_its_own_words_not_by_the_mail_it_quotes(
+    db_url, tmp_path, parse_processes
+):
+    """A reply is indexed without the history it quotes: with parse processes
+    (as the daemon and `maild import` run) the reply's own words are worked
+    out beside the parse, and must be the same as in the worker."""
+    settings = make_settings(tmp_path, db_url, worker={"parse_processes": parse_processes})
+    desk = Desk(settings)
+    try:
+        first = make_message(subject="Scanner offline", body="The scanner shows offline.\n",
+                             message_id="<scan-1@example.org>")  # fmt: skip
+        opened = desk.process(first)
+        assert opened.ticket_id is not None
+        quoting = ("It works again after a restart.\n\n"
+                   "On Mon, 7 Dec 2026 at 09:00, Bob Customer <bob@example.org> wrote:\n"
+                   "> The scanner shows offline.\n> Also the toner warning blinks.\n")  # fmt: skip
+        reply = reply_to(message_from_bytes(first), sender="Bob Customer <bob@example.org>",
+                         body=quoting, message_id="<scan-2@example.org>")  # fmt: skip
+        assert desk.process(reply).ticket_id == opened.ticket_id
+        assert find(desk, "restart") == [opened.ticket_id]
+        assert find(desk, "toner") == []  # only in what it quotes
+    finally:
+        desk.close()
 
 
 def test_security_tickets_never_reach_a_caller_who_may_not_see_them(desk):

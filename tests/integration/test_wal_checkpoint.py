@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import mailbox
 import shutil
 import sqlite3
 from pathlib import Path
 
 from maild.store.db import CHECKPOINT_BACKSTOP_PAGES
+from tests.integration.test_fates import cli_config, maild
 from tests.integration.test_smtp_intake import counts, send
 from tests.support.desk import make_message
 from tests.support.waiting import wait_until
@@ -42,3 +44,40 @@ def test_what_intake_commits_reaches_the_database_file_while_it_runs(
     assert running.daemon.checkpointer is not None
     wait_until(lambda: _rows_in_the_database_file(db, tmp_path / "copy.db") == 20, timeout=10)
     assert running.thread.is_alive()
+
+
+def test_an_import_beside_the_daemon_leaves_what_it_imported_in_the_database_file(
+    sqlite_url, tmp_path
+):
+    """`maild import` copies its WAL into the database with a thread of its own
+    (its commits leave it to that thread): with the daemon's connections open,
+    as they are when an admin imports beside it, the tickets are in the file
+    when the command returns, not only in a WAL the import leaves behind."""
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    mbox = tmp_path / "archive.mbox"
+    box = mailbox.mbox(mbox)
+    for i in range(12):
+        box.add(make_message(message_id=f"<imp-{i}@example.org>", subject=f"Printer {i}"))
+    box.flush()
+    box.close()
+    daemon_reader = sqlite3.connect(db)  # its open connection: no checkpoint on close
+    try:
+        daemon_reader.execute("select count(*) from ticket").fetchone()
+        done = maild(cli_config(tmp_path, sqlite_url), "import", str(mbox))
+        assert done.returncode == 0, done.stderr
+        assert "tickets created:   12" in done.stdout
+        wal = db.with_name(db.name + "-wal")
+        assert wal.exists()  # the daemon's connection keeps it
+        assert _tickets_in_the_database_file(db, tmp_path / "copy.db") == 12
+    finally:
+        daemon_reader.close()
+
+
+def _tickets_in_the_database_file(db: Path, copy: Path) -> int:
+    shutil.copyfile(db, copy)
+    conn = sqlite3.connect(copy)
+    try:
+        return int(conn.execute("select count(*) from ticket").fetchone()[0])
+    finally:
+        conn.close()
+        copy.unlink()
