@@ -936,6 +936,7 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
     """Import an archive: tickets and articles carry its dates, SLA deadlines come from
     them (those already past raise no alarm), the old desk's own replies become
     outgoing articles on their threads; `close_before` closes the old tickets."""
+    import gc
     from datetime import UTC, datetime
 
     from maild.desk import agents, archive
@@ -1006,6 +1007,10 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
         progress.update(len(batch))
         batch.clear()
 
+    # What start-up made (modules, the schema, templates, rules) lives until
+    # the command ends: kept out of the collector's full passes, which would
+    # otherwise walk all of it again and again as the import allocates.
+    gc.freeze()
     if checkpointer is not None:
         checkpointer.start()
     try:
