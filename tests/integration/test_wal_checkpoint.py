@@ -14,13 +14,13 @@ from tests.support.desk import make_message
 from tests.support.waiting import wait_until
 
 
-def _rows_in_the_database_file(db: Path, copy: Path) -> int:
-    """Inbound rows in the database file itself, without its WAL (what a
+def _rows_in_the_database_file(db: Path, copy: Path, table: str = "inbound") -> int:
+    """Rows of `table` in the database file itself, without its WAL (what a
     checkpoint has copied there)."""
     shutil.copyfile(db, copy)
     conn = sqlite3.connect(copy)
     try:
-        return int(conn.execute("select count(*) from inbound").fetchone()[0])
+        return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
     except sqlite3.DatabaseError:  # copied in the middle of a checkpoint: look again
         return -1
     finally:
@@ -68,16 +68,7 @@ def test_an_import_beside_the_daemon_leaves_what_it_imported_in_the_database_fil
         assert "tickets created:   12" in done.stdout
         wal = db.with_name(db.name + "-wal")
         assert wal.exists()  # the daemon's connection keeps it
-        assert _tickets_in_the_database_file(db, tmp_path / "copy.db") == 12
+        assert _rows_in_the_database_file(db, tmp_path / "copy.db", table="ticket") == 12
     finally:
         daemon_reader.close()
 
-
-def _tickets_in_the_database_file(db: Path, copy: Path) -> int:
-    shutil.copyfile(db, copy)
-    conn = sqlite3.connect(copy)
-    try:
-        return int(conn.execute("select count(*) from ticket").fetchone()[0])
-    finally:
-        conn.close()
-        copy.unlink()
