@@ -71,4 +71,3 @@ def test_an_import_beside_the_daemon_leaves_what_it_imported_in_the_database_fil
         assert _rows_in_the_database_file(db, tmp_path / "copy.db", table="ticket") == 12
     finally:
         daemon_reader.close()
-
