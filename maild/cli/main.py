@@ -945,6 +945,7 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
     from maild.intake.commit import Delivery, store
     from maild.mail.render import Renderer
     from maild.service.parsepool import ParsePool
+    from maild.service.renderpool import RenderPool
     from maild.service.sender import Sender, transport_from_settings
     from maild.service.worker import Worker
     from maild.store.db import Checkpointer, is_sqlite
@@ -976,6 +977,12 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
     parser = ParsePool.from_settings(settings)
     parser.start(wait=False)
     applier = Applier(settings, Renderer.from_settings(settings))
+    # The acknowledgements are made on another core while the worker goes on
+    # (maild.service.renderpool); started now, it sets up meanwhile.
+    maker = RenderPool(applier.renderer) if notify else None
+    if maker is not None:
+        maker.start()
+        applier.make_elsewhere = maker
     agents.install(sessions, applier)
     worker = Worker(sessions, settings, clock, applier, parser=parser)
     # Nobody waits for one message of an archive: bigger transactions, fewer fsyncs.
@@ -1029,6 +1036,9 @@ def cmd_import(settings: Settings, path: Path, *, notify: bool,
                 flush()
         finally:
             parser.close()
+            if maker is not None:
+                applier.make_elsewhere = None
+                maker.close()
         progress.finish()
         closed: list[int] = []
         if before is not None:

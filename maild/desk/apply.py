@@ -14,7 +14,9 @@ callers such as the sweeps change them).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import SimpleNamespace
@@ -29,6 +31,7 @@ from maild.desk.lifecycle import change_status, sla_columns
 from maild.errors import TransientError
 from maild.mail.compose import Outgoing, OutgoingAttachment, compose, new_message_id
 from maild.mail.language import detect
+from maild.mail.make import MadeMail, MailJob, MailMaker, make_mail
 from maild.mail.parse import Address
 from maild.mail.phrases import Phrase
 from maild.mail.quotes import strip_reply
@@ -72,8 +75,6 @@ RESTRICTED_SUBJECT = "security incident (details restricted)"
 
 # Statements of the per-message hot path, built once: constructing a statement
 # costs SQLAlchemy more than SQLite spends running it.
-# What the ticket's copy of a mail shows in place of the requester's personal link.
-LINK_NOT_STORED = "[the requester's personal link: in their mail only]"
 _INSERT_TICKET = Direct(insert(Ticket).returning(Ticket.id))
 _INSERT_ARTICLE = Direct(insert(Article).returning(Article.id))
 _INSERT_OUTBOX = Direct(insert(Outbox).returning(Outbox.id))
@@ -82,6 +83,20 @@ _INSERT_EVENT = insert(Event)
 # collects a transaction's events and inserts them in one statement before
 # it commits (one round trip instead of one per event on PostgreSQL).
 _EVENT_BUFFER = "maild.event_buffer"
+# Automatic mail made elsewhere (Applier.make_elsewhere, `maild import`): the
+# article and outbox rows are written at once with empty text and bytes, and
+# filled in, in the same transaction, before it commits (flush_events).
+_MAIL_BUFFER = "maild.mail_buffer"
+_FILL_ARTICLE = (
+    update(Article)
+    .where(Article.id == bindparam("article"))
+    .values(subject=bindparam("made_subject"), text=bindparam("made_text"))
+)
+_FILL_OUTBOX = update(Outbox).where(Outbox.id == bindparam("outbox")).values(raw=bindparam("made"))
+# How long a transaction waits for the mail made elsewhere before it makes the
+# rest itself.
+MAKE_ELSEWHERE_TIMEOUT = 30.0
+_UNMADE = MadeMail(subject="", text="", raw=b"")
 _INSERT_ATTACHMENT = insert(Attachment)
 _INSERT_SUGGESTION = Direct(insert(Suggestion))
 _CONTACT = Direct(
@@ -245,16 +260,63 @@ def insert_outbox(session: Session, values: dict[str, Any]) -> int:
 
 
 def buffer_events(session: Session) -> None:
-    """Collect this transaction's events until `flush_events` (the worker's batches)."""
+    """Collect this transaction's events until `flush_events` (the worker's
+    batches), and let its automatic mail be made elsewhere meanwhile
+    (`Applier.make_elsewhere`)."""
     session.info[_EVENT_BUFFER] = []
+    session.info[_MAIL_BUFFER] = []
 
 
 def flush_events(session: Session) -> None:
-    """Insert the collected events; call before a savepoint and before commit."""
+    """Fill in the mail made elsewhere and insert the collected events; call
+    before a savepoint and before commit."""
+    _fill_mail(session)
     rows = session.info.get(_EVENT_BUFFER)
     if rows:
         session.connection().execute(_INSERT_EVENT, rows)
         rows.clear()
+
+
+@dataclass(frozen=True)
+class _Making:
+    """A mail being made elsewhere, and the rows that wait for it."""
+
+    future: Future[MadeMail]
+    job: MailJob
+    maker: MailMaker
+    renderer: Renderer  # to make it here, should elsewhere fail
+    article_id: int
+    outbox_id: int
+
+
+def _fill_mail(session: Session) -> None:
+    """Write the mail made elsewhere into its article and outbox rows.
+
+    One that did not come back (its process died, its job could not be sent
+    there, it took too long) is made here instead: a template error then
+    raises here, as it would have without the other process.
+    """
+    making: list[_Making] | None = session.info.get(_MAIL_BUFFER)
+    if not making:
+        return
+    for maker in {id(m.maker): m.maker for m in making}.values():
+        maker.finish()
+    articles, outboxes = [], []
+    deadline = time.monotonic() + MAKE_ELSEWHERE_TIMEOUT  # for all of them together
+    for m in making:
+        try:
+            made = m.future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception as exc:
+            log.warning("ticket mail %s: made here instead (elsewhere: %s: %s)",
+                        m.job.mail.message_id, type(exc).__name__, exc)  # fmt: skip
+            made = make_mail(m.renderer, m.job)
+        articles.append({"article": m.article_id, "made_subject": made.subject,
+                         "made_text": made.text})  # fmt: skip
+        outboxes.append({"outbox": m.outbox_id, "made": made.raw})
+    making.clear()
+    conn = session.connection()
+    conn.execute(_FILL_ARTICLE, articles)
+    conn.execute(_FILL_OUTBOX, outboxes)
 
 
 class Applier:
@@ -269,6 +331,10 @@ class Applier:
         self._new_requester_marked = False  # set by _contact
         # The agent directory (maild.agents.install sets it at start and on SIGHUP).
         self.directory: Directory = EMPTY
+        # Where automatic mail may be made while this process goes on (`maild
+        # import`: maild.service.renderpool), within the worker's transactions;
+        # None: here, when it is queued.
+        self.make_elsewhere: MailMaker | None = None
 
     @property
     def signer(self) -> Signer:
@@ -916,7 +982,6 @@ class Applier:
             context["ticket"] = SimpleNamespace(**{**vars(context["ticket"]),
                                                    "subject": RESTRICTED_SUBJECT})  # fmt: skip
             context["requester"] = SimpleNamespace(name="", email="")
-        rendered = self.renderer.render(notice.template, language, context)
         message_id = new_message_id(hd.domain)
         reply_to = notice.reply_to or desk
         if notice.agent_id is not None:  # the agent's personal reply address for this ticket
@@ -936,40 +1001,42 @@ class Applier:
             reply_to = Address(name=desk.name, email=address)
         # Never mail ourselves (a served address, a plus-variant, our own domain).
         cc = tuple(a for a in notice.cc if not is_own_address(a.email, self.settings))
-        raw = compose(
-            Outgoing(
-                sender=desk,
-                to=notice.to,
-                subject=rendered.subject,
-                text=rendered.text,
-                html=rendered.html,
-                message_id=message_id,
-                date=now,
-                auto_submitted=notice.auto_submitted,
-                loop_domain=hd.domain,
-                reply_to=reply_to,
-                in_reply_to=notice.in_reply_to,
-                references=notice.references,
-                language=language,
-                cc=cc,
-                calendar=notice.calendar,
-                attachments=tuple(
-                    OutgoingAttachment(a.filename, a.content_type, a.data)
-                    for a in notice.attachments
-                ),
-            )
+        mail = Outgoing(
+            sender=desk,
+            to=notice.to,
+            subject="",
+            text="",
+            html=None,
+            message_id=message_id,
+            date=now,
+            auto_submitted=notice.auto_submitted,
+            loop_domain=hd.domain,
+            reply_to=reply_to,
+            in_reply_to=notice.in_reply_to,
+            references=notice.references,
+            language=language,
+            cc=cc,
+            calendar=notice.calendar,
+            attachments=tuple(
+                OutgoingAttachment(a.filename, a.content_type, a.data) for a in notice.attachments
+            ),
         )
         # The requester's link acts as the requester (their page's replies and
         # buttons): it is in their mail only, never in the ticket's copy that
         # agents, the API and watchers' pages read.
-        link = context.get("requester_link")
-        stored = rendered.text.replace(link, LINK_NOT_STORED) if link else rendered.text
+        job = MailJob(notice.template, language, context, mail, context.get("requester_link"))
+        making: list[_Making] | None = session.info.get(_MAIL_BUFFER)
+        # (not within a savepoint: its rollback would leave nothing to fill in)
+        maker = None if making is None or session.in_nested_transaction() else self.make_elsewhere
+        future = maker.submit(job) if maker is not None else None
+        # Made elsewhere: filled in before the transaction commits (flush_events).
+        made = _UNMADE if future is not None else make_mail(self.renderer, job)
         article = ArticleSpec(
             kind=ArticleKind.NOTIFICATION,
             visibility=notice.visibility,
             author=desk,
-            subject=rendered.subject,
-            text=stored,
+            subject=made.subject,
+            text=made.text,
             html=None,
             message_id=message_id,
             in_reply_to=notice.in_reply_to,
@@ -988,13 +1055,17 @@ class Applier:
             "message_id": message_id,
             "mail_from": desk.email,
             "rcpt_to": recipients,
-            "raw": raw,
+            "raw": made.raw,
             "status": str(OutboxStatus.PENDING),
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
         }
         outbox_id: int = _INSERT_OUTBOX.scalar_one(session, values)
+        if future is not None:
+            assert making is not None
+            assert making is not None and maker is not None
+            making.append(_Making(future, job, maker, self.renderer, article_id, outbox_id))
         if notice.visibility != Visibility.INTERNAL and notice.auto_submitted != "no":
             # (mail to agents, and a person's reply, are not automatic mail)
             self.guard.record(session, ticket.id, notice.to, notice.kind, now, source)

@@ -158,6 +158,12 @@ class Renderer:
         self._lock = threading.Lock()
         self._env = self._build()
 
+    @property
+    def recipe(self) -> tuple[Path | None, str, Path | None]:
+        """The arguments that build this renderer again (in another process:
+        `maild.service.renderpool`)."""
+        return (self._override_dir, self._timezone, self._languages_dir)
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
         """The renderer for `settings`; a `ConfigError` when a configured language

@@ -93,6 +93,20 @@ def _cap_memory(memory_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
+@contextlib.contextmanager
+def without_main() -> Iterator[None]:
+    """Start processes in here: a child would otherwise import the parent's
+    __main__ (pytest, a bench script, maild's command line): seconds per
+    process, for nothing it uses."""
+    with _MAIN_LOCK:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
+
+
 def parse_one(raw: bytes, flags: int, limits: ParseLimits) -> Any:
     """A ParsedMessage, or ("permanent" | "memory", reason)."""
     try:
@@ -210,15 +224,8 @@ class _Child:
             args=(child, setup, pool.limits, pool.cpu_seconds, pool.memory_mb),
             daemon=True,
         )
-        # A child would otherwise import the parent's __main__ (pytest, a
-        # bench script): seconds per process, for nothing it uses.
-        with _MAIN_LOCK:
-            main = sys.modules["__main__"]
-            sys.modules["__main__"] = types.ModuleType("__main__")
-            try:
-                self.process.start()
-            finally:
-                sys.modules["__main__"] = main
+        with without_main():
+            self.process.start()
         child.close()
         try:
             if parent.poll(60):

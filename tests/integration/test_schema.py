@@ -108,7 +108,7 @@ def test_requester_links_stored_before_0013_are_taken_off_the_tickets(desk):
     from alembic import command
     from sqlalchemy import text
 
-    from maild.desk.apply import LINK_NOT_STORED
+    from maild.mail.make import LINK_NOT_STORED
     from maild.store.db import _alembic_config
     from tests.support.desk import make_message
 

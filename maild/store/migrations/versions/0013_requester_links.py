@@ -4,7 +4,7 @@ A requester's personal link acts as the requester (their page's replies and
 buttons). Until this version the ticket's copy of each acknowledgement and
 status mail (an outgoing ``notification`` article) carried it, where every
 agent and API token could read it; now it is in the requester's mail only
-(`maild.desk.apply.LINK_NOT_STORED`). This replaces the links already stored.
+(`maild.mail.make.LINK_NOT_STORED`). This replaces the links already stored.
 The mail itself (outbox, sent) is not touched. Downgrading keeps the text as it is.
 
 Revision ID: 0013_requester_links
@@ -23,7 +23,7 @@ down_revision: str | None = "0012_web"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# As maild.desk.apply.LINK_NOT_STORED (a migration does not import the code it outlives).
+# As maild.mail.make.LINK_NOT_STORED (a migration does not import the code it outlives).
 LINK_NOT_STORED = "[the requester's personal link: in their mail only]"
 # `maild.mail.weblink.requester_link`: BASE/r/TICKET/TOKEN.
 LINK = re.compile(r"https?://[^\s<>\"']+/r/\d+/[0-9a-z]{1,10}\.[a-z2-7]{26}")
