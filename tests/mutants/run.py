@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,23 @@ def checkout_files(root: Path) -> list[str]:
     return [name for name in out.decode().split("\0") if name]
 
 
-def make_copy(root: Path, files: list[str], parent: Path, name: str) -> Path:
+def patched_paths(diff: str) -> set[str]:
+    """The files a patch changes (both sides of each ``diff --git`` line)."""
+    paths: set[str] = set()
+    for match in re.finditer(r"^diff --git a/(\S+) b/(\S+)$", diff, re.MULTILINE):
+        paths.update(match.groups())
+    return paths
+
+
+def make_copy(
+    root: Path, files: list[str], parent: Path, name: str, patched: Collection[str] = ()
+) -> Path:
+    """Copy the checkout, with the bytecode Python already compiled for it.
+
+    ``copy2`` keeps each source's modification time, so a cached ``.pyc``
+    (checked against the source's time and size) stays valid in the copy; the
+    files the patch changes get none, and are compiled afresh.
+    """
     dest = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
     for rel in files:
         src = root / rel
@@ -151,6 +168,11 @@ def make_copy(root: Path, files: list[str], parent: Path, name: str) -> Path:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)
+        if rel.endswith(".py") and rel not in patched:
+            cache = src.parent / "__pycache__"
+            for pyc in cache.glob(f"{src.stem}.*.pyc") if cache.is_dir() else ():
+                (target.parent / "__pycache__").mkdir(exist_ok=True)
+                shutil.copy2(pyc, target.parent / "__pycache__" / pyc.name)
     # A repository of its own: git apply never looks for an enclosing one
     # (where it would skip paths outside the current directory).
     subprocess.run(["git", "init", "-q", str(dest)], check=True)
@@ -172,7 +194,10 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int |
     """(pytest's exit code or None on timeout, its output)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(copy), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # Bytecode is written into the copy (gone with it) and pytest's rewritten
+    # plugins into the venv: without it every process the tests start compiles
+    # maild afresh, and every pytest rewrites Hypothesis's asserts (seconds).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.pop("PYTEST_ADDOPTS", None)
     proc = subprocess.Popen(
         [sys.executable, *PYTEST, *tests],
@@ -215,11 +240,63 @@ def judge(code: int | None, output: str) -> tuple[str, str]:
     return "ERROR", f"the tests could not run (pytest exit {code}): {last}"
 
 
+def recently_changed(root: Path, commits: int) -> set[str]:
+    """Files changed by the last `commits` commits (empty outside a repository)."""
+    proc = subprocess.run(
+        ["git", "log", f"-{commits}", "--name-only", "--format="],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    return {line.strip() for line in proc.stdout.splitlines() if line.strip()}
+
+
+def test_files(mutant: Mutant) -> set[str]:
+    """The test files (or folders) a mutant's ``tests:`` line names."""
+    files, args = set(), list(mutant.tests)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-k", "-m", "-o", "-p"):
+            args[:1] = []  # its value
+        elif not arg.startswith("-"):
+            files.add(arg.split("::")[0].rstrip("/"))
+    return files
+
+
+def touches(mutant: Mutant, changed: set[str]) -> bool:
+    """Whether a change to `changed` may bear on this mutant: its patch file, a
+    file it mutates, or a test file it names (or one under a folder it names)."""
+    own = {str(mutant.path.relative_to(ROOT)) if mutant.path.is_relative_to(ROOT) else ""}
+    own |= patched_paths(mutant.diff)
+    tests = test_files(mutant)
+    return bool(own & changed) or any(
+        c == t or c.startswith(t + "/") for c in changed for t in tests
+    )
+
+
+def budget_order(mutants: list[Mutant], changed: set[str], turn: int) -> list[Mutant]:
+    """The order for a run that may not finish them all: first the mutants the
+    latest changes touch, then the others starting at `turn` (mod their number)
+    and wrapping around, so that successive runs start at different places."""
+    first = [m for m in mutants if touches(m, changed)]
+    rest = [m for m in mutants if not touches(m, changed)]
+    if rest:
+        turn %= len(rest)
+        rest = rest[turn:] + rest[:turn]
+    return first + rest
+
+
+def head_turn(root: Path) -> int:
+    """A number that differs from commit to commit: the HEAD commit's hash."""
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return int(proc.stdout.strip()[:8] or "0", 16)
+
+
 def run_one(mutant: Mutant, files: list[str], parent: Path, keep: bool) -> Outcome:
     started = time.monotonic()
     copy = None
     try:
-        copy = make_copy(ROOT, files, parent, mutant.name)
+        copy = make_copy(ROOT, files, parent, mutant.name, patched_paths(mutant.diff))
         apply(mutant, copy)
         code, output = run_tests(copy, mutant.tests, mutant.timeout)
         result, detail = judge(code, output)
@@ -280,6 +357,22 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("MAILD_MUTANT_JOBS", "0")) or min(2, os.cpu_count() or 1),
         help="mutants run at once (default: 2, or MAILD_MUTANT_JOBS)",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=float(os.environ.get("MAILD_MUTANT_BUDGET", "0")),
+        metavar="SECONDS",
+        help="start no mutant after SECONDS (default: no limit, or MAILD_MUTANT_BUDGET); "
+        "the mutants the last --recent commits touch run first, the others from a place "
+        "that moves with the HEAD commit; those not run are named",
+    )
+    parser.add_argument(
+        "--recent",
+        type=int,
+        default=20,
+        metavar="N",
+        help="with --budget: the commits whose changes put a mutant first (default 20)",
+    )
     parser.add_argument("--check", action="store_true", help="only check that every patch applies")
     parser.add_argument("--baseline", action="store_true", help="first run the tests unmutated")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
@@ -331,12 +424,29 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
 
         started = time.monotonic()
-        print(f"mutants: {len(mutants)} to run, {args.jobs} at a time", flush=True)
+        deadline = started + args.budget if args.budget else None
+        if deadline is not None:
+            mutants = budget_order(mutants, recently_changed(ROOT, args.recent), head_turn(ROOT))
+        print(
+            f"mutants: {len(mutants)} to run, {args.jobs} at a time"
+            + (f", none started after {args.budget:.0f} s" if deadline else ""),
+            flush=True,
+        )
         outcomes: list[Outcome] = []
+        not_run: list[Mutant] = []
+
+        def run_in_time(m: Mutant) -> Outcome | None:
+            if deadline is not None and time.monotonic() > deadline:
+                not_run.append(m)
+                return None
+            return run_one(m, files, parent, args.keep)
+
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futures = [pool.submit(run_one, m, files, parent, args.keep) for m in mutants]
+            futures = [pool.submit(run_in_time, m) for m in mutants]
             for future in as_completed(futures):
                 o = future.result()
+                if o is None:
+                    continue
                 outcomes.append(o)
                 print(f"  {o.mutant.name}: {o.result} ({o.seconds:.1f} s)", flush=True)
         outcomes.sort(key=lambda o: o.mutant.name)
@@ -361,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  | {line}")
     for e in errors:
         print(f"\nmutants: ERROR {e}")
+    if not_run:
+        print(
+            f"\nmutants: {len(not_run)} NOT RUN: the {args.budget:.0f} s budget was spent "
+            f"(`make mutants` runs them all): {', '.join(sorted(m.name for m in not_run))}"
+        )
     killed = sum(o.ok for o in outcomes)
     total = len(outcomes) + len(errors)
     print(
@@ -371,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             if bad or errors
             else ""
         )
+        + (f", {len(not_run)} not run" if not_run else "")
         + f" in {elapsed:.0f} s"
     )
     return 1 if bad or errors else 0

@@ -24,13 +24,7 @@ PATCHES = sorted((ROOT / "tests" / "mutants").glob("*.patch"))
 def test_every_mutant_is_well_formed_and_names_tests_that_exist(path):
     m = run.load(path)
     assert m.promise and m.diff.startswith("diff --git ")
-    targets, args = [], list(m.tests)
-    while args:
-        arg = args.pop(0)
-        if arg in ("-k", "-m", "-o", "-p"):
-            args.pop(0)  # its value
-        elif not arg.startswith("-"):
-            targets.append(arg.split("::")[0])
+    targets = run.test_files(m)
     assert targets, f"{path.name}: tests: names no test file"
     for t in targets:
         assert (ROOT / t).exists(), f"{path.name}: no such test file or folder {t}"
@@ -75,3 +69,53 @@ def test_a_patch_that_no_longer_applies_is_an_error_naming_it(tmp_path):
     )
     with pytest.raises(run.MutantError, match="stale.patch no longer applies"):
         run.apply(run.load(path), copy, check_only=True)
+
+
+def _mutant(tmp_path, name, mutated, tests):
+    path = tmp_path / f"{name}.patch"
+    path.write_text(f"promise: p\ntests: {tests}\ndiff --git a/{mutated} b/{mutated}\n")
+    return run.load(path)
+
+
+def test_a_budgeted_run_takes_the_mutants_recent_changes_touch_first_then_moves_on(tmp_path):
+    ms = [
+        _mutant(tmp_path, "a", "maild/a.py", "tests/unit/test_a.py"),
+        _mutant(tmp_path, "b", "maild/b.py", "tests/integration -k b"),
+        _mutant(tmp_path, "c", "maild/c.py", "tests/unit/test_c.py::test_one"),
+        _mutant(tmp_path, "d", "maild/d.py", "tests/unit/test_d.py"),
+        _mutant(tmp_path, "e", "maild/e.py", "tests/unit/test_e.py"),
+    ]
+    names = lambda order: [m.name for m in order]  # noqa: E731
+    # A mutated file, a test under a named folder, a named test file.
+    changed = {"maild/d.py", "tests/integration/test_b.py", "tests/unit/test_c.py", "README.md"}
+    assert names(run.budget_order(ms, changed, 0)) == ["b", "c", "d", "a", "e"]
+    # The others start at a place that moves with the commit, wrapping around.
+    assert names(run.budget_order(ms, changed, 1)) == ["b", "c", "d", "e", "a"]
+    assert names(run.budget_order(ms, set(), 7)) == ["c", "d", "e", "a", "b"]
+    # Each turn runs every mutant once.
+    for turn in range(6):
+        assert sorted(names(run.budget_order(ms, changed, turn))) == list("abcde")
+
+
+def test_a_run_out_of_budget_names_the_mutants_it_did_not_run(capsys):
+    two = [p.stem for p in PATCHES[:2]]
+    assert run.main(["--budget", "0.000001", "-j", "1", *two]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"2 NOT RUN: the 0 s budget was spent (`make mutants` runs them all): {', '.join(two)}"
+        in out
+    )
+    assert "0 of 0 killed, 2 not run" in out
+
+
+def test_a_copy_keeps_compiled_bytecode_except_for_the_files_the_patch_changes(tmp_path):
+    root = tmp_path / "root"
+    (root / "pkg" / "__pycache__").mkdir(parents=True)
+    for name in ("kept", "mutated"):
+        (root / "pkg" / f"{name}.py").write_text(f"{name} = 1\n")
+        (root / "pkg" / "__pycache__" / f"{name}.cpython-311.pyc").write_bytes(b"compiled")
+    copy = run.make_copy(root, ["pkg/kept.py", "pkg/mutated.py"], tmp_path, "m", {"pkg/mutated.py"})
+    assert sorted(p.name for p in (copy / "pkg" / "__pycache__").iterdir()) == [
+        "kept.cpython-311.pyc"
+    ]
+    assert (copy / "pkg" / "mutated.py").read_text() == "mutated = 1\n"
