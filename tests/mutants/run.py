@@ -50,6 +50,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 MUTANTS = Path(__file__).resolve().parent
 DEFAULT_TIMEOUT = 600.0
+# With --budget: a mutant still running this long after the deadline is cut
+# short and reported as not run (neither killed nor survived).
+STOP_GRACE = 60.0
 HEADER_KEYS = {"promise", "tests", "timeout"}
 PYTEST = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-o", "addopts=-ra"]
 # pytest's exit codes: 0 all passed, 1 some failed, 2 interrupted or collection
@@ -292,13 +295,22 @@ def head_turn(root: Path) -> int:
     return int(proc.stdout.strip()[:8] or "0", 16)
 
 
-def run_one(mutant: Mutant, files: list[str], parent: Path, keep: bool) -> Outcome:
+def run_one(
+    mutant: Mutant, files: list[str], parent: Path, keep: bool, stop_at: float | None = None
+) -> Outcome:
+    """Run one mutant; with `stop_at` (a monotonic time) its tests are cut
+    short then, and the outcome is "not finished", never a kill."""
     started = time.monotonic()
     copy = None
     try:
         copy = make_copy(ROOT, files, parent, mutant.name, patched_paths(mutant.diff))
         apply(mutant, copy)
-        code, output = run_tests(copy, mutant.tests, mutant.timeout)
+        timeout, cut = mutant.timeout, False
+        if stop_at is not None and stop_at - time.monotonic() < timeout:
+            timeout, cut = max(stop_at - time.monotonic(), 1.0), True
+        code, output = run_tests(copy, mutant.tests, timeout)
+        if code is None and cut:
+            return Outcome(mutant, "not finished", time.monotonic() - started)
         result, detail = judge(code, output)
         lines = output.strip().splitlines()
         if result.startswith("killed"):  # why: the failed test and its assertion
@@ -362,9 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=float(os.environ.get("MAILD_MUTANT_BUDGET", "0")),
         metavar="SECONDS",
-        help="start no mutant after SECONDS (default: no limit, or MAILD_MUTANT_BUDGET); "
-        "the mutants the last --recent commits touch run first, the others from a place "
-        "that moves with the HEAD commit; those not run are named",
+        help="start no mutant after SECONDS and cut short any still running a minute "
+        "later (default: no limit, or MAILD_MUTANT_BUDGET); the mutants the last --recent "
+        "commits touch run first, the others from a place that moves with the HEAD commit; "
+        "those not run or not finished are named, never counted killed",
     )
     parser.add_argument(
         "--recent",
@@ -439,7 +452,12 @@ def main(argv: list[str] | None = None) -> int:
             if deadline is not None and time.monotonic() > deadline:
                 not_run.append(m)
                 return None
-            return run_one(m, files, parent, args.keep)
+            stop_at = deadline + STOP_GRACE if deadline is not None else None
+            o = run_one(m, files, parent, args.keep, stop_at)
+            if o.result == "not finished":
+                not_run.append(m)
+                return None
+            return o
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futures = [pool.submit(run_in_time, m) for m in mutants]
@@ -473,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmutants: ERROR {e}")
     if not_run:
         print(
-            f"\nmutants: {len(not_run)} NOT RUN: the {args.budget:.0f} s budget was spent "
+            f"\nmutants: {len(not_run)} NOT RUN (or cut short): the {args.budget:.0f} s budget "
+            "was spent "
             f"(`make mutants` runs them all): {', '.join(sorted(m.name for m in not_run))}"
         )
     killed = sum(o.ok for o in outcomes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,7 @@ def test_a_run_out_of_budget_names_the_mutants_it_did_not_run(capsys):
     assert run.main(["--budget", "0.000001", "-j", "1", *two]) == 0
     out = capsys.readouterr().out
     assert (
-        f"2 NOT RUN: the 0 s budget was spent (`make mutants` runs them all): {', '.join(two)}"
+        f"2 NOT RUN (or cut short): the 0 s budget was spent (`make mutants` runs them all): {', '.join(two)}"
         in out
     )
     assert "0 of 0 killed, 2 not run" in out
@@ -119,3 +120,16 @@ def test_a_copy_keeps_compiled_bytecode_except_for_the_files_the_patch_changes(t
         "kept.cpython-311.pyc"
     ]
     assert (copy / "pkg" / "mutated.py").read_text() == "mutated = 1\n"
+
+
+def test_a_mutant_cut_short_at_the_budgets_end_is_not_finished_never_killed(tmp_path):
+    probe = (
+        "diff --git a/tests/mutants/_probe.txt b/tests/mutants/_probe.txt\n"
+        "new file mode 100644\n--- /dev/null\n+++ b/tests/mutants/_probe.txt\n"
+        "@@ -0,0 +1 @@\n+x\n"
+    )
+    m = run.Mutant(name="probe", path=tmp_path / "probe.patch", promise="p",
+                   tests=("tests/integration/test_lifecycle.py", "-k", "whole_life"), diff=probe)  # fmt: skip
+    files = run.checkout_files(run.ROOT)
+    o = run.run_one(m, files, tmp_path, False, stop_at=time.monotonic())  # its tests get 1 s
+    assert (o.result, o.ok) == ("not finished", False)
