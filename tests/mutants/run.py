@@ -23,11 +23,15 @@ FAIL: a mutant whose tests pass SURVIVED. A patch that no longer applies, a
 are errors, never kills. Prints a table; exits 1 if any mutant survived or
 erred, 2 on a usage error.
 
-    python tests/mutants/run.py [-j JOBS] [--check] [--baseline] [--keep] [-v] [NAME ...]
+    python tests/mutants/run.py [-j JOBS] [--budget SECONDS [--recent N]] [--check]
+                                [--baseline] [--keep] [-v] [NAME ...]
 
 ``--check`` only checks that every patch is well-formed and applies (fast;
 ``make lint`` runs it). ``--baseline`` first runs all named tests on the
 unchanged copy and requires them to pass (use it when writing a mutant).
+``--budget`` (CI's) starts no mutant after SECONDS, cuts short one still
+running a minute later, and names those not run or not finished (never
+counted killed); the ones the last ``--recent`` commits touch go first.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,7 +264,7 @@ def test_files(mutant: Mutant) -> set[str]:
     while args:
         arg = args.pop(0)
         if arg in ("-k", "-m", "-o", "-p"):
-            args[:1] = []  # its value
+            del args[:1]  # its value
         elif not arg.startswith("-"):
             files.add(arg.split("::")[0].rstrip("/"))
     return files
@@ -359,6 +363,14 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(rows)
 
 
+def env_number(parser: argparse.ArgumentParser, name: str, kind: Callable[[str], float]) -> float:
+    """A number from the environment, 0 if unset; a usage error naming it if not a number."""
+    try:
+        return kind(os.environ.get(name, "0") or "0")
+    except ValueError:
+        parser.error(f"{name}: not a number: {os.environ[name]!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="run only these mutants (file stems)")
@@ -366,13 +378,13 @@ def main(argv: list[str] | None = None) -> int:
         "-j",
         "--jobs",
         type=int,
-        default=int(os.environ.get("MAILD_MUTANT_JOBS", "0")) or min(2, os.cpu_count() or 1),
+        default=int(env_number(parser, "MAILD_MUTANT_JOBS", int)) or min(2, os.cpu_count() or 1),
         help="mutants run at once (default: 2, or MAILD_MUTANT_JOBS)",
     )
     parser.add_argument(
         "--budget",
         type=float,
-        default=float(os.environ.get("MAILD_MUTANT_BUDGET", "0")),
+        default=env_number(parser, "MAILD_MUTANT_BUDGET", float),
         metavar="SECONDS",
         help="start no mutant after SECONDS and cut short any still running a minute "
         "later (default: no limit, or MAILD_MUTANT_BUDGET); the mutants the last --recent "

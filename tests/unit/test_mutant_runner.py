@@ -129,7 +129,15 @@ def test_a_mutant_cut_short_at_the_budgets_end_is_not_finished_never_killed(tmp_
         "@@ -0,0 +1 @@\n+x\n"
     )
     m = run.Mutant(name="probe", path=tmp_path / "probe.patch", promise="p",
-                   tests=("tests/integration/test_lifecycle.py", "-k", "whole_life"), diff=probe)  # fmt: skip
+                   tests=("tests/integration/test_lifecycle.py",), diff=probe)  # fmt: skip
     files = run.checkout_files(run.ROOT)
     o = run.run_one(m, files, tmp_path, False, stop_at=time.monotonic())  # its tests get 1 s
     assert (o.result, o.ok) == ("not finished", False)
+
+
+def test_a_budget_that_is_not_a_number_is_a_usage_error_naming_it(monkeypatch, capsys):
+    monkeypatch.setenv("MAILD_MUTANT_BUDGET", "20m")
+    with pytest.raises(SystemExit) as exit_:
+        run.main(["--check"])
+    assert exit_.value.code == 2
+    assert "MAILD_MUTANT_BUDGET: not a number: '20m'" in capsys.readouterr().err
