@@ -11,9 +11,12 @@ Hardening: at most ``smtp.max_connections`` connections in all and
 idle for ``smtp.timeout_seconds`` gets ``421 4.4.2`` and is dropped; at most
 ``smtp.max_recipients`` recipients (``452 4.5.3``); each command at most
 ``smtp.command_call_limit`` times per connection (the message commands
-``smtp.max_messages_per_connection`` times), then ``421 4.7.0``. Only
-``CRLF.CRLF`` ends DATA (a bare-LF ``\n.\n`` is message content, so SMTP
-smuggling cannot slip a second message past us); optional STARTTLS and AUTH
+``smtp.max_messages_per_connection`` times), then ``421 4.7.0``. DATA is
+read in chunks (`maild.intake.smtpdata`): only ``CRLF.CRLF`` ends it (a
+bare-LF ``\n.\n`` is message content, so SMTP smuggling cannot slip a second
+message past us), a line over 1,000 characters gets ``500 5.5.2`` after the
+whole message, and the idle timeout counts from the last bytes received, so
+a slow link is not cut off mid-message; optional STARTTLS and AUTH
 (`maild.intake.smtpauth`): the password hash runs in a thread pool, never on the
 event loop; a session gets three tries; a source past ``smtp.auth_max_failures``
 failures is refused AUTH (``454 4.7.0``) until they age out. Disk full gives
@@ -42,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from maild.addresses import ServedAddresses, network_key, normalize_address
 from maild.clock import Clock, SystemClock
@@ -50,6 +53,7 @@ from maild.config.settings import Settings
 from maild.errors import ConfigError
 from maild.intake.commit import Delivery, GroupCommitter, StorageFull, traced
 from maild.intake.smtpauth import FailureLimiter, PasswordFile
+from maild.intake.smtpdata import DataScanner, DataState
 from maild.mail.parse import peek_message_id
 from maild.store.states import Source
 
@@ -68,6 +72,10 @@ AUTH_THREADS = 2
 IDLE_TIMEOUT = "421 4.4.2 Idle too long, closing connection"
 STORAGE_FULL = "452 4.3.1 Insufficient system storage, please try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+LINE_TOO_LONG = "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"
+# Read DATA in whatever the reader holds, all of it: bytes past the end of
+# the message are given back, and must come before what arrives later.
+READ_ALL = 1 << 62
 
 
 class IntakeHandler:
@@ -355,7 +363,78 @@ class _Draining:
             self.transport.close()
 
 
-class MaildSMTP(_Draining, _Auth, _Hardened, SMTP):
+class _ChunkedData:
+    """DATA read in chunks as they arrive (`maild.intake.smtpdata`), not line by line.
+
+    Answers as aiosmtpd does (``503``/``501`` before ``354``; ``552`` over the
+    size limit and ``500`` for a line over 1,000 characters, both after the
+    whole message is read), and hands the handler the same envelope. The idle
+    timeout counts from the last bytes received, so a large message on a slow
+    link is not cut off while it is still arriving.
+    """
+
+    envelope: Envelope | None
+    data_size_limit: int
+    line_length_limit: int
+    _reader: asyncio.StreamReader
+    _writer: asyncio.StreamWriter
+    if TYPE_CHECKING:  # provided by aiosmtpd's SMTP
+
+        async def push(self, status: Any) -> None: ...
+
+        async def check_helo_needed(self, helo: str = "HELO") -> bool: ...
+
+        async def check_auth_needed(self, caller_method: str) -> bool: ...
+
+        async def _call_handler_hook(self, command: str, *args: Any) -> Any: ...
+
+        def _set_post_data_state(self) -> None: ...
+
+        def _reset_timeout(self, duration: float | None = None) -> None: ...
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        scanner = DataScanner(self.data_size_limit, self.line_length_limit)
+        reader = self._reader
+        try:
+            while True:
+                # Everything the reader holds: what is left over goes back whole.
+                chunk = await reader.read(READ_ALL)
+                if not chunk:  # the client closed the connection inside DATA
+                    return
+                self._reset_timeout()
+                rest = scanner.feed(chunk)
+                if rest is not None:
+                    break
+        except asyncio.CancelledError:
+            log.info("SMTP: connection lost during DATA")
+            self._writer.close()
+            raise
+        if rest and not reader.at_eof():
+            reader.feed_data(rest)  # pipelined commands, read next as commands
+        if scanner.state is not DataState.NOMINAL:
+            await self.push(TOO_BIG if scanner.state is DataState.TOO_MUCH else LINE_TOO_LONG)
+            self._set_post_data_state()
+            return
+        self.envelope.content = self.envelope.original_content = scanner.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+
+class MaildSMTP(_Draining, _ChunkedData, _Auth, _Hardened, SMTP):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._gate()

@@ -10,6 +10,7 @@ newest versions pyproject.toml allows.
 from __future__ import annotations
 
 import inspect
+import re
 from importlib.metadata import version
 
 import aiosmtpd.smtp
@@ -23,17 +24,26 @@ def _where(lib: str, module: str) -> str:
     return f"{lib} {version(lib)}: see {module}"
 
 
-@pytest.mark.parametrize("name", ["_handle_client", "_timeout_cb", "_smtp_methods", "push"])
+@pytest.mark.parametrize("name", ["_handle_client", "_timeout_cb", "_smtp_methods", "push",
+                                  "_reader", "_writer", "_reset_timeout", "_call_handler_hook",
+                                  "_set_post_data_state", "check_helo_needed",
+                                  "check_auth_needed"])  # fmt: skip
 def test_aiosmtpd_smtp_internals(name):
-    """maild.intake.smtp overrides these (per-IP cap, 421 on idle, draining)."""
+    """maild.intake.smtp overrides or calls these (per-IP cap, 421 on idle, draining,
+    DATA read in chunks)."""
     smtp = aiosmtpd.smtp.SMTP
-    found = hasattr(smtp, name) or name in inspect.getsource(smtp.__init__)
+    assigned = re.search(rf"self\.{name}\s*(:[^=\n]*)?=[^=]", inspect.getsource(smtp))
+    found = hasattr(smtp, name) or assigned is not None
     assert found, (
         f"aiosmtpd.smtp.SMTP.{name} is gone ({_where('aiosmtpd', 'maild/intake/smtp.py')})"
     )
     if name == "_handle_client":
         assert inspect.iscoroutinefunction(smtp._handle_client), _where(
             "aiosmtpd", "maild/intake/smtp.py"
+        )
+    if name == "_reader":  # DATA is read from it in chunks, the rest fed back
+        assert "StreamReader(" in inspect.getsource(smtp.__init__), _where(
+            "aiosmtpd", "maild/intake/smtp.py (_ChunkedData)"
         )
 
 
