@@ -36,7 +36,10 @@ p50/p99 from the end of DATA to the reply (maild commits in between), end to
 end until every message is processed and acknowledged.
 
 Targets: ``maild import`` ≥ 0.9 × baseline (median of the runs), SMTP p99 ≤
-50 ms. Figures move with the machine's load; only ratios from one run mean
+50 ms. The SMTP target is absolute, so the run also prints maild's latencies
+as multiples of the no-op server's, and says when the no-op server alone takes
+over half the target (a slow or busy machine: it cannot judge the target).
+Figures move with the machine's load; only ratios from one run mean
 anything. Results go to ``bench/out/run.json``.
 """
 
@@ -62,6 +65,9 @@ from corpus import generate, write_maildir  # noqa: E402
 
 TARGET_IMPORT_RATIO = 0.9
 TARGET_P99_MS = 50.0
+# The SMTP target means something only where the protocol, client and loopback
+# alone (the no-op server) take at most this share of it.
+JUDGE_SHARE = 0.5
 MAILD = [sys.executable, "-m", "maild"]
 
 
@@ -190,10 +196,15 @@ def main(argv: list[str] | None = None) -> int:
               f"p99 {b['p99_ms']:6.1f} ms")  # fmt: skip
         print(f"  maild serve      {m['msgs_per_s']:7.0f} msgs/s  p50 {m['p50_ms']:6.1f} ms  "
               f"p99 {m['p99_ms']:6.1f} ms  end to end {m['end_to_end_msgs_per_s']} msgs/s")  # fmt: skip
+        print(f"  maild / no-op: p50 {m['p50_ms'] / b['p50_ms']:.1f}x, "
+              f"p99 {m['p99_ms'] / b['p99_ms']:.1f}x")  # fmt: skip
         met = m["p99_ms"] <= TARGET_P99_MS
         ok &= met
         print(f"  target p99 <= {TARGET_P99_MS:.0f} ms with processing alongside: "
               f"{'met' if met else 'NOT met'}")  # fmt: skip
+        if not met and b["p99_ms"] > TARGET_P99_MS * JUDGE_SHARE:
+            print(f"  (this machine cannot judge that target: the no-op server alone has a p99 "
+                  f"of {b['p99_ms']:.0f} ms, over {JUDGE_SHARE:.0%} of it)")  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
     return 0 if ok else 1

@@ -963,10 +963,14 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             raise ConfigError(key, f"must be a table of strings, got {value!r}")
         return dict(value)
     if origin is Literal:
-        if value not in args:
-            allowed = ", ".join(repr(a) for a in args)
-            raise ConfigError(key, f"must be one of {allowed}, got {value!r}")
-        return value
+        if value in args:
+            return value
+        # In any case: level = "info" means "INFO", as --log-level does.
+        same = [a for a in args if isinstance(value, str) and str(a).lower() == value.lower()]
+        if len(same) == 1:
+            return same[0]
+        allowed = ", ".join(repr(a) for a in args)
+        raise ConfigError(key, f"must be one of {allowed}, got {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(key, f"must be a list, got {value!r}")

@@ -144,6 +144,17 @@ def test_bad_values_name_their_key(raw, key):
     assert info.value.key == key
 
 
+def test_a_word_from_a_fixed_list_is_taken_in_any_case():
+    """An admin writes level = "info" or MAILD_OUTGOING__TRANSPORT=SMTP: meant, and taken."""
+    settings = load_settings(EXAMPLE, environ={"MAILD_LOG__LEVEL": "debug",
+                                               "MAILD_OUTGOING__TRANSPORT": "Maildir"})  # fmt: skip
+    assert (settings.log.level, settings.outgoing.transport) == ("DEBUG", "maildir")
+    assert settings_from_mapping({"log": {"level": "Warning"}}).log.level == "WARNING"
+    with pytest.raises(ConfigError) as info:  # a word not on the list is still refused
+        settings_from_mapping({"log": {"level": "verbose"}})
+    assert info.value.key == "log.level" and "'DEBUG', 'INFO'" in str(info.value)
+
+
 def test_unknown_environment_key_is_named():
     with pytest.raises(ConfigError) as info:
         load_settings(EXAMPLE, environ={"MAILD_SMTP__LISTN": "x"})
