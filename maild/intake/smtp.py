@@ -14,7 +14,7 @@ idle for ``smtp.timeout_seconds`` gets ``421 4.4.2`` and is dropped; at most
 ``smtp.max_messages_per_connection`` times), then ``421 4.7.0``. DATA is
 read in chunks (`maild.intake.smtpdata`): only ``CRLF.CRLF`` ends it (a
 bare-LF ``\n.\n`` is message content, so SMTP smuggling cannot slip a second
-message past us), a line over 1,000 characters gets ``500 5.5.2`` after the
+message past us), a line of 1,000 characters or more gets ``500 5.5.2`` after the
 whole message, and the idle timeout counts from the last bytes received, so
 a slow link is not cut off mid-message; optional STARTTLS and AUTH
 (`maild.intake.smtpauth`): the password hash runs in a thread pool, never on the
@@ -188,10 +188,9 @@ class IntakeHandler:
 
 
 def _rewrite(status: str) -> str:
-    """aiosmtpd's own size answers lack an enhanced status code."""
-    if status.startswith("552 Error: Too much mail data") or status.startswith(
-        "552 Error: message size exceeds"
-    ):
+    """aiosmtpd's own size answer (to ``MAIL FROM ... SIZE=``) lacks an enhanced
+    status code; DATA over the limit is answered by `_ChunkedData`."""
+    if status.startswith("552 Error: message size exceeds"):
         return TOO_BIG
     return status
 
@@ -367,7 +366,7 @@ class _ChunkedData:
     """DATA read in chunks as they arrive (`maild.intake.smtpdata`), not line by line.
 
     Answers as aiosmtpd does (``503``/``501`` before ``354``; ``552`` over the
-    size limit and ``500`` for a line over 1,000 characters, both after the
+    size limit and ``500`` for a line of 1,000 characters or more, both after the
     whole message is read), and hands the handler the same envelope. The idle
     timeout counts from the last bytes received, so a large message on a slow
     link is not cut off while it is still arriving.

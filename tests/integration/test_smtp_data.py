@@ -84,7 +84,7 @@ def test_a_message_cut_anywhere_by_the_network_arrives_whole(sqlite_url, daemon_
     assert row.endswith(message(b"pieces", b".\r\n..three\r\nlast line\r\n"))
 
 
-def test_a_line_over_1000_characters_is_refused_and_the_session_goes_on(sqlite_url,
+def test_a_line_of_1000_characters_is_refused_and_the_session_goes_on(sqlite_url,
                                                                        daemon_factory):  # fmt: skip
     running = daemon_factory(sqlite_url)
     sock = session(running.port)
@@ -95,7 +95,7 @@ def test_a_line_over_1000_characters_is_refused_and_the_session_goes_on(sqlite_u
         assert replies(sock, 1)[0].startswith(b"500 5.5.2 Line too long")
         sock.sendall(ENVELOPE)
         assert replies(sock, 3)[2].startswith(b"354")
-        sock.sendall(message(b"fine", b"x" * 998 + b"\r\n") + b".\r\n")  # 1,000 with its CRLF
+        sock.sendall(message(b"fine", b"x" * 999 + b"\r\n") + b".\r\n")  # 1,001 with its CRLF
         assert replies(sock, 1)[0].startswith(b"250")
     (row,) = inbound_rows(sqlite_url)
     assert b"Subject: fine" in row
