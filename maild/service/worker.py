@@ -72,6 +72,11 @@ TXN_MESSAGES = 32
 # transactions, and applies BUSY_TXN_MESSAGES per transaction (bench/run.py,
 # worker process: SMTP p99 34 ms with 2, 39-45 ms with 4, same end to end).
 YIELD_SECONDS = 0.02
+# A transaction sized while intake was idle ends early, after this many, when
+# intake becomes busy meanwhile: with 20 sessions there are moments when none
+# is in DATA (just after a commit released their 250s), and a transaction of
+# TXN_MESSAGES begun then held the lock 140-180 ms while every session's
+# commit waited (bench/run.py: p99 150-200 ms in rounds with one, 80 without).
 BUSY_TXN_MESSAGES = 2
 # The first transaction of a batch is small: the worker starts on its first
 # parsed messages while the parse processes go on with the rest. Without the
@@ -173,15 +178,15 @@ class Worker:
 
     def _chunk_size(self) -> int:
         """Smaller transactions while intake is busy: its commits wait less."""
+        return BUSY_TXN_MESSAGES if self._intake_waiting() else self.txn_messages
+
+    def _intake_waiting(self) -> bool:
         busy = self.intake_busy
-        return self.txn_messages if busy is None or not busy() else BUSY_TXN_MESSAGES
+        return busy is not None and busy()
 
     def _give_way(self) -> None:
-        busy = self.intake_busy
-        if busy is None:
-            return
         deadline = time.monotonic() + YIELD_SECONDS
-        while busy() and time.monotonic() < deadline:
+        while self._intake_waiting() and time.monotonic() < deadline:
             time.sleep(0.001)
 
     def reload_rules(self) -> None:
@@ -344,7 +349,8 @@ class Worker:
     ) -> tuple[list[Processed], list[tuple[Inbound, _Parse]]]:
         """Decide and apply `items` in one transaction (all or nothing); the
         results, and the items left for the next transaction (from the first
-        whose parse is not ready within IN_TXN_PARSE_WAIT).
+        whose parse is not ready within IN_TXN_PARSE_WAIT, or, once
+        BUSY_TXN_MESSAGES are done, from where intake became busy).
 
         Rows no longer claimed by this instance are skipped; a reply whose
         original is not processed yet is deferred (it is decided before
@@ -358,6 +364,9 @@ class Worker:
             buffer_events(session)
             mine = self._still_mine(session, [row.id for row, _item in items])
             for index, (row, parse) in enumerate(items):
+                if index >= BUSY_TXN_MESSAGES and self._intake_waiting():
+                    rest = items[index:]  # intake needs the write lock: commit now
+                    break
                 if not parse.wait(IN_TXN_PARSE_WAIT):
                     rest = items[index:]
                     break
