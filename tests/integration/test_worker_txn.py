@@ -126,11 +126,12 @@ def test_a_transaction_begun_while_intake_was_idle_ends_when_intake_needs_the_lo
     decided: list[int] = []
 
     def intake() -> None:
-        stored["duplicate"] = desk.deliver(
-            make_message(message_id="<arrived@example.org>")
-        ).duplicate
-        stored["tickets then"] = _tickets(desk)
-        busy.clear()
+        try:
+            arrived = desk.deliver(make_message(message_id="<arrived@example.org>"))
+            stored["duplicate"] = arrived.duplicate
+            stored["tickets then"] = _tickets(desk)
+        finally:
+            busy.clear()  # a failed delivery must not keep the worker waiting
 
     def decide(session, row, msg):
         decided.append(row.id)
